@@ -1,0 +1,215 @@
+"""The ``repaint`` command: thin Typer commands over importable functions.
+
+Logs and progress go to stderr; results (output paths, JSON lines) go to
+stdout, so commands compose in shell pipelines.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .cli_masks import masks_app
+from .engine import EngineOptions
+from .inpaint import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
+from .models import ModelError, list_cards, sha256_file
+from .schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+
+app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(masks_app, name="masks", help="Generate, list and preview masks.")
+models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True, highlight=False)
+
+
+def die(message: str, code: int = 2):
+    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class RichReporter(Reporter):
+    """Progress bar and log lines on stderr; one line per finished image on stdout."""
+
+    def __init__(self, json_lines: bool, quiet: bool = False):
+        super().__init__()
+        self.json_lines = json_lines
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                                 disable=quiet)
+        self.task = None
+        self.images_done = 0
+        self.n_images = 0
+
+    def log(self, msg: str) -> None:
+        if not self.quiet or msg.startswith(("error", "warning")):
+            self.progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    def start(self, n_images: int, steps_per_batch: int) -> None:
+        self.n_images = n_images
+        self.progress.start()
+        self.task = self.progress.add_task(f"images 0/{n_images}", total=None)
+        self._steps = steps_per_batch
+
+    def advance_steps(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def image_done(self, result: ImageResult) -> None:
+        if result.status == "done":
+            self.images_done += 1
+        if self.task is not None:
+            self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
+        if self.json_lines:
+            print(result.json(), flush=True)
+        elif result.status == "done":
+            print(result.output, flush=True)
+
+    def stop(self):
+        self.progress.stop()
+
+
+def _install_sigint(stop: StopFlag):
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        err.print("stopping after the current batch (Ctrl-C again to stop at once)")
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread (tests)
+        pass
+
+
+@app.command("inpaint")
+def inpaint_cmd(
+    inputs: List[str] = typer.Argument(..., help="Image files, folders, globs, or - to read paths from stdin."),
+    mask: str = typer.Option("thick", "--mask", "-m", help="Mask file, folder or glob of masks (paired by stem), or a kind: thick, medium, thin, ex64, genhalf, nn2, ev2li, box, or a preset YAML."),
+    mask_convention: str = typer.Option("keep", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint)."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; writes <stem>.png."),
+    model: Optional[str] = typer.Option(None, help="Model name (see 'repaint models list') or checkpoint path. Default: the embedded emoji32 model."),
+    config: Optional[Path] = typer.Option(None, help="A RePaint conf YAML (model hyper-parameters, timestep_respacing, schedule_jump_params, model_path)."),
+    preset: Optional[str] = typer.Option(None, help=f"Sampling preset: {', '.join(PRESETS)}."),
+    t_T: Optional[int] = typer.Option(None, "--t-T", help="Respaced steps (t_T)."),
+    jump_length: Optional[int] = typer.Option(None, help="Steps per jump back."),
+    jump_n_sample: Optional[int] = typer.Option(None, help="Times each jump is resampled (1 = no resampling)."),
+    n_sample: Optional[int] = typer.Option(None, hidden=True),
+    seed: int = typer.Option(0, help="Run seed; each image's noise comes from (seed, file stem)."),
+    batch_size: str = typer.Option("auto", help="Images per batch, or auto."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="Capture each step as a CUDA graph."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Memory layout (default: on CUDA only)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the UNet (pays off only on long runs)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
+    fit: str = typer.Option("crop", help="crop (around the hole), resize (whole image) or pad (small images)."),
+    context: float = typer.Option(0.5, help="Context around the hole for --fit crop, as a fraction of its box."),
+    paste: bool = typer.Option(True, "--paste/--no-paste", help="Paste the known pixels back exactly (--no-paste: raw sample, as the paper's code)."),
+    overwrite: bool = typer.Option(False, help="Redo images whose outputs exist."),
+    save_mask: bool = typer.Option(False, help="Write the mask used beside each output (<stem>_mask.png)."),
+    allow_empty: bool = typer.Option(False, help="Warn instead of failing on masks with no hole or no known pixel."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of input folders."),
+    shard: Optional[str] = typer.Option(None, help="Process part I of N of the sorted inputs (I/N, I from 0)."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON line per image on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Inpaint images with RePaint."""
+    opts = InpaintOptions(
+        mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
+        preset=preset, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
+        batch_size=batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size"),
+        fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask, allow_empty=allow_empty,
+        recursive=recursive, shard=shard,
+        engine=EngineOptions(device=device, precision=precision, cuda_graphs=cuda_graphs,
+                             channels_last=channels_last, compile=compile_model, threads=threads),
+    )
+    if mask_convention not in ("keep", "hole"):
+        die(f"--mask-convention {mask_convention}: use keep (white = keep) or hole (white = hole)")
+    if fit not in ("crop", "resize", "pad"):
+        die(f"--fit {fit}: use crop, resize or pad")
+    reporter = RichReporter(json_lines, quiet)
+    stop = StopFlag()
+    _install_sigint(stop)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            summary = inpaint(inputs, opts, reporter, stop=stop)
+    except RunError as e:
+        reporter.stop()
+        die(str(e))
+    except KeyboardInterrupt:
+        reporter.stop()
+        err.print("interrupted; rerun the same command to finish the rest (done images are skipped)")
+        raise typer.Exit(130)
+    reporter.stop()
+    err.print(f"done {summary.done}, failed {summary.failed}, skipped {summary.skipped} "
+              f"in {summary.seconds:.1f} s -> {out}")
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _int_option(value: str, name: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        die(f"{name} {value}: expected a whole number or auto")
+    if v < 1:
+        die(f"{name} {value}: must be at least 1")
+    return v
+
+
+@app.command("schedule")
+def schedule_cmd(
+    t_T: Optional[int] = typer.Option(None, "--t-T", help="Respaced steps."),
+    jump_length: Optional[int] = typer.Option(None, help="Steps per jump back."),
+    jump_n_sample: Optional[int] = typer.Option(None, help="Times each jump is resampled."),
+    n_sample: Optional[int] = typer.Option(None, help="Reference's n_sample (default 1)."),
+    start_resampling: Optional[int] = typer.Option(None, help="Resample only below this t."),
+    preset: Optional[str] = typer.Option(None, help=f"Start from a preset: {', '.join(PRESETS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full list of times as JSON."),
+):
+    """Print the jump schedule's summary (UNet calls, undo steps), or the full list with --json."""
+    try:
+        params = resolve_jump_params(preset, None, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                                     n_sample=n_sample, start_resampling=start_resampling)
+        times = jump_schedule(params)
+    except ValueError as e:
+        die(str(e))
+    if as_json:
+        print(json.dumps({"params": params.as_dict(), "times": times}))
+        return
+    s = schedule_summary(times)
+    print(f"t_T {params.t_T}, jump_length {params.jump_length}, jump_n_sample {params.jump_n_sample}: "
+          f"{s['unet_calls']} UNet calls, {s['undo_steps']} undo steps, {s['entries']} schedule entries")
+
+
+@models_app.command("list")
+def models_list(verify: bool = typer.Option(False, help="Hash present checkpoints and compare with their cards.")):
+    """Known models and whether their checkpoints are present."""
+    for card in list_cards():
+        path = card.find_file()
+        status = f"present ({path})" if path else f"missing: put {card.file} in weights/"
+        if path and verify:
+            digest = sha256_file(path)
+            status += (" sha256 ok" if card.sha256 == digest else
+                       f" sha256 {digest}" + (" MISMATCH" if card.sha256 else ""))
+        print(f"{card.name}\t{card.hparams.get('image_size')}px\t{status}\t{card.description}")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

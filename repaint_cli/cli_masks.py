@@ -1,0 +1,268 @@
+"""``repaint masks ...``: generate, list and preview inpainting masks.
+
+Wired into the main app with ``app.add_typer(masks_app, name="masks")``.
+Written files' paths go to stdout, one per line, so the command composes in
+pipelines; progress, summaries and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .masks import (
+    CONVENTIONS,
+    MASK_KINDS,
+    MaskError,
+    UnknownKindError,
+    generate_mask,
+    hole_fraction,
+    load_preset,
+    to_convention,
+)
+
+masks_app = typer.Typer(
+    help="Generate, list and preview inpainting masks (LaMa-style thick/medium/thin, RePaint's extreme masks, boxes).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# stderr console; Rich looks up sys.stderr at write time, so test runners that
+# swap sys.stderr still capture it.
+err = Console(stderr=True, highlight=False)
+
+# Show a progress bar from this many masks on (and only on a terminal).
+_PROGRESS_FROM = 200
+
+_SEP = 2  # separator width in preview sheets (px)
+_SEP_VALUE = 128  # separator grey
+
+
+def _fail(message: str, code: int = 2) -> "typer.Exit":
+    err.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
+    """Parameters from --kind and/or --preset; errors exit 2 with one line."""
+    try:
+        if preset is not None:
+            params = load_preset(os.fspath(preset))
+            if kind is not None and kind != params["kind"]:
+                if kind not in MASK_KINDS:
+                    raise UnknownKindError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
+                raise MaskError(f"--kind {kind} disagrees with preset {str(preset)!r} (kind {params['kind']!r})")
+            return params
+        if kind is None:
+            kind = "thick"
+        if kind not in MASK_KINDS:
+            raise UnknownKindError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
+        return load_preset(kind)
+    except MaskError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise _fail(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+    return convention
+
+
+def _size(size: int, height: Optional[int], width: Optional[int]) -> tuple[int, int]:
+    h = size if height is None else height
+    w = size if width is None else width
+    if h < 1 or w < 1:
+        raise _fail(f"mask size must be positive, got {h}x{w}")
+    return h, w
+
+
+def _write_png_atomic(path: Path, image: np.ndarray) -> None:
+    """Encode to PNG and write via a temp file in the same folder + os.replace."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - cv2 failure
+        raise OSError(f"could not encode PNG for {path}")
+    # A unique name in the same folder (so os.replace is atomic); opened with
+    # "xb" so the file gets the usual umask permissions, unlike mkstemp's 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@masks_app.command("generate")
+def generate_cmd(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help=f"Mask kind: {', '.join(MASK_KINDS)} [default: thick, or the preset's kind]"),
+    count: int = typer.Option(100, "--count", "-n", min=0, help="Number of masks to write."),
+    size: int = typer.Option(256, "--size", "-s", min=1, help="Side of square masks (pixels)."),
+    height: Optional[int] = typer.Option(None, "--height", min=1, help="Mask height; overrides --size."),
+    width: Optional[int] = typer.Option(None, "--width", min=1, help="Mask width; overrides --size."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Run seed; mask i depends only on (kind, size, seed, i, parameters)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    convention: str = typer.Option("keep", "--convention", help="keep: white = known pixel (RePaint); hole: white = hole (LaMa/IOPaint)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (kind + parameters), e.g. a copy of masks/thick.yaml."),
+    start: int = typer.Option(0, "--start", min=0, help="Index of the first mask (to extend or split a run)."),
+) -> None:
+    """Write COUNT masks as PNGs named <kind>_<index:05d>.png; print their paths."""
+    params = _resolve_params(kind, preset)
+    convention = _check_convention(convention)
+    h, w = _size(size, height, width)
+    name = params["kind"]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(f"cannot create output folder {str(out)!r}: {exc.strerror or exc}", 1) from None
+
+    show_progress = count >= _PROGRESS_FROM and err.is_terminal
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    )
+    fractions: list[float] = []
+    with progress:
+        task = progress.add_task(f"{name} masks", total=count)
+        for index in range(start, start + count):
+            try:
+                keep = generate_mask(params, h, w, seed, index)
+            except MaskError as exc:
+                raise _fail(str(exc)) from None
+            fractions.append(hole_fraction(keep))
+            path = out / f"{name}_{index:05d}.png"
+            try:
+                _write_png_atomic(path, to_convention(keep, convention))
+            except OSError as exc:
+                raise _fail(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1) from None
+            sys.stdout.write(f"{path}\n")
+            sys.stdout.flush()
+            progress.advance(task)
+
+    mean = float(np.mean(fractions)) if fractions else 0.0
+    err.print(
+        f"Wrote {count} {name} mask(s) {h}x{w} (indices {start}..{start + count - 1}, seed {seed}, "
+        f"{convention} convention, mean hole {mean:.3f}) to {out}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@masks_app.command("list")
+def list_cmd() -> None:
+    """List every mask kind with a one-line description."""
+    width = max(len(k) for k in MASK_KINDS)
+    for kind, text in MASK_KINDS.items():
+        sys.stdout.write(f"{kind:<{width}}  {text}\n")
+
+
+def _grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    """Tiles (same shape) in a grid with _SEP-pixel grey separators and border."""
+    th, tw = tiles[0].shape
+    rows = max(1, math.ceil(len(tiles) / columns))
+    sheet = np.full((rows * (th + _SEP) + _SEP, columns * (tw + _SEP) + _SEP), _SEP_VALUE, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y, x = _SEP + r * (th + _SEP), _SEP + c * (tw + _SEP)
+        sheet[y:y + th, x:x + tw] = tile
+    return sheet
+
+
+def _label(text: str, height: int, width: int, scale: float) -> np.ndarray:
+    """White panel with ``text`` in black, vertically centred."""
+    panel = np.full((height, width), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(1, int(round(scale * 2)))
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
+    x = max(4, (width - tw) // 2)
+    y = (height + th) // 2
+    cv2.putText(panel, text, (x, y), font, scale, 0, thickness, cv2.LINE_AA)
+    return panel
+
+
+def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], count: int, h: int, w: int,
+                   seed: int, convention: str, labelled: bool) -> np.ndarray:
+    scale = max(0.4, min(h, w) / 256 * 0.8)
+    if not labelled:
+        kind = kinds[0]
+        tiles = [to_convention(generate_mask(params_for[kind], h, w, seed, i), convention) for i in range(count)]
+        columns = max(1, math.ceil(math.sqrt(count)))
+        grid = _grid(tiles, columns)
+        title = _label(f"{kind} ({convention} convention, seed {seed})", max(24, int(40 * scale)), grid.shape[1], scale * 0.9)
+        return np.vstack([title, grid])
+    # One row per kind, a label panel on the left of each row.
+    label_w = max(cv2.getTextSize(k, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))))[0][0] for k in kinds) + 24
+    rows = []
+    for kind in kinds:
+        tiles = [to_convention(generate_mask(params_for[kind], h, w, seed, i), convention) for i in range(count)]
+        row = _grid(tiles, count)
+        rows.append(np.hstack([_label(kind, row.shape[0], label_w, scale), row]))
+    sheet = np.vstack([rows[0]] + [r[_SEP:] for r in rows[1:]])  # share separators between rows
+    return sheet
+
+
+@masks_app.command("preview")
+def preview_cmd(
+    kind: str = typer.Option("all", "--kind", "-k", help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind"),
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Masks per sheet (per row with --kind all) [default: 16, or 6 per row for all]."),
+    size: int = typer.Option(256, "--size", "-s", min=1, help="Side of each mask tile (pixels)."),
+    height: Optional[int] = typer.Option(None, "--height", min=1, help="Tile height; overrides --size."),
+    width: Optional[int] = typer.Option(None, "--width", min=1, help="Tile width; overrides --size."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Run seed (tiles are masks 0..count-1 of that run)."),
+    convention: str = typer.Option("keep", "--convention", help="keep: white = known pixel; hole: white = hole."),
+    preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset to preview instead of a kind's defaults."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output PNG [default: masks_preview_<kind>.png]."),
+) -> None:
+    """Write a contact sheet PNG of masks; print its path."""
+    convention = _check_convention(convention)
+    h, w = _size(size, height, width)
+    if kind == "all" and preset is None:
+        kinds = list(MASK_KINDS)
+        params_for = {k: load_preset(k) for k in kinds}
+        labelled = True
+        n = 6 if count is None else count
+    else:
+        params = _resolve_params(None if kind == "all" else kind, preset)
+        kinds = [params["kind"]]
+        params_for = {params["kind"]: params}
+        labelled = False
+        n = 16 if count is None else count
+    name = "all" if labelled else kinds[0]
+    path = out if out is not None else Path(f"masks_preview_{name}.png")
+    if path.suffix.lower() != ".png":
+        raise _fail(f"--out must end in .png, got {str(path)!r}")
+    try:
+        sheet = _preview_sheet(kinds, params_for, n, h, w, seed, convention, labelled)
+    except MaskError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _write_png_atomic(path, sheet)
+    except OSError as exc:
+        raise _fail(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1) from None
+    sys.stdout.write(f"{path}\n")
+    err.print(
+        f"Wrote {name} preview ({n} mask(s) {'per kind' if labelled else ''} {h}x{w}, seed {seed}, "
+        f"{convention} convention, sheet {sheet.shape[1]}x{sheet.shape[0]}) to {path}".replace("  ", " "),
+        markup=False,
+        soft_wrap=True,
+    )

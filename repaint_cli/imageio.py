@@ -1,0 +1,854 @@
+"""Reading and writing images and masks, and fitting them to the model's square resolution.
+
+This module knows nothing about diffusion or models: it depends on numpy, Pillow and
+OpenCV only.
+
+Conventions
+-----------
+* Images in memory are ``uint8`` RGB arrays of shape (H, W, 3).  Grayscale inputs are
+  expanded to three equal channels; :attr:`LoadedImage.gray` records that they were grey
+  so that the writer can store them as single-channel images again.
+* Masks in memory are *keep masks* (as in RePaint): ``bool`` (H, W) where True means
+  "known pixel, keep it" and False means "hole, generate it".  A ``uint8`` mask with
+  255 = keep is accepted wherever a keep mask is taken.
+* On disk a mask uses either ``convention='keep'`` (white = keep; RePaint) or
+  ``convention='hole'`` (white = hole; LaMa / IOPaint).  The caller always says which.
+* Every problem caused by an input file (or an unwritable output folder) raises
+  :class:`InputError`, whose message is a single line naming the file and the fix, so a
+  batch driver can log it and go on with the next image.
+
+Decisions (documented here once)
+--------------------------------
+Reading images
+  * The whole file is decoded (``img.load()``) before anything else, so truncated files
+    fail here, not later.  Multi-frame files (GIF, APNG, TIFF) use their first frame and
+    say so in ``LoadedImage.warnings``.
+  * EXIF orientation is applied (``ImageOps.exif_transpose``), so arrays are in display
+    orientation.  EXIF is not copied to the output (orientation would be wrong, and it
+    may hold private data).  The ICC profile is kept in ``LoadedImage.icc_profile`` when
+    it still describes the returned pixels; pass it to the writer as ``icc_profile=``.
+  * Colour modes (RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV, RGBX, RGBa) give colour output;
+    grey modes (1, L, LA, La, I;16*, I, F and 16-bit grey PNGs) give ``gray=True``.
+    Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs.
+  * Alpha (RGBA, LA, PA, P with transparency, 16-bit grey+alpha and RGBA PNG) is returned
+    separately in ``LoadedImage.alpha`` and is put back by the writer; it is never
+    fitted or inpainted.
+  * 16-bit data is scaled with ``round(v / 257)``.  Pillow truncates 16-bit colour PNGs
+    to their high byte, so those (and 16-bit grey+alpha PNGs) are decoded with OpenCV.
+    Mode ``I`` (32-bit int) is clipped to 0..65535 and scaled like 16-bit; mode ``F`` is
+    taken as 0..1 when its maximum is <= 1, else as 0..255 (clipped).
+  * CMYK is converted by Pillow's plain formula (no colour management).
+
+Reading masks
+  * Any mode is reduced to one 8-bit grey channel and thresholded: value > 127 is white.
+    RGB uses luminance (ITU-R 601, Pillow's ``L``).  RGBA / LA: if alpha is fully opaque
+    the colour luminance is used; otherwise colour is composited over black
+    (``lum * alpha / 255``), which turns "white strokes on a transparent layer" into
+    white-on-black; if that composite is uniform while alpha is not (for instance black
+    strokes on a transparent layer) the alpha channel itself is the mask.
+  * EXIF orientation is applied to masks too (an editor shows and saves them that way).
+  * A mask of another size is resized with nearest-neighbour, with a warning.
+  * Values other than 0/255 warn only above 1 % of the pixels (soft edges are normal).
+
+Writing
+  * Temporary files live in the destination folder and are named
+    ``.<name>.<8 random chars>.tmp<ext>`` (e.g. ``.cat.png.k3f9a0qz.tmp.png``): hidden,
+    recognisable by :func:`is_atomic_temp`, and still ending in the real extension for
+    writers (OpenCV, imageio) that pick the format from it.  They are fsynced and then
+    renamed over the final name with ``os.replace``; on any error they are removed.
+  * Missing parent folders are created.  Permission / read-only-filesystem errors become
+    :class:`InputError`; other OS errors (disk full...) propagate unchanged, since
+    continuing with the next image would not help.
+  * Default encoder settings: JPEG ``quality=95, subsampling=0``; WebP ``lossless=True``
+    (unless the caller passes ``quality`` or ``lossless``).  Known pixels are only
+    byte-identical on disk for lossless formats (PNG, TIFF, BMP, lossless WebP).
+  * Alpha is dropped with a warning for formats that cannot store it (JPEG, ...).
+
+Fitting to the model resolution S (see :func:`plan_fit`)
+  * Resampling never touches a known pixel of the final output: ``unfit`` returns
+    ``where(keep_orig, rgb_orig, resampled_sample)``.
+  * Padding is reflection (``numpy.pad(mode='reflect')``) of both the image and the keep
+    mask: a padded pixel is known iff the pixel it mirrors is known.  Padding is thus
+    treated as context, but the content under a hole (often the object to remove) is
+    never mirrored into "known" padding.
+  * Hole mapping is conservative: an S-resolution pixel is a hole if any hole pixel of
+    the original contributes to it under the resampling kernel (INTER_AREA footprint
+    when shrinking, a 2-pixel cubic support when enlarging).  When shrinking the hole is
+    then dilated by one more pixel at S, so the way back (cubic) mostly reads generated
+    pixels.  Therefore every original hole pixel maps to a hole at S (a 1-pixel hole in
+    a 1000x700 image survives), and no known pixel at S carries hole content.
+  * crop (default): if the image fits in SxS it is padded (like ``pad``).  Otherwise a
+    window of side ``max(ceil(max(box_h, box_w) * (1 + 2*context)), S)`` centred on the
+    hole's bounding box, clipped to the image per axis (so it may be a rectangle), is
+    reflect-padded to a square and shrunk to S.  The window never is smaller than S
+    where the image allows, so crops are never enlarged (model sees native-scale
+    pixels), and it always contains the whole hole box; when the window covers the whole
+    image this is the same as ``resize``.
+  * resize: the whole image is letterboxed to a square (reflect padding, see above) and
+    resized to S (INTER_AREA when shrinking, INTER_CUBIC when enlarging); aspect ratio is
+    kept.  Small images are enlarged (useful for models trained on full-frame content).
+  * pad: images at most SxS are reflect-padded to SxS with no resampling at all; larger
+    images raise InputError suggesting ``--fit crop`` or ``--fit resize``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "InputError",
+    "LoadedImage",
+    "read_image",
+    "read_mask",
+    "check_mask",
+    "write_image_atomic",
+    "write_bytes_atomic",
+    "atomic_path",
+    "is_atomic_temp",
+    "FitPlan",
+    "plan_fit",
+    "apply_fit",
+    "unfit",
+    "FIT_MODES",
+    "MASK_CONVENTIONS",
+]
+
+FIT_MODES = ("crop", "resize", "pad")
+MASK_CONVENTIONS = ("keep", "hole")
+
+#: Share of non-binary mask pixels above which :func:`read_mask` warns.
+NONBINARY_WARN_FRACTION = 0.01
+
+
+class InputError(Exception):
+    """A problem with one input (or output) file; the message is one line: file, problem, fix."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        message = " ".join(str(message).splitlines())
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+
+def _disp(path) -> str:
+    """The path as shown in messages, kept on one line."""
+    return str(path).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _err(path, problem: str, fix: str) -> InputError:
+    return InputError(f"{_disp(path)}: {problem}; {fix}", path)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class LoadedImage:
+    """An image as read from disk.
+
+    rgb:         uint8 (H, W, 3), display orientation (EXIF applied); grey inputs have
+                 three equal channels.
+    alpha:       uint8 (H, W) or None.
+    path:        the path it was read from.
+    mode:        the Pillow mode of the file as opened (before any conversion), e.g.
+                 "RGB", "P", "I;16", "CMYK".
+    bit_depth:   bits per channel in the file: 1, 8, 16 or 32.
+    gray:        True for grayscale inputs; write them back as L / LA.
+    icc_profile: the embedded ICC profile when it still describes ``rgb`` (None for
+                 converted modes such as CMYK); pass it on as ``icc_profile=``.
+    warnings:    one-line notes (first frame of an animation, unreadable EXIF...).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    path: str
+    mode: str
+    bit_depth: int
+    gray: bool = False
+    icc_profile: bytes | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+_COLOUR_CONVERT_MODES = {"CMYK", "YCbCr", "LAB", "HSV"}
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
+
+
+def _open_loaded(path, what: str) -> Image.Image:
+    """Open and fully decode ``path``; every failure becomes an InputError."""
+    p = Path(path)
+    try:
+        img = Image.open(p)
+    except FileNotFoundError:
+        raise _err(path, f"{what} file not found", "check the path") from None
+    except IsADirectoryError:
+        raise _err(path, "is a folder, not an image file", "pass image files or a folder to scan") from None
+    except PermissionError:
+        raise _err(path, "cannot read the file (permission denied)", "fix its permissions or remove it from the input") from None
+    except Image.DecompressionBombError as e:
+        raise _err(path, f"image is too large to decode safely ({e.__class__.__name__})", "downscale it first") from None
+    except Image.UnidentifiedImageError:
+        raise _err(
+            path,
+            f"not a readable image (unknown or unsupported format) for the {what}",
+            "convert it to PNG or JPEG, or remove it from the input",
+        ) from None
+    except Exception as e:  # Pillow raises many types on broken headers
+        raise _err(
+            path,
+            f"cannot decode {what} header ({e.__class__.__name__}: {_short(e)})",
+            "re-export it or remove it from the input",
+        ) from None
+    try:
+        img.load()  # force a full decode: truncated / corrupt data fails here
+    except Image.DecompressionBombError as e:
+        img.close()
+        raise _err(path, f"image is too large to decode safely ({_short(e)})", "downscale it first") from None
+    except Exception as e:
+        img.close()
+        raise _err(
+            path,
+            f"cannot decode {what} (truncated or corrupt file: {_short(e)})",
+            "re-export it or remove it from the input",
+        ) from None
+    return img
+
+
+def _short(e: BaseException, limit: int = 120) -> str:
+    s = " ".join(str(e).split()) or e.__class__.__name__
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1
+
+
+def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an array, as ImageOps.exif_transpose does."""
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:  # transpose
+        arr = np.swapaxes(arr, 0, 1)
+    elif orientation == 6:  # rotate 90 clockwise
+        arr = np.rot90(arr, -1)
+    elif orientation == 7:  # transverse
+        arr = np.rot90(arr, 2).swapaxes(0, 1)
+    elif orientation == 8:  # rotate 90 counter-clockwise
+        arr = np.rot90(arr, 1)
+    return np.ascontiguousarray(arr)
+
+
+def _exif_transpose(img: Image.Image, path, warnings: list[str]) -> Image.Image:
+    try:
+        out = ImageOps.exif_transpose(img)
+        return img if out is None else out
+    except Exception as e:
+        warnings.append(f"{_disp(path)}: unreadable EXIF orientation ({_short(e, 60)}); used the stored orientation")
+        return img
+
+
+def _png_ihdr(path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG header, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _scale16(a: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 as round(v / 257) (exact integer form, no ties exist)."""
+    a = np.clip(a.astype(np.int64), 0, 65535)
+    return ((a + 128) // 257).astype(np.uint8)
+
+
+def _float_to_u8(a: np.ndarray) -> np.ndarray:
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if a.size and a.max() <= 1.0:
+        a = a * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _gray_to_u8(img: Image.Image) -> tuple[np.ndarray, int]:
+    """One grey channel as uint8 plus the file's bit depth, for every grey mode."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return _scale16(np.asarray(img)), 16
+    if mode == "I":
+        return _scale16(np.asarray(img)), 32
+    if mode == "F":
+        return _float_to_u8(np.asarray(img)), 32
+    if mode == "1":
+        return np.asarray(img.convert("L")), 1
+    return np.asarray(img.convert("L")), 8
+
+
+def _read_png16_cv2(path, orientation: int):
+    """16-bit colour / grey+alpha PNG via OpenCV (Pillow truncates those to the high byte)."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        return None
+    arr = _orient_array(arr, orientation)
+    if arr.ndim == 2:
+        return _scale16(arr), None, True
+    ch = arr.shape[2]
+    if ch == 2:  # grey + alpha (if a build returns it that way)
+        return _scale16(arr[..., 0]), _scale16(arr[..., 1]), True
+    if ch == 3:
+        return _scale16(arr[..., ::-1]), None, False
+    if ch == 4:
+        return _scale16(arr[..., 2::-1]), _scale16(arr[..., 3]), False
+    return None
+
+
+def read_image(path) -> LoadedImage:
+    """Read an image file as uint8 RGB (+ separate alpha); see the module notes."""
+    img = opened = _open_loaded(path, "image")
+    warnings: list[str] = []
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            warnings.append(f"{_disp(path)}: has {img.n_frames} frames; only the first is used")
+        mode = img.mode
+        fmt = img.format
+        icc = img.info.get("icc_profile") or None
+        orientation = _exif_orientation(img)
+
+        if fmt == "PNG":
+            ihdr = _png_ihdr(path)
+            if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
+                got = _read_png16_cv2(path, orientation)
+                if got is not None:
+                    gray, alpha, is_gray = got
+                    rgb = np.repeat(gray[..., None], 3, axis=2) if is_gray else np.ascontiguousarray(gray)
+                    return LoadedImage(rgb, alpha, str(path), mode, 16, is_gray, icc, warnings)
+
+        img = _exif_transpose(img, path, warnings)
+        alpha = None
+        bit_depth = 8
+        if mode in ("RGB",):
+            rgb = np.asarray(img)
+        elif mode in ("RGBA", "RGBa", "PA") or (
+            mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA"))
+        ):
+            rgba = np.asarray(img.convert("RGBA"))
+            rgb, alpha = rgba[..., :3], rgba[..., 3]
+        elif mode in ("P", "RGBX") or mode in _COLOUR_CONVERT_MODES:
+            rgb = np.asarray(img.convert("RGB"))
+            if mode in _COLOUR_CONVERT_MODES:
+                icc = None  # profile describes the original colour space
+        elif mode in ("LA", "La"):
+            la = np.asarray(img.convert("LA"))
+            gray8, alpha = la[..., 0], la[..., 1]
+            rgb = np.repeat(gray8[..., None], 3, axis=2)
+        elif mode in _GRAY_MODES or mode.startswith("I;16"):
+            gray8, bit_depth = _gray_to_u8(img)
+            rgb = np.repeat(gray8[..., None], 3, axis=2)
+            if mode == "L" and "transparency" in img.info:
+                alpha = np.asarray(img.convert("LA"))[..., 1]
+        else:
+            try:
+                rgb = np.asarray(img.convert("RGB"))
+                icc = None
+            except Exception:
+                raise _err(path, f"unsupported image mode {mode!r}", "convert it to an 8-bit RGB PNG or JPEG") from None
+        is_gray = mode in _GRAY_MODES or mode.startswith("I;16")
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if alpha is not None:
+            alpha = np.ascontiguousarray(alpha, dtype=np.uint8)
+        return LoadedImage(rgb, alpha, str(path), mode, bit_depth, is_gray, icc, warnings)
+    finally:
+        img.close()
+        opened.close()
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _mask_to_gray8(img: Image.Image) -> np.ndarray:
+    """One 8-bit grey channel for any mask mode; see the module notes for RGBA/LA."""
+    mode = img.mode
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA"))
+    ):
+        if mode in ("LA", "La"):
+            la = np.asarray(img.convert("LA"))
+            lum, a = la[..., 0], la[..., 1]
+        else:
+            rgba = img.convert("RGBA")
+            lum = np.asarray(rgba.convert("RGB").convert("L"))
+            a = np.asarray(rgba)[..., 3]
+        if a.min() == 255:
+            return np.ascontiguousarray(lum)
+        comp = ((lum.astype(np.uint32) * a + 127) // 255).astype(np.uint8)
+        if comp.min() == comp.max() and a.min() != a.max():
+            return np.ascontiguousarray(a)
+        return comp
+    if mode in _GRAY_MODES or mode.startswith("I;16"):
+        return np.ascontiguousarray(_gray_to_u8(img)[0])
+    return np.asarray(img.convert("RGB").convert("L"))
+
+
+def _colour_fraction(img: Image.Image) -> float:
+    if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "RGBX", "YCbCr"):
+        return 0.0
+    rgb = np.asarray(img.convert("RGB")).astype(np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return float(np.count_nonzero(spread > 32)) / max(spread.size, 1)
+
+
+def read_mask(path, convention: Literal["keep", "hole"], size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read a mask file and return ``(keep_mask bool (H, W), warnings)``.
+
+    convention: 'keep' (white = keep, RePaint) or 'hole' (white = hole, LaMa/IOPaint).
+    size:       the image's (H, W); a mask of another size is resized (nearest) with a
+                warning naming both sizes.
+    Emptiness is not checked here; see :func:`check_mask`.
+    """
+    if convention not in MASK_CONVENTIONS:
+        raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, not {convention!r}")
+    img = opened = _open_loaded(path, "mask")
+    warnings: list[str] = []
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            warnings.append(f"{_disp(path)}: mask has {img.n_frames} frames; only the first is used")
+        img = _exif_transpose(img, path, warnings)
+        gray = _mask_to_gray8(img)
+        colour = _colour_fraction(img)
+    finally:
+        img.close()
+        opened.close()
+
+    if colour > NONBINARY_WARN_FRACTION:
+        warnings.append(
+            f"{_disp(path)}: mask is coloured ({colour:.1%} of pixels); converted to grey by luminance "
+            f"(pure red counts as black) — save masks as black and white"
+        )
+    nonbinary = float(np.count_nonzero((gray != 0) & (gray != 255))) / max(gray.size, 1)
+    if nonbinary > NONBINARY_WARN_FRACTION:
+        warnings.append(
+            f"{_disp(path)}: mask is not binary ({nonbinary:.1%} of pixels are neither black nor white); "
+            f"thresholded at 127 (brighter counts as white)"
+        )
+    white = gray > 127
+    if size is not None:
+        h, w = int(size[0]), int(size[1])
+        mh, mw = white.shape
+        if (mh, mw) != (h, w):
+            white = cv2.resize(white.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST_EXACT) > 0
+            warnings.append(
+                f"{_disp(path)}: mask is {mw}x{mh} but the image is {w}x{h} (width x height); "
+                f"resized the mask with nearest-neighbour — check that they belong together"
+            )
+    keep = white if convention == "keep" else ~white
+    return np.ascontiguousarray(keep), warnings
+
+
+def _as_keep(keep_mask) -> np.ndarray:
+    k = np.asarray(keep_mask)
+    if k.ndim != 2:
+        raise ValueError(f"keep mask must be 2-D (H, W), got shape {k.shape}")
+    return k if k.dtype == bool else k > 127 if k.dtype == np.uint8 else k.astype(bool)
+
+
+def check_mask(keep_mask, path, allow_empty: bool = False) -> list[str]:
+    """Raise InputError if the mask has no hole or keeps no pixel.
+
+    With ``allow_empty=True`` the same one-line message is returned as a warning instead.
+    Returns the list of warnings (empty when the mask is fine).
+    """
+    keep = _as_keep(keep_mask)
+    hint = "check --mask-convention (keep: white = keep; hole: white = hole)"
+    if keep.all():
+        msg = f"{_disp(path)}: mask has no hole (every pixel is kept); nothing to inpaint — {hint}"
+    elif not keep.any():
+        msg = f"{_disp(path)}: mask keeps no pixel (every pixel is a hole); nothing to condition on — {hint}"
+    else:
+        return []
+    if allow_empty:
+        return [msg]
+    raise InputError(msg, path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-z]{8}\.tmp(\.[^.]*)?$")
+_ALPHABET = string.ascii_lowercase + string.digits
+_READONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def is_atomic_temp(path) -> bool:
+    """True for the names of this module's temporary files (to skip or clean them up)."""
+    return bool(_TEMP_RE.match(Path(path).name))
+
+
+def _temp_name(final: Path) -> Path:
+    token = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+    return final.with_name(f".{final.name}.{token}.tmp{final.suffix}")
+
+
+def _folder_error(folder: Path, e: OSError) -> InputError:
+    return _err(
+        f"{folder}{os.sep}",
+        f"cannot write in this folder ({e.strerror or e.__class__.__name__})",
+        "choose a writable --output folder or fix its permissions",
+    )
+
+
+def _create_temp(final: Path) -> Path:
+    """Create an empty, exclusive temp file next to ``final`` (umask-respecting mode)."""
+    for _ in range(100):
+        tmp = _temp_name(final)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "could not create a unique temporary file", str(final))
+
+
+def _fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(d: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is fsynced and renamed to
+    ``path``, on any exception it is removed and the exception re-raised.
+
+    The temp file already exists (empty) when yielded; writers may overwrite it.
+    Missing parent folders are created.  Unwritable folders raise InputError.
+    """
+    final = Path(path)
+    folder = final.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise _err(folder, "exists but is not a folder", "remove it or choose another output folder") from None
+    except NotADirectoryError:
+        raise _err(folder, "a parent of this output folder is a file", "choose another output folder") from None
+    except OSError as e:
+        if e.errno in _READONLY_ERRNOS:
+            raise _folder_error(folder, e) from None
+        raise
+    try:
+        tmp = _create_temp(final)
+    except OSError as e:
+        if e.errno in _READONLY_ERRNOS:
+            raise _folder_error(folder, e) from None
+        raise
+    try:
+        yield tmp
+        _fsync_path(tmp)
+        try:
+            os.replace(tmp, final)
+        except IsADirectoryError:
+            raise _err(final, "a folder with this name exists", "remove it or choose another output name") from None
+        except OSError as e:
+            if e.errno in _READONLY_ERRNOS:
+                raise _err(final, f"cannot replace this file ({e.strerror})", "fix its permissions or choose another --output folder") from None
+            raise
+        _fsync_dir(folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+# Formats whose Pillow writers store an alpha channel.
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "TGA", "JPEG2000", "ICO", "ICNS", "DDS"}
+
+
+def _format_for(path: Path) -> str:
+    ext = path.suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if not ext or fmt is None or fmt not in Image.SAVE:
+        raise _err(
+            path,
+            f"cannot write images with extension {ext or '(none)'!r}",
+            "use .png, .jpg, .webp, .tif or .bmp",
+        )
+    return fmt
+
+
+def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False, **save_kwargs) -> list[str]:
+    """Encode ``rgb`` (uint8 (H, W, 3), or (H, W) grey) to ``path`` atomically.
+
+    The format comes from the extension.  ``alpha`` (uint8 (H, W)) is put back as RGBA /
+    LA where the format supports it; ``gray=True`` writes L / LA (luminance of ``rgb``,
+    exact for equal channels).  ``save_kwargs`` go to Pillow (``quality=``,
+    ``icc_profile=``...).  Returns warnings (e.g. alpha dropped for JPEG).
+    """
+    final = Path(path)
+    fmt = _format_for(final)
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"rgb must be uint8 (H, W, 3) or (H, W), got {arr.dtype} {arr.shape}")
+    warnings: list[str] = []
+    if arr.ndim == 2:
+        gray = True
+        g = arr
+    elif gray:
+        # Pillow's L = (19595 R + 38470 G + 7471 B + 32768) >> 16: exact when R == G == B.
+        a32 = arr.astype(np.uint32)
+        g = ((19595 * a32[..., 0] + 38470 * a32[..., 1] + 7471 * a32[..., 2] + 32768) >> 16).astype(np.uint8)
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        if alpha.dtype == bool:
+            alpha = alpha.astype(np.uint8) * 255
+        if alpha.dtype != np.uint8 or alpha.shape != arr.shape[:2]:
+            raise ValueError(f"alpha must be uint8 {arr.shape[:2]}, got {alpha.dtype} {alpha.shape}")
+        if fmt not in _ALPHA_FORMATS:
+            warnings.append(f"{_disp(final)}: {fmt} cannot store transparency; alpha channel dropped (use .png to keep it)")
+            alpha = None
+    if gray:
+        img = Image.fromarray(np.dstack([g, alpha]), "LA") if alpha is not None else Image.fromarray(g, "L")
+    else:
+        img = Image.fromarray(np.dstack([arr, alpha]), "RGBA") if alpha is not None else Image.fromarray(arr, "RGB")
+
+    kw = dict(save_kwargs)
+    if fmt == "JPEG":
+        kw.setdefault("quality", 95)
+        kw.setdefault("subsampling", 0)
+    elif fmt == "WEBP" and "quality" not in kw and "lossless" not in kw:
+        kw["lossless"] = True
+    if not kw.get("icc_profile"):
+        kw.pop("icc_profile", None)
+
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as f:
+            img.save(f, format=fmt, **kw)
+    return warnings
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How one image maps to the model's SxS input and back.
+
+    The image region ``[y0:y1, x0:x1]`` is reflect-padded by ``pad`` (top, bottom, left,
+    right) to a ``padded`` x ``padded`` square, which is resized to S x S (identity when
+    ``padded == S``).
+
+    mode:      the mode actually used ('crop', 'resize' or 'pad'); ``requested`` is the
+               one asked for (crop becomes pad for images that fit in SxS).
+    image_size (H, W) of the original.
+    region:    (y0, y1, x0, x1) in the original; contains every hole pixel.
+    note:      a one-line explanation when the plan differs from the request, else None.
+    """
+
+    mode: str
+    requested: str
+    S: int
+    image_size: tuple[int, int]
+    region: tuple[int, int, int, int]
+    pad: tuple[int, int, int, int]
+    padded: int
+    context: float
+    note: str | None = None
+
+    @property
+    def scale(self) -> float:
+        """S / padded: < 1 shrinks, > 1 enlarges, 1 is pixel-exact."""
+        return self.S / self.padded
+
+
+def _hole_bbox(hole: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(hole.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(hole.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _window(b0: int, b1: int, length: int, limit: int) -> tuple[int, int]:
+    """A window of ``length`` (<= limit) containing [b0, b1), centred on it, inside [0, limit)."""
+    start = b0 - (length - (b1 - b0)) // 2
+    start = min(max(start, 0), limit - length)
+    return start, start + length
+
+
+def _square_pad(h: int, w: int, side: int) -> tuple[int, int, int, int]:
+    dh, dw = side - h, side - w
+    return dh // 2, dh - dh // 2, dw // 2, dw - dw // 2
+
+
+def plan_fit(keep_mask, S: int, mode: str = "crop", context: float = 0.5, *, path=None) -> FitPlan:
+    """Plan how to fit an image with this keep mask into S x S (see the module notes).
+
+    ``path`` only names the file in InputError messages (pad mode on a large image).
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f"mode must be one of {FIT_MODES}, not {mode!r}")
+    S = int(S)
+    if S < 1:
+        raise ValueError(f"S must be positive, got {S}")
+    if not (context >= 0 and math.isfinite(context)):
+        raise ValueError(f"context must be a finite number >= 0, got {context}")
+    keep = _as_keep(keep_mask)
+    H, W = keep.shape
+    if H < 1 or W < 1:
+        raise ValueError("empty mask")
+    whole = (0, H, 0, W)
+    fits = H <= S and W <= S
+    name = _disp(path) if path is not None else "image"
+
+    if mode == "pad" or (mode == "crop" and fits):
+        if not fits:
+            raise InputError(
+                f"{name}: image is {W}x{H} but --fit pad needs at most {S}x{S}; use --fit crop or --fit resize",
+                path,
+            )
+        note = None if mode == "pad" else f"image is at most {S}x{S}: padded instead of cropped"
+        return FitPlan("pad", mode, S, (H, W), whole, _square_pad(H, W, S), S, context, note)
+
+    if mode == "resize":
+        side = max(H, W)
+        return FitPlan("resize", mode, S, (H, W), whole, _square_pad(H, W, side), side, context)
+
+    # crop
+    box = _hole_bbox(~keep)
+    if box is None:  # nothing to inpaint: centre window (check_mask normally stops this)
+        box = (H // 2, H // 2 + 1, W // 2, W // 2 + 1)
+    by0, by1, bx0, bx1 = box
+    side = max(math.ceil(max(by1 - by0, bx1 - bx0) * (1 + 2 * context)), S)
+    rh, rw = min(side, H), min(side, W)
+    y0, y1 = _window(by0, by1, rh, H)
+    x0, x1 = _window(bx0, bx1, rw, W)
+    padded = max(rh, rw)  # >= S because the image does not fit in S x S
+    note = None
+    if (rh, rw) == (H, W):
+        note = "the crop window covers the whole image (same as --fit resize)"
+    return FitPlan("crop", mode, S, (H, W), (y0, y1, x0, x1), _square_pad(rh, rw, padded), padded, context, note)
+
+
+def _pad_reflect(a: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
+    t, b, l, r = pad
+    if not any(pad):
+        return a
+    widths = ((t, b), (l, r)) + ((0, 0),) * (a.ndim - 2)
+    return np.pad(a, widths, mode="reflect")
+
+
+def _hole_at_S(hole_p: np.ndarray, S: int) -> np.ndarray:
+    """Conservative hole mask at S for a square hole mask at its padded size."""
+    P = hole_p.shape[0]
+    if P == S:
+        return hole_p.copy()
+    if P > S:  # shrinking with INTER_AREA: any overlap -> hole, then one more pixel
+        frac = cv2.resize(hole_p.astype(np.float32), (S, S), interpolation=cv2.INTER_AREA)
+        hole = frac > 0
+        return cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    # enlarging with INTER_CUBIC (support: 2 source pixels each side)
+    grown = cv2.dilate(hole_p.astype(np.uint8), np.ones((5, 5), np.uint8))
+    return cv2.resize(grown.astype(np.float32), (S, S), interpolation=cv2.INTER_LINEAR) > 0
+
+
+def _check_image(plan: FitPlan, rgb, keep_mask) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    keep = _as_keep(keep_mask)
+    if rgb.shape[:2] != tuple(plan.image_size) or keep.shape != tuple(plan.image_size):
+        raise ValueError(f"plan is for {plan.image_size}, got image {rgb.shape[:2]} and mask {keep.shape}")
+    return rgb, keep
+
+
+def apply_fit(plan: FitPlan, rgb, keep_mask) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(rgb_S uint8 (S, S, 3), keep_S bool (S, S))`` for the model."""
+    rgb, keep = _check_image(plan, rgb, keep_mask)
+    y0, y1, x0, x1 = plan.region
+    S, P = plan.S, plan.padded
+    rgb_p = _pad_reflect(rgb[y0:y1, x0:x1], plan.pad)
+    hole_p = _pad_reflect(~keep[y0:y1, x0:x1], plan.pad)
+    if P == S:
+        rgb_S = np.ascontiguousarray(rgb_p)
+    else:
+        interp = cv2.INTER_AREA if P > S else cv2.INTER_CUBIC
+        rgb_S = cv2.resize(np.ascontiguousarray(rgb_p), (S, S), interpolation=interp)
+    keep_S = ~_hole_at_S(hole_p, S)
+    return rgb_S, keep_S
+
+
+def unfit(plan: FitPlan, sample_S, rgb_orig, keep_orig, paste: bool = True) -> np.ndarray:
+    """Map the model's S x S output back: ``where(keep_orig, rgb_orig, resampled_sample)``.
+
+    The result has the original size; every known pixel is byte-identical to ``rgb_orig``.
+    ``paste=False`` keeps the raw sample over the whole fitted region instead (the paper's
+    code never pastes the known pixels back); pixels outside the region stay original.
+    """
+    rgb, keep = _check_image(plan, rgb_orig, keep_orig)
+    sample = np.asarray(sample_S)
+    S, P = plan.S, plan.padded
+    if sample.dtype != np.uint8 or sample.shape != (S, S, 3):
+        raise ValueError(f"sample must be uint8 ({S}, {S}, 3), got {sample.dtype} {sample.shape}")
+    if P != S:
+        interp = cv2.INTER_CUBIC if P > S else cv2.INTER_AREA
+        sample = cv2.resize(np.ascontiguousarray(sample), (P, P), interpolation=interp)
+    t, _, l, _ = plan.pad
+    y0, y1, x0, x1 = plan.region
+    back = sample[t : t + (y1 - y0), l : l + (x1 - x0)]
+    full = rgb.copy()
+    if not paste:
+        full[y0:y1, x0:x1] = back
+        return full
+    region_hole = ~keep[y0:y1, x0:x1]
+    if np.count_nonzero(region_hole) != np.count_nonzero(~keep):
+        raise ValueError("keep_orig has holes outside the plan's region; plan with the same mask")
+    full[y0:y1, x0:x1][region_hole] = back[region_hole]
+    return np.where(keep[..., None], rgb, full)

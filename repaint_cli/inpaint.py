@@ -1,0 +1,390 @@
+"""``inpaint()``: the orchestration behind ``repaint inpaint``.
+
+jobs -> load + fit -> batches -> sampler -> unfit + paste -> atomic writes.
+Bad input costs only its own image: each problem is one line naming the file
+and the fix, the rest of the run goes on, and the summary says what failed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from . import imageio, masks
+from .diffusion import Diffusion
+from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, no_grad_unless, pick_device, prepare_model
+from .jobs import Job, check_out_dir, make_jobs, parse_shard
+from .models import LoadedModel, ModelError, load, read_conf
+from .noise import image_key, keys_tensor
+from .sampler import Conditioning, StepInfo, repaint
+from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+
+
+class RunError(Exception):
+    """A problem that stops the whole run before any image (one line)."""
+
+
+@dataclass
+class InpaintOptions:
+    mask: str = "thick"  # a file, a folder or glob of masks (paired by stem), or a mask kind / preset YAML
+    mask_convention: str = "keep"  # keep: 255 = known (RePaint); hole: white = hole (LaMa, IOPaint)
+    out_dir: Path = Path("out")
+    model: Optional[str] = None  # registry name or checkpoint path; None = the embedded default
+    config: object = None  # RePaint conf YAML path or dict
+    preset: Optional[str] = None
+    t_T: Optional[int] = None
+    jump_length: Optional[int] = None
+    jump_n_sample: Optional[int] = None
+    n_sample: Optional[int] = None
+    seed: int = 0
+    batch_size: object = "auto"
+    fit: str = "crop"
+    context: float = 0.5
+    paste: bool = True
+    overwrite: bool = False
+    save_mask: bool = False
+    allow_empty: bool = False
+    recursive: bool = False
+    shard: Optional[str] = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see BatchHook
+
+
+@dataclass
+class ImageResult:
+    input: str
+    mask: Optional[str]
+    output: Optional[str]
+    seed: int
+    status: str  # done | failed | skipped
+    seconds: float = 0.0
+    error: Optional[str] = None
+    warnings: list = field(default_factory=list)
+
+    def json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, [])})
+
+
+@dataclass
+class RunSummary:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+    results: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+
+class Reporter:
+    """How a run talks: the CLI renders these with Rich; the default collects lines."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def start(self, n_images: int, steps_per_batch: int) -> None:
+        pass
+
+    def advance_steps(self, n: int = 1) -> None:
+        pass
+
+    def image_done(self, result: ImageResult) -> None:
+        pass
+
+
+class StopFlag:
+    """Set by the first Ctrl-C: the run stops after the current batch."""
+
+    def __init__(self):
+        self.requested = False
+
+
+@dataclass
+class Prepared:
+    job: Job
+    image: imageio.LoadedImage
+    keep: np.ndarray  # bool (H, W) at the original size
+    plan: imageio.FitPlan
+    rgb_S: np.ndarray
+    keep_S: np.ndarray
+    mask_label: str
+    warnings: list
+
+
+@dataclass
+class Setup:
+    loaded: LoadedModel
+    diffusion: Diffusion
+    jump: JumpParams
+    times: list
+    device: torch.device
+
+
+def setup(opts: InpaintOptions) -> Setup:
+    """Model, diffusion and jump schedule for a run (shared by inpaint and bench)."""
+    conf = read_conf(opts.config)
+    try:
+        device = pick_device(opts.engine.device)
+    except RuntimeError as e:
+        raise RunError(str(e)) from None
+    try:
+        loaded = load(opts.model, opts.config or None, "cpu")
+    except ModelError as e:
+        raise RunError(str(e)) from None
+    card_preset = (loaded.card.sampling or {}).get("preset") if loaded.card else None
+    card_params = {k: v for k, v in ((loaded.card.sampling or {}) if loaded.card else {}).items() if k != "preset"}
+    try:
+        jump = resolve_jump_params(opts.preset or card_preset, conf if conf.get("schedule_jump_params") else
+                                   {"schedule_jump_params": card_params} if (card_params and not opts.preset) else None,
+                                   t_T=opts.t_T, jump_length=opts.jump_length, jump_n_sample=opts.jump_n_sample,
+                                   n_sample=opts.n_sample)
+        times = jump_schedule(jump)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    hp = loaded.hparams
+    respacing = str(jump.t_T) if opts.t_T is not None or not conf.get("timestep_respacing") else conf["timestep_respacing"]
+    diffusion = Diffusion.create(int(hp.get("diffusion_steps", 1000)), hp.get("noise_schedule", "linear"),
+                                 respacing, learn_sigma=bool(hp.get("learn_sigma", True)))
+    if diffusion.num_steps != jump.t_T:
+        raise RunError(f"timestep_respacing {respacing!r} keeps {diffusion.num_steps} steps but t_T is {jump.t_T}; "
+                       f"make them equal (or drop timestep_respacing)")
+    return Setup(loaded, diffusion, jump, times, device)
+
+
+def _mask_is_kind(mask: str) -> bool:
+    if mask in masks.MASK_KINDS:
+        return True
+    p = Path(mask)
+    return p.suffix.lower() in (".yaml", ".yml") and p.is_file()
+
+
+def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
+    """Read, check and fit one image and its mask; raises imageio.InputError."""
+    img = imageio.read_image(job.image)
+    warnings = list(img.warnings)
+    h, w = img.size
+    if job.mask_kind is not None:
+        try:
+            keep = masks.mask_for_image(job.mask_kind, h, w, opts.seed, job.stem) > 127
+        except masks.MaskError as e:
+            raise imageio.InputError(f"{job.mask_kind}: {e}") from None
+        label = job.mask_kind
+    else:
+        keep, mask_warnings = imageio.read_mask(job.mask_file, opts.mask_convention, size=(h, w))
+        warnings += mask_warnings
+        label = str(job.mask_file)
+    warnings += imageio.check_mask(keep, job.mask_file or job.image, allow_empty=opts.allow_empty)
+    plan = imageio.plan_fit(keep, S, opts.fit, opts.context, path=job.image)
+    rgb_S, keep_S = imageio.apply_fit(plan, img.rgb, keep)
+    return Prepared(job, img, keep, plan, rgb_S, keep_S, label, warnings)
+
+
+class BatchHook:
+    """Extra work per batch (frames, concat sheets): a step callback and a finish call."""
+
+    def step_callback(self, batch: list[Prepared]) -> Optional[Callable[[StepInfo], None]]:
+        return None
+
+    def finish(self, item: Prepared, sample_S: np.ndarray, output_rgb: np.ndarray, submit) -> None:
+        pass
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8, rounded."""
+    return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, reporter: Reporter,
+                 callbacks=(), model_kwargs=None, cond_fn=None) -> np.ndarray:
+    """Run RePaint on one batch; returns uint8 samples (B, S, S, 3)."""
+    dev = st.device
+    gt = torch.from_numpy(np.stack([p.rgb_S for p in batch])).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
+    keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
+    keys = keys_tensor([image_key(opts.seed, p.job.stem) for p in batch], dev)
+    cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), model_kwargs or {}, cond_fn,
+                        torch.arange(gt[0].numel(), device=dev))
+    steps = make_steps(model, cond, opts.engine, reporter.log)
+    hooks = [cb for cb in callbacks if cb is not None]
+
+    def callback(info: StepInfo):
+        reporter.advance_steps(1)
+        for cb in hooks:
+            cb(info)
+
+    with no_grad_unless(cond_fn is not None):
+        x = repaint(model, cond, st.times, callback, steps)
+    return x
+
+
+def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter) -> torch.Tensor:
+    """Run a batch; on out-of-memory split it in halves and retry, down to single images."""
+    try:
+        return run(batch)
+    except Exception as e:
+        if not is_oom(e) or len(batch) == 1:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(batch) // 2
+        reporter.log(f"out of memory at batch {len(batch)}; splitting into {half} + {len(batch) - half} and retrying")
+        return torch.cat([_split_retry(run, batch[:half], reporter), _split_retry(run, batch[half:], reporter)])
+
+
+def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
+            stop: Optional[StopFlag] = None, guidance=None) -> RunSummary:
+    """Inpaint every input; returns a summary. Raises RunError only for run-wide problems.
+
+    ``guidance``: optional object with ``model_kwargs(batch) -> dict`` and ``cond_fn``
+    (ImageNet class labels and classifier guidance).
+    """
+    t_start = time.time()
+    reporter = reporter or Reporter()
+    stop = stop or StopFlag()
+    st = setup(opts)
+    S = st.loaded.model.cfg.image_size
+    try:
+        shard = parse_shard(opts.shard)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    problem = check_out_dir(Path(opts.out_dir))
+    if problem:
+        raise RunError(problem)
+    is_kind = _mask_is_kind(opts.mask)
+    joblist = make_jobs(inputs, opts.mask, Path(opts.out_dir), mask_is_kind=is_kind, overwrite=opts.overwrite,
+                        shard=shard, stdin=stdin, recursive=opts.recursive)
+    summary = RunSummary()
+    for note in joblist.ignored:
+        reporter.log(note)
+    for err in joblist.errors:
+        reporter.log(err)
+        summary.failed += 1
+    for job in joblist.skipped_done:
+        res = ImageResult(str(job.image), None, str(job.output), opts.seed, "skipped",
+                          warnings=["output exists; pass --overwrite to redo"])
+        summary.skipped += 1
+        summary.results.append(res)
+        reporter.image_done(res)
+    if joblist.skipped_done:
+        reporter.log(f"skipping {len(joblist.skipped_done)} image(s) whose outputs exist (--overwrite to redo)")
+
+    summ = schedule_summary(st.times)
+    model = prepare_model(st.loaded.model, st.device, opts.engine)
+    n = len(joblist.jobs)
+    if opts.batch_size == "auto":
+        bs = auto_batch_size(st.loaded.model, S, st.device, max(n, 1))
+    else:
+        bs = max(1, int(opts.batch_size))
+    reporter.log(f"model {st.loaded.card.name if st.loaded.card else st.loaded.path.name} ({S}x{S}) on {st.device}; "
+                 f"schedule t_T={st.jump.t_T} jump_length={st.jump.jump_length} jump_n_sample={st.jump.jump_n_sample}: "
+                 f"{summ['unet_calls']} UNet calls per image; batch {bs}")
+    reporter.start(n, len(st.times) - 1)
+
+    def fail(job: Job, message: str):
+        res = ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, opts.seed, "failed",
+                          error=message)
+        summary.failed += 1
+        summary.results.append(res)
+        reporter.log(message)
+        reporter.image_done(res)
+
+    def prepared_items() -> Iterator[Prepared]:
+        for job in joblist.jobs:
+            if job.error:
+                fail(job, job.error)
+                continue
+            try:
+                yield prepare(job, opts, S)
+            except imageio.InputError as e:
+                fail(job, str(e))
+
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repaint-writer")
+    pending: list[tuple[Prepared, float, list[Future]]] = []
+
+    def collect(block: bool):
+        """Report images whose files are written (in order)."""
+        while pending and (block or all(f.done() for f in pending[0][2])):
+            item, secs, futs = pending.pop(0)
+            errors, warns = [], list(item.warnings)
+            for f in futs:
+                try:
+                    warns += f.result() or []
+                except imageio.InputError as e:
+                    errors.append(str(e))
+                except OSError as e:
+                    errors.append(f"{item.job.output}: cannot write ({e.strerror or e}); free space or choose another --out")
+            if errors:
+                fail(item.job, errors[0])
+                continue
+            for w in warns:
+                reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w)
+            res = ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
+                              round(secs, 3), warnings=warns)
+            summary.done += 1
+            summary.results.append(res)
+            reporter.image_done(res)
+
+    model_fp32 = None
+    batch: list[Prepared] = []
+    items = prepared_items()
+    try:
+        while True:
+            batch = []
+            for item in items:
+                batch.append(item)
+                if len(batch) == bs:
+                    break
+            if not batch:
+                break
+            t0 = time.time()
+            kwargs = guidance.model_kwargs(batch, st.device) if guidance else None
+            cond_fn = guidance.cond_fn if guidance else None
+            callbacks = [h.step_callback(batch) for h in opts.extras]
+
+            def run(b, m=model):
+                sub_kw = {k: v[[batch.index(p) for p in b]] for k, v in (kwargs or {}).items()}
+                sub_cbs = callbacks if len(b) == len(batch) else []
+                return sample_batch(m, st, b, opts, reporter, sub_cbs, sub_kw, cond_fn)
+
+            x = _split_retry(run, batch, reporter)
+            if not torch.isfinite(x).all() and getattr(model, "dtype", torch.float32) != torch.float32:
+                reporter.log(f"NaN/Inf under {model.dtype} in the batch starting {batch[0].job.image}; retrying it in fp32")
+                if model_fp32 is None:
+                    model_fp32 = prepare_model(st.loaded.model, st.device,
+                                               EngineOptions(**{**asdict(opts.engine), "precision": "fp32"}))
+                x = _split_retry(lambda b: run(b, model_fp32), batch, reporter)
+            samples = to_uint8(x)
+            secs = (time.time() - t0) / len(batch)
+            for item, sample in zip(batch, samples):
+                out_rgb = imageio.unfit(item.plan, sample, item.image.rgb, item.keep, paste=opts.paste)
+                futs = [writer.submit(imageio.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
+                                      gray=item.image.gray)]
+                if opts.save_mask:
+                    mask_out = item.job.output.with_name(f"{item.job.stem}_mask.png")
+                    mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
+                    futs.append(writer.submit(imageio.write_image_atomic, mask_out,
+                                              np.repeat(mask_img[..., None], 3, axis=2), None, gray=True))
+                for hook in opts.extras:
+                    hook.finish(item, sample, out_rgb, lambda fn, *a, **k: futs.append(writer.submit(fn, *a, **k)))
+                pending.append((item, secs, futs))
+            collect(block=False)
+            if stop.requested:
+                summary.interrupted = True
+                reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish the rest")
+                break
+    finally:
+        collect(block=True)
+        writer.shutdown(wait=True)
+    summary.seconds = time.time() - t_start
+    return summary

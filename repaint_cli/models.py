@@ -1,0 +1,232 @@
+"""Model cards in ``weights/``, RePaint conf files, and loading checkpoints safely.
+
+A card is a YAML file per known checkpoint: its file name, architecture and
+diffusion settings in RePaint's conf keys, the sampling preset that suits it,
+and where a user gets the file. Checkpoints load strictly and without running
+code from inside them (``torch.load(weights_only=True)`` or safetensors).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+
+from .diffusion import Diffusion
+from .unet import ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel
+
+REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "emoji32"
+
+
+class ModelError(Exception):
+    """A one-line, user-facing problem with a model, card or checkpoint."""
+
+
+def weight_dirs() -> list[Path]:
+    """Where checkpoints and cards are looked for, first match wins."""
+    dirs = []
+    if os.environ.get("REPAINT_WEIGHTS"):
+        dirs += [Path(p) for p in os.environ["REPAINT_WEIGHTS"].split(os.pathsep) if p]
+    dirs += [REPO_WEIGHTS, Path.home() / ".cache" / "repaint" / "weights"]
+    return dirs
+
+
+@dataclass
+class ModelCard:
+    name: str
+    file: str
+    hparams: dict  # RePaint conf keys: architecture + diffusion
+    description: str = ""
+    source: str = ""
+    sha256: Optional[str] = None
+    sampling: dict = field(default_factory=dict)  # default jump schedule for this model
+    classifier: Optional[dict] = None  # {file, hparams, source} for guided models
+    extra: dict = field(default_factory=dict)
+    card_path: Optional[Path] = None
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelCard":
+        d = yaml.safe_load(Path(path).read_text())
+        known = {"name", "file", "hparams", "description", "source", "sha256", "sampling", "classifier"}
+        return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known},
+                   card_path=Path(path))
+
+    def find_file(self, file: Optional[str] = None) -> Optional[Path]:
+        file = file or self.file
+        candidates = [self.card_path.parent / file] if self.card_path else []
+        candidates += [d / file for d in weight_dirs()]
+        return next((p for p in candidates if p.is_file()), None)
+
+    def missing_message(self, file: Optional[str] = None) -> str:
+        return (f"model '{self.name}': checkpoint {file or self.file} not found; put it in {REPO_WEIGHTS}/ "
+                f"(or a folder named by $REPAINT_WEIGHTS){'; get it from ' + self.source if self.source else ''}")
+
+
+def list_cards() -> list[ModelCard]:
+    seen, cards = set(), []
+    for d in weight_dirs():
+        for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            card = ModelCard.load(p)
+            if card.name not in seen:
+                seen.add(card.name)
+                cards.append(card)
+    return cards
+
+
+def find_card(name: str) -> Optional[ModelCard]:
+    return next((c for c in list_cards() if c.name == name), None)
+
+
+def read_conf(path_or_dict) -> dict:
+    """A RePaint conf (YAML path or dict) as a plain dict."""
+    if path_or_dict is None:
+        return {}
+    if isinstance(path_or_dict, dict):
+        return dict(path_or_dict)
+    path = Path(path_or_dict)
+    if not path.is_file():
+        raise ModelError(f"{path}: config file not found")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ModelError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"{path}: expected a mapping of RePaint conf keys")
+    return d
+
+
+def check_supported(hp: dict, where: str) -> None:
+    """Options of guided-diffusion that none of the RePaint checkpoints use and we do not implement."""
+    for key in ("predict_xstart", "use_kl", "rescale_timesteps"):
+        if hp.get(key):
+            raise ModelError(f"{where}: {key}: true is not supported (RePaint's checkpoints use false)")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict:
+    """Tensors of a checkpoint, never running code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e).splitlines()[0] if str(e) else "unsupported content"
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise ModelError(f"{path}: refused: the file holds Python objects beyond tensors, which could run "
+                             f"code when loaded; convert it to a plain state dict or safetensors") from None
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({msg})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    for wrapper in ("ema", "model", "state_dict"):  # training states of our own and common wrappers
+        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: not a state dict of tensors")
+    return obj
+
+
+def load_strict(module: torch.nn.Module, state: dict, path) -> None:
+    """``load_state_dict(strict=True)`` with a message that names the keys that differ."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+        raise ModelError(f"{path}: checkpoint does not match the architecture ({'; '.join(parts)}); "
+                         f"check the model hyper-parameters (--config or the model card)")
+    module.load_state_dict(state, strict=True)
+
+
+@dataclass
+class LoadedModel:
+    model: UNetModel
+    diffusion: Diffusion
+    hparams: dict
+    card: Optional[ModelCard]
+    path: Path
+
+
+def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:
+    """(checkpoint path, merged hyper-parameters, card) from a registry name or a path."""
+    conf = read_conf(hparams)
+    if checkpoint is None:
+        checkpoint = conf.get("model_path") or DEFAULT_MODEL
+    checkpoint = str(checkpoint)
+    card = find_card(checkpoint)
+    if card is not None:
+        path = card.find_file()
+        if path is None:
+            raise ModelError(card.missing_message())
+        return path, {**card.hparams, **conf}, card
+    path = Path(checkpoint)
+    if not path.exists():
+        names = ", ".join(c.name for c in list_cards()) or "none"
+        raise ModelError(f"{checkpoint}: neither a checkpoint file nor a known model (known: {names})")
+    card = next((c for c in list_cards() if c.file == path.name), None)
+    sidecar = path.with_suffix(".yaml")
+    base = card.hparams if card else (read_conf(sidecar) if sidecar.is_file() else None)
+    if base is None and not conf:
+        raise ModelError(f"{path}: no model hyper-parameters known for this file; "
+                         f"pass --config with RePaint's conf YAML (or put {sidecar.name} beside it)")
+    return path, {**(base or {}), **conf}, card
+
+
+def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, Diffusion]:
+    """``(model, diffusion)`` for a registry name or checkpoint path; ``hparams`` in RePaint conf keys."""
+    loaded = load(checkpoint, hparams, device)
+    return loaded.model, loaded.diffusion
+
+
+def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
+    path, hp, card = resolve(checkpoint, hparams)
+    check_supported(hp, str(path))
+    cfg = UNetConfig.from_dict({**hp, "use_fp16": False})  # precision is the engine's choice
+    try:
+        model = UNetModel(cfg)
+    except (ValueError, AssertionError) as e:
+        raise ModelError(f"{path}: bad model hyper-parameters ({e})") from None
+    state = read_state_dict(path)
+    load_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
+    model.eval().requires_grad_(False).to(device)
+    diffusion = Diffusion.create(
+        steps=int(hp.get("diffusion_steps", 1000)), noise_schedule=hp.get("noise_schedule", "linear"),
+        timestep_respacing=hp.get("timestep_respacing", ""), learn_sigma=bool(hp.get("learn_sigma", True)),
+    )
+    return LoadedModel(model, diffusion, hp, card, path)
+
+
+def load_classifier(path, hparams=None, device="cpu") -> EncoderUNetModel:
+    """guided-diffusion's noisy-image classifier from its ``classifier_*`` conf keys."""
+    cfg = ClassifierConfig.from_dict({**read_conf(hparams), "classifier_use_fp16": False})
+    clf = EncoderUNetModel(cfg)
+    load_strict(clf, {k: v.float() for k, v in read_state_dict(Path(path)).items()}, path)
+    return clf.eval().requires_grad_(False).to(device)

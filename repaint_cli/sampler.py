@@ -1,0 +1,121 @@
+"""The RePaint loop (Lugmayr et al. 2022, Algorithm 1), as pure tensor code.
+
+Per reverse step at time t: noise the known part to level t, blend it in,
+ask the model for eps and variance, take one ancestral step down. Per undo
+step (a jump back): noise one level up with the forward kernel. Everything the
+loop needs per step (t, draw number, whether to inject) lives in device
+tensors, so the loop never synchronises with the device; no I/O happens here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .noise import gaussian
+
+# Draw numbers: 0 is the starting noise, then four per schedule step.
+_INIT_DRAW, _KNOWN, _STEP, _UNDO = 0, 0, 1, 2
+
+
+def draw_id(step: torch.Tensor | int, purpose: int):
+    return step * 4 + 4 + purpose
+
+
+@dataclass
+class Conditioning:
+    """What stays fixed over a batch's whole run."""
+
+    gt: torch.Tensor  # (B, C, H, W) float32 in [-1, 1]
+    keep: torch.Tensor  # (B, 1, H, W) bool, True = known pixel
+    keys: torch.Tensor  # (B, 2) int64 noise keys, one per image
+    coefs: dict  # Diffusion.coefficients(device)
+    model_kwargs: dict = field(default_factory=dict)  # e.g. {"y": labels}
+    cond_fn: Optional[Callable] = None  # classifier guidance: grad log p(y|x_t) * scale
+    noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
+
+    def noise(self, draw) -> torch.Tensor:
+        return gaussian(self.keys, draw, tuple(self.gt.shape[1:]), self.noise_index)
+
+
+def reverse_step(model, x, cond: Conditioning, t, step, inject):
+    """x_t -> x_{t-1}; returns (x_{t-1}, predicted x0). t, step: int64 0-dim tensors; inject: bool."""
+    c = cond.coefs
+    known = c["sqrt_alphas_cumprod"][t] * cond.gt + c["sqrt_one_minus_alphas_cumprod"][t] * cond.noise(draw_id(step, _KNOWN))
+    x = torch.where(cond.keep & inject, known, x)
+    t_model = c["timestep_map"][t].expand(x.shape[0])
+    out = model(x, t_model, **cond.model_kwargs).float()
+    eps = out[:, : x.shape[1]]
+    if out.shape[1] == 2 * x.shape[1]:  # learned range: interpolate log-variances
+        frac = (out[:, x.shape[1]:] + 1) / 2
+        log_var = frac * c["log_betas"][t] + (1 - frac) * c["posterior_log_variance_clipped"][t]
+    else:  # fixed large variance
+        log_var = c["fixed_log_variance"][t].expand_as(x)
+    x0 = (c["sqrt_recip_alphas_cumprod"][t] * x - c["sqrt_recipm1_alphas_cumprod"][t] * eps).clamp(-1, 1)
+    mean = c["posterior_mean_coef1"][t] * x0 + c["posterior_mean_coef2"][t] * x
+    if cond.cond_fn is not None:
+        mean = mean + log_var.exp() * cond.cond_fn(x, t_model, **cond.model_kwargs)
+    sigma = (0.5 * log_var).exp() * (t > 0)
+    return mean + sigma * cond.noise(draw_id(step, _STEP)), x0
+
+
+def undo_step(x, cond: Conditioning, t, step):
+    """x_{t} -> x_{t+1} by the forward kernel with the beta of step t+1."""
+    beta = cond.coefs["betas"][t + 1]
+    return (1 - beta).sqrt() * x + beta.sqrt() * cond.noise(draw_id(step, _UNDO))
+
+
+@dataclass
+class StepInfo:
+    """What the callback receives after each schedule step."""
+
+    index: int  # position in the schedule (0-based)
+    total: int  # number of schedule steps
+    t: int  # the time before the step
+    t_next: int  # the time after it
+    x: torch.Tensor  # current x_{t_next} (a live buffer: copy it if you keep it)
+    x0: Optional[torch.Tensor]  # latest predicted x0 (None before the first reverse step)
+
+    @property
+    def is_undo(self) -> bool:
+        return self.t_next > self.t
+
+
+class EagerSteps:
+    """Runs each step as ordinary PyTorch calls (the CPU path and the fallback)."""
+
+    def __init__(self, model, cond: Conditioning):
+        self.model, self.cond = model, cond
+
+    def reverse(self, x, t, step, inject):
+        return reverse_step(self.model, x, self.cond, t, step, inject)
+
+    def undo(self, x, t, step):
+        return undo_step(x, self.cond, t, step)
+
+
+def repaint(model, cond: Conditioning, times: list[int], callback: Optional[Callable[[StepInfo], None]] = None,
+            steps=None) -> torch.Tensor:
+    """Run RePaint over ``times`` (a jump schedule) and return x_0 in [-1, 1].
+
+    ``steps`` replaces the eager step functions (the engine passes a CUDA-graph
+    runner); its results must be identical up to floating point.
+    """
+    steps = steps or EagerSteps(model, cond)
+    device = cond.gt.device
+    times_dev = torch.tensor(times, dtype=torch.int64, device=device)
+    step_ids = torch.arange(len(times), dtype=torch.int64, device=device)
+    inject_flags = step_ids > 0  # the reference has no x0 yet at the very first step
+    x = cond.noise(torch.tensor(_INIT_DRAW, device=device))
+    x0 = None
+    total = len(times) - 1
+    for i in range(total):
+        t_cur, t_next = times[i], times[i + 1]
+        if t_next < t_cur:
+            x, x0 = steps.reverse(x, times_dev[i], step_ids[i], inject_flags[i])
+        else:
+            x = steps.undo(x, times_dev[i], step_ids[i])
+        if callback is not None:
+            callback(StepInfo(i, total, t_cur, t_next, x, x0))
+    return x
