@@ -50,15 +50,17 @@ class RichReporter(Reporter):
         self.images_done = 0
         self.n_images = 0
 
-    def log(self, msg: str) -> None:
-        if not self.quiet or msg.startswith(("error", "warning")):
-            self.progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+    def log(self, msg: str, level: str = "info") -> None:
+        if level == "info" and self.quiet:
+            return
+        prefix = {"error": "[red]error:[/red] ", "warning": "[yellow]warning:[/yellow] "}.get(level, "")
+        self.progress.console.print(prefix, end="", markup=True)
+        self.progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
-    def start(self, n_images: int, steps_per_batch: int) -> None:
+    def start(self, n_images: int, total_steps: int) -> None:
         self.n_images = n_images
         self.progress.start()
-        self.task = self.progress.add_task(f"images 0/{n_images}", total=None)
-        self._steps = steps_per_batch
+        self.task = self.progress.add_task(f"images 0/{n_images}", total=total_steps or None)
 
     def advance_steps(self, n: int = 1) -> None:
         if self.task is not None:

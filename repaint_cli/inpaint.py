@@ -91,10 +91,11 @@ class Reporter:
     def __init__(self):
         self.lines: list[str] = []
 
-    def log(self, msg: str) -> None:
+    def log(self, msg: str, level: str = "info") -> None:
+        """level: info (progress talk), warning or error (always shown)."""
         self.lines.append(msg)
 
-    def start(self, n_images: int, steps_per_batch: int) -> None:
+    def start(self, n_images: int, total_steps: int) -> None:
         pass
 
     def advance_steps(self, n: int = 1) -> None:
@@ -238,7 +239,8 @@ def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Rep
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         half = len(batch) // 2
-        reporter.log(f"out of memory at batch {len(batch)}; splitting into {half} + {len(batch) - half} and retrying")
+        reporter.log(f"out of memory at batch {len(batch)}; splitting into {half} + {len(batch) - half} and retrying",
+                     "warning")
         return torch.cat([_split_retry(run, batch[:half], reporter), _split_retry(run, batch[half:], reporter)])
 
 
@@ -266,9 +268,9 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                         shard=shard, stdin=stdin, recursive=opts.recursive)
     summary = RunSummary()
     for note in joblist.ignored:
-        reporter.log(note)
+        reporter.log(note, "warning")
     for err in joblist.errors:
-        reporter.log(err)
+        reporter.log(err, "error")
         summary.failed += 1
     for job in joblist.skipped_done:
         res = ImageResult(str(job.image), None, str(job.output), opts.seed, "skipped",
@@ -289,14 +291,14 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     reporter.log(f"model {st.loaded.card.name if st.loaded.card else st.loaded.path.name} ({S}x{S}) on {st.device}; "
                  f"schedule t_T={st.jump.t_T} jump_length={st.jump.jump_length} jump_n_sample={st.jump.jump_n_sample}: "
                  f"{summ['unet_calls']} UNet calls per image; batch {bs}")
-    reporter.start(n, len(st.times) - 1)
+    reporter.start(n, -(-n // bs) * (len(st.times) - 1))  # schedule steps over all batches
 
     def fail(job: Job, message: str):
         res = ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, opts.seed, "failed",
                           error=message)
         summary.failed += 1
         summary.results.append(res)
-        reporter.log(message)
+        reporter.log(message, "error")
         reporter.image_done(res)
 
     def prepared_items() -> Iterator[Prepared]:
@@ -328,7 +330,7 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                 fail(item.job, errors[0])
                 continue
             for w in warns:
-                reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w)
+                reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w, "warning")
             res = ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
                               round(secs, 3), warnings=warns)
             summary.done += 1
@@ -359,7 +361,8 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
 
             x = _split_retry(run, batch, reporter)
             if not torch.isfinite(x).all() and getattr(model, "dtype", torch.float32) != torch.float32:
-                reporter.log(f"NaN/Inf under {model.dtype} in the batch starting {batch[0].job.image}; retrying it in fp32")
+                reporter.log(f"NaN/Inf under {model.dtype} in the batch starting {batch[0].job.image}; retrying it in fp32",
+                             "warning")
                 if model_fp32 is None:
                     model_fp32 = prepare_model(st.loaded.model, st.device,
                                                EngineOptions(**{**asdict(opts.engine), "precision": "fp32"}))
@@ -381,7 +384,7 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
             collect(block=False)
             if stop.requested:
                 summary.interrupted = True
-                reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish the rest")
+                reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish the rest", "warning")
                 break
     finally:
         collect(block=True)

@@ -137,7 +137,7 @@ def read_state_dict(path: Path) -> dict:
             raise ModelError(f"{path}: refused: the file holds Python objects beyond tensors, which could run "
                              f"code when loaded; convert it to a plain state dict or safetensors") from None
         raise ModelError(f"{path}: not a PyTorch checkpoint ({msg})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # torch.load raises many types on foreign files: all mean "not a checkpoint"
         raise ModelError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     for wrapper in ("ema", "model", "state_dict"):  # training states of our own and common wrappers
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):

@@ -1,0 +1,159 @@
+"""`repaint inpaint` end to end on a small random model: pairing, exact known pixels, determinism, errors."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import FIXTURES, needs_fixtures, write_png
+from repaint_cli.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs, msks = tmp_path / "imgs", tmp_path / "masks"
+    imgs.mkdir(), msks.mkdir()
+    for i, (h, w) in enumerate([(16, 16), (16, 16), (23, 40), (40, 17)]):
+        write_png(imgs / f"im{i}.png", rng.integers(0, 256, (h, w, 3)))
+        keep = np.full((h, w), 255, np.uint8)
+        keep[h // 4: h // 2 + 2, w // 4: w // 2 + 2] = 0
+        write_png(msks / f"im{i}.png", keep)
+    return tmp_path
+
+
+def base_args(small_checkpoint, out):
+    return ["--model", small_checkpoint, "--preset", "draft", "--out", out, "--quiet"]
+
+
+def test_folder_of_images_and_masks_keeps_known_pixels_exact(folder, small_checkpoint):
+    out = folder / "out"
+    r = invoke("inpaint", folder / "imgs", "--mask", folder / "masks", *base_args(small_checkpoint, out))
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["im0.png", "im1.png", "im2.png", "im3.png"]
+    assert sorted(r.stdout.split()) == sorted(str(out / f"im{i}.png") for i in range(4))
+    for i in range(4):
+        src = np.asarray(Image.open(folder / "imgs" / f"im{i}.png"))
+        keep = np.asarray(Image.open(folder / "masks" / f"im{i}.png")) > 127
+        res = np.asarray(Image.open(out / f"im{i}.png"))
+        assert res.shape == src.shape
+        assert np.array_equal(res[keep], src[keep])
+        assert not np.array_equal(res[~keep], src[~keep])
+
+
+def test_same_bytes_at_batch_size_1_and_4(folder, small_checkpoint):
+    outs = []
+    for bs in (1, 4):
+        out = folder / f"out{bs}"
+        r = invoke("inpaint", folder / "imgs", "--mask", folder / "masks", "--batch-size", bs, "--seed", 3,
+                   *base_args(small_checkpoint, out))
+        assert r.exit_code == 0, r.output
+        outs.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert outs[0] == outs[1]
+
+
+def test_hole_convention_and_no_paste(folder, small_checkpoint):
+    holes = folder / "holes"
+    holes.mkdir()
+    for p in (folder / "masks").iterdir():
+        write_png(holes / p.name, 255 - np.asarray(Image.open(p)))
+    a, b, c = folder / "a", folder / "b", folder / "c"
+    assert invoke("inpaint", folder / "imgs", "--mask", folder / "masks", *base_args(small_checkpoint, a)).exit_code == 0
+    assert invoke("inpaint", folder / "imgs", "--mask", holes, "--mask-convention", "hole",
+                  *base_args(small_checkpoint, b)).exit_code == 0
+    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in ("im0.png", "im2.png"))
+    assert invoke("inpaint", folder / "imgs", "--mask", folder / "masks", "--no-paste",
+                  *base_args(small_checkpoint, c)).exit_code == 0
+    src = np.asarray(Image.open(folder / "imgs" / "im0.png"))
+    keep = np.asarray(Image.open(folder / "masks" / "im0.png")) > 127
+    raw = np.asarray(Image.open(c / "im0.png"))
+    assert not np.array_equal(raw[keep], src[keep])  # the raw sample is not pasted back
+
+
+def test_json_lines_skip_and_overwrite(folder, small_checkpoint):
+    out = folder / "out"
+    r = invoke("inpaint", folder / "imgs", "--mask", folder / "masks", "--json", *base_args(small_checkpoint, out))
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [l["status"] for l in lines] == ["done"] * 4
+    assert {"input", "mask", "output", "seed", "seconds"} <= set(lines[0])
+    before = (out / "im0.png").stat().st_mtime_ns
+    r = invoke("inpaint", folder / "imgs", "--mask", folder / "masks", "--json", *base_args(small_checkpoint, out))
+    assert r.exit_code == 0 and [json.loads(l)["status"] for l in r.stdout.splitlines()] == ["skipped"] * 4
+    assert (out / "im0.png").stat().st_mtime_ns == before
+    r = invoke("inpaint", folder / "imgs/im0.png", "--mask", folder / "masks", "--overwrite", *base_args(small_checkpoint, out))
+    assert r.exit_code == 0 and (out / "im0.png").stat().st_mtime_ns != before
+
+
+def test_bad_inputs_fail_alone(folder, small_checkpoint):
+    (folder / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    write_png(folder / "imgs" / "nomask.png", np.zeros((16, 16, 3)))
+    out = folder / "out"
+    r = invoke("inpaint", folder / "imgs", "--mask", folder / "masks", *base_args(small_checkpoint, out))
+    assert r.exit_code == 1
+    assert "broken.png" in r.stderr and "nomask" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["im0.png", "im1.png", "im2.png", "im3.png"]
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temp files left
+
+
+def test_generated_masks_stdin_and_save_mask(folder, small_checkpoint):
+    out = folder / "out"
+    paths = "\n".join(str(folder / "imgs" / f"im{i}.png") for i in (1, 2)) + "\n"
+    r = invoke("inpaint", "-", "--mask", "box", "--save-mask", *base_args(small_checkpoint, out), input=paths)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["im1.png", "im1_mask.png", "im2.png", "im2_mask.png"]
+    src = np.asarray(Image.open(folder / "imgs" / "im2.png"))
+    keep = np.asarray(Image.open(out / "im2_mask.png")) > 127
+    res = np.asarray(Image.open(out / "im2.png"))
+    assert 0 < (~keep).sum() < keep.size and np.array_equal(res[keep], src[keep])
+    again = folder / "again"
+    invoke("inpaint", "-", "--mask", "box", "--save-mask", *base_args(small_checkpoint, again), input=paths)
+    assert (again / "im2_mask.png").read_bytes() == (out / "im2_mask.png").read_bytes()  # seeded by stem
+
+
+def test_run_wide_errors_are_one_line(folder, small_checkpoint, tmp_path):
+    r = invoke("inpaint", tmp_path / "nothing", "--mask", "thick", *base_args(small_checkpoint, tmp_path / "o"))
+    assert r.exit_code == 1 and "no such file or folder" in r.stderr
+    r = invoke("inpaint", folder / "imgs", "--model", "no-such-model", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "no-such-model" in r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = invoke("inpaint", folder / "imgs", "--mask", "thick", *base_args(small_checkpoint, blocker / "sub"))
+    assert r.exit_code == 2 and "output folder" in r.stderr
+
+
+def test_schedule_command():
+    r = invoke("schedule", "--t-T", 250, "--jump-length", 10, "--jump-n-sample", 10)
+    assert r.exit_code == 0 and "2410 UNet calls" in r.stdout and "2160 undo steps" in r.stdout
+    r = invoke("schedule", "--t-T", 50, "--jump-length", 5, "--jump-n-sample", 2, "--json")
+    times = json.loads(r.stdout)["times"]
+    if (FIXTURES / "schedules.json").is_file():
+        ref = next(c for c in json.loads((FIXTURES / "schedules.json").read_text()) if c["params"]["t_T"] == 50)
+        assert times == ref["times"]
+    assert times[0] == 49 and times[-1] == -1
+
+
+def test_models_list():
+    r = invoke("models", "list")
+    assert r.exit_code == 0
+    assert "celeba256" in r.stdout and "imagenet256" in r.stdout
+
+
+@needs_fixtures
+def test_inpaint_with_repaint_conf_and_reference_tiny_model(folder, tmp_path):
+    import yaml
+    conf = yaml.safe_load((FIXTURES / "guided_diffusion" / "tiny.yaml").read_text())
+    conf.update(model_path=str(FIXTURES / "guided_diffusion" / "tiny.pt"), timestep_respacing="20",
+                schedule_jump_params={"t_T": 20, "n_sample": 1, "jump_length": 5, "jump_n_sample": 2})
+    path = tmp_path / "conf.yml"
+    path.write_text(yaml.safe_dump(conf))
+    r = invoke("inpaint", folder / "imgs" / "im2.png", "--mask", "genhalf", "--config", path, "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["status"] == "done"
+    assert "t_T=20" in r.stderr

@@ -1,0 +1,65 @@
+"""Beta schedules, respacing and the jump schedule against the reference's own outputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FIXTURES, needs_fixtures
+from repaint_cli.diffusion import Diffusion, beta_schedule, space_timesteps
+from repaint_cli.schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+
+
+@needs_fixtures
+@pytest.mark.parametrize("r", ["250", "100", "50"])
+def test_respacing_matches_reference_arrays(r):
+    ref = np.load(FIXTURES / "respacing.npz")
+    d = Diffusion.create(1000, "linear", r)
+    arrays = {**d.arrays(), "timestep_map": d.timestep_map}
+    for name in ["timestep_map", "betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
+                 "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+                 "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod"]:
+        np.testing.assert_allclose(arrays[name].numpy(), ref[f"r{r}_{name}"], rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_respacing_sections_and_ddim():
+    kept = space_timesteps(1000, "10,20")
+    assert len(kept) == 30 and kept[0] == 0 and kept[9] == 499 and kept[10] == 500 and kept[-1] == 999
+    assert space_timesteps(1000, "ddim50") == list(range(0, 1000, 20))
+    assert space_timesteps(1000, "") == list(range(1000))
+    with pytest.raises(ValueError):
+        space_timesteps(10, "20")
+
+
+def test_cosine_schedule_shape_and_unrespaced_identity():
+    b = beta_schedule("cosine", 1000)
+    assert b.shape == (1000,) and float(b.max()) <= 0.999 and float(b[0]) < 1e-4
+    ac = torch.cumprod(1 - b, 0)
+    assert abs(float(ac[499]) - np.cos((0.5 + 0.008) / 1.008 * np.pi / 2) ** 2 / np.cos(0.008 / 1.008 * np.pi / 2) ** 2) < 1e-9
+    full = Diffusion.create(1000, "linear", "")
+    # like guided-diffusion, betas are recomputed from the kept cumulative alphas even when all are kept
+    assert torch.allclose(full.betas, beta_schedule("linear", 1000), rtol=1e-9, atol=0)
+    with pytest.raises(ValueError):
+        beta_schedule("quadratic", 10)
+
+
+@needs_fixtures
+def test_jump_schedules_equal_reference_lists():
+    cases = json.loads((FIXTURES / "schedules.json").read_text())
+    assert len(cases) >= 5
+    for case in cases:
+        assert jump_schedule(JumpParams.from_dict(case["params"])) == case["times"], case["params"]
+
+
+def test_paper_schedule_counts():
+    s = schedule_summary(jump_schedule(PRESETS["paper"]))
+    assert s == {"entries": 4571, "unet_calls": 2410, "undo_steps": 2160, "t_T": 250}
+    none = schedule_summary(jump_schedule(PRESETS["noresample"]))
+    assert none["unet_calls"] == 250 and none["undo_steps"] == 0
+
+
+def test_preset_conf_and_override_order():
+    p = resolve_jump_params("fast", {"schedule_jump_params": {"t_T": 60, "jump_length": 3}}, jump_length=4)
+    assert (p.t_T, p.jump_length, p.jump_n_sample) == (60, 4, 5)
+    with pytest.raises(ValueError):
+        resolve_jump_params("nope")

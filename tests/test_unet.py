@@ -1,0 +1,138 @@
+"""Our UNet against guided-diffusion: key lists, strict loading, and the reference output."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import GD, needs_fixtures, randomize, small_unet_config
+from repaint_cli.unet import (AttentionBlock, ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel,
+                              parse_channel_mult)
+
+
+def read_keys(path):
+    out = {}
+    for line in open(path):
+        name, shape = line.strip().split(" ", 1)
+        out[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return out
+
+
+def shapes_of(module_fn):
+    with torch.device("meta"):
+        m = module_fn()
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+PAPER = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+             num_head_channels=64, resblock_updown=True, use_scale_shift_norm=True, learn_sigma=True)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name,class_cond,n_tensors,n_params", [
+    ("celeba256_keys.txt", False, 566, 552_814_086),
+    ("imagenet256_keys.txt", True, 567, 553_838_086),
+])
+def test_paper_checkpoints_keys_and_shapes_match(name, class_cond, n_tensors, n_params):
+    ref = read_keys(GD / name)
+    ours = shapes_of(lambda: UNetModel(UNetConfig(**PAPER, class_cond=class_cond)))
+    assert list(ours) == list(ref)  # same names in the same order
+    assert ours == ref
+    assert len(ours) == n_tensors
+    assert sum(math.prod(s) for s in ours.values()) == n_params
+
+
+@needs_fixtures
+def test_classifier_keys_and_shapes_match():
+    ref = read_keys(GD / "classifier256_keys.txt")
+    ours = shapes_of(lambda: EncoderUNetModel(ClassifierConfig()))
+    assert ours == ref
+    assert sum(math.prod(s) for s in ours.values()) == 54_096_360
+
+
+@needs_fixtures
+def test_tiny_reference_output_within_1e4():
+    cfg = UNetConfig.from_dict(yaml.safe_load((GD / "tiny.yaml").read_text()))
+    model = UNetModel(cfg)
+    state = torch.load(GD / "tiny.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    io = np.load(GD / "tiny_io.npz")
+    with torch.no_grad():
+        out = model(torch.from_numpy(io["x"]), torch.from_numpy(io["t"]))
+    assert out.shape == (4, 6, 64, 64)
+    assert np.abs(out.numpy() - io["out"]).max() < 1e-4
+
+
+@needs_fixtures
+def test_strict_loading_rejects_a_wrong_architecture():
+    cfg = UNetConfig.from_dict({**yaml.safe_load((GD / "tiny.yaml").read_text()), "num_res_blocks": 1})
+    state = torch.load(GD / "tiny.pt", map_location="cpu", weights_only=True)
+    with pytest.raises(RuntimeError):
+        UNetModel(cfg).load_state_dict(state, strict=True)
+
+
+def explicit_attention(block: AttentionBlock, x):
+    """guided-diffusion's attention written with an explicit softmax, both channel layouts."""
+    b, c, *sp = x.shape
+    x = x.reshape(b, c, -1)
+    qkv = block.qkv(block.norm(x))
+    heads, length = block.num_heads, qkv.shape[-1]
+    ch = c // heads
+    if block.new_order:
+        q, k, v = qkv.chunk(3, dim=1)
+        q, k, v = (t.reshape(b * heads, ch, length) for t in (q, k, v))
+    else:
+        q, k, v = qkv.reshape(b * heads, 3 * ch, length).split(ch, dim=1)
+    scale = 1 / math.sqrt(math.sqrt(ch))
+    w = torch.softmax(torch.einsum("bct,bcs->bts", q * scale, k * scale), dim=-1)
+    a = torch.einsum("bts,bcs->bct", w, v).reshape(b, c, length)
+    return (x + block.proj_out(a)).reshape(b, c, *sp)
+
+
+@pytest.mark.parametrize("new_order", [False, True])
+@pytest.mark.parametrize("heads,head_channels", [(4, -1), (1, 16)])
+def test_sdpa_attention_equals_explicit_softmax(new_order, heads, head_channels):
+    torch.manual_seed(0)
+    block = randomize(AttentionBlock(64, heads, head_channels, new_order))
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(block(x), explicit_attention(block, x), atol=1e-5)
+    assert block.num_heads == (heads if head_channels == -1 else 64 // head_channels)
+
+
+def test_attention_orders_differ_on_the_same_weights():
+    a, b = randomize(AttentionBlock(64, 4, -1, False)), AttentionBlock(64, 4, -1, True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 64, 4, 4)
+    with torch.no_grad():
+        assert not torch.allclose(a(x), b(x), atol=1e-4)
+
+
+def test_hyper_parameters_are_honoured():
+    assert parse_channel_mult("", 256) == (1, 1, 2, 2, 4, 4)
+    assert parse_channel_mult("", 64) == (1, 2, 3, 4)
+    assert parse_channel_mult("1,2,2", 32) == (1, 2, 2)
+    m = UNetModel(small_unet_config(num_heads=2, num_heads_upsample=1, dropout=0.25))
+    down_attn = [mod for mod in m.input_blocks.modules() if isinstance(mod, AttentionBlock)]
+    up_attn = [mod for mod in m.output_blocks.modules() if isinstance(mod, AttentionBlock)]
+    assert {a.num_heads for a in down_attn} == {2} and {a.num_heads for a in up_attn} == {1}
+    assert {d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)} == {0.25}
+    fp16 = UNetModel(small_unet_config(use_fp16=True))
+    assert fp16.input_blocks[0][0].weight.dtype == torch.float16
+    assert fp16.out[2].weight.dtype == torch.float32  # guided-diffusion converts the trunk only
+    assert fp16.input_blocks[1][0].in_layers[0].weight.dtype == torch.float32  # norms stay fp32
+    no_updown = UNetModel(small_unet_config(resblock_updown=False, learn_sigma=False))
+    assert no_updown.out_channels == 3
+    assert "input_blocks.2.0.op.weight" in no_updown.state_dict()  # conv downsample
+
+
+def test_class_conditional_needs_labels():
+    m = randomize(UNetModel(small_unet_config(class_cond=True, num_classes=10)))
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        a = m(x, t, y=torch.tensor([0, 0]))
+        b = m(x, t, y=torch.tensor([3, 3]))
+    assert not torch.allclose(a, b)
+    with pytest.raises(AssertionError):
+        m(x, t)
