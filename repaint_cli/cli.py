@@ -121,6 +121,9 @@ def inpaint_cmd(
     allow_empty: bool = typer.Option(False, help="Warn instead of failing on masks with no hole or no known pixel."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of input folders."),
     shard: Optional[str] = typer.Option(None, help="Process part I of N of the sorted inputs (I/N, I from 0)."),
+    class_label: Optional[str] = typer.Option(None, "--class", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed; the default)."),
+    classifier: Optional[str] = typer.Option(None, help="Noisy-image classifier checkpoint for guidance (default: the model card's)."),
+    classifier_scale: Optional[float] = typer.Option(None, help="Classifier guidance scale (paper: 1.0; 0 = no guidance)."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON line per image on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -130,7 +133,8 @@ def inpaint_cmd(
         preset=preset, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
         batch_size=batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size"),
         fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask, allow_empty=allow_empty,
-        recursive=recursive, shard=shard,
+        recursive=recursive, shard=shard, class_label=class_label, classifier=classifier,
+        classifier_scale=classifier_scale,
         engine=EngineOptions(device=device, precision=precision, cuda_graphs=cuda_graphs,
                              channels_last=channels_last, compile=compile_model, threads=threads),
     )

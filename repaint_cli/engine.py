@@ -8,7 +8,6 @@ shape as CUDA graphs and replayed. On the CPU: fp32, eager, optional
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -154,15 +153,6 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None):
                 log(f"CUDA graph capture failed ({type(e).__name__}: {e}); running eager")
             torch.cuda.synchronize()
     return EagerSteps(model, cond)
-
-
-@contextlib.contextmanager
-def no_grad_unless(needs_grad: bool):
-    if needs_grad:
-        yield
-    else:
-        with torch.no_grad():
-            yield
 
 
 def is_oom(e: BaseException) -> bool:

@@ -18,9 +18,10 @@ import torch
 
 from . import imageio, masks
 from .diffusion import Diffusion
-from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, no_grad_unless, pick_device, prepare_model
+from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
+from .guidance import Guidance
 from .jobs import Job, check_out_dir, make_jobs, parse_shard
-from .models import LoadedModel, ModelError, load, read_conf
+from .models import LoadedModel, ModelError, load, load_classifier, read_conf
 from .noise import image_key, keys_tensor
 from .sampler import Conditioning, StepInfo, repaint
 from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
@@ -53,6 +54,9 @@ class InpaintOptions:
     recursive: bool = False
     shard: Optional[str] = None
     engine: EngineOptions = field(default_factory=EngineOptions)
+    class_label: Optional[str] = None  # class-conditional models: index, ImageNet name, or random (default)
+    classifier: Optional[str] = None  # classifier checkpoint (default: the model card's, or conf classifier_path)
+    classifier_scale: Optional[float] = None  # default: conf classifier_scale, the card's, else 1.0
     extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see BatchHook
 
 
@@ -224,7 +228,7 @@ def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, 
         for cb in hooks:
             cb(info)
 
-    with no_grad_unless(cond_fn is not None):
+    with torch.no_grad():  # guidance takes its own gradient inside cond_fn
         x = repaint(model, cond, st.times, callback, steps)
     return x
 
@@ -244,17 +248,45 @@ def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Rep
         return torch.cat([_split_retry(run, batch[:half], reporter), _split_retry(run, batch[half:], reporter)])
 
 
-def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
-            stop: Optional[StopFlag] = None, guidance=None) -> RunSummary:
-    """Inpaint every input; returns a summary. Raises RunError only for run-wide problems.
+def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
+    """Labels (and classifier guidance) for class-conditional models; None for the others."""
+    conf = read_conf(opts.config)
+    card_clf = (st.loaded.card.classifier if st.loaded.card else None) or {}
+    clf_path = opts.classifier or conf.get("classifier_path")
+    scale = opts.classifier_scale
+    if scale is None:
+        scale = float(conf.get("classifier_scale", card_clf.get("scale", 1.0)))
+    if not st.loaded.model.num_classes:
+        if opts.classifier or opts.class_label is not None:
+            raise RunError("--classifier/--class need a class-conditional model (e.g. --model imagenet256)")
+        return None
+    classifier = None
+    if scale != 0 and (clf_path or card_clf):
+        hp = {**card_clf.get("hparams", {}), **{k: v for k, v in conf.items() if k.startswith("classifier_")},
+              "image_size": st.loaded.model.cfg.image_size, "num_classes": st.loaded.model.num_classes}
+        if clf_path is None:
+            found = st.loaded.card.find_file(card_clf["file"])
+            if found is None:
+                raise RunError(st.loaded.card.missing_message(card_clf["file"]) + "; or pass --classifier-scale 0 to run unguided")
+            clf_path = found
+        try:
+            classifier = load_classifier(clf_path, hp, st.device)
+        except ModelError as e:
+            raise RunError(str(e)) from None
+    try:
+        return Guidance(st.loaded.model.num_classes, opts.class_label, opts.seed, classifier, scale)
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
-    ``guidance``: optional object with ``model_kwargs(batch) -> dict`` and ``cond_fn``
-    (ImageNet class labels and classifier guidance).
-    """
+
+def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
+            stop: Optional[StopFlag] = None) -> RunSummary:
+    """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
     t_start = time.time()
     reporter = reporter or Reporter()
     stop = stop or StopFlag()
     st = setup(opts)
+    guidance = make_guidance(st, opts)
     S = st.loaded.model.cfg.image_size
     try:
         shard = parse_shard(opts.shard)

@@ -92,6 +92,7 @@ class ClassifierConfig:
     classifier_resblock_updown: bool = True
     classifier_pool: str = "attention"
     classifier_use_fp16: bool = False
+    classifier_channel_mult: object = ""  # our addition for small test models; '' = guided-diffusion's default
     num_classes: int = 1000
 
     @classmethod
@@ -375,7 +376,7 @@ class EncoderUNetModel(nn.Module):
     def __init__(self, cfg: ClassifierConfig):
         super().__init__()
         self.cfg = cfg
-        mult = parse_channel_mult("", cfg.image_size)
+        mult = parse_channel_mult(cfg.classifier_channel_mult, cfg.image_size)
         attn_ds = parse_attention_resolutions(cfg.classifier_attention_resolutions, cfg.image_size)
         mc = cfg.classifier_width
         emb_dim = mc * 4

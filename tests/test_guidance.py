@@ -1,0 +1,103 @@
+"""Class labels and classifier guidance on small random class-conditional models."""
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import randomize, small_unet_config, write_png
+from repaint_cli.guidance import Guidance, imagenet_classes, parse_class, random_class
+from repaint_cli.inpaint import InpaintOptions, RunError, inpaint
+from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
+
+CLF = dict(image_size=16, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="8",
+           classifier_channel_mult="1,2", classifier_use_scale_shift_norm=True, classifier_resblock_updown=True,
+           classifier_pool="attention", num_classes=10)
+
+
+@pytest.fixture
+def cond_setup(tmp_path):
+    cfg = small_unet_config(class_cond=True, num_classes=10)
+    model = randomize(UNetModel(cfg), seed=1)
+    mpath = tmp_path / "cond.pt"
+    torch.save(model.state_dict(), mpath)
+    mpath.with_suffix(".yaml").write_text(yaml.safe_dump({**asdict(cfg), "diffusion_steps": 1000}))
+    clf = randomize(EncoderUNetModel(ClassifierConfig(**CLF)), seed=2)
+    cpath = tmp_path / "clf.pt"
+    torch.save(clf.state_dict(), cpath)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_png(imgs / f"a{i}.png", rng.integers(0, 256, (16, 16, 3)))
+    return mpath, cpath, clf, imgs, tmp_path
+
+
+def run(cond_setup, out, **kw):
+    mpath, cpath, clf, imgs, tmp = cond_setup
+    conf = {**CLF}
+    conf.pop("num_classes")
+    opts = InpaintOptions(mask="genhalf", model=str(mpath), config={**yaml.safe_load(mpath.with_suffix(".yaml").read_text()), **conf},
+                          preset="draft", out_dir=tmp / out, batch_size=3, **kw)
+    summary = inpaint([str(imgs)], opts)
+    assert summary.failed == 0, summary.results
+    return {p.name: np.asarray(__import__("PIL.Image").Image.open(p)) for p in sorted((tmp / out).iterdir())}
+
+
+def test_class_names_and_parsing():
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[0] == "tench" and len(set(names)) == 1000
+    assert parse_class("goldfish", 1000) == 1 and parse_class("Goldfish", 1000) == 1 and parse_class("207", 1000) == 207
+    assert parse_class("random", 1000) is None and parse_class(None, 10) is None
+    with pytest.raises(ValueError, match="did you mean"):
+        parse_class("gold", 1000)
+    with pytest.raises(ValueError, match="out of range"):
+        parse_class("1000", 1000)
+    assert random_class(0, "x", 1000) == random_class(0, "x", 1000)
+    assert len({random_class(0, f"s{i}", 1000) for i in range(50)}) > 30
+
+
+def test_scale_zero_is_exactly_no_classifier(cond_setup):
+    mpath, cpath = cond_setup[:2]
+    plain = run(cond_setup, "plain", class_label="3")
+    zero = run(cond_setup, "zero", class_label="3", classifier=str(cpath), classifier_scale=0.0)
+    guided = run(cond_setup, "guided", class_label="3", classifier=str(cpath), classifier_scale=5.0)
+    assert all(np.array_equal(plain[k], zero[k]) for k in plain)
+    assert any(not np.array_equal(plain[k], guided[k]) for k in plain)
+    again = run(cond_setup, "again", class_label="3", classifier=str(cpath), classifier_scale=5.0)
+    assert all(np.array_equal(guided[k], again[k]) for k in guided)  # deterministic with guidance
+
+
+def test_guidance_raises_the_class_log_probability(cond_setup):
+    mpath, cpath, clf = cond_setup[:3]
+    target = 7
+    base = run(cond_setup, "base", class_label=str(target))
+    guided = run(cond_setup, "g", class_label=str(target), classifier=str(cpath), classifier_scale=20.0)
+
+    def logp(images):
+        x = torch.from_numpy(np.stack(list(images.values()))).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            return torch.log_softmax(clf(x, torch.zeros(len(x), dtype=torch.int64)), -1)[:, target].mean().item()
+
+    assert logp(guided) > logp(base)
+
+
+def test_labels_change_the_sample_and_errors(cond_setup, small_checkpoint, tmp_path):
+    a = run(cond_setup, "l1", class_label="1")
+    b = run(cond_setup, "l2", class_label="2")
+    assert any(not np.array_equal(a[k], b[k]) for k in a)
+    with pytest.raises(RunError, match="class-conditional"):
+        inpaint([str(cond_setup[3])], InpaintOptions(mask="genhalf", model=str(small_checkpoint), class_label="3",
+                                                     out_dir=tmp_path / "x", preset="draft"))
+    with pytest.raises(RunError, match="--class"):
+        run(cond_setup, "bad", class_label="99")
+
+
+def test_fp16_request_on_cpu_falls_back(cond_setup):
+    from repaint_cli.engine import EngineOptions
+    mpath, cpath = cond_setup[:2]
+    fp32 = run(cond_setup, "p32", class_label="3", classifier=str(cpath))
+    with pytest.warns(UserWarning, match="fp16"):
+        fp16 = run(cond_setup, "p16", class_label="3", classifier=str(cpath), engine=EngineOptions(precision="fp16"))
+    assert all(np.array_equal(fp32[k], fp16[k]) for k in fp32)
