@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from . import dist
 from .cli_masks import masks_app
 from .engine import EngineOptions
 from .inpaint import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
@@ -120,7 +121,8 @@ def inpaint_cmd(
     save_mask: bool = typer.Option(False, help="Write the mask used beside each output (<stem>_mask.png)."),
     allow_empty: bool = typer.Option(False, help="Warn instead of failing on masks with no hole or no known pixel."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of input folders."),
-    shard: Optional[str] = typer.Option(None, help="Process part I of N of the sorted inputs (I/N, I from 0)."),
+    shard: Optional[str] = typer.Option(None, help="Process part I of N of the sorted inputs (I/N, I from 0). Under torchrun: automatic."),
+    manifest: Optional[str] = typer.Option(None, help="Append one JSON line per image (input, mask, seed, output, status, seconds); '{rank}' is filled in under torchrun."),
     class_label: Optional[str] = typer.Option(None, "--class", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed; the default)."),
     classifier: Optional[str] = typer.Option(None, help="Noisy-image classifier checkpoint for guidance (default: the model card's)."),
     classifier_scale: Optional[float] = typer.Option(None, help="Classifier guidance scale (paper: 1.0; 0 = no guidance)."),
@@ -128,12 +130,20 @@ def inpaint_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Inpaint images with RePaint."""
+    rank = dist.from_env()
+    if rank.world > 1:
+        if shard:
+            die("--shard and torchrun together: torchrun already splits the inputs by rank")
+        shard = rank.shard
+        device = dist.init(rank, device)
+        manifest = str(dist.manifest_path(manifest, rank)) if manifest else None
+        quiet = quiet or rank.rank != 0
     opts = InpaintOptions(
         mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
         preset=preset, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
         batch_size=batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size"),
         fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask, allow_empty=allow_empty,
-        recursive=recursive, shard=shard, class_label=class_label, classifier=classifier,
+        recursive=recursive, shard=shard, manifest=manifest, class_label=class_label, classifier=classifier,
         classifier_scale=classifier_scale,
         engine=EngineOptions(device=device, precision=precision, cuda_graphs=cuda_graphs,
                              channels_last=channels_last, compile=compile_model, threads=threads),
@@ -157,11 +167,16 @@ def inpaint_cmd(
         err.print("interrupted; rerun the same command to finish the rest (done images are skipped)")
         raise typer.Exit(130)
     reporter.stop()
-    err.print(f"done {summary.done}, failed {summary.failed}, skipped {summary.skipped} "
-              f"in {summary.seconds:.1f} s -> {out}")
-    if summary.interrupted:
+    parts = dist.gather((summary.done, summary.failed, summary.skipped, summary.interrupted, summary.seconds), rank)
+    dist.finish(rank)
+    done, failed, skipped = (sum(p[i] for p in parts) for i in range(3))
+    interrupted = any(p[3] for p in parts)
+    if rank.rank == 0:
+        ranks = f" over {rank.world} ranks" if rank.world > 1 else ""
+        err.print(f"done {done}, failed {failed}, skipped {skipped}{ranks} in {max(p[4] for p in parts):.1f} s -> {out}")
+    if interrupted:
         raise typer.Exit(130)
-    if summary.failed:
+    if failed:
         raise typer.Exit(1)
 
 
@@ -211,6 +226,31 @@ def models_list(verify: bool = typer.Option(False, help="Hash present checkpoint
             status += (" sha256 ok" if card.sha256 == digest else
                        f" sha256 {digest}" + (" MISMATCH" if card.sha256 else ""))
         print(f"{card.name}\t{card.hparams.get('image_size')}px\t{status}\t{card.description}")
+
+
+@app.command("merge-manifests")
+def merge_manifests_cmd(
+    manifests: List[Path] = typer.Argument(..., help="Manifest files (JSON lines) from shards or ranks."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the merged manifest here (default: stdout)."),
+):
+    """Join shard manifests: one record per input, the best status winning (done > skipped > failed)."""
+    missing = [str(m) for m in manifests if not m.is_file()]
+    if missing:
+        die(f"{missing[0]}: manifest not found")
+    try:
+        records = dist.merge_manifests(manifests)
+    except ValueError as e:
+        die(str(e))
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    if out:
+        from .imageio import write_bytes_atomic
+        write_bytes_atomic(out, text.encode())
+    else:
+        sys.stdout.write(text)
+    counts = {s: sum(1 for r in records if r.get("status") == s) for s in ("done", "failed", "skipped")}
+    err.print(f"{len(records)} inputs: done {counts['done']}, failed {counts['failed']}, skipped {counts['skipped']}")
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 def main():

@@ -57,6 +57,7 @@ class InpaintOptions:
     class_label: Optional[str] = None  # class-conditional models: index, ImageNet name, or random (default)
     classifier: Optional[str] = None  # classifier checkpoint (default: the model card's, or conf classifier_path)
     classifier_scale: Optional[float] = None  # default: conf classifier_scale, the card's, else 1.0
+    manifest: Optional[str] = None  # JSON lines file, one record per image (appended)
     extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see BatchHook
 
 
@@ -299,17 +300,29 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     joblist = make_jobs(inputs, opts.mask, Path(opts.out_dir), mask_is_kind=is_kind, overwrite=opts.overwrite,
                         shard=shard, stdin=stdin, recursive=opts.recursive)
     summary = RunSummary()
+    manifest = open(opts.manifest, "a", encoding="utf-8") if opts.manifest else None
+
+    def record(res: ImageResult):
+        if res.status == "done":
+            summary.done += 1
+        elif res.status == "failed":
+            summary.failed += 1
+        else:
+            summary.skipped += 1
+        summary.results.append(res)
+        reporter.image_done(res)
+        if manifest is not None:
+            manifest.write(res.json() + "\n")
+            manifest.flush()
+
     for note in joblist.ignored:
         reporter.log(note, "warning")
     for err in joblist.errors:
         reporter.log(err, "error")
         summary.failed += 1
     for job in joblist.skipped_done:
-        res = ImageResult(str(job.image), None, str(job.output), opts.seed, "skipped",
-                          warnings=["output exists; pass --overwrite to redo"])
-        summary.skipped += 1
-        summary.results.append(res)
-        reporter.image_done(res)
+        record(ImageResult(str(job.image), None, str(job.output), opts.seed, "skipped",
+                           warnings=["output exists; pass --overwrite to redo"]))
     if joblist.skipped_done:
         reporter.log(f"skipping {len(joblist.skipped_done)} image(s) whose outputs exist (--overwrite to redo)")
 
@@ -326,12 +339,9 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     reporter.start(n, -(-n // bs) * (len(st.times) - 1))  # schedule steps over all batches
 
     def fail(job: Job, message: str):
-        res = ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, opts.seed, "failed",
-                          error=message)
-        summary.failed += 1
-        summary.results.append(res)
         reporter.log(message, "error")
-        reporter.image_done(res)
+        record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, opts.seed, "failed",
+                           error=message))
 
     def prepared_items() -> Iterator[Prepared]:
         for job in joblist.jobs:
@@ -363,11 +373,8 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                 continue
             for w in warns:
                 reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w, "warning")
-            res = ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
-                              round(secs, 3), warnings=warns)
-            summary.done += 1
-            summary.results.append(res)
-            reporter.image_done(res)
+            record(ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
+                               round(secs, 3), warnings=warns))
 
     model_fp32 = None
     batch: list[Prepared] = []
@@ -421,5 +428,7 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     finally:
         collect(block=True)
         writer.shutdown(wait=True)
+        if manifest is not None:
+            manifest.close()
     summary.seconds = time.time() - t_start
     return summary

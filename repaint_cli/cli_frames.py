@@ -1,0 +1,36 @@
+"""``repaint sheet OUTDIR``: a contact sheet of a run's results.
+
+Wired into the main app with ``register(app)``. The written path goes to stdout;
+errors go to stderr (exit 2).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .frames import sheet_for_dir
+from .imageio import InputError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sheet`` command to ``app``."""
+    err = Console(stderr=True, highlight=False)
+
+    @app.command("sheet")
+    def sheet_cmd(
+        outdir: Path = typer.Argument(..., help="An output folder of 'repaint inpaint' (its <stem>.png results)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sheet file to write (default: OUTDIR/sheet.png)."),
+        cols: Optional[int] = typer.Option(None, help="Columns (default: about square)."),
+        cell: int = typer.Option(128, help="Thumbnail cell size in pixels."),
+    ):
+        """Write one contact sheet PNG of the results in OUTDIR, each labelled with its file stem."""
+        try:
+            path = sheet_for_dir(outdir, out, cols=cols, cell=cell)
+        except (ValueError, InputError) as e:
+            err.print("[red]error:[/red] ", end="", markup=True)
+            err.print(str(e), markup=False, soft_wrap=True)
+            raise typer.Exit(2)
+        print(path, flush=True)
