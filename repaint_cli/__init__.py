@@ -6,7 +6,7 @@ The Python API the CLI itself uses:
     model, diffusion = load_model("emoji32")
 """
 from .models import load_model
-from .inpaint import InpaintOptions, inpaint
+from .pipeline import InpaintOptions, inpaint
 
 __version__ = "0.1.0"
 __all__ = ["load_model", "inpaint", "InpaintOptions", "__version__"]

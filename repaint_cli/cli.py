@@ -17,15 +17,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import dist
+from .cli_frames import register as register_sheet
 from .cli_masks import masks_app
 from .engine import EngineOptions
-from .inpaint import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
+from .frames import hooks_from_options, sheet_for_dir
+from .pipeline import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
 from .models import ModelError, list_cards, sha256_file
 from .schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, schedule_summary
 
 app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(masks_app, name="masks", help="Generate, list and preview masks.")
+register_sheet(app)
 models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -126,6 +129,10 @@ def inpaint_cmd(
     class_label: Optional[str] = typer.Option(None, "--class", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed; the default)."),
     classifier: Optional[str] = typer.Option(None, help="Noisy-image classifier checkpoint for guidance (default: the model card's)."),
     classifier_scale: Optional[float] = typer.Option(None, help="Classifier guidance scale (paper: 1.0; 0 = no guidance)."),
+    frames: int = typer.Option(0, help="Save N intermediate frames per image (x_t and predicted x0) under OUT/frames/<stem>/."),
+    animate: Optional[str] = typer.Option(None, help="gif or mp4: one animation per image (24 frames unless --frames)."),
+    concat: bool = typer.Option(False, help="Also write <stem>_concat.png: input with the hole, mask, output."),
+    sheet: bool = typer.Option(False, help="Write OUT/sheet.png, a contact sheet of this run's results."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON line per image on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -148,6 +155,10 @@ def inpaint_cmd(
         engine=EngineOptions(device=device, precision=precision, cuda_graphs=cuda_graphs,
                              channels_last=channels_last, compile=compile_model, threads=threads),
     )
+    try:
+        opts.extras = hooks_from_options(out, frames=frames, animate=animate, concat=concat)
+    except ValueError as e:
+        die(str(e))
     if mask_convention not in ("keep", "hole"):
         die(f"--mask-convention {mask_convention}: use keep (white = keep) or hole (white = hole)")
     if fit not in ("crop", "resize", "pad"):
@@ -174,6 +185,8 @@ def inpaint_cmd(
     if rank.rank == 0:
         ranks = f" over {rank.world} ranks" if rank.world > 1 else ""
         err.print(f"done {done}, failed {failed}, skipped {skipped}{ranks} in {max(p[4] for p in parts):.1f} s -> {out}")
+    if sheet and rank.rank == 0 and done:
+        err.print(f"contact sheet: {sheet_for_dir(out)}")
     if interrupted:
         raise typer.Exit(130)
     if failed:
@@ -226,6 +239,46 @@ def models_list(verify: bool = typer.Option(False, help="Hash present checkpoint
             status += (" sha256 ok" if card.sha256 == digest else
                        f" sha256 {digest}" + (" MISMATCH" if card.sha256 else ""))
         print(f"{card.name}\t{card.hparams.get('image_size')}px\t{status}\t{card.description}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Argument(..., help="A folder of images (any size; centre-cropped) or a prepared .npz (key 'train')."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: state.pt (resumable), best_ema.safetensors, sample grids."),
+    size: int = typer.Option(32, help="Training resolution."),
+    steps: int = typer.Option(100_000, help="Total optimiser steps (a rerun resumes up to this)."),
+    batch_size: int = typer.Option(64, help="Images per step."),
+    lr: float = typer.Option(3e-4, help="Learning rate (AdamW, linear warm-up)."),
+    threads: int = typer.Option(1, help="CPU threads (one leaves a core free; more than the cores is much slower)."),
+    channels: int = typer.Option(32, help="UNet base channels (num_channels)."),
+    channel_mult: str = typer.Option("1,2,2", help="UNet channel multipliers per level."),
+    sample_every: int = typer.Option(1000, help="Write a grid of unconditional samples every N steps."),
+    export_to: Optional[Path] = typer.Option(None, "--export", help="After training, copy the best EMA weights here (+ a sidecar YAML)."),
+):
+    """Train an unconditional DDPM (our guided-diffusion UNet, Improved DDPM's hybrid loss, EMA)."""
+    from .train import TrainConfig, export, train
+
+    cfg = TrainConfig(size=size, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
+                      sample_every=sample_every)
+    cfg.model.update(num_channels=channels, channel_mult=channel_mult)
+    if not data.exists():
+        die(f"{data}: not found; give a folder of images or a prepared .npz")
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+    task = progress.add_task("train", total=steps, loss="-")
+
+    def on_step(step, total, loss):
+        progress.update(task, completed=step, loss=f"{loss:.4f}")
+
+    try:
+        with progress:
+            best = train(data, out, cfg, log=lambda m: progress.console.print(m, markup=False, highlight=False),
+                         on_step=on_step)
+    except ValueError as e:
+        die(str(e))
+    print(best)
+    if export_to:
+        print(export(out, export_to))
 
 
 @app.command("merge-manifests")

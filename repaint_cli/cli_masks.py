@@ -45,7 +45,7 @@ err = Console(stderr=True, highlight=False)
 _PROGRESS_FROM = 200
 
 _SEP = 2  # separator width in preview sheets (px)
-_SEP_VALUE = 128  # separator grey
+_SEP_BGR = (200, 110, 0)  # separator colour (blue), distinct from any mask pixel
 
 
 def _fail(message: str, code: int = 2) -> "typer.Exit":
@@ -175,26 +175,27 @@ def list_cmd() -> None:
 
 
 def _grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
-    """Tiles (same shape) in a grid with _SEP-pixel grey separators and border."""
+    """Tiles (same shape) in a BGR grid with _SEP-pixel coloured separators and border."""
     th, tw = tiles[0].shape
     rows = max(1, math.ceil(len(tiles) / columns))
-    sheet = np.full((rows * (th + _SEP) + _SEP, columns * (tw + _SEP) + _SEP), _SEP_VALUE, np.uint8)
+    sheet = np.empty((rows * (th + _SEP) + _SEP, columns * (tw + _SEP) + _SEP, 3), np.uint8)
+    sheet[:] = _SEP_BGR
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         y, x = _SEP + r * (th + _SEP), _SEP + c * (tw + _SEP)
-        sheet[y:y + th, x:x + tw] = tile
+        sheet[y:y + th, x:x + tw] = tile[:, :, None]
     return sheet
 
 
 def _label(text: str, height: int, width: int, scale: float) -> np.ndarray:
-    """White panel with ``text`` in black, vertically centred."""
-    panel = np.full((height, width), 255, np.uint8)
+    """White BGR panel with ``text`` in black, centred."""
+    panel = np.full((height, width, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     thickness = max(1, int(round(scale * 2)))
     (tw, th), _ = cv2.getTextSize(text, font, scale, thickness)
     x = max(4, (width - tw) // 2)
     y = (height + th) // 2
-    cv2.putText(panel, text, (x, y), font, scale, 0, thickness, cv2.LINE_AA)
+    cv2.putText(panel, text, (x, y), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
     return panel
 
 

@@ -1,7 +1,7 @@
 """Intermediate-step frames, animations, concat images and contact sheets.
 
 No diffusion math here: :class:`FrameHook` and :class:`ConcatHook` plug into
-``inpaint()`` as :class:`~repaint_cli.inpaint.BatchHook` s (``InpaintOptions.extras``);
+``inpaint()`` as :class:`~repaint_cli.pipeline.BatchHook` s (``InpaintOptions.extras``);
 everything that draws takes and returns numpy arrays, so it can be called directly.
 
 Naming
@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from . import imageio
-from .inpaint import BatchHook, Prepared
+from .pipeline import BatchHook, Prepared
 
 ANIMATIONS = ("gif", "mp4")
 DEFAULT_ANIMATION_FRAMES = 24
@@ -93,6 +93,16 @@ def tint_unknown(rgb: np.ndarray, keep: np.ndarray, color=TINT_COLOR, strength: 
     return out
 
 
+def outline_unknown(rgb: np.ndarray, keep: np.ndarray, color=(120, 200, 255)) -> np.ndarray:
+    """Draw a 1 px line along the border of the unknown region (in place; returns ``rgb``)."""
+    hole = (~np.asarray(keep, bool)).astype(np.uint8)
+    if hole.any() and not hole.all():
+        contours, _ = cv2.findContours(hole, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        rgb = np.ascontiguousarray(rgb)
+        cv2.drawContours(rgb, contours, -1, color, 1)
+    return rgb
+
+
 def upscale_nearest(img: np.ndarray, min_height: int = 256) -> np.ndarray:
     """Enlarge by the smallest whole factor that makes it at least ``min_height`` tall."""
     h = img.shape[0]
@@ -134,7 +144,9 @@ def compose_frame(xt: np.ndarray, x0: Optional[np.ndarray], keep: np.ndarray, t:
     up with nearest-neighbour to at least ``min_height`` px, time line below. Even sizes."""
     if x0 is None:
         x0 = np.full_like(xt, 128)
-    panels = [upscale_nearest(tint_unknown(a, keep), min_height) for a in (xt, x0)]
+    keep = np.asarray(keep, bool)
+    panels = [outline_unknown(upscale_nearest(tint_unknown(a, keep), min_height), upscale_nearest(keep, min_height))
+              for a in (xt, x0)]
     ph, pw = panels[0].shape[:2]
     gap = SEPARATION
     width = 2 * pw + gap

@@ -131,8 +131,11 @@ def sample_grid(model, diffusion_cfg: dict, n: int, path: Path, seed: int = 0, s
     os.replace(tmp, path)
 
 
-def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, log=None) -> Path:
-    """Train (or resume) in ``run_dir``; returns the path of the best EMA weights."""
+def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, log=None, on_step=None) -> Path:
+    """Train (or resume) in ``run_dir``; returns the path of the best EMA weights.
+
+    ``on_step(step, total, loss)`` is called after every step (progress bars).
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
@@ -192,6 +195,8 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
         step += 1
         seen += cfg.batch_size
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, cfg.steps, losses[-1])
         if step % 50 == 0:
             rate = seen / (time.time() - t0)
             log(f"step {step} loss {np.mean(losses):.4f} {rate:.1f} img/s")
@@ -210,3 +215,20 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
         if step % cfg.save_every == 0 or step == cfg.steps:
             checkpoint()
     return run_dir / "best_ema.safetensors"
+
+
+def export(run_dir, out_path, name: str | None = None) -> Path:
+    """Copy a run's best EMA weights (fp16 safetensors) with a sidecar YAML of its hyper-parameters."""
+    run_dir, out_path = Path(run_dir), Path(out_path)
+    src = run_dir / "best_ema.safetensors"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no best EMA weights yet; train longer (they are written at each evaluation)")
+    cfg = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, out_path)
+    side = out_path.with_suffix(".yaml")
+    if not side.exists():
+        side.write_text(yaml.safe_dump(cfg.model_card_hparams(), sort_keys=False))
+    return out_path

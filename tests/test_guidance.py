@@ -8,7 +8,7 @@ import yaml
 
 from conftest import randomize, small_unet_config, write_png
 from repaint_cli.guidance import Guidance, imagenet_classes, parse_class, random_class
-from repaint_cli.inpaint import InpaintOptions, RunError, inpaint
+from repaint_cli.pipeline import InpaintOptions, RunError, inpaint
 from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 
 CLF = dict(image_size=16, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="8",

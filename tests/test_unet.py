@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from conftest import GD, needs_fixtures, randomize, small_unet_config
+from repaint_cli.plain import explicit_attention
 from repaint_cli.unet import (AttentionBlock, ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel,
                               parse_channel_mult)
 
@@ -70,24 +71,6 @@ def test_strict_loading_rejects_a_wrong_architecture():
     state = torch.load(GD / "tiny.pt", map_location="cpu", weights_only=True)
     with pytest.raises(RuntimeError):
         UNetModel(cfg).load_state_dict(state, strict=True)
-
-
-def explicit_attention(block: AttentionBlock, x):
-    """guided-diffusion's attention written with an explicit softmax, both channel layouts."""
-    b, c, *sp = x.shape
-    x = x.reshape(b, c, -1)
-    qkv = block.qkv(block.norm(x))
-    heads, length = block.num_heads, qkv.shape[-1]
-    ch = c // heads
-    if block.new_order:
-        q, k, v = qkv.chunk(3, dim=1)
-        q, k, v = (t.reshape(b * heads, ch, length) for t in (q, k, v))
-    else:
-        q, k, v = qkv.reshape(b * heads, 3 * ch, length).split(ch, dim=1)
-    scale = 1 / math.sqrt(math.sqrt(ch))
-    w = torch.softmax(torch.einsum("bct,bcs->bts", q * scale, k * scale), dim=-1)
-    a = torch.einsum("bts,bcs->bct", w, v).reshape(b, c, length)
-    return (x + block.proj_out(a)).reshape(b, c, *sp)
 
 
 @pytest.mark.parametrize("new_order", [False, True])

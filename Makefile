@@ -1,0 +1,43 @@
+# Each target installs what it needs by itself, so it works on a fresh clone.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+# The CPU wheel of this version lies on the build machines' disk; a bare "torch"
+# would pull a multi-GB CUDA build. A torch already present (e.g. CUDA) is kept.
+TORCH_CPU = torch==2.13.0
+# One thread for long training runs: two threads on a shared 2-core machine thrash.
+TRAIN_THREADS ?= 1
+TRAIN_STEPS ?= 100000
+
+.PHONY: install demo test default-model emoji-data bench quality readme-pictures clean
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
+	@$(PIP) install -q -e ".[test]"
+
+demo: install
+	repaint inpaint examples/ --mask thick --out out/demo --concat --frames 16 --animate gif --overwrite
+	repaint sheet out/demo
+	@echo "results in out/demo/ (out/demo/sheet.png for all of them at a glance)"
+
+test: install
+	$(PYTHON) -m pytest
+
+emoji-data:
+	@fc-list 2>/dev/null | grep -q NotoColorEmoji || test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
+		(apt-get update -q && apt-get install -y -q fonts-noto-color-emoji)
+	@$(PYTHON) -c "import fontTools" 2>/dev/null || $(PIP) install -q "fonttools>=4.40"
+	$(PYTHON) -m repaint_cli.emoji --out data/emoji32.npz --size 32
+
+# Rebuilds the embedded model from scratch (resumes runs/emoji32 if it exists).
+default-model: install emoji-data
+	OMP_NUM_THREADS=$(TRAIN_THREADS) repaint train data/emoji32.npz --out runs/emoji32 --size 32 \
+		--steps $(TRAIN_STEPS) --threads $(TRAIN_THREADS) --export weights/emoji32.safetensors
+
+bench: install
+	$(PYTHON) benchmarks/speed.py
+
+quality: install emoji-data
+	$(PYTHON) benchmarks/quality.py
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache

@@ -1,0 +1,138 @@
+"""Nothing lost: interruption, out-of-memory splits, fp16 NaN retries, flat memory."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_png
+from repaint_cli import pipeline as inpaint_mod
+from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
+
+
+def make_images(folder, n, size=16, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_png(folder / f"img{i:04d}.png", rng.integers(0, 256, (size, size, 3)))
+    return folder
+
+
+def opts(ckpt, out, **kw):
+    base = dict(mask="box", model=str(ckpt), t_T=6, jump_length=2, jump_n_sample=2, out_dir=out)
+    base.update(kw)
+    return InpaintOptions(**base)
+
+
+def read_all(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_out_of_memory_splits_the_batch_and_loses_nothing(tmp_path, small_checkpoint, monkeypatch):
+    imgs = make_images(tmp_path / "imgs", 4)
+    inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "ref", batch_size=1))
+    real = inpaint_mod.sample_batch
+
+    def flaky(model, st, batch, *a, **k):
+        if len(batch) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, st, batch, *a, **k)
+
+    monkeypatch.setattr(inpaint_mod, "sample_batch", flaky)
+    rep = Reporter()
+    summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "split", batch_size=4), rep)
+    assert summary.done == 4 and summary.failed == 0
+    assert any("out of memory at batch 4" in line for line in rep.lines)
+    assert read_all(tmp_path / "ref") == read_all(tmp_path / "split")
+
+
+def test_non_finite_half_precision_batch_is_retried_in_fp32(tmp_path, small_checkpoint, monkeypatch):
+    imgs = make_images(tmp_path / "imgs", 2)
+    inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "ref", batch_size=2))
+    real_prepare = inpaint_mod.prepare_model
+
+    class Overflowing(torch.nn.Module):  # stands in for an fp16 UNet that overflows
+        dtype = torch.float16
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, t, **kw):
+            return self.inner(x, t, **kw) * float("inf")
+
+    def prepare(model, device, engine_opts):
+        wrapped = real_prepare(model, device, engine_opts)
+        return wrapped if engine_opts.precision == "fp32" else Overflowing(wrapped)
+
+    monkeypatch.setattr(inpaint_mod, "prepare_model", prepare)
+    rep = Reporter()
+    summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "retry", batch_size=2), rep)
+    assert summary.done == 2
+    assert any("NaN/Inf" in line and "fp32" in line for line in rep.lines)
+    assert read_all(tmp_path / "ref") == read_all(tmp_path / "retry")
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "repaint_cli", *[str(a) for a in args]]
+
+
+def test_ctrl_c_stops_after_the_batch_and_a_rerun_finishes(tmp_path, small_checkpoint):
+    imgs = make_images(tmp_path / "imgs", 40)
+    out = tmp_path / "out"
+    cmd = _cli("inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--t-T", 40, "--jump-length", 5,
+               "--jump-n-sample", 3, "--batch-size", 1, "--out", out, "--threads", 1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.is_dir() and any(out.glob("*.png"))):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-2000:]
+    assert "rerun the same command" in stderr
+    first = sorted(out.glob("img*.png"))
+    assert 0 < len(first) < 40
+    assert not [f for f in out.iterdir() if f.name.startswith(".")]  # no temp files
+    for f in first:  # every written output is complete
+        Image.open(f).load()
+    p2 = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert p2.returncode == 0, p2.stderr[-2000:]
+    assert len(list(out.glob("img*.png"))) == 40
+    assert p2.stdout.count('"skipped"') == len(first)
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path, small_checkpoint):
+    imgs = make_images(tmp_path / "imgs", 3)
+    out = tmp_path / "out"
+    cmd = _cli("inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--preset", "paper",
+               "--batch-size", 3, "--out", out, "--threads", 1)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    time.sleep(8)  # into the (long) paper schedule
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr[-2000:]
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_memory_stays_flat_over_a_long_run(tmp_path, small_checkpoint):
+    code = ("import resource,sys;from repaint_cli.pipeline import InpaintOptions,inpaint;"
+            "s=inpaint([sys.argv[1]],InpaintOptions(mask='box',model=sys.argv[2],t_T=2,jump_length=1,jump_n_sample=1,"
+            "out_dir=sys.argv[3],batch_size=4));assert s.done==int(sys.argv[4]),s;"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = {}
+    for n in (40, 320):
+        imgs = make_images(tmp_path / f"imgs{n}", n, size=24, seed=n)
+        r = subprocess.run([sys.executable, "-c", code, str(imgs), str(small_checkpoint), str(tmp_path / f"out{n}"), str(n)],
+                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks[n] = int(r.stdout.split()[-1]) / 1024  # MiB
+    assert peaks[320] < peaks[40] + 25, peaks  # 8x the images, (almost) the same peak
