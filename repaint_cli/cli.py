@@ -28,7 +28,6 @@ from .schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, s
 app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(masks_app, name="masks", help="Generate, list and preview masks.")
-register_sheet(app)
 models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -279,6 +278,9 @@ def train_cmd(
     print(best)
     if export_to:
         print(export(out, export_to))
+
+
+register_sheet(app)
 
 
 @app.command("merge-manifests")

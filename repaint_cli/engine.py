@@ -97,33 +97,57 @@ def prepare_model(model, device: torch.device, opts: EngineOptions) -> Precision
 
 
 class CudaGraphSteps:
-    """The reverse and undo steps captured as CUDA graphs for one batch, then replayed.
+    """The reverse and undo steps captured as CUDA graphs for one batch shape, then replayed.
 
-    Inputs live in static buffers (x, t, step, inject); each call copies the new
-    values in (device to device, no host sync) and replays. The noise is drawn
-    inside the graph from the counter-based generator, so per-image determinism
-    holds exactly as in eager mode.
+    Everything a step reads lives in static buffers owned here: the batch
+    (gt, keep mask, noise keys, labels, coefficients) is copied in once per
+    batch by :meth:`load_batch`, and x, t and the draw number once per step
+    (device to device, no host sync). The noise is drawn inside the graph from
+    the counter-based generator, so per-image determinism holds exactly as in
+    eager mode. One capture serves every batch of the same shape.
     """
 
-    def __init__(self, model, cond: Conditioning, warmup: int = 2):
+    def __init__(self, model, cond: Conditioning, warmup: int = 2, capture=None):
         dev = cond.gt.device
+        self.cond = Conditioning(
+            cond.gt.clone(), cond.keep.clone(), cond.keys.clone(), {k: v.clone() for k, v in cond.coefs.items()},
+            {k: v.clone() for k, v in cond.model_kwargs.items()}, None,
+            torch.arange(cond.gt[0].numel(), device=dev),
+        )
         self.x = torch.zeros_like(cond.gt)
         self.t = torch.ones((), dtype=torch.int64, device=dev)
         self.step = torch.zeros((), dtype=torch.int64, device=dev)
         self.inject = torch.zeros((), dtype=torch.bool, device=dev)
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(warmup):  # lets kernels pick algorithms and allocate outside capture
-                reverse_step(model, self.x, cond, self.t, self.step, self.inject)
-                undo_step(self.x, cond, self.t, self.step)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        self.g_reverse = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.g_reverse):
-            self.out_x, self.out_x0 = reverse_step(model, self.x, cond, self.t, self.step, self.inject)
-        self.g_undo = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.g_undo, pool=self.g_reverse.pool()):
-            self.out_undo = undo_step(self.x, cond, self.t, self.step)
+
+        def reverse():
+            return reverse_step(model, self.x, self.cond, self.t, self.step, self.inject)
+
+        def undo():
+            return (undo_step(self.x, self.cond, self.t, self.step),)
+
+        capture = capture or _cuda_capture
+        if dev.type == "cuda":
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(warmup):  # lets kernels pick algorithms and allocate outside capture
+                    reverse()
+                    undo()
+            torch.cuda.current_stream(dev).wait_stream(side)
+        with torch.no_grad():
+            self.g_reverse, (self.out_x, self.out_x0) = capture(reverse, None)
+            self.g_undo, (self.out_undo,) = capture(undo, self.g_reverse)
+
+    def load_batch(self, cond: Conditioning) -> "CudaGraphSteps":
+        static = self.cond
+        static.gt.copy_(cond.gt)
+        static.keep.copy_(cond.keep)
+        static.keys.copy_(cond.keys)
+        for k, v in cond.model_kwargs.items():
+            static.model_kwargs[k].copy_(v)
+        for k, v in cond.coefs.items():
+            static.coefs[k].copy_(v)
+        return self
 
     def _load(self, x, t, step):
         if x.data_ptr() != self.x.data_ptr():
@@ -143,15 +167,60 @@ class CudaGraphSteps:
         return self.out_undo
 
 
-def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None):
-    """CUDA graphs where they can work (CUDA, no classifier autograd), else eager."""
+def _cuda_capture(fn, share_pool_with=None):
+    """Capture ``fn`` as a CUDA graph; returns (graph, its static outputs)."""
+    graph = torch.cuda.CUDAGraph()
+    pool = share_pool_with.pool() if share_pool_with is not None else None
+    with torch.cuda.graph(graph, pool=pool):
+        outs = fn()
+    return graph, outs
+
+
+class EagerReplay:
+    """Stands in for a CUDA graph where there is none (tests of the buffer plumbing on the CPU):
+    replaying re-runs the function and copies its results into the same output buffers."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.outs = fn()
+
+    def replay(self):
+        for out, new in zip(self.outs, self.fn()):
+            out.copy_(new)
+
+    @staticmethod
+    def capture(fn, share_pool_with=None):
+        g = EagerReplay(fn)
+        return g, g.outs
+
+
+def graph_signature(model, cond: Conditioning) -> tuple:
+    """What a captured graph depends on besides buffer contents: the model and every shape."""
+    return (id(model), tuple(cond.gt.shape), tuple(cond.keep.shape), str(cond.gt.device),
+            tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(cond.model_kwargs.items())),
+            tuple((k, tuple(v.shape)) for k, v in sorted(cond.coefs.items())))
+
+
+def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: Optional[dict] = None):
+    """CUDA graphs where they can work (CUDA, no classifier autograd), else eager.
+
+    ``cache`` (a dict kept for a run) reuses a capture for every batch of the same shape.
+    """
     if opts.cuda_graphs and cond.gt.is_cuda and cond.cond_fn is None and not opts.compile:
+        sig = graph_signature(model, cond)
+        if cache is not None and sig in cache:
+            return cache[sig].load_batch(cond)
         try:
-            return CudaGraphSteps(model, cond)
+            runner = CudaGraphSteps(model, cond)
         except Exception as e:  # an op that cannot be captured: run eager, say so
             if log:
-                log(f"CUDA graph capture failed ({type(e).__name__}: {e}); running eager")
+                log(f"CUDA graph capture failed ({type(e).__name__}: {e}); running eager", "warning")
             torch.cuda.synchronize()
+            opts.cuda_graphs = False  # do not retry the capture for every batch
+            return EagerSteps(model, cond)
+        if cache is not None:
+            cache[sig] = runner
+        return runner
     return EagerSteps(model, cond)
 
 

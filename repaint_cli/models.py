@@ -188,10 +188,15 @@ def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:
             raise ModelError(card.missing_message())
         return path, {**card.hparams, **conf}, card
     path = Path(checkpoint)
-    if not path.exists():
-        names = ", ".join(c.name for c in list_cards()) or "none"
-        raise ModelError(f"{checkpoint}: neither a checkpoint file nor a known model (known: {names})")
     card = next((c for c in list_cards() if c.file == path.name), None)
+    if not path.exists():
+        # a RePaint conf's model_path (./data/pretrained/celeba256_250000.pt) names a file we know by name
+        found = card.find_file() if card else None
+        if found is None:
+            names = ", ".join(c.name for c in list_cards()) or "none"
+            hint = f"; {card.missing_message()}" if card else f" (known: {names})"
+            raise ModelError(f"{checkpoint}: neither a checkpoint file nor a known model{hint}")
+        path = found
     sidecar = path.with_suffix(".yaml")
     base = card.hparams if card else (read_conf(sidecar) if sidecar.is_file() else None)
     if base is None and not conf:

@@ -213,15 +213,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, reporter: Reporter,
-                 callbacks=(), model_kwargs=None, cond_fn=None) -> np.ndarray:
-    """Run RePaint on one batch; returns uint8 samples (B, S, S, 3)."""
+                 callbacks=(), model_kwargs=None, cond_fn=None, graph_cache: Optional[dict] = None) -> torch.Tensor:
+    """Run RePaint on one batch; returns x_0 as (B, 3, S, S) in [-1, 1]."""
     dev = st.device
     gt = torch.from_numpy(np.stack([p.rgb_S for p in batch])).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
     keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
     keys = keys_tensor([image_key(opts.seed, p.job.stem) for p in batch], dev)
     cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), model_kwargs or {}, cond_fn,
                         torch.arange(gt[0].numel(), device=dev))
-    steps = make_steps(model, cond, opts.engine, reporter.log)
+    steps = make_steps(model, cond, opts.engine, reporter.log, graph_cache)
     hooks = [cb for cb in callbacks if cb is not None]
 
     def callback(info: StepInfo):
@@ -377,6 +377,7 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                                round(secs, 3), warnings=warns))
 
     model_fp32 = None
+    graph_cache: dict = {}  # one CUDA graph capture per batch shape, reused across batches
     batch: list[Prepared] = []
     items = prepared_items()
     try:
@@ -396,7 +397,7 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
             def run(b, m=model):
                 sub_kw = {k: v[[batch.index(p) for p in b]] for k, v in (kwargs or {}).items()}
                 sub_cbs = callbacks if len(b) == len(batch) else []
-                return sample_batch(m, st, b, opts, reporter, sub_cbs, sub_kw, cond_fn)
+                return sample_batch(m, st, b, opts, reporter, sub_cbs, sub_kw, cond_fn, graph_cache)
 
             x = _split_retry(run, batch, reporter)
             if not torch.isfinite(x).all() and getattr(model, "dtype", torch.float32) != torch.float32:

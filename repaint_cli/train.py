@@ -189,9 +189,11 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        # EMA with a warm-up: early on the average would otherwise stay close to the random init
+        decay = min(cfg.ema_rate, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - cfg.ema_rate)
+                pe.lerp_(pm, 1 - decay)
         step += 1
         seen += cfg.batch_size
         losses.append(loss.item())

@@ -90,3 +90,20 @@ def test_unsupported_options_are_refused(small_checkpoint, key):
     hp = yaml.safe_load(small_checkpoint.with_suffix(".yaml").read_text())
     with pytest.raises(ModelError, match=key):
         load(small_checkpoint, {**hp, key: True})
+
+
+def test_repaint_conf_model_path_is_found_by_file_name(tmp_path, monkeypatch, small_checkpoint):
+    import shutil
+    weights = tmp_path / "w"
+    weights.mkdir()
+    shutil.copy(small_checkpoint, weights / "mine.pt")
+    hp = yaml.safe_load(small_checkpoint.with_suffix(".yaml").read_text())
+    (weights / "mine.yaml").write_text(yaml.safe_dump({"name": "mine", "file": "mine.pt", "hparams": hp}))
+    monkeypatch.setenv("REPAINT_WEIGHTS", str(weights))
+    loaded = load(None, {"model_path": "./data/pretrained/mine.pt"})  # as in RePaint's confs
+    assert loaded.card.name == "mine" and loaded.path == weights / "mine.pt"
+    with pytest.raises(ModelError, match="celeba256_250000.pt"):
+        if find_card("celeba256").find_file() is None:
+            load(None, {"model_path": "./data/pretrained/celeba256_250000.pt"})
+        else:
+            raise ModelError("celeba256_250000.pt present")
