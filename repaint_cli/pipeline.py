@@ -71,6 +71,7 @@ class ImageResult:
     seconds: float = 0.0
     error: Optional[str] = None
     warnings: list = field(default_factory=list)
+    label: Optional[int] = None  # the class of a class-conditional model
 
     def json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, [])})
@@ -265,8 +266,9 @@ def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
     if scale != 0 and (clf_path or card_clf):
         hp = {**card_clf.get("hparams", {}), **{k: v for k, v in conf.items() if k.startswith("classifier_")},
               "image_size": st.loaded.model.cfg.image_size, "num_classes": st.loaded.model.num_classes}
-        if clf_path is None:
-            found = st.loaded.card.find_file(card_clf["file"])
+        if clf_path is None or (not Path(clf_path).exists() and card_clf.get("file") == Path(clf_path).name):
+            # the card's classifier, also when a RePaint conf names it by a path of its own layout
+            found = st.loaded.card.find_file(card_clf["file"]) if card_clf else None
             if found is None:
                 raise RunError(st.loaded.card.missing_message(card_clf["file"]) + "; or pass --classifier-scale 0 to run unguided")
             clf_path = found
@@ -374,7 +376,8 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
             for w in warns:
                 reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w, "warning")
             record(ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
-                               round(secs, 3), warnings=warns))
+                               round(secs, 3), warnings=warns,
+                               label=guidance.label_for(item.job.stem) if guidance else None))
 
     model_fp32 = None
     graph_cache: dict = {}  # one CUDA graph capture per batch shape, reused across batches
