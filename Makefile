@@ -28,8 +28,11 @@ emoji-data:
 	@$(PYTHON) -c "import fontTools" 2>/dev/null || $(PIP) install -q "fonttools>=4.40"
 	$(PYTHON) -m repaint_cli.emoji --out data/emoji32.npz --size 32
 
-# Rebuilds the embedded model from scratch (resumes runs/emoji32 if it exists).
+# Rebuilds the embedded model: resumes runs/emoji32, or the training state committed in
+# weights/train-state/ (so training goes on across machines), or starts from scratch.
 default-model: install emoji-data
+	@if [ ! -f runs/emoji32/state.pt ] && [ -f weights/train-state/emoji32.pt ]; then \
+		mkdir -p runs/emoji32 && cp weights/train-state/emoji32.pt runs/emoji32/state.pt; fi
 	OMP_NUM_THREADS=$(TRAIN_THREADS) repaint train data/emoji32.npz --out runs/emoji32 --size 32 \
 		--steps $(TRAIN_STEPS) --threads $(TRAIN_THREADS) --export weights/emoji32.safetensors
 
@@ -38,6 +41,13 @@ bench: install
 
 quality: install emoji-data
 	$(PYTHON) benchmarks/quality.py
+
+# The pictures in the README, made by the embedded model.
+readme-pictures: install
+	repaint inpaint examples/ --mask thick --out out/readme --overwrite --concat --frames 24 --animate gif
+	$(PYTHON) -c "import glob; from repaint_cli.frames import make_sheet; \
+		make_sheet(sorted(glob.glob('out/readme/*_concat.png')), 'docs/demo_sheet.png', cols=2, cell=384)"
+	cp out/readme/emoji_16.gif docs/demo_animation.gif
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

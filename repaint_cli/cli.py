@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import dist
 from .cli_frames import register as register_sheet
 from .cli_masks import masks_app
-from .engine import EngineOptions
+from .engine import PRECISIONS, EngineOptions
 from .frames import hooks_from_options, sheet_for_dir
 from .pipeline import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
 from .models import ModelError, list_cards, sha256_file
@@ -158,6 +158,12 @@ def inpaint_cmd(
         opts.extras = hooks_from_options(out, frames=frames, animate=animate, concat=concat)
     except ValueError as e:
         die(str(e))
+    if not (context >= 0 and context < float("inf")):
+        die(f"--context {context}: must be a finite number >= 0 (a fraction of the hole's box)")
+    if threads is not None and threads < 1:
+        die(f"--threads {threads}: must be at least 1")
+    if precision not in PRECISIONS:
+        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if mask_convention not in ("keep", "hole"):
         die(f"--mask-convention {mask_convention}: use keep (white = keep) or hole (white = hole)")
     if fit not in ("crop", "resize", "pad"):
@@ -167,7 +173,10 @@ def inpaint_cmd(
     _install_sigint(stop)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+            # our own fallbacks (precision, compile) are shown as one-line warnings; library chatter is not
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("always", module=r"repaint_cli\.")
+            warnings.showwarning = lambda message, *a, **k: reporter.log(str(message), "warning")
             summary = inpaint(inputs, opts, reporter, stop=stop)
     except RunError as e:
         reporter.stop()

@@ -52,7 +52,10 @@ def space_timesteps(num_steps: int, section_counts) -> list[int]:
         if size < count:
             raise ValueError(f"cannot divide a section of {size} steps into {count}")
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
-        kept += [start + round(stride * j) for j in range(count)]
+        position = 0.0
+        for _ in range(count):  # a running sum, as the reference: it rounds differently from stride*j at .5 ties
+            kept.append(start + round(position))
+            position += stride
         start += size
     return sorted(set(kept))
 

@@ -33,7 +33,12 @@ class EngineOptions:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RuntimeError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"--device {name}: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is available here; use --device cpu or auto")
     return dev
@@ -206,7 +211,8 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: 
 
     ``cache`` (a dict kept for a run) reuses a capture for every batch of the same shape.
     """
-    if opts.cuda_graphs and cond.gt.is_cuda and cond.cond_fn is None and not opts.compile:
+    if (opts.cuda_graphs and cond.gt.is_cuda and cond.cond_fn is None and not opts.compile
+            and not (cache or {}).get("capture_failed")):
         sig = graph_signature(model, cond)
         if cache is not None and sig in cache:
             return cache[sig].load_batch(cond)
@@ -216,7 +222,8 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: 
             if log:
                 log(f"CUDA graph capture failed ({type(e).__name__}: {e}); running eager", "warning")
             torch.cuda.synchronize()
-            opts.cuda_graphs = False  # do not retry the capture for every batch
+            if cache is not None:
+                cache["capture_failed"] = True  # do not retry the capture for every batch
             return EagerSteps(model, cond)
         if cache is not None:
             cache[sig] = runner

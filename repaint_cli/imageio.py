@@ -194,7 +194,11 @@ def _open_loaded(path, what: str) -> Image.Image:
     """Open and fully decode ``path``; every failure becomes an InputError."""
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size == 0:
+            raise _err(path, "empty file (0 bytes)", "re-export it or remove it from the input")
         img = Image.open(p)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise _err(path, f"{what} file not found", "check the path") from None
     except IsADirectoryError:

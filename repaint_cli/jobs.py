@@ -63,6 +63,10 @@ def expand_inputs(inputs: Iterable[str], stdin=None, recursive: bool = False) ->
             others = [f for f in found if f.is_file() and f not in images and not f.name.startswith(".")]
             for f in others:
                 ignored.append(f"{f}: not an image file (extension {f.suffix or 'none'}); ignored")
+            if not recursive:
+                for f in found:
+                    if f.is_dir() and f.suffix.lower() in IMAGE_EXTS:
+                        ignored.append(f"{f}: a folder, not an image; ignored (-r looks inside folders)")
             if not images:
                 errors.append(f"{p}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTS))})")
             paths += images
@@ -122,10 +126,10 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
               out_ext: str = ".png") -> JobList:
     images, ignored, errors = expand_inputs(inputs, stdin=stdin, recursive=recursive)
     result = JobList(ignored=ignored, errors=errors)
-    images = take_shard(images, shard)
     by_stem_images: dict[str, list[Path]] = {}
-    for img in images:
+    for img in images:  # over all inputs, before sharding: twins in two shards would overwrite each other
         by_stem_images.setdefault(img.stem, []).append(img)
+    images = take_shard(images, shard)
     masks_by_stem = None if mask_is_kind else index_masks(mask)
     single_mask = None
     if not mask_is_kind and masks_by_stem is None:

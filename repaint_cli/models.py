@@ -53,6 +53,8 @@ class ModelCard:
     @classmethod
     def load(cls, path: Path) -> "ModelCard":
         d = yaml.safe_load(Path(path).read_text())
+        if not isinstance(d, dict) or not {"name", "file", "hparams"} <= set(d):
+            raise TypeError(f"{path}: not a model card (needs name, file, hparams)")
         known = {"name", "file", "hparams", "description", "source", "sha256", "sampling", "classifier"}
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known},
                    card_path=Path(path))
@@ -72,7 +74,10 @@ def list_cards() -> list[ModelCard]:
     seen, cards = set(), []
     for d in weight_dirs():
         for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
-            card = ModelCard.load(p)
+            try:
+                card = ModelCard.load(p)
+            except (TypeError, yaml.YAMLError, AttributeError):
+                continue  # not a card: e.g. the sidecar hyper-parameters of an exported model
             if card.name not in seen:
                 seen.add(card.name)
                 cards.append(card)
@@ -137,8 +142,8 @@ def read_state_dict(path: Path) -> dict:
             raise ModelError(f"{path}: refused: the file holds Python objects beyond tensors, which could run "
                              f"code when loaded; convert it to a plain state dict or safetensors") from None
         raise ModelError(f"{path}: not a PyTorch checkpoint ({msg})") from None
-    except Exception as e:  # torch.load raises many types on foreign files: all mean "not a checkpoint"
-        raise ModelError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    except Exception:  # torch.load raises many types on foreign files: all mean "not a checkpoint"
+        raise ModelError(f"{path}: not a PyTorch checkpoint (.pt/.pth) or safetensors file; check the path") from None
     for wrapper in ("ema", "model", "state_dict"):  # training states of our own and common wrappers
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -214,7 +219,7 @@ def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, 
 def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
     path, hp, card = resolve(checkpoint, hparams)
     check_supported(hp, str(path))
-    cfg = UNetConfig.from_dict({**hp, "use_fp16": False})  # precision is the engine's choice
+    cfg = UNetConfig.from_dict({**hp, "use_fp16": False})  # weights load in fp32; use_fp16 applied below
     try:
         model = UNetModel(cfg)
     except (ValueError, AssertionError) as e:
@@ -222,6 +227,8 @@ def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
     state = read_state_dict(path)
     load_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
     model.eval().requires_grad_(False).to(device)
+    if hp.get("use_fp16") and torch.device(device).type == "cuda":
+        model.convert_to_fp16()  # guided-diffusion's use_fp16; on the CPU half precision is unusably slow
     diffusion = Diffusion.create(
         steps=int(hp.get("diffusion_steps", 1000)), noise_schedule=hp.get("noise_schedule", "linear"),
         timestep_respacing=hp.get("timestep_respacing", ""), learn_sigma=bool(hp.get("learn_sigma", True)),

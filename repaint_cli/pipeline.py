@@ -141,7 +141,10 @@ class Setup:
 
 def setup(opts: InpaintOptions) -> Setup:
     """Model, diffusion and jump schedule for a run (shared by inpaint and bench)."""
-    conf = read_conf(opts.config)
+    try:
+        conf = read_conf(opts.config)
+    except ModelError as e:
+        raise RunError(str(e)) from None
     try:
         device = pick_device(opts.engine.device)
     except RuntimeError as e:
@@ -182,17 +185,24 @@ def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
     img = imageio.read_image(job.image)
     warnings = list(img.warnings)
     h, w = img.size
+    if img.bit_depth > 8:
+        warnings.append(f"{img.bit_depth}-bit input: the output is 8-bit (known pixels exact at 8 bits)")
     if job.mask_kind is not None:
+        label = job.mask_kind
         try:
             keep = masks.mask_for_image(job.mask_kind, h, w, opts.seed, job.stem) > 127
         except masks.MaskError as e:
-            raise imageio.InputError(f"{job.mask_kind}: {e}") from None
-        label = job.mask_kind
+            raise imageio.InputError(f"{job.image}: cannot draw a '{label}' mask for a {w}x{h} image ({e}); "
+                                     f"use a mask file or another --mask kind") from None
+        if keep.all() or not keep.any():
+            what = "no hole" if keep.all() else "no known pixel"
+            raise imageio.InputError(f"{job.image}: the generated '{label}' mask has {what} at {w}x{h}; "
+                                     f"use a mask file or another --mask kind")
     else:
         keep, mask_warnings = imageio.read_mask(job.mask_file, opts.mask_convention, size=(h, w))
         warnings += mask_warnings
         label = str(job.mask_file)
-    warnings += imageio.check_mask(keep, job.mask_file or job.image, allow_empty=opts.allow_empty)
+        warnings += imageio.check_mask(keep, job.mask_file, allow_empty=opts.allow_empty)
     plan = imageio.plan_fit(keep, S, opts.fit, opts.context, path=job.image)
     rgb_S, keep_S = imageio.apply_fit(plan, img.rgb, keep)
     return Prepared(job, img, keep, plan, rgb_S, keep_S, label, warnings)

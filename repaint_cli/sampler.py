@@ -15,8 +15,10 @@ import torch
 
 from .noise import gaussian
 
-# Draw numbers: 0 is the starting noise, then four per schedule step.
-_INIT_DRAW, _KNOWN, _STEP, _UNDO = 0, 0, 1, 2
+# Noise draw numbers: draw 0 is the starting noise x_T; schedule step s owns draws
+# 4s+4 .. 4s+7, one per purpose below (the fourth is spare).
+_INIT_DRAW = 0
+_KNOWN, _STEP, _UNDO = 0, 1, 2  # purposes: noising the known part, the reverse step, the undo step
 
 
 def draw_id(step: torch.Tensor | int, purpose: int):

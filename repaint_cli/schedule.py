@@ -52,13 +52,12 @@ def jump_schedule(p: JumpParams) -> list[int]:
                 if t >= 0:
                     t -= 1
                     times.append(t)
-        # three nested levels of jumps; a bigger jump resets the smaller ones' budgets
+        # three nested levels of jumps; a bigger jump refills the smaller ones' budgets
         if jumps3.get(t, 0) > 0 and t <= p.start_resampling - p.jump3_length:
             jumps3[t] -= 1
             for _ in range(p.jump3_length):
                 t += 1
                 times.append(t)
-            jumps2 = _jump_budget(p.t_T, p.jump2_length, p.jump2_n_sample)
         if jumps2.get(t, 0) > 0 and t <= p.start_resampling - p.jump2_length:
             jumps2[t] -= 1
             for _ in range(p.jump2_length):

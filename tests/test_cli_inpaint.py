@@ -157,3 +157,69 @@ def test_inpaint_with_repaint_conf_and_reference_tiny_model(folder, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["status"] == "done"
     assert "t_T=20" in r.stderr
+
+
+def test_bad_input_matrix_one_line_each(folder, small_checkpoint, tmp_path):
+    """Issue 7's cases through the CLI: one line naming the file and the fix, the rest still done."""
+    imgs, masks_dir = folder / "imgs", folder / "masks"
+    (imgs / "empty.png").write_bytes(b"")
+    (masks_dir / "empty.png").write_bytes((masks_dir / "im0.png").read_bytes())
+    (imgs / "adir.png").mkdir()
+    (imgs / "notes.txt").write_text("not an image")
+    write_png(imgs / "tiny.png", np.zeros((1, 1, 3)))
+    write_png(masks_dir / "tiny.png", np.zeros((1, 1)))  # keeps no pixel
+    other = folder / "other"
+    other.mkdir()
+    write_png(other / "im0.png", np.zeros((16, 16, 3)))  # same stem as imgs/im0.png
+    big_mask = np.full((32, 32), 255, np.uint8)
+    big_mask[8:20, 8:20] = 0
+    write_png(masks_dir / "im1.png", big_mask)  # another size than its image: resized with a warning
+    soft = np.asarray(Image.open(masks_dir / "im2.png")).copy()
+    soft[::2] = 128  # non-binary
+    write_png(masks_dir / "im2.png", soft)
+    out = folder / "out"
+    r = invoke("inpaint", imgs, other, "--mask", masks_dir, *base_args(small_checkpoint, out))
+    assert r.exit_code == 1
+    err = r.stderr
+    assert "empty.png: empty file (0 bytes)" in err
+    assert "adir.png: a folder, not an image" in err
+    assert "notes.txt: not an image file" in err
+    assert "tiny.png" in err and "keeps no pixel" in err
+    assert err.count("same name stem") == 2
+    assert "im1.png" in err and "32x32" in err  # resize warning names both sizes
+    assert "non-binary" in err or "thresholded" in err
+    assert "Traceback" not in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["im1.png", "im2.png", "im3.png"]
+    for line in err.splitlines():
+        if line.startswith("error:"):
+            assert len(line) < 400
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--precision", "fp64", "--precision fp64"),
+    ("--device", "tpu9", "--device tpu9"),
+    ("--context", "-1", "--context"),
+    ("--threads", "0", "--threads"),
+    ("--batch-size", "0", "--batch-size"),
+    ("--shard", "5/2", "--shard 5/2"),
+    ("--preset", "turbo", "turbo"),
+    ("--fit", "stretch", "--fit stretch"),
+    ("--animate", "webm", "webm"),
+    ("--config", "/nonexistent.yml", "/nonexistent.yml"),
+])
+def test_bad_options_are_one_line_usage_errors(folder, small_checkpoint, option, value, message):
+    r = invoke("inpaint", folder / "imgs", "--mask", "thick", *base_args(small_checkpoint, folder / "o"), option, value)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "Traceback" not in r.output
+
+
+def test_empty_folder_and_generated_mask_on_a_tiny_image(folder, small_checkpoint, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = invoke("inpaint", empty, "--mask", "thick", *base_args(small_checkpoint, tmp_path / "o"))
+    assert r.exit_code == 1 and "no images in this folder" in r.stderr
+    one = tmp_path / "one"
+    one.mkdir()
+    write_png(one / "dot.png", np.zeros((1, 1, 3)))
+    r = invoke("inpaint", one, "--mask", "genhalf", *base_args(small_checkpoint, tmp_path / "o"))
+    assert r.exit_code == 1 and "dot.png" in r.stderr and "mask kind" in r.stderr

@@ -83,44 +83,51 @@ def _cli(*args):
 
 
 def test_ctrl_c_stops_after_the_batch_and_a_rerun_finishes(tmp_path, small_checkpoint):
-    imgs = make_images(tmp_path / "imgs", 40)
+    imgs = make_images(tmp_path / "imgs", 12)
     out = tmp_path / "out"
-    cmd = _cli("inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--t-T", 40, "--jump-length", 5,
+    cmd = _cli("inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--t-T", 20, "--jump-length", 5,
                "--jump-n-sample", 3, "--batch-size", 1, "--out", out, "--threads", 1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not (out.is_dir() and any(out.glob("*.png"))):
-        time.sleep(0.05)
+        time.sleep(0.02)
     p.send_signal(signal.SIGINT)
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 130, stderr[-2000:]
     assert "rerun the same command" in stderr
     first = sorted(out.glob("img*.png"))
-    assert 0 < len(first) < 40
+    assert 0 < len(first) < 12
     assert not [f for f in out.iterdir() if f.name.startswith(".")]  # no temp files
     for f in first:  # every written output is complete
         Image.open(f).load()
     p2 = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=env, timeout=600)
     assert p2.returncode == 0, p2.stderr[-2000:]
-    assert len(list(out.glob("img*.png"))) == 40
+    assert len(list(out.glob("img*.png"))) == 12
     assert p2.stdout.count('"skipped"') == len(first)
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path, small_checkpoint):
     imgs = make_images(tmp_path / "imgs", 3)
     out = tmp_path / "out"
+    # the paper schedule on 3 images takes minutes here: stopping in seconds means "at once"
     cmd = _cli("inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--preset", "paper",
                "--batch-size", 3, "--out", out, "--threads", 1)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    time.sleep(8)  # into the (long) paper schedule
+    deadline = time.time() + 60
+    while time.time() < deadline and not out.is_dir():  # created after the handler is installed
+        time.sleep(0.02)
+    time.sleep(1.0)
+    t0 = time.time()
     p.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    time.sleep(0.3)
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=60)
     assert p.returncode == 130, stderr[-2000:]
-    assert not out.exists() or not list(out.iterdir())
+    assert time.time() - t0 < 15
+    assert "stopping after the current batch" in stderr and "interrupted" in stderr
+    assert not list(out.iterdir())  # the batch never finished: nothing written, no temp files
 
 
 def test_memory_stays_flat_over_a_long_run(tmp_path, small_checkpoint):

@@ -63,3 +63,18 @@ def test_preset_conf_and_override_order():
     assert (p.t_T, p.jump_length, p.jump_n_sample) == (60, 4, 5)
     with pytest.raises(ValueError):
         resolve_jump_params("nope")
+
+
+def test_respacing_rounds_a_running_sum_like_the_reference():
+    # the reference adds the fractional stride up step by step; at .5 ties that differs from stride*j
+    kept = space_timesteps(1000, "21")
+    assert 499 in kept and 500 not in kept and len(kept) == 21
+
+
+def test_nested_jumps_terminate_with_the_reference_length():
+    p = JumpParams(t_T=40, jump_length=10, jump_n_sample=2, jump2_length=5, jump2_n_sample=2,
+                   jump3_length=2, jump3_n_sample=2)
+    times = jump_schedule(p)
+    assert len(times) == 721  # the reference get_schedule_jump's length for these parameters
+    assert times[0] == 39 and times[-1] == -1
+    assert all(abs(b - a) == 1 for a, b in zip(times[:-1], times[1:]))
