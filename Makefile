@@ -45,9 +45,7 @@ quality: install emoji-data
 # The pictures in the README, made by the embedded model.
 readme-pictures: install
 	repaint inpaint examples/ --mask thick --out out/readme --overwrite --concat --frames 24 --animate gif
-	$(PYTHON) -c "import glob; from repaint_cli.frames import make_sheet; \
-		make_sheet(sorted(glob.glob('out/readme/*_concat.png')), 'docs/demo_sheet.png', cols=2, cell=384)"
-	cp out/readme/emoji_16.gif docs/demo_animation.gif
+	$(PYTHON) docs/make_pictures.py out/readme
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache

@@ -14,7 +14,7 @@ import math
 import torch
 
 from .diffusion import Diffusion
-from .noise import gaussian
+from .noise import draw_noise
 from .sampler import _INIT_DRAW, _KNOWN, _STEP, _UNDO, draw_id
 from .unet import AttentionBlock
 
@@ -59,7 +59,7 @@ def plain_repaint(model, diffusion: Diffusion, gt, keep, times, keys, model_kwar
     m = keep.float()
 
     def noise(draw: int):
-        return gaussian(keys, torch.tensor(draw, device=gt.device), shape)
+        return draw_noise(keys, draw, shape)
 
     x = noise(_INIT_DRAW)
     for i, (t_last, t_cur) in enumerate(zip(times[:-1], times[1:])):

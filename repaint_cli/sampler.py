@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .noise import gaussian
+from .noise import draw_noise
 
 # Noise draw numbers: draw 0 is the starting noise x_T; schedule step s owns draws
 # 4s+4 .. 4s+7, one per purpose below (the fourth is spare).
@@ -38,7 +38,7 @@ class Conditioning:
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
 
     def noise(self, draw) -> torch.Tensor:
-        return gaussian(self.keys, draw, tuple(self.gt.shape[1:]), self.noise_index)
+        return draw_noise(self.keys, draw, tuple(self.gt.shape[1:]), self.noise_index)
 
 
 def reverse_step(model, x, cond: Conditioning, t, step, inject):
