@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The channel multipliers guided-diffusion uses when ``channel_mult`` is ''.
+# The channel multipliers guided-diffusion uses when ``channel_mult`` is ''. The 32 entry
+# is ours (guided-diffusion has none for 32 and raises); our embedded model names its own.
 DEFAULT_CHANNEL_MULT = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
     256: (1, 1, 2, 2, 4, 4),
@@ -76,8 +77,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return _from_known_keys(cls, d)
 
 
 @dataclass
@@ -97,8 +97,13 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassifierConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return _from_known_keys(cls, d)
+
+
+def _from_known_keys(cls, d: dict):
+    """A config from a RePaint conf dict: its keys that name fields, the others ignored."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:

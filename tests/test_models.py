@@ -40,6 +40,7 @@ def test_mismatched_checkpoint_names_the_keys(small_checkpoint, tmp_path):
         load(small_checkpoint, {**hp, "num_channels": 64})
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_not_a_checkpoint_and_code_carrying_pickles_are_refused(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
