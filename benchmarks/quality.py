@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from repaint_cli.diffusion import Diffusion  # noqa: E402
+from repaint_cli.engine import EngineOptions, prepare_model  # noqa: E402
 from repaint_cli.masks import generate_mask  # noqa: E402
 from repaint_cli.models import load  # noqa: E402
 from repaint_cli.noise import image_key, keys_tensor  # noqa: E402
@@ -179,8 +180,9 @@ def main(argv=None):
     with np.load(args.data) as z:
         images = z["heldout"][: args.n]
     loaded = load(args.model)
-    model, hp = loaded.model, loaded.hparams
-    size = model.cfg.image_size
+    hp = loaded.hparams
+    model = prepare_model(loaded.model, torch.device("cpu"), EngineOptions(threads=args.threads))  # as the CLI runs it
+    size = loaded.model.cfg.image_size
     card_preset = (loaded.card.sampling or {}).get("preset", "fast") if loaded.card else "fast"
     date = datetime.date.today().isoformat()
     cmd = "python benchmarks/" + Path(__file__).name + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()

@@ -113,7 +113,7 @@ def inpaint_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="Capture each step as a CUDA graph."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Memory layout (default: on CUDA only)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Memory layout of the UNet (default: on; measured faster on CUDA and CPU)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the UNet (pays off only on long runs)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
     fit: str = typer.Option("crop", help="crop (around the hole), resize (whole image) or pad (small images)."),

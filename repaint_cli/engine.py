@@ -3,8 +3,8 @@
 The sampler's math lives in :mod:`sampler`; this module only decides *how* it
 runs. On CUDA: fp16 autocast for the UNet (the sampler's state stays fp32),
 ``channels_last``, and the reverse and undo steps captured once per batch
-shape as CUDA graphs and replayed. On the CPU: fp32, eager, optional
-``torch.compile``. Every choice can be switched off and falls back cleanly.
+shape as CUDA graphs and replayed. On the CPU: fp32, ``channels_last``, eager,
+optional ``torch.compile``. Every choice can be switched off and falls back cleanly.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class EngineOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     cuda_graphs: bool = True
-    channels_last: Optional[bool] = None  # None: on for CUDA, off on CPU (measured: benchmarks/RESULTS.md)
+    channels_last: Optional[bool] = None  # None = on: faster on CUDA, and 1.1-1.3x on this CPU (benchmarks/RESULTS.md)
     compile: bool = False
     threads: Optional[int] = None
 
@@ -88,7 +88,7 @@ def prepare_model(model, device: torch.device, opts: EngineOptions) -> Precision
     """Put the model on its device in the engine's layout; wrap it for precision."""
     set_threads(opts.threads)
     dtype = resolve_precision(opts.precision, device)
-    channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
+    channels_last = opts.channels_last if opts.channels_last is not None else True
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
