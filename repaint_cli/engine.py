@@ -241,11 +241,13 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
     """The largest batch that should fit: from free CUDA memory, or a CPU default.
 
     On CUDA one UNet call at batch 1 is measured for its peak activation memory
-    and the batch is sized to 80% of what is free. On the CPU throughput per
-    image stops improving beyond a small batch (benchmarks/RESULTS.md), so 4.
+    and the batch is sized to 80% of what is free. On the CPU batching pays at
+    small sizes (emoji32: 4.8 ms per image-call at batch 16 against 8.6 ms at 1,
+    benchmarks/RESULTS.md) and little at large ones: 16 up to 64 px, 4 at 128, 1 at 256.
     """
     if device.type != "cuda":
-        return max(1, min(4, n_images))
+        cpu_default = max(1, min(16, 4 * (128 // image_size) ** 2))
+        return max(1, min(cpu_default, n_images))
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)

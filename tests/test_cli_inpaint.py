@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, needs_fixtures, write_png
+from conftest import FIXTURES, ROOT, needs_fixtures, write_png
 from repaint_cli.cli import app
 
 runner = CliRunner()
@@ -223,3 +223,13 @@ def test_empty_folder_and_generated_mask_on_a_tiny_image(folder, small_checkpoin
     write_png(one / "dot.png", np.zeros((1, 1, 3)))
     r = invoke("inpaint", one, "--mask", "genhalf", *base_args(small_checkpoint, tmp_path / "o"))
     assert r.exit_code == 1 and "dot.png" in r.stderr and "mask kind" in r.stderr
+
+
+def test_mask_preset_file_as_mask(folder, small_checkpoint, tmp_path):
+    preset = tmp_path / "bigbox.yaml"
+    preset.write_text((ROOT / "masks" / "box.yaml").read_text())
+    out = tmp_path / "o"
+    r = invoke("inpaint", folder / "imgs" / "im2.png", "--mask", preset, "--save-mask", *base_args(small_checkpoint, out))
+    assert r.exit_code == 0, r.output
+    keep = np.asarray(Image.open(out / "im2_mask.png")) > 127
+    assert keep.shape == (23, 40) and 0 < (~keep).sum() < keep.size

@@ -84,7 +84,8 @@ def test_prepare_model_layouts_give_the_same_output(model):
 
 
 def test_auto_batch_size_and_oom_detection(model):
-    assert auto_batch_size(model, 16, torch.device("cpu"), 100) == 4
-    assert auto_batch_size(model, 16, torch.device("cpu"), 2) == 2
+    cpu = torch.device("cpu")
+    assert auto_batch_size(model, 32, cpu, 100) == 16 and auto_batch_size(model, 32, cpu, 3) == 3
+    assert auto_batch_size(model, 128, cpu, 100) == 4 and auto_batch_size(model, 256, cpu, 100) == 1
     assert is_oom(torch.cuda.OutOfMemoryError("x")) and is_oom(RuntimeError("CUDA out of memory. Tried"))
     assert not is_oom(RuntimeError("shape mismatch"))
