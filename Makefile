@@ -44,7 +44,7 @@ quality: install emoji-data
 
 # The pictures in the README, made by the embedded model.
 readme-pictures: install
-	repaint inpaint examples/ --mask thick --out out/readme --overwrite --concat --frames 24 --animate gif
+	repaint inpaint examples/ --mask thick --preset paper --out out/readme --overwrite --concat --frames 24 --animate gif
 	$(PYTHON) docs/make_pictures.py out/readme
 
 clean:

@@ -142,8 +142,8 @@ def inpaint_cmd(
             die("--shard and torchrun together: torchrun already splits the inputs by rank")
         shard = rank.shard
         device = dist.init(rank, device)
-        manifest = str(dist.manifest_path(manifest, rank)) if manifest else None
         quiet = quiet or rank.rank != 0
+    manifest = str(dist.manifest_path(manifest, rank)) if manifest else None
     opts = InpaintOptions(
         mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
         preset=preset, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
@@ -193,7 +193,7 @@ def inpaint_cmd(
     if rank.rank == 0:
         ranks = f" over {rank.world} ranks" if rank.world > 1 else ""
         err.print(f"done {done}, failed {failed}, skipped {skipped}{ranks} in {max(p[4] for p in parts):.1f} s -> {out}")
-    if sheet and rank.rank == 0 and done:
+    if sheet and rank.rank == 0 and (done or skipped):
         err.print(f"contact sheet: {sheet_for_dir(out)}")
     if interrupted:
         raise typer.Exit(130)

@@ -64,7 +64,8 @@ def finish(rank: Rank) -> None:
 
 
 def manifest_path(path: Optional[str], rank: Rank) -> Optional[Path]:
-    """One manifest per shard: ``{rank}`` in the name is filled in, else ``.rankN`` is added under torchrun."""
+    """One manifest per shard: ``{rank}`` in the name is filled in (0 for a single process), else
+    ``.rankN`` is added under torchrun."""
     if not path:
         return None
     if "{rank}" in path:

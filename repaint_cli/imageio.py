@@ -210,7 +210,7 @@ def _open_loaded(path, what: str) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise _err(
             path,
-            f"not a readable image (unknown or unsupported format) for the {what}",
+            f"not a readable {what} (unknown or unsupported format)",
             "convert it to PNG or JPEG, or remove it from the input",
         ) from None
     except Exception as e:  # Pillow raises many types on broken headers

@@ -67,7 +67,8 @@ class ModelCard:
 
     def missing_message(self, file: Optional[str] = None) -> str:
         return (f"model '{self.name}': checkpoint {file or self.file} not found; put it in {REPO_WEIGHTS}/ "
-                f"(or a folder named by $REPAINT_WEIGHTS){'; get it from ' + self.source if self.source else ''}")
+                f"(or ~/.cache/repaint/weights/, or a folder named by $REPAINT_WEIGHTS)"
+                f"{'; get it from ' + self.source if self.source else ''}")
 
 
 def list_cards() -> list[ModelCard]:

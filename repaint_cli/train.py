@@ -145,7 +145,8 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
         with np.load(data) as z:
             heldout = z["heldout"] if "heldout" in z else None
     held = torch.from_numpy(heldout[:128]) if heldout is not None else images[:128]
-    log(f"training on {len(images)} images of {cfg.size}x{cfg.size}; {len(held)} held out for evaluation")
+    source = "held-out images" if heldout is not None else "training images (no held-out set given)"
+    log(f"training on {len(images)} images of {cfg.size}x{cfg.size}; evaluating on {len(held)} {source}")
 
     torch.manual_seed(cfg.seed)
     model = UNetModel(cfg.unet_config())
