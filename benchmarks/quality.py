@@ -5,9 +5,9 @@ For each mask kind, on the same held-out images and the same masks:
   - RePaint without resampling at the same number of UNet calls (jump_n_sample 1,
     t_T = that count: the paper's "slowing down" ablation),
   - OpenCV Telea and Navier-Stokes.
-Reports hole PSNR, hole SSIM and a boundary-seam score (gradient energy on the
-hole's border relative to the ground truth's: 1.0 is like the original, above
-1 a visible seam), as mean and 95% confidence interval. Writes a table into
+Reports hole PSNR, hole SSIM and a boundary-seam error (how far the gradient
+magnitude on the hole's border ring is from the original's, in grey levels:
+0 is like the original), as mean and 95% confidence interval. Writes a table into
 benchmarks/RESULTS.md (between markers) and a picture grid.
 
     python benchmarks/quality.py                        # 64 held-out images, all six kinds
@@ -69,18 +69,24 @@ def hole_ssim(out, gt, hole):
 
 
 def seam_score(out, gt, hole):
-    """Gradient energy on the hole's border ring, output / ground truth."""
+    """Seam error: mean |(|grad out| - |grad gt|)| on the hole's border ring, in grey levels.
+
+    0 means the border looks exactly as in the original; a visible seam (or a
+    border smoothed flat) raises it. Per pixel, so it stays stable where the
+    original is flat (a ratio of energies would divide by ~0 on white backgrounds).
+    """
     h8 = hole.astype(np.uint8)
     k = np.ones((3, 3), np.uint8)
-    ring = (cv2.dilate(h8, k) != cv2.erode(h8, k))
+    ring = cv2.dilate(h8, k) != cv2.erode(h8, k)
 
-    def grad_energy(img):
+    def grad_mag(img):
         g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
-        gx, gy = cv2.Sobel(g, cv2.CV_64F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_64F, 0, 1, ksize=3)
-        return float(np.sqrt(gx ** 2 + gy ** 2)[ring].mean()) if ring.any() else 0.0
+        # /8: the 3x3 Sobel kernel's weights sum to 8 in magnitude, so this is grey levels per pixel
+        return np.hypot(cv2.Sobel(g, cv2.CV_64F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_64F, 0, 1, ksize=3)) / 8
 
-    ref = grad_energy(gt)
-    return grad_energy(out) / max(ref, 1e-6)
+    if not ring.any():
+        return 0.0
+    return float(np.abs(grad_mag(out) - grad_mag(gt))[ring].mean())
 
 
 def mean_ci(values):
@@ -133,7 +139,7 @@ def grid_picture(path, images, holes_by_kind, outs_by_kind, methods, n_show=4, s
     size = images.shape[1]
     tiles = []
     for kind, holes in holes_by_kind.items():
-        for j in range(n_show):
+        for j in range(min(n_show, len(images))):
             masked = images[j].copy()
             masked[holes[j]] = (masked[holes[j]] * 0.3 + np.array([40, 90, 200]) * 0.7).astype(np.uint8)
             row = [images[j], masked] + [outs_by_kind[kind][m][j] for m in methods]
@@ -148,7 +154,16 @@ def grid_picture(path, images, holes_by_kind, outs_by_kind, methods, n_show=4, s
 
 
 def update_results(section: str, body: str):
+    """Replace (or append) one marked section of RESULTS.md; a lock lets parallel runs share the file."""
+    import fcntl
+
     path = ROOT / "benchmarks" / "RESULTS.md"
+    with open(ROOT / "benchmarks" / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _replace_section(path, section, body)
+
+
+def _replace_section(path: Path, section: str, body: str):
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
@@ -189,7 +204,7 @@ def main(argv=None):
 
     if args.presets:  # the quality cost of faster presets
         lines = [f"Presets on {len(images)} held-out emoji, mask `{args.kinds[0]}`, model {args.model} ({date}; `{cmd}`)", "",
-                 "| preset | UNet calls | hole PSNR (dB) | hole SSIM | seam (1 = like original) | s/image |",
+                 "| preset | UNet calls | hole PSNR (dB) | hole SSIM | seam error (0 = like original) | s/image |",
                  "|---|---|---|---|---|---|"]
         holes = masks_for(args.kinds[0], len(images), size)
         for name in args.presets:
@@ -223,19 +238,24 @@ def main(argv=None):
         for m in methods:
             r = results[kind][m]
             print(f"{kind:8s} {m:28s} PSNR {fmt(r['psnr'])}  SSIM {fmt(r['ssim'])}  seam {fmt(r['seam'])}", flush=True)
-    grid_path = ROOT / "benchmarks" / "quality_grid.png"
+    section = args.section or "quality"
+    grid_path = ROOT / "benchmarks" / f"{section}_grid.png"
     grid_picture(grid_path, images, holes_by_kind, outs_by_kind, methods)
-    (ROOT / "benchmarks" / "quality.json").write_text(json.dumps({"date": date, "command": cmd, "results": results}, indent=1))
+    (ROOT / "benchmarks" / f"{section}.json").write_text(json.dumps({"date": date, "command": cmd, "results": results}, indent=1))
     lines = [f"Quality on the first {len(images)} held-out emoji (32x32, never trained on), model `{args.model}`, "
-             f"masks seeded 0..{len(images) - 1} ({date}; `{cmd}`). Mean ± 95% CI; seam: 1.0 = like the original.", "",
-             "| mask | method | hole PSNR (dB) | hole SSIM | seam |", "|---|---|---|---|---|"]
+             f"masks seeded 0..{len(images) - 1} ({date}; `{cmd}`). Mean ± 95% CI. Higher PSNR and SSIM are "
+             f"better; seam error: mean absolute difference of gradient magnitude from the original on the "
+             f"hole's border ring, grey levels, 0 = like the original.", "",
+             "| mask | method | hole PSNR (dB) | hole SSIM | seam error |", "|---|---|---|---|---|"]
     for kind in args.kinds:
         for m in methods:
             r = results[kind][m]
             lines.append(f"| {kind} | {m} | {fmt(r['psnr'])} | {fmt(r['ssim'])} | {fmt(r['seam'])} |")
-    lines += ["", f"![quality grid](quality_grid.png)"]
+    lines += ["", f"![{section} grid]({grid_path.name})",
+              "", "*Rows: the first 4 held-out images per mask kind; columns: original, masked input, "
+              + ", ".join(methods) + ".*"]
     if not args.no_write:
-        update_results(args.section or "quality", "\n".join(lines))
+        update_results(section, "\n".join(lines))
 
 
 if __name__ == "__main__":
