@@ -219,6 +219,8 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: 
         try:
             runner = CudaGraphSteps(model, cond)
         except Exception as e:  # an op that cannot be captured: run eager, say so
+            if is_oom(e):
+                raise  # the batch is too big, not the graph: let the caller split it
             if log:
                 log(f"CUDA graph capture failed ({type(e).__name__}: {e}); running eager", "warning")
             torch.cuda.synchronize()
