@@ -108,3 +108,14 @@ def test_repaint_conf_model_path_is_found_by_file_name(tmp_path, monkeypatch, sm
             load(None, {"model_path": "./data/pretrained/celeba256_250000.pt"})
         else:
             raise ModelError("celeba256_250000.pt present")
+
+
+def test_embedded_default_model_matches_its_card():
+    from repaint_cli.models import DEFAULT_MODEL, sha256_file
+    card = find_card(DEFAULT_MODEL)
+    path = card.find_file()
+    assert path is not None, "the embedded default model must ship in weights/"
+    assert sha256_file(path) == card.sha256
+    assert path.stat().st_size < 20 * 2**20
+    loaded = load(DEFAULT_MODEL)
+    assert loaded.model.cfg.image_size == 32 and loaded.card.sampling["preset"]
