@@ -40,7 +40,9 @@ bench: install
 	$(PYTHON) benchmarks/speed.py
 
 quality: install emoji-data
-	$(PYTHON) benchmarks/quality.py
+	$(PYTHON) benchmarks/quality.py --kinds thick thin genhalf --section quality-random
+	$(PYTHON) benchmarks/quality.py --kinds ex64 nn2 ev2li --section quality-extreme
+	$(PYTHON) benchmarks/quality.py --kinds thick --presets paper fast draft
 
 # The pictures in the README, made by the embedded model.
 readme-pictures: install
