@@ -22,8 +22,8 @@ from .cli_masks import masks_app
 from .engine import PRECISIONS, EngineOptions
 from .frames import hooks_from_options, sheet_for_dir
 from .pipeline import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
-from .models import ModelError, list_cards, sha256_file
-from .schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+from .models import list_cards, sha256_file
+from .schedule import PRESETS, jump_schedule, resolve_jump_params, schedule_summary
 
 app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)

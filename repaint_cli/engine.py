@@ -8,7 +8,6 @@ optional ``torch.compile``. Every choice can be switched off and falls back clea
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Optional

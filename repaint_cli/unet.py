@@ -13,8 +13,8 @@ uses fused kernels where PyTorch has them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import Optional, Sequence
+from dataclasses import dataclass, fields
+from typing import Optional
 
 import torch
 import torch.nn as nn

@@ -60,3 +60,12 @@ def write_png(path, arr):
     from PIL import Image
 
     Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+
+
+def make_images(folder, n, size=16, seed=0):
+    """n random RGB PNGs named img0000.png... in folder (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_png(folder / f"img{i:04d}.png", rng.integers(0, 256, (size, size, 3)))
+    return folder

@@ -4,11 +4,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_png
+from conftest import make_images
 from repaint_cli.cli import app
 from repaint_cli.dist import Rank, manifest_path, merge_manifests
 from repaint_cli.jobs import parse_shard, take_shard
@@ -18,12 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def imgs(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(5):
-        write_png(d / f"p{i}.png", rng.integers(0, 256, (16, 16, 3)))
-    return d
+    return make_images(tmp_path / "imgs", 5, seed=5)
 
 
 def args(ckpt, out, imgs, *extra):

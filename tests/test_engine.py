@@ -1,6 +1,4 @@
 """The engine's CPU-testable parts: static-buffer plumbing of the graph runner, fallbacks, batch sizing."""
-import warnings
-
 import pytest
 import torch
 
@@ -32,7 +30,6 @@ def test_graph_runner_buffers_match_eager_and_are_reused(model):
     diffusion = Diffusion.create(1000, "linear", "12")
     times = jump_schedule(JumpParams(t_T=12, jump_length=3, jump_n_sample=2))
     cache = {}
-    opts = EngineOptions()
     for stems, seed in ((["a", "b"], 0), (["c", "d"], 1)):  # two batches of one shape: one capture
         gt, keep, keys = batch(stems, seed)
         cond = Conditioning(gt, keep, keys, diffusion.coefficients())

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from conftest import randomize, small_unet_config, write_png
-from repaint_cli.guidance import Guidance, imagenet_classes, parse_class, random_class
+from repaint_cli.guidance import imagenet_classes, parse_class, random_class
 from repaint_cli.pipeline import InpaintOptions, RunError, inpaint
 from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 

@@ -5,22 +5,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-from conftest import write_png
+from conftest import make_images
 from repaint_cli import pipeline as inpaint_mod
 from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
-
-
-def make_images(folder, n, size=16, seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        write_png(folder / f"img{i:04d}.png", rng.integers(0, 256, (size, size, 3)))
-    return folder
 
 
 def opts(ckpt, out, **kw):

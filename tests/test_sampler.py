@@ -7,7 +7,7 @@ from conftest import randomize, small_unet_config
 from repaint_cli.diffusion import Diffusion
 from repaint_cli.noise import gaussian, image_key, keys_tensor
 from repaint_cli.plain import plain_repaint
-from repaint_cli.sampler import Conditioning, StepInfo, repaint
+from repaint_cli.sampler import Conditioning, repaint
 from repaint_cli.schedule import JumpParams, jump_schedule
 from repaint_cli.unet import UNetModel
 
