@@ -37,7 +37,7 @@ default-model: install emoji-data
 		--steps $(TRAIN_STEPS) --threads $(TRAIN_THREADS) --export weights/emoji32.safetensors
 
 bench: install
-	$(PYTHON) benchmarks/speed.py
+	$(PYTHON) benchmarks/speed.py --threads 2 --batch-sizes 1 4 8 --repeats 2 --unet-repeats 20 --cli 8
 
 quality: install emoji-data
 	$(PYTHON) benchmarks/quality.py --kinds thick thin genhalf --section quality-random
