@@ -246,7 +246,7 @@ def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, 
 
 
 def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter) -> torch.Tensor:
-    """Run a batch; on out-of-memory split it in halves and retry, down to single images."""
+    """Run a batch (a list of positions); on out-of-memory split it in halves and retry, down to single images."""
     try:
         return run(batch)
     except Exception as e:
@@ -407,19 +407,20 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
             cond_fn = guidance.cond_fn if guidance else None
             callbacks = [h.step_callback(batch) for h in opts.extras]
 
-            def run(b, m=model):
-                sub_kw = {k: v[[batch.index(p) for p in b]] for k, v in (kwargs or {}).items()}
-                sub_cbs = callbacks if len(b) == len(batch) else []
-                return sample_batch(m, st, b, opts, reporter, sub_cbs, sub_kw, cond_fn, graph_cache)
+            def run(idx: list[int], m=model):  # idx: positions in the batch (all, or a split part)
+                sub_kw = {k: v[idx] for k, v in (kwargs or {}).items()}
+                sub_cbs = callbacks if len(idx) == len(batch) else []  # frames only for whole batches
+                return sample_batch(m, st, [batch[i] for i in idx], opts, reporter, sub_cbs, sub_kw, cond_fn,
+                                    graph_cache)
 
-            x = _split_retry(run, batch, reporter)
+            x = _split_retry(run, list(range(len(batch))), reporter)
             if not torch.isfinite(x).all() and getattr(model, "dtype", torch.float32) != torch.float32:
                 reporter.log(f"NaN/Inf under {model.dtype} in the batch starting {batch[0].job.image}; retrying it in fp32",
                              "warning")
                 if model_fp32 is None:
                     model_fp32 = prepare_model(st.loaded.model, st.device,
                                                EngineOptions(**{**asdict(opts.engine), "precision": "fp32"}))
-                x = _split_retry(lambda b: run(b, model_fp32), batch, reporter)
+                x = _split_retry(lambda idx: run(idx, model_fp32), list(range(len(batch))), reporter)
             samples = to_uint8(x)
             secs = (time.time() - t0) / len(batch)
             for item, sample in zip(batch, samples):

@@ -138,3 +138,19 @@ def test_repaint_inet_style_conf_with_registry_card(cond_setup, tmp_path, monkey
     assert r.stdout.count('"done"') == 3 and "t_T=10" in r.stderr
     labels = [__import__("json").loads(l)["label"] for l in r.stdout.splitlines()]
     assert all(0 <= l < 10 for l in labels)  # random class per image, reported
+
+
+def test_labels_follow_an_out_of_memory_split(cond_setup, monkeypatch):
+    import torch as _torch
+    from repaint_cli import pipeline
+    whole = run(cond_setup, "whole")  # random class per image
+    real = pipeline.sample_batch
+
+    def flaky(model, st, batch, *a, **k):
+        if len(batch) > 1:
+            raise _torch.cuda.OutOfMemoryError("simulated")
+        return real(model, st, batch, *a, **k)
+
+    monkeypatch.setattr(pipeline, "sample_batch", flaky)
+    split = run(cond_setup, "split")
+    assert all(np.array_equal(whole[k], split[k]) for k in whole)
