@@ -39,12 +39,16 @@ def from_env() -> Rank:
 
 def init(rank: Rank, device: str = "auto") -> str:
     """Join the process group (gloo on CPU, nccl on CUDA); returns the device this rank uses."""
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if rank.world > 1 and not tdist.is_initialized():
-        tdist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda and rank.world > 1:
+    use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
+    if rank.world <= 1:
+        return device
+    if use_cuda:  # bind first, so NCCL sets up on this rank's own GPU
         torch.cuda.set_device(rank.local_rank)
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl", device_id=torch.device("cuda", rank.local_rank))
         return f"cuda:{rank.local_rank}"
+    if not tdist.is_initialized():
+        tdist.init_process_group("gloo")
     return device
 
 

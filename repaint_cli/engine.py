@@ -139,8 +139,9 @@ class CudaGraphSteps:
                     undo()
             torch.cuda.current_stream(dev).wait_stream(side)
         with torch.no_grad():
+            # separate memory pools: a shared one could place out_undo where the reverse graph writes
             self.g_reverse, (self.out_x, self.out_x0) = capture(reverse, None)
-            self.g_undo, (self.out_undo,) = capture(undo, self.g_reverse)
+            self.g_undo, (self.out_undo,) = capture(undo, None)
 
     def load_batch(self, cond: Conditioning) -> "CudaGraphSteps":
         static = self.cond

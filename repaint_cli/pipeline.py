@@ -242,7 +242,9 @@ def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, 
 
     with torch.no_grad():  # guidance takes its own gradient inside cond_fn
         x = repaint(model, cond, st.times, callback, steps)
-    return x
+    # a CUDA graph returns its static output buffer, which the next batch of this shape
+    # (e.g. the other half of an out-of-memory split) would overwrite
+    return x.clone() if x.is_cuda else x
 
 
 def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter) -> torch.Tensor:

@@ -44,18 +44,19 @@ class Conditioning:
 def reverse_step(model, x, cond: Conditioning, t, step, inject):
     """x_t -> x_{t-1}; returns (x_{t-1}, predicted x0). t, step: int64 0-dim tensors; inject: bool."""
     c = cond.coefs
-    known = c["sqrt_alphas_cumprod"][t] * cond.gt + c["sqrt_one_minus_alphas_cumprod"][t] * cond.noise(draw_id(step, _KNOWN))
+    i = t.reshape(1)  # a 1-element index gathers on the device; a 0-dim one would sync through .item()
+    known = c["sqrt_alphas_cumprod"][i] * cond.gt + c["sqrt_one_minus_alphas_cumprod"][i] * cond.noise(draw_id(step, _KNOWN))
     x = torch.where(cond.keep & inject, known, x)
-    t_model = c["timestep_map"][t].expand(x.shape[0])
+    t_model = c["timestep_map"][i].expand(x.shape[0])
     out = model(x, t_model, **cond.model_kwargs).float()
     eps = out[:, : x.shape[1]]
     if out.shape[1] == 2 * x.shape[1]:  # learned range: interpolate log-variances
         frac = (out[:, x.shape[1]:] + 1) / 2
-        log_var = frac * c["log_betas"][t] + (1 - frac) * c["posterior_log_variance_clipped"][t]
+        log_var = frac * c["log_betas"][i] + (1 - frac) * c["posterior_log_variance_clipped"][i]
     else:  # fixed large variance
-        log_var = c["fixed_log_variance"][t].expand_as(x)
-    x0 = (c["sqrt_recip_alphas_cumprod"][t] * x - c["sqrt_recipm1_alphas_cumprod"][t] * eps).clamp(-1, 1)
-    mean = c["posterior_mean_coef1"][t] * x0 + c["posterior_mean_coef2"][t] * x
+        log_var = c["fixed_log_variance"][i].expand_as(x)
+    x0 = (c["sqrt_recip_alphas_cumprod"][i] * x - c["sqrt_recipm1_alphas_cumprod"][i] * eps).clamp(-1, 1)
+    mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
     if cond.cond_fn is not None:
         mean = mean + log_var.exp() * cond.cond_fn(x, t_model, **cond.model_kwargs)
     sigma = (0.5 * log_var).exp() * (t > 0)
@@ -64,7 +65,7 @@ def reverse_step(model, x, cond: Conditioning, t, step, inject):
 
 def undo_step(x, cond: Conditioning, t, step):
     """x_{t} -> x_{t+1} by the forward kernel with the beta of step t+1."""
-    beta = cond.coefs["betas"][t + 1]
+    beta = cond.coefs["betas"][(t + 1).reshape(1)]
     return (1 - beta).sqrt() * x + beta.sqrt() * cond.noise(draw_id(step, _UNDO))
 
 

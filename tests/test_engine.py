@@ -86,3 +86,31 @@ def test_auto_batch_size_and_oom_detection(model):
     assert auto_batch_size(model, 128, cpu, 100) == 4 and auto_batch_size(model, 256, cpu, 100) == 1
     assert is_oom(torch.cuda.OutOfMemoryError("x")) and is_oom(RuntimeError("CUDA out of memory. Tried"))
     assert not is_oom(RuntimeError("shape mismatch"))
+
+
+def test_steps_never_synchronise_with_the_host(model):
+    """No .item() in a step (it would break CUDA graph capture): counted with a dispatch mode."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from repaint_cli.noise import gaussian
+    from repaint_cli.sampler import reverse_step, undo_step
+
+    class CountSyncs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.syncs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.syncs += 1
+            return func(*args, **(kwargs or {}))
+
+    diffusion = Diffusion.create(1000, "linear", "10")
+    gt, keep, keys = batch(["a", "b"])
+    cond = Conditioning(gt, keep, keys, diffusion.coefficients(), noise_index=torch.arange(gt[0].numel()))
+    cond.noise = lambda draw: gaussian(keys, draw, tuple(gt.shape[1:]), cond.noise_index)  # the CUDA noise path
+    t, step, inject = torch.tensor(5), torch.tensor(3), torch.tensor(True)
+    with torch.no_grad(), CountSyncs() as counter:
+        x, _ = reverse_step(model, gt.clone(), cond, t, step, inject)
+        undo_step(x, cond, t, step)
+    assert counter.syncs == 0
