@@ -69,3 +69,12 @@ def make_images(folder, n, size=16, seed=0):
     for i in range(n):
         write_png(folder / f"img{i:04d}.png", rng.integers(0, 256, (size, size, 3)))
     return folder
+
+
+def oom_over_one_image(sample_batch):
+    """Wraps pipeline.sample_batch so any batch of more than one image raises a simulated CUDA OOM."""
+    def flaky(model, st, batch, *args, **kwargs):
+        if len(batch) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return sample_batch(model, st, batch, *args, **kwargs)
+    return flaky

@@ -141,16 +141,9 @@ def test_repaint_inet_style_conf_with_registry_card(cond_setup, tmp_path, monkey
 
 
 def test_labels_follow_an_out_of_memory_split(cond_setup, monkeypatch):
-    import torch as _torch
+    from conftest import oom_over_one_image
     from repaint_cli import pipeline
     whole = run(cond_setup, "whole")  # random class per image
-    real = pipeline.sample_batch
-
-    def flaky(model, st, batch, *a, **k):
-        if len(batch) > 1:
-            raise _torch.cuda.OutOfMemoryError("simulated")
-        return real(model, st, batch, *a, **k)
-
-    monkeypatch.setattr(pipeline, "sample_batch", flaky)
+    monkeypatch.setattr(pipeline, "sample_batch", oom_over_one_image(pipeline.sample_batch))
     split = run(cond_setup, "split")
     assert all(np.array_equal(whole[k], split[k]) for k in whole)

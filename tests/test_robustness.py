@@ -8,7 +8,7 @@ import time
 import torch
 from PIL import Image
 
-from conftest import make_images
+from conftest import make_images, oom_over_one_image
 from repaint_cli import pipeline as inpaint_mod
 from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
 
@@ -26,14 +26,7 @@ def read_all(folder):
 def test_out_of_memory_splits_the_batch_and_loses_nothing(tmp_path, small_checkpoint, monkeypatch):
     imgs = make_images(tmp_path / "imgs", 4)
     inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "ref", batch_size=1))
-    real = inpaint_mod.sample_batch
-
-    def flaky(model, st, batch, *a, **k):
-        if len(batch) > 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, st, batch, *a, **k)
-
-    monkeypatch.setattr(inpaint_mod, "sample_batch", flaky)
+    monkeypatch.setattr(inpaint_mod, "sample_batch", oom_over_one_image(inpaint_mod.sample_batch))
     rep = Reporter()
     summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "split", batch_size=4), rep)
     assert summary.done == 4 and summary.failed == 0
