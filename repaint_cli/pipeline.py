@@ -137,6 +137,7 @@ class Setup:
     jump: JumpParams
     times: list
     device: torch.device
+    conf: dict  # the RePaint conf given with --config (empty without one), read once
 
 
 def setup(opts: InpaintOptions) -> Setup:
@@ -150,15 +151,22 @@ def setup(opts: InpaintOptions) -> Setup:
     except RuntimeError as e:
         raise RunError(str(e)) from None
     try:
-        loaded = load(opts.model, opts.config or None, "cpu")
+        loaded = load(opts.model, conf or None, "cpu")
     except ModelError as e:
         raise RunError(str(e)) from None
-    card_preset = (loaded.card.sampling or {}).get("preset") if loaded.card else None
-    card_params = {k: v for k, v in ((loaded.card.sampling or {}) if loaded.card else {}).items() if k != "preset"}
+    # schedule: a preset (--preset, else the card's), then a conf's schedule_jump_params or the
+    # card's explicit ones, then the command-line overrides
+    card_sampling = dict((loaded.card.sampling or {}) if loaded.card else {})
+    card_preset = card_sampling.pop("preset", None)
+    if conf.get("schedule_jump_params"):
+        schedule_conf = conf
+    elif card_sampling and not opts.preset:
+        schedule_conf = {"schedule_jump_params": card_sampling}
+    else:
+        schedule_conf = None
     try:
-        jump = resolve_jump_params(opts.preset or card_preset, conf if conf.get("schedule_jump_params") else
-                                   {"schedule_jump_params": card_params} if (card_params and not opts.preset) else None,
-                                   t_T=opts.t_T, jump_length=opts.jump_length, jump_n_sample=opts.jump_n_sample,
+        jump = resolve_jump_params(opts.preset or card_preset, schedule_conf, t_T=opts.t_T,
+                                   jump_length=opts.jump_length, jump_n_sample=opts.jump_n_sample,
                                    n_sample=opts.n_sample)
         times = jump_schedule(jump)
     except ValueError as e:
@@ -170,7 +178,7 @@ def setup(opts: InpaintOptions) -> Setup:
     if diffusion.num_steps != jump.t_T:
         raise RunError(f"timestep_respacing {respacing!r} keeps {diffusion.num_steps} steps but t_T is {jump.t_T}; "
                        f"make them equal (or drop timestep_respacing)")
-    return Setup(loaded, diffusion, jump, times, device)
+    return Setup(loaded, diffusion, jump, times, device, conf)
 
 
 def _mask_is_kind(mask: str) -> bool:
@@ -264,7 +272,7 @@ def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Rep
 
 def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
     """Labels (and classifier guidance) for class-conditional models; None for the others."""
-    conf = read_conf(opts.config)
+    conf = st.conf
     card_clf = (st.loaded.card.classifier if st.loaded.card else None) or {}
     clf_path = opts.classifier or conf.get("classifier_path")
     scale = opts.classifier_scale
