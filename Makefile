@@ -1,53 +1,72 @@
-# Each target installs what it needs by itself, so it works on a fresh clone.
+# Each target installs what it needs by itself, so it works on a fresh clone, also with
+# a distribution's own "externally managed" python3: everything runs in a project
+# virtual environment (.venv, ignored by git).
+#
+# PYTHON: the interpreter the venv is made from (Python 3.10+ with venv; on Debian and
+# Ubuntu: apt install python3-venv). The venv sees that interpreter's packages
+# (--system-site-packages), so a CUDA PyTorch you already have is kept:
+#   make demo PYTHON=/path/to/python-with-cuda-torch
+# Only where that interpreter has no torch is torch==2.13.0 installed into the venv (its
+# CPU wheel lies on the build machines' disk; a bare "torch" would pull a multi-GB CUDA build).
 PYTHON ?= python3
-PIP = $(PYTHON) -m pip
-# The CPU wheel of this version lies on the build machines' disk; a bare "torch"
-# would pull a multi-GB CUDA build. A torch already present (e.g. CUDA) is kept.
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PIP = $(PY) -m pip
 TORCH_CPU = torch==2.13.0
 # One thread for long training runs: two threads on a shared 2-core machine thrash.
 TRAIN_THREADS ?= 1
 TRAIN_STEPS ?= 100000
 
-.PHONY: install demo test default-model emoji-data bench quality readme-pictures clean
+.PHONY: install demo test wheel default-model emoji-data bench quality readme-pictures clean
 
-install:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "error: $(PYTHON) is older than 3.10; pass PYTHON=/path/to/python3.10+"; exit 1; }
+	@$(PYTHON) -m venv --system-site-packages $(VENV) || \
+		{ rm -rf $(VENV); echo "error: could not create $(VENV) with $(PYTHON); on Debian/Ubuntu: apt install python3-venv"; exit 1; }
+
+# Reinstalled when pyproject.toml changes (the project itself is installed editable).
+$(VENV)/.installed: $(PY) pyproject.toml
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
 	@$(PIP) install -q -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
 
 demo: install
-	repaint inpaint examples/ --mask thick --out out/demo --concat --frames 16 --animate gif --overwrite
-	repaint sheet out/demo
+	$(VENV)/bin/repaint inpaint examples/ --mask thick --out out/demo --concat --frames 16 --animate gif --overwrite
+	$(VENV)/bin/repaint sheet out/demo
 	@echo "results in out/demo/ (out/demo/sheet.png for all of them at a glance)"
 
 test: install
-	$(PYTHON) -m pytest
+	$(PY) -m pytest
 
-emoji-data:
+emoji-data: install
 	@fc-list 2>/dev/null | grep -q NotoColorEmoji || test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
 		(apt-get update -q && apt-get install -y -q fonts-noto-color-emoji)
-	@$(PYTHON) -c "import fontTools" 2>/dev/null || $(PIP) install -q "fonttools>=4.40"
-	$(PYTHON) -m repaint_cli.emoji --out data/emoji32.npz --size 32
+	@$(PY) -c "import fontTools" 2>/dev/null || $(PIP) install -q "fonttools>=4.40"
+	$(PY) -m repaint_cli.emoji --out data/emoji32.npz --size 32
 
 # Rebuilds the embedded model: resumes runs/emoji32, or the training state committed in
 # weights/train-state/ (so training goes on across machines), or starts from scratch.
 default-model: install emoji-data
 	@if [ ! -f runs/emoji32/state.pt ] && [ -f weights/train-state/emoji32.pt ]; then \
 		mkdir -p runs/emoji32 && cp weights/train-state/emoji32.pt runs/emoji32/state.pt; fi
-	OMP_NUM_THREADS=$(TRAIN_THREADS) repaint train data/emoji32.npz --out runs/emoji32 --size 32 \
+	OMP_NUM_THREADS=$(TRAIN_THREADS) $(VENV)/bin/repaint train data/emoji32.npz --out runs/emoji32 --size 32 \
 		--steps $(TRAIN_STEPS) --threads $(TRAIN_THREADS) --export weights/emoji32.safetensors
 
 bench: install
-	$(PYTHON) benchmarks/speed.py --threads 2 --batch-sizes 1 4 8 --repeats 2 --unet-repeats 20 --cli 8
+	$(PY) benchmarks/speed.py --threads 2 --batch-sizes 1 4 8 --repeats 2 --unet-repeats 20 --cli 8
 
 quality: install emoji-data
-	$(PYTHON) benchmarks/quality.py --kinds thick thin genhalf --section quality-random
-	$(PYTHON) benchmarks/quality.py --kinds ex64 nn2 ev2li --section quality-extreme
-	$(PYTHON) benchmarks/quality.py --kinds thick --presets paper fast draft
+	$(PY) benchmarks/quality.py --kinds thick thin genhalf --section quality-random
+	$(PY) benchmarks/quality.py --kinds ex64 nn2 ev2li --section quality-extreme
+	$(PY) benchmarks/quality.py --kinds thick --presets paper fast draft
 
 # The pictures in the README, made by the embedded model.
 readme-pictures: install
-	repaint inpaint examples/ --mask thick --preset paper --out out/readme --overwrite --concat --frames 24 --animate gif
-	$(PYTHON) docs/make_pictures.py out/readme
+	$(VENV)/bin/repaint inpaint examples/ --mask thick --preset paper --out out/readme --overwrite --concat --frames 24 --animate gif
+	$(PY) docs/make_pictures.py out/readme
 
 clean:
-	rm -rf out build *.egg-info .pytest_cache
+	rm -rf out build dist *.egg-info .pytest_cache
