@@ -4,9 +4,21 @@ The Python API the CLI itself uses:
 
     from repaint_cli import load_model, inpaint, InpaintOptions
     model, diffusion = load_model("emoji32")
+
+The names are imported on first use, so that ``repaint --help`` and other
+quick commands never pay for importing PyTorch.
 """
-from .models import load_model
-from .pipeline import InpaintOptions, inpaint
+from importlib import import_module
 
 __version__ = "0.1.0"
 __all__ = ["load_model", "inpaint", "InpaintOptions", "__version__"]
+
+_LAZY = {"load_model": "models", "inpaint": "pipeline", "InpaintOptions": "pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

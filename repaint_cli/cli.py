@@ -2,88 +2,129 @@
 
 Logs and progress go to stderr; results (output paths, JSON lines) go to
 stdout, so commands compose in shell pipelines.
+
+Only Typer and Rich are imported here at start-up: PyTorch, OpenCV and the
+rest load inside the commands that need them, so ``--help``, ``masks list``,
+``schedule`` and usage errors answer at once.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import dist
+from . import __version__
 from .cli_frames import register as register_sheet
 from .cli_masks import masks_app
-from .engine import PRECISIONS, EngineOptions
-from .frames import hooks_from_options, sheet_for_dir
-from .pipeline import ImageResult, InpaintOptions, Reporter, RunError, StopFlag, inpaint
-from .models import list_cards, sha256_file
-from .schedule import PRESETS, jump_schedule, resolve_jump_params, schedule_summary
+from .mask_kinds import MASK_KINDS
+from .schedule import PRESETS
+
+# Kept in step with engine.PRECISIONS and frames.ANIMATIONS (tests check), so that bad values
+# are refused before anything heavy is imported.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+ANIMATIONS = ("gif", "mp4")
+HELP = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+                  add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
 app.add_typer(masks_app, name="masks", help="Generate, list and preview masks.")
-models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True)
+models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True, context_settings=HELP)
 app.add_typer(models_app, name="models")
 
 err = Console(stderr=True, highlight=False)
 
 
 def die(message: str, code: int = 2):
-    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    err.print("[red]error:[/red] ", end="", markup=True)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-class RichReporter(Reporter):
+def version_text() -> str:
+    """repaint-cli's version and the PyTorch (and CUDA) it runs on."""
+    import torch
+
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        cuda = f"CUDA {torch.version.cuda}, {gpus} GPU{'s' if gpus != 1 else ''} ({torch.cuda.get_device_name(0)})"
+    elif torch.version.cuda:
+        cuda = f"built for CUDA {torch.version.cuda}, no GPU visible"
+    else:
+        cuda = "CPU build, no CUDA"
+    return f"repaint-cli {__version__} (torch {torch.__version__}, {cuda}; Python {sys.version.split()[0]})"
+
+
+def _version_callback(value: bool):
+    if value:
+        print(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, metavar="",
+                                 help="Print the version and the PyTorch / CUDA in use, then exit."),
+):
+    """Fill masked regions of images in batches with RePaint."""
+
+
+def rich_reporter(json_lines: bool, quiet: bool = False):
     """Progress bar and log lines on stderr; one line per finished image on stdout."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    def __init__(self, json_lines: bool, quiet: bool = False):
-        super().__init__()
-        self.json_lines = json_lines
-        self.quiet = quiet
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-                                 disable=quiet)
-        self.task = None
-        self.images_done = 0
-        self.n_images = 0
+    from .pipeline import ImageResult, Reporter
 
-    def log(self, msg: str, level: str = "info") -> None:
-        if level == "info" and self.quiet:
-            return
-        prefix = {"error": "[red]error:[/red] ", "warning": "[yellow]warning:[/yellow] "}.get(level, "")
-        self.progress.console.print(prefix, end="", markup=True)
-        self.progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+    class RichReporter(Reporter):
+        def __init__(self):
+            super().__init__()
+            self.json_lines = json_lines
+            self.quiet = quiet
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                                     disable=quiet)
+            self.task = None
+            self.images_done = 0
+            self.n_images = 0
 
-    def start(self, n_images: int, total_steps: int) -> None:
-        self.n_images = n_images
-        self.progress.start()
-        self.task = self.progress.add_task(f"images 0/{n_images}", total=total_steps or None)
+        def log(self, msg: str, level: str = "info") -> None:
+            if level == "info" and self.quiet:
+                return
+            prefix = {"error": "[red]error:[/red] ", "warning": "[yellow]warning:[/yellow] "}.get(level, "")
+            self.progress.console.print(prefix, end="", markup=True)
+            self.progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
-    def advance_steps(self, n: int = 1) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, n)
+        def start(self, n_images: int, total_steps: int) -> None:
+            self.n_images = n_images
+            self.progress.start()
+            self.task = self.progress.add_task(f"images 0/{n_images}", total=total_steps or None)
 
-    def image_done(self, result: ImageResult) -> None:
-        if result.status == "done":
-            self.images_done += 1
-        if self.task is not None:
-            self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
-        if self.json_lines:
-            print(result.json(), flush=True)
-        elif result.status == "done":
-            print(result.output, flush=True)
+        def advance_steps(self, n: int = 1) -> None:
+            if self.task is not None:
+                self.progress.advance(self.task, n)
 
-    def stop(self):
-        self.progress.stop()
+        def image_done(self, result: ImageResult) -> None:
+            if result.status == "done":
+                self.images_done += 1
+            if self.task is not None:
+                self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
+            if self.json_lines:
+                print(result.json(), flush=True)
+            elif result.status == "done":
+                print(result.output, flush=True)
+
+        def stop(self):
+            self.progress.stop()
+
+    return RichReporter()
 
 
-def _install_sigint(stop: StopFlag):
+def _install_sigint(stop):
     def handler(signum, frame):
         if stop.requested:
             raise KeyboardInterrupt
@@ -95,47 +136,108 @@ def _install_sigint(stop: StopFlag):
         pass
 
 
-@app.command("inpaint")
+# Help panels of 'repaint inpaint', in the order a user thinks of them.
+P_IN, P_MASK, P_MODEL, P_SAMPLE, P_OUT, P_SPEED = "Inputs", "Masks", "Model", "Sampling", "Outputs", "Speed"
+FLAG = dict(metavar="")  # a flag takes no value: show none (Typer would print <bool>)
+
+
+def _flags_show_no_type() -> None:
+    """Typer's help lists every flag with a '<bool>' type, as if it took a value (--json true
+    then fails as a missing input file); its own --help flag too, which takes no metavar.
+    Show flags without one. Guarded: a Typer without this method keeps its own rendering."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_repaint_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return "" if getattr(self, "is_flag", False) and self.metavar is None else original(self, ctx)
+
+    display_type_rich._repaint_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
+
+INPAINT_EXAMPLES = """[bold]Examples[/bold]
+
+Masks from a folder, paired by file stem (cat.jpg takes cat.png or cat_mask001.png):
+  [cyan]repaint inpaint photos/ --mask masks/ --out filled/[/cyan]
+
+Generated masks over a quoted glob, with before/after strips:
+  [cyan]repaint inpaint 'shots/*.jpg' --mask thick --preset fast --concat[/cyan]
+
+Paths on stdin, one LaMa-style mask (white = hole) for all, JSON lines out:
+  [cyan]ls *.png | repaint inpaint - --mask hole.png --mask-convention hole --json[/cyan]
+"""
+
+
+@app.command("inpaint", epilog=INPAINT_EXAMPLES)
 def inpaint_cmd(
-    inputs: List[str] = typer.Argument(..., help="Image files, folders, globs, or - to read paths from stdin."),
-    mask: str = typer.Option("thick", "--mask", "-m", help="Mask file, folder or glob of masks (paired by stem), or a kind: thick, medium, thin, ex64, genhalf, nn2, ev2li, box, or a preset YAML."),
-    mask_convention: str = typer.Option("keep", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint)."),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; writes <stem>.png."),
-    model: Optional[str] = typer.Option(None, help="Model name (see 'repaint models list') or checkpoint path. Default: the embedded emoji32 model."),
-    config: Optional[Path] = typer.Option(None, help="A RePaint conf YAML (model hyper-parameters, timestep_respacing, schedule_jump_params, model_path)."),
-    preset: Optional[str] = typer.Option(None, help=f"Sampling preset: {', '.join(PRESETS)}."),
-    t_T: Optional[int] = typer.Option(None, "--t-T", help="Respaced steps (t_T)."),
-    jump_length: Optional[int] = typer.Option(None, help="Steps per jump back."),
-    jump_n_sample: Optional[int] = typer.Option(None, help="Times each jump is resampled (1 = no resampling)."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUTS", show_default=False, help="Image files, folders, globs or - (paths on stdin). [bold]Quote globs[/bold] ('shots/*.jpg') so that repaint, not the shell, expands them."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", **FLAG, help="Look into sub-folders of input folders.", rich_help_panel=P_IN),
+    shard: Optional[str] = typer.Option(None, metavar="I/N", help="Process part I of N of the sorted inputs (I from 0). Automatic under torchrun.", rich_help_panel=P_IN),
+    mask: str = typer.Option("thick", "--mask", "-m", metavar="MASK", help=f"A mask file for all images, a folder or quoted glob of masks paired by stem, a preset YAML, or a kind to generate: {', '.join(MASK_KINDS)}.", rich_help_panel=P_MASK),
+    mask_convention: str = typer.Option("keep", metavar="keep|hole", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint).", rich_help_panel=P_MASK),
+    allow_empty: bool = typer.Option(False, "--allow-empty", **FLAG, help="Warn instead of failing on masks with no hole or no known pixel.", rich_help_panel=P_MASK),
+    model: Optional[str] = typer.Option(None, metavar="NAME|PATH", show_default="emoji32", help="Model name ('repaint models list') or checkpoint path.", rich_help_panel=P_MODEL),
+    config: Optional[Path] = typer.Option(None, metavar="YAML", help="A RePaint conf file (model hyper-parameters, timestep_respacing, schedule_jump_params, model_path).", rich_help_panel=P_MODEL),
+    class_label: Optional[str] = typer.Option(None, "--class", metavar="CLASS", show_default="random", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed).", rich_help_panel=P_MODEL),
+    classifier: Optional[str] = typer.Option(None, metavar="PATH", show_default="the card's", help="Noisy-image classifier checkpoint for guidance.", rich_help_panel=P_MODEL),
+    classifier_scale: Optional[float] = typer.Option(None, metavar="S", show_default="1.0", help="Classifier guidance scale (0 = no guidance).", rich_help_panel=P_MODEL),
+    preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="the model's", help=f"Sampling preset: {', '.join(PRESETS)} (emoji32: fast; the paper's models: paper).", rich_help_panel=P_SAMPLE),
+    t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
+    jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
+    jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
     n_sample: Optional[int] = typer.Option(None, hidden=True),
-    seed: int = typer.Option(0, help="Run seed; each image's noise comes from (seed, file stem)."),
-    batch_size: str = typer.Option("auto", help="Images per batch, or auto."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
-    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="Capture each step as a CUDA graph."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Memory layout of the UNet (default: on; measured faster on CUDA and CPU)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the UNet (pays off only on long runs)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
-    fit: str = typer.Option("crop", help="crop (around the hole), resize (whole image) or pad (small images)."),
-    context: float = typer.Option(0.5, help="Context around the hole for --fit crop, as a fraction of its box."),
-    paste: bool = typer.Option(True, "--paste/--no-paste", help="Paste the known pixels back exactly (--no-paste: raw sample, as the paper's code)."),
-    overwrite: bool = typer.Option(False, help="Redo images whose outputs exist."),
-    save_mask: bool = typer.Option(False, help="Write the mask used beside each output (<stem>_mask.png)."),
-    allow_empty: bool = typer.Option(False, help="Warn instead of failing on masks with no hole or no known pixel."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into sub-folders of input folders."),
-    shard: Optional[str] = typer.Option(None, help="Process part I of N of the sorted inputs (I/N, I from 0). Under torchrun: automatic."),
-    manifest: Optional[str] = typer.Option(None, help="Append one JSON line per image (input, mask, seed, output, status, seconds); '{rank}' is filled in under torchrun."),
-    class_label: Optional[str] = typer.Option(None, "--class", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed; the default)."),
-    classifier: Optional[str] = typer.Option(None, help="Noisy-image classifier checkpoint for guidance (default: the model card's)."),
-    classifier_scale: Optional[float] = typer.Option(None, help="Classifier guidance scale (paper: 1.0; 0 = no guidance)."),
-    frames: int = typer.Option(0, help="Save N intermediate frames per image (x_t and predicted x0) under OUT/frames/<stem>/."),
-    animate: Optional[str] = typer.Option(None, help="gif or mp4: one animation per image (24 frames unless --frames)."),
-    concat: bool = typer.Option(False, help="Also write <stem>_concat.png: input with the hole, mask, output."),
-    sheet: bool = typer.Option(False, help="Write OUT/sheet.png, a contact sheet of this run's results."),
-    json_lines: bool = typer.Option(False, "--json", help="Print one JSON line per image on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    seed: int = typer.Option(0, metavar="N", help="Run seed; an image's noise comes from (seed, file stem).", rich_help_panel=P_SAMPLE),
+    fit: str = typer.Option("crop", metavar="crop|resize|pad", help="crop: a square around the hole; resize: the whole image; pad: small images.", rich_help_panel=P_SAMPLE),
+    context: float = typer.Option(0.5, metavar="F", help="Context around the hole for --fit crop, as a fraction of its box.", rich_help_panel=P_SAMPLE),
+    paste: bool = typer.Option(True, "--paste/--no-paste", **FLAG, help="Paste the known pixels back exactly (--no-paste: the raw sample, as the paper's code).", rich_help_panel=P_SAMPLE),
+    out: Path = typer.Option(Path("out"), "--out", "-o", metavar="DIR", help="Output folder; writes DIR/<stem>.png.", rich_help_panel=P_OUT),
+    overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Redo images whose outputs exist (a rerun skips them otherwise).", rich_help_panel=P_OUT),
+    save_mask: bool = typer.Option(False, "--save-mask", **FLAG, help="Write the mask used beside each output (<stem>_mask.png).", rich_help_panel=P_OUT),
+    concat: bool = typer.Option(False, "--concat", **FLAG, help="Also write <stem>_concat.png: input with the hole, mask, output.", rich_help_panel=P_OUT),
+    frames: int = typer.Option(0, metavar="N", help="Save N frames per image (x_t and predicted x0) under DIR/frames/<stem>/.", rich_help_panel=P_OUT),
+    animate: Optional[str] = typer.Option(None, metavar="gif|mp4", help="One animation per image (24 frames unless --frames).", rich_help_panel=P_OUT),
+    sheet: bool = typer.Option(False, "--sheet", **FLAG, help="Write DIR/sheet.png, a contact sheet of the results.", rich_help_panel=P_OUT),
+    manifest: Optional[str] = typer.Option(None, metavar="FILE", help="Append a JSON line per image; '{rank}' is filled in under torchrun.", rich_help_panel=P_OUT),
+    json_lines: bool = typer.Option(False, "--json", **FLAG, help="Print one JSON line per image on stdout (else its output path).", rich_help_panel=P_OUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bar.", rich_help_panel=P_OUT),
+    batch_size: str = typer.Option("auto", metavar="N|auto", help="Images per batch; auto sizes it from memory and resolution.", rich_help_panel=P_SPEED),
+    device: str = typer.Option("auto", metavar="DEV", help="auto, cpu, cuda or cuda:N.", rich_help_panel=P_SPEED),
+    precision: str = typer.Option("auto", metavar="P", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.", rich_help_panel=P_SPEED),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", **FLAG, help="Capture each step as a CUDA graph.", rich_help_panel=P_SPEED),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", **FLAG, show_default="CPU: on, CUDA: off", help="Memory layout of the UNet.", rich_help_panel=P_SPEED),
+    compile_model: bool = typer.Option(False, "--compile", **FLAG, help="torch.compile the UNet (pays off only on long runs).", rich_help_panel=P_SPEED),
+    threads: Optional[int] = typer.Option(None, metavar="N", show_default="one per core", help="CPU threads for PyTorch.", rich_help_panel=P_SPEED),
 ):
-    """Inpaint images with RePaint."""
+    """Inpaint images with RePaint: each output is DIR/<stem>.png, its path printed on stdout."""
+    # option values first, before anything heavy is imported: a typo answers at once
+    if not (context >= 0 and context < float("inf")):
+        die(f"--context {context}: must be a finite number >= 0 (a fraction of the hole's box)")
+    if threads is not None and threads < 1:
+        die(f"--threads {threads}: must be at least 1")
+    if precision not in PRECISIONS:
+        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if mask_convention not in ("keep", "hole"):
+        die(f"--mask-convention {mask_convention}: use keep (white = keep) or hole (white = hole)")
+    if fit not in ("crop", "resize", "pad"):
+        die(f"--fit {fit}: use crop, resize or pad")
+    if animate is not None and animate.lower() not in ANIMATIONS:
+        die(f"--animate {animate}: use gif or mp4")
+    if frames < 0:
+        die(f"--frames {frames}: must be 0 or more")
+    if preset is not None and preset not in PRESETS:
+        die(f"--preset {preset}: use one of {', '.join(PRESETS)}")
+    bs = batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size")
+
+    from . import dist
+    from .engine import EngineOptions
+    from .frames import hooks_from_options, sheet_for_dir
+    from .pipeline import InpaintOptions, RunError, StopFlag, inpaint
+
     rank = dist.from_env()
     if rank.world > 1:
         if shard:
@@ -147,10 +249,9 @@ def inpaint_cmd(
     opts = InpaintOptions(
         mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
         preset=preset, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
-        batch_size=batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size"),
-        fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask, allow_empty=allow_empty,
-        recursive=recursive, shard=shard, manifest=manifest, class_label=class_label, classifier=classifier,
-        classifier_scale=classifier_scale,
+        batch_size=bs, fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask,
+        allow_empty=allow_empty, recursive=recursive, shard=shard, manifest=manifest, class_label=class_label,
+        classifier=classifier, classifier_scale=classifier_scale,
         engine=EngineOptions(device=device, precision=precision, cuda_graphs=cuda_graphs,
                              channels_last=channels_last, compile=compile_model, threads=threads),
     )
@@ -158,26 +259,17 @@ def inpaint_cmd(
         opts.extras = hooks_from_options(out, frames=frames, animate=animate, concat=concat)
     except ValueError as e:
         die(str(e))
-    if not (context >= 0 and context < float("inf")):
-        die(f"--context {context}: must be a finite number >= 0 (a fraction of the hole's box)")
-    if threads is not None and threads < 1:
-        die(f"--threads {threads}: must be at least 1")
-    if precision not in PRECISIONS:
-        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    if mask_convention not in ("keep", "hole"):
-        die(f"--mask-convention {mask_convention}: use keep (white = keep) or hole (white = hole)")
-    if fit not in ("crop", "resize", "pad"):
-        die(f"--fit {fit}: use crop, resize or pad")
-    reporter = RichReporter(json_lines, quiet)
+    if animate and animate.lower() == "mp4" and rank.rank == 0 and not quiet:
+        from .frames import mp4_codec
+
+        codec = mp4_codec()
+        err.print("mp4 animations: " + (f"{codec[1]} ({codec[0]})" if codec else "no MP4 encoder here, GIFs instead")
+                  + ("" if codec is None or codec[0] == "avc1" else "; this OpenCV build has no H.264 encoder"))
+    reporter = rich_reporter(json_lines, quiet)
     stop = StopFlag()
     _install_sigint(stop)
     try:
-        with warnings.catch_warnings():
-            # our own fallbacks (precision, compile) are shown as one-line warnings; library chatter is not
-            warnings.simplefilter("ignore")
-            warnings.filterwarnings("always", module=r"repaint_cli\.")
-            warnings.showwarning = lambda message, *a, **k: reporter.log(str(message), "warning")
-            summary = inpaint(inputs, opts, reporter, stop=stop)
+        summary = _run_showing_warnings(lambda: inpaint(inputs, opts, reporter, stop=stop), reporter)
     except RunError as e:
         reporter.stop()
         die(str(e))
@@ -201,6 +293,24 @@ def inpaint_cmd(
         raise typer.Exit(1)
 
 
+# Warnings that must reach the user even though they come from PyTorch: a CUDA graph that
+# captured nothing or failed would otherwise make wrong output silently.
+LOUD_LIBRARY_WARNINGS = r"(?i).*(graph|capture).*"
+
+
+def _run_showing_warnings(run, reporter):
+    """Our own fallbacks (precision, compile) and PyTorch's graph/capture warnings become
+    one-line warnings; other libraries' chatter is not shown."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("always", module=r"repaint_cli\.")
+        warnings.filterwarnings("always", message=LOUD_LIBRARY_WARNINGS)
+        warnings.showwarning = lambda message, *a, **k: reporter.log(str(message), "warning")
+        return run()
+
+
 def _int_option(value: str, name: str) -> int:
     try:
         v = int(value)
@@ -213,15 +323,17 @@ def _int_option(value: str, name: str) -> int:
 
 @app.command("schedule")
 def schedule_cmd(
-    t_T: Optional[int] = typer.Option(None, "--t-T", help="Respaced steps."),
-    jump_length: Optional[int] = typer.Option(None, help="Steps per jump back."),
-    jump_n_sample: Optional[int] = typer.Option(None, help="Times each jump is resampled."),
-    n_sample: Optional[int] = typer.Option(None, help="Reference's n_sample (default 1)."),
-    start_resampling: Optional[int] = typer.Option(None, help="Resample only below this t."),
-    preset: Optional[str] = typer.Option(None, help=f"Start from a preset: {', '.join(PRESETS)}."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full list of times as JSON."),
+    t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps."),
+    jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back."),
+    jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled."),
+    n_sample: Optional[int] = typer.Option(None, metavar="N", help="Reference's n_sample (default 1)."),
+    start_resampling: Optional[int] = typer.Option(None, metavar="T", help="Resample only below this t."),
+    preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="paper", help=f"Start from a preset: {', '.join(PRESETS)}."),
+    as_json: bool = typer.Option(False, "--json", **FLAG, help="Print the full list of times as JSON."),
 ):
     """Print the jump schedule's summary (UNet calls, undo steps), or the full list with --json."""
+    from .schedule import jump_schedule, resolve_jump_params, schedule_summary
+
     try:
         params = resolve_jump_params(preset, None, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample,
                                      n_sample=n_sample, start_resampling=start_resampling)
@@ -237,11 +349,18 @@ def schedule_cmd(
 
 
 @models_app.command("list")
-def models_list(verify: bool = typer.Option(False, help="Hash present checkpoints and compare with their cards.")):
-    """Known models and whether their checkpoints are present."""
+def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Hash present checkpoints and compare with their cards.")):
+    """Known models and whether their checkpoints are present (one line each on stdout)."""
+    from .cards import list_cards, sha256_file
+    from .resources import bundled_weights_dir, user_weights_dirs
+
+    looked = [f"{'' if d.is_absolute() else './'}{d}{'' if d.is_dir() else ' (absent)'}" for d in user_weights_dirs()]
+    env = "" if os.environ.get("REPAINT_WEIGHTS") else "$REPAINT_WEIGHTS (unset), "
+    err.print(f"looked for checkpoints in {env}{', '.join(looked)}, then the files shipped with repaint "
+              f"({bundled_weights_dir()})", markup=False, highlight=False, soft_wrap=True)
     for card in list_cards():
         path = card.find_file()
-        status = f"present ({path})" if path else f"missing: put {card.file} in weights/"
+        status = f"present ({path})" if path else f"missing: put {card.file} in ~/.cache/repaint/weights/"
         if path and verify:
             digest = sha256_file(path)
             status += (" sha256 ok" if card.sha256 == digest else
@@ -264,6 +383,8 @@ def train_cmd(
     export_to: Optional[Path] = typer.Option(None, "--export", help="After training, copy the best EMA weights here (+ a sidecar YAML)."),
 ):
     """Train an unconditional DDPM (our guided-diffusion UNet, Improved DDPM's hybrid loss, EMA)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     from .train import TrainConfig, export, train
 
     cfg = TrainConfig(size=size, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
@@ -298,6 +419,8 @@ def merge_manifests_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the merged manifest here (default: stdout)."),
 ):
     """Join shard manifests: one record per input, the best status winning (done > skipped > failed)."""
+    from . import dist
+
     missing = [str(m) for m in manifests if not m.is_file()]
     if missing:
         die(f"{missing[0]}: manifest not found")

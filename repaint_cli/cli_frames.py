@@ -11,8 +11,6 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .frames import sheet_for_dir
-from .imageio import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +25,9 @@ def register(app: typer.Typer) -> None:
         cell: int = typer.Option(128, help="Thumbnail cell size in pixels."),
     ):
         """Write one contact sheet PNG of the results in OUTDIR, each labelled with its file stem."""
+        from .frames import sheet_for_dir
+        from .imageio import InputError
+
         try:
             path = sheet_for_dir(outdir, out, cols=cols, cell=cell)
         except (ValueError, InputError) as e:

@@ -12,29 +12,24 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import cv2
-import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .masks import (
-    CONVENTIONS,
-    MASK_KINDS,
-    MaskError,
-    UnknownKindError,
-    generate_mask,
-    hole_fraction,
-    load_preset,
-    to_convention,
-)
+from .mask_kinds import CONVENTIONS, MASK_KINDS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, OpenCV and the generators (masks.py) are imported inside the commands that draw,
+# so 'repaint masks list' and usage errors answer at once.
 
 masks_app = typer.Typer(
     help="Generate, list and preview inpainting masks (LaMa-style thick/medium/thin, RePaint's extreme masks, boxes).",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # stderr console; Rich looks up sys.stderr at write time, so test runners that
@@ -55,6 +50,8 @@ def _fail(message: str, code: int = 2) -> "typer.Exit":
 
 def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
     """Parameters from --kind and/or --preset; errors exit 2 with one line."""
+    from .masks import MaskError, UnknownKindError, load_preset
+
     try:
         if preset is not None:
             params = load_preset(os.fspath(preset))
@@ -65,6 +62,7 @@ def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, An
             return params
         if kind is None:
             kind = "thick"
+            err.print("no --kind given: drawing thick masks", markup=False)
         if kind not in MASK_KINDS:
             raise UnknownKindError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
         return load_preset(kind)
@@ -82,12 +80,14 @@ def _size(size: int, height: Optional[int], width: Optional[int]) -> tuple[int, 
     h = size if height is None else height
     w = size if width is None else width
     if h < 1 or w < 1:
-        raise _fail(f"mask size must be positive, got {h}x{w}")
+        raise _fail(f"mask size must be positive, got {w}x{h} (WxH)")
     return h, w
 
 
 def _write_png_atomic(path: Path, image: np.ndarray) -> None:
     """Encode to PNG and write via a temp file in the same folder + os.replace."""
+    import cv2
+
     ok, buf = cv2.imencode(".png", image)
     if not ok:  # pragma: no cover - cv2 failure
         raise OSError(f"could not encode PNG for {path}")
@@ -108,8 +108,8 @@ def _write_png_atomic(path: Path, image: np.ndarray) -> None:
 
 @masks_app.command("generate")
 def generate_cmd(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help=f"Mask kind: {', '.join(MASK_KINDS)} [default: thick, or the preset's kind]"),
-    count: int = typer.Option(100, "--count", "-n", min=0, help="Number of masks to write."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", show_default="thick, or the preset's kind", help=f"Mask kind: {', '.join(MASK_KINDS)}."),
+    count: int = typer.Option(100, "--count", "-n", min=1, help="Number of masks to write."),
     size: int = typer.Option(256, "--size", "-s", min=1, help="Side of square masks (pixels)."),
     height: Optional[int] = typer.Option(None, "--height", min=1, help="Mask height; overrides --size."),
     width: Optional[int] = typer.Option(None, "--width", min=1, help="Mask width; overrides --size."),
@@ -120,6 +120,11 @@ def generate_cmd(
     start: int = typer.Option(0, "--start", min=0, help="Index of the first mask (to extend or split a run)."),
 ) -> None:
     """Write COUNT masks as PNGs named <kind>_<index:05d>.png; print their paths."""
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .masks import MaskError, generate_mask, hole_fraction, to_convention
+
     params = _resolve_params(kind, preset)
     convention = _check_convention(convention)
     h, w = _size(size, height, width)
@@ -159,7 +164,7 @@ def generate_cmd(
 
     mean = float(np.mean(fractions)) if fractions else 0.0
     err.print(
-        f"Wrote {count} {name} mask(s) {h}x{w} (indices {start}..{start + count - 1}, seed {seed}, "
+        f"Wrote {count} {name} mask(s) {w}x{h} (indices {start}..{start + count - 1}, seed {seed}, "
         f"{convention} convention, mean hole {mean:.3f}) to {out}",
         markup=False,
         soft_wrap=True,
@@ -176,6 +181,8 @@ def list_cmd() -> None:
 
 def _grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
     """Tiles (same shape) in a BGR grid with _SEP-pixel coloured separators and border."""
+    import numpy as np
+
     th, tw = tiles[0].shape
     rows = max(1, math.ceil(len(tiles) / columns))
     sheet = np.empty((rows * (th + _SEP) + _SEP, columns * (tw + _SEP) + _SEP, 3), np.uint8)
@@ -189,6 +196,9 @@ def _grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
 
 def _label(text: str, height: int, width: int, scale: float) -> np.ndarray:
     """White BGR panel with ``text`` in black, centred."""
+    import cv2
+    import numpy as np
+
     panel = np.full((height, width, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     thickness = max(1, int(round(scale * 2)))
@@ -201,6 +211,11 @@ def _label(text: str, height: int, width: int, scale: float) -> np.ndarray:
 
 def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], count: int, h: int, w: int,
                    seed: int, convention: str, labelled: bool) -> np.ndarray:
+    import cv2
+    import numpy as np
+
+    from .masks import generate_mask, to_convention
+
     scale = max(0.4, min(h, w) / 256 * 0.8)
     if not labelled:
         kind = kinds[0]
@@ -222,17 +237,19 @@ def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], coun
 
 @masks_app.command("preview")
 def preview_cmd(
-    kind: str = typer.Option("all", "--kind", "-k", help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind"),
-    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Masks per sheet (per row with --kind all) [default: 16, or 6 per row for all]."),
+    kind: str = typer.Option("all", "--kind", "-k", help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, show_default="16, or 6 per row for all", help="Masks per sheet (per row with --kind all)."),
     size: int = typer.Option(256, "--size", "-s", min=1, help="Side of each mask tile (pixels)."),
     height: Optional[int] = typer.Option(None, "--height", min=1, help="Tile height; overrides --size."),
     width: Optional[int] = typer.Option(None, "--width", min=1, help="Tile width; overrides --size."),
     seed: int = typer.Option(0, "--seed", min=0, help="Run seed (tiles are masks 0..count-1 of that run)."),
     convention: str = typer.Option("keep", "--convention", help="keep: white = known pixel; hole: white = hole."),
     preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset to preview instead of a kind's defaults."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output PNG [default: masks_preview_<kind>.png]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="masks_preview_<kind>.png", help="Output PNG."),
 ) -> None:
     """Write a contact sheet PNG of masks; print its path."""
+    from .masks import MaskError, load_preset
+
     convention = _check_convention(convention)
     h, w = _size(size, height, width)
     if kind == "all" and preset is None:
@@ -262,7 +279,7 @@ def preview_cmd(
         raise _fail(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1) from None
     sys.stdout.write(f"{path}\n")
     err.print(
-        f"Wrote {name} preview ({n} mask(s) {'per kind' if labelled else ''} {h}x{w}, seed {seed}, "
+        f"Wrote {name} preview ({n} mask(s) {'per kind' if labelled else ''} {w}x{h}, seed {seed}, "
         f"{convention} convention, sheet {sheet.shape[1]}x{sheet.shape[0]}) to {path}".replace("  ", " "),
         markup=False,
         soft_wrap=True,

@@ -24,9 +24,14 @@ Every file is written atomically (``imageio.atomic_path``).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import math
+import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -199,17 +204,58 @@ class _WriterUnavailable(Exception):
     pass
 
 
+# H.264 plays everywhere (browsers, phones); MPEG-4 Part 2 is what every OpenCV build can write.
+MP4_CODECS = (("avc1", "H.264"), ("mp4v", "MPEG-4 Part 2"))
+
+
+@functools.lru_cache(maxsize=None)
+def mp4_codec() -> Optional[tuple[str, str]]:
+    """(fourcc, name) of the best MP4 codec this OpenCV can write, or None. Probed once by
+    writing a tiny video; the encoder libraries' own complaints about a missing codec go
+    to the null device, not to the user's terminal."""
+    with tempfile.TemporaryDirectory() as d, _quiet_stderr():
+        for fourcc, name in MP4_CODECS:
+            path = str(Path(d) / f"probe_{fourcc}.mp4")
+            vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 12.0, (16, 16))
+            try:
+                if not vw.isOpened():
+                    continue
+                vw.write(np.zeros((16, 16, 3), np.uint8))
+            finally:
+                vw.release()
+            if os.path.getsize(path) > 0:
+                return fourcc, name
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 pointed at the null device (C libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def write_mp4(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:
-    """An MP4 (OpenCV, 'mp4v'), written atomically; raises ``_WriterUnavailable`` if
-    OpenCV cannot open a writer (nothing is left behind then)."""
+    """An MP4 in the best codec OpenCV has (``mp4_codec``), written atomically; raises
+    ``_WriterUnavailable`` if OpenCV cannot write any (nothing is left behind then)."""
     if not frames:
         raise ValueError("no frames")
+    codec = mp4_codec()
+    if codec is None:
+        raise _WriterUnavailable(f"OpenCV cannot write MP4 video (neither H.264 nor MPEG-4) to {path}")
     h, w = frames[0].shape[:2]
     with imageio.atomic_path(path) as tmp:
-        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec[0]), float(fps), (w, h))
         try:
             if not vw.isOpened():
-                raise _WriterUnavailable(f"OpenCV cannot write mp4v video to {path}")
+                raise _WriterUnavailable(f"OpenCV cannot write {codec[1]} video to {path}")
             for f in frames:
                 vw.write(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR))
         finally:
@@ -299,13 +345,15 @@ class FrameHook(BatchHook):
     an asynchronous copy to host memory; files are written on the writer thread.
     """
 
-    def __init__(self, out_dir, n_frames: int, animate: Optional[str] = None, fps: float = 12):
+    def __init__(self, out_dir, n_frames: int, animate: Optional[str] = None, fps: float = 12,
+                 save_pngs: bool = True):
         if animate not in (None,) + ANIMATIONS:
             raise ValueError(f"animate must be one of {ANIMATIONS} or None, not {animate!r}")
         self.out_dir = Path(out_dir)
         self.n_frames = int(n_frames)
         self.animate = animate
         self.fps = fps
+        self.save_pngs = save_pngs  # False: frames only feed the animation (--animate without --frames)
         self._cap: Optional[_Capture] = None
 
     def step_callback(self, batch: list[Prepared]) -> Optional[Callable]:
@@ -351,28 +399,30 @@ class FrameHook(BatchHook):
             submit(lambda: [msg])
             return
         submit(write_frames, self.out_dir, item.job.stem, frames, item.keep_S.copy(), self._cap.t_T,
-               self._cap.total, self.animate, self.fps)
+               self._cap.total, self.animate, self.fps, self.save_pngs)
 
 
 def write_frames(out_dir, stem: str, frames: list, keep_S: np.ndarray, t_T: int, total: int,
-                 animate: Optional[str] = None, fps: float = 12) -> list[str]:
-    """Write the PNG frames of one image (and its animation); returns warnings.
+                 animate: Optional[str] = None, fps: float = 12, save_pngs: bool = True) -> list[str]:
+    """Write the PNG frames of one image (unless ``save_pngs`` is False) and its animation;
+    returns warnings.
 
     ``frames``: [(index, t, xt uint8 (S,S,3), x0 uint8 or None)]. Frames from an
     earlier run in the same folder that this run did not write are removed.
     """
-    folder = Path(out_dir) / "frames" / stem
-    written = set()
-    for index, t, xt, x0 in frames:
-        for kind, img in (("xt", xt), ("x0", x0)):
-            if img is None:
-                continue
-            name = frame_name(index, t, kind)
-            imageio.write_image_atomic(folder / name, np.ascontiguousarray(img))
-            written.add(name)
-    for old in folder.iterdir():
-        if _FRAME_RE.match(old.name) and old.name not in written:
-            old.unlink(missing_ok=True)
+    if save_pngs:
+        folder = Path(out_dir) / "frames" / stem
+        written = set()
+        for index, t, xt, x0 in frames:
+            for kind, img in (("xt", xt), ("x0", x0)):
+                if img is None:
+                    continue
+                name = frame_name(index, t, kind)
+                imageio.write_image_atomic(folder / name, np.ascontiguousarray(img))
+                written.add(name)
+        for old in folder.iterdir():
+            if _FRAME_RE.match(old.name) and old.name not in written:
+                old.unlink(missing_ok=True)
     warnings: list[str] = []
     if animate:
         anim = [compose_frame(xt, x0, keep_S, t, t_T, index, total) for index, t, xt, x0 in frames]
@@ -407,11 +457,12 @@ def hooks_from_options(out_dir, frames: Optional[int] = None, animate: Optional[
     if fps <= 0:
         raise ValueError(f"--fps {fps}: must be positive")
     n = int(frames or 0)
+    save_pngs = n > 0  # frame PNGs only when --frames asks for them
     if animate and n == 0:
         n = DEFAULT_ANIMATION_FRAMES
     hooks: list[BatchHook] = []
     if n > 0:
-        hooks.append(FrameHook(out_dir, n, animate, fps))
+        hooks.append(FrameHook(out_dir, n, animate, fps, save_pngs))
     if concat:
         hooks.append(ConcatHook(out_dir))
     return hooks

@@ -52,8 +52,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
-import cv2
 import numpy as np
+
+from .mask_kinds import CONVENTIONS, MASK_KINDS
 
 __all__ = [
     "MASK_KINDS",
@@ -71,18 +72,7 @@ __all__ = [
 
 KEEP = 255
 HOLE = 0
-CONVENTIONS = ("keep", "hole")
 
-MASK_KINDS: dict[str, str] = {
-    "thick": "LaMa-style thick random strokes (or 1-3 large boxes); ~25% hole at 256",
-    "medium": "LaMa-style medium random strokes (or 1-5 small boxes)",
-    "thin": "LaMa-style thin random strokes, many of them; ~30% hole at 256",
-    "ex64": "extreme: keep only the centre 64x64 of 256 (centre quarter of each side)",
-    "genhalf": "extreme: keep only the left half, generate the right half",
-    "nn2": "extreme: keep only odd rows x odd columns (2x super-resolution)",
-    "ev2li": "extreme: keep only odd rows (every second line)",
-    "box": "one random rectangular hole, sides a random fraction of the image sides",
-}
 
 _LAMA_KINDS = ("thick", "medium", "thin")
 
@@ -194,17 +184,10 @@ def _unknown_kind_message(kind: object) -> str:
 
 
 def _repo_masks_dir() -> Path | None:
-    """The top-level ``masks/`` folder of a source checkout, if we run from one.
+    """The presets shipped with repaint: the repository's top-level ``masks/``, or its copy in a wheel."""
+    from .resources import bundled_masks_dir
 
-    Installed as a package there is no such folder next to ``repaint_cli``;
-    the ``pyproject.toml`` check keeps us from picking up an unrelated
-    ``masks`` directory in site-packages.
-    """
-    root = Path(__file__).resolve().parent.parent
-    folder = root / "masks"
-    if folder.is_dir() and (root / "pyproject.toml").is_file():
-        return folder
-    return None
+    return bundled_masks_dir()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -369,6 +352,8 @@ def _draw_strokes(hole: np.ndarray, s: Mapping[str, Any], scale: float, rng: np.
     stroke (the 1st, 3rd, ...) the angles are mirrored to 2*pi - angle, which
     is how LaMa's public generator alternates them (by stroke, not by segment).
     """
+    import cv2  # here, not at the top: quick commands that only name the kinds never load OpenCV
+
     h, w = hole.shape
     times = int(rng.integers(int(s["min_times"]), int(s["max_times"]) + 1))
     for i in range(times):
@@ -462,7 +447,7 @@ def _draw(p: Mapping[str, Any], h: int, w: int, rng: np.random.Generator) -> np.
 def _check_size(height: int, width: int) -> tuple[int, int]:
     h, w = int(height), int(width)
     if h < 1 or w < 1:
-        raise MaskError(f"mask size must be positive, got {height}x{width}")
+        raise MaskError(f"mask size must be positive, got {width}x{height} (WxH)")
     return h, w
 
 

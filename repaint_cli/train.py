@@ -64,7 +64,7 @@ def load_training_images(data: str | Path, size: int) -> np.ndarray:
         with np.load(data) as z:
             images = z["train"]
         if images.shape[1:3] != (size, size):
-            raise ValueError(f"{data}: images are {images.shape[1]}x{images.shape[2]}, not {size}x{size}")
+            raise ValueError(f"{data}: images are {images.shape[2]}x{images.shape[1]}, not {size}x{size}")
         return images
     from PIL import Image, ImageOps
 

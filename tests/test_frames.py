@@ -146,8 +146,12 @@ def test_mp4_falls_back_to_gif(tmp_path, monkeypatch):
             pass
 
     monkeypatch.setattr(fr.cv2, "VideoWriter", Closed)
+    fr.mp4_codec.cache_clear()  # probe again, with no codec that opens
     frames = [np.full((20, 30, 3), v, np.uint8) for v in (0, 100, 200)]
-    path, warnings = write_animation(tmp_path / "a", frames, "mp4")
+    try:
+        path, warnings = write_animation(tmp_path / "a", frames, "mp4")
+    finally:
+        fr.mp4_codec.cache_clear()
     assert path == tmp_path / "a.gif" and len(warnings) == 1 and "GIF" in warnings[0]
     assert Image.open(path).n_frames == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif"]
