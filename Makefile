@@ -25,10 +25,11 @@ $(PY):
 	@$(PYTHON) -m venv --system-site-packages $(VENV) || \
 		{ rm -rf $(VENV); echo "error: could not create $(VENV) with $(PYTHON); on Debian/Ubuntu: apt install python3-venv"; exit 1; }
 
-# Reinstalled when pyproject.toml changes (the project itself is installed editable).
+# Reinstalled when pyproject.toml changes (the project itself is installed editable, with the
+# optional diffusers extra so that its tests run too).
 $(VENV)/.installed: $(PY) pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
-	@$(PIP) install -q -e ".[test]"
+	@$(PIP) install -q -e ".[test,diffusers]"
 	@touch $@
 
 install: $(VENV)/.installed

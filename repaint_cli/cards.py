@@ -13,7 +13,7 @@ from typing import Optional
 
 import yaml
 
-from .resources import weight_dirs
+from .resources import cached_snapshot, hf_hub_cache, weight_dirs
 
 DEFAULT_MODEL = "emoji32"
 
@@ -40,13 +40,26 @@ class ModelCard:
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known},
                    card_path=Path(path))
 
+    @property
+    def format(self) -> str:
+        """'guided-diffusion' (a checkpoint file) or 'diffusers' (a model folder; ``file`` is its hub id)."""
+        return self.extra.get("format", "guided-diffusion")
+
     def find_file(self, file: Optional[str] = None) -> Optional[Path]:
         file = file or self.file
+        if self.format == "diffusers" and file == self.file:
+            # a folder named like the card in a weights folder, else the Hugging Face cache
+            folders = [d / self.name for d in weight_dirs() if (d / self.name).is_dir()]
+            return folders[0] if folders else cached_snapshot(self.file)
         candidates = [self.card_path.parent / file] if self.card_path else []
         candidates += [d / file for d in weight_dirs()]
         return next((p for p in candidates if p.is_file()), None)
 
     def missing_message(self, file: Optional[str] = None) -> str:
+        if self.format == "diffusers" and (file or self.file) == self.file:
+            return (f"model '{self.name}': {self.file} is not in the Hugging Face cache ({hf_hub_cache()}) nor a "
+                    f"folder ~/.cache/repaint/weights/{self.name}/; download it where a network exists: "
+                    f"huggingface-cli download {self.file} (needs repaint-cli[diffusers])")
         return (f"model '{self.name}': checkpoint {file or self.file} not found; put it in ~/.cache/repaint/weights/ "
                 f"(or ./weights/, or a folder named by $REPAINT_WEIGHTS)"
                 f"{'; get it from ' + self.source if self.source else ''}")

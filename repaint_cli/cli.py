@@ -360,8 +360,14 @@ def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Has
               f"({bundled_weights_dir()})", markup=False, highlight=False, soft_wrap=True)
     for card in list_cards():
         path = card.find_file()
-        status = f"present ({path})" if path else f"missing: put {card.file} in ~/.cache/repaint/weights/"
-        if path and verify:
+        if card.format == "diffusers":
+            status = (f"present ({path})" if path else
+                      f"not downloaded: huggingface-cli download {card.file} (diffusers format)")
+            verify_this = False
+        else:
+            status = f"present ({path})" if path else f"missing: put {card.file} in ~/.cache/repaint/weights/"
+            verify_this = verify
+        if path and verify_this:
             digest = sha256_file(path)
             status += (" sha256 ok" if card.sha256 == digest else
                        f" sha256 {digest}" + (" MISMATCH" if card.sha256 else ""))

@@ -14,17 +14,38 @@ import torch
 F64 = torch.float64
 
 
-def beta_schedule(name: str, num_steps: int) -> torch.Tensor:
-    """guided-diffusion's named schedules ('linear', 'cosine') over ``num_steps`` training steps."""
+PREDICTIONS = ("epsilon", "sample", "v_prediction")
+NOISE_SCHEDULES = ("linear", "cosine", "squaredcos_cap_v2", "scaled_linear", "sigmoid")
+
+
+def beta_schedule(name: str, num_steps: int, beta_start: float | None = None, beta_end: float | None = None) -> torch.Tensor:
+    """Betas over ``num_steps`` training steps.
+
+    guided-diffusion's names: 'linear' (0.0001 to 0.02, scaled by 1000/num_steps so the curve
+    is the same for any step count) and 'cosine'. diffusers' names: 'linear' with explicit
+    ``beta_start``/``beta_end`` (taken literally), 'scaled_linear' (linear in sqrt(beta)),
+    'squaredcos_cap_v2' (the same cosine as guided-diffusion's) and 'sigmoid'.
+    """
     if name == "linear":
-        scale = 1000 / num_steps  # keeps the same curve for any step count
-        return torch.linspace(scale * 0.0001, scale * 0.02, num_steps, dtype=F64)
-    if name == "cosine":
+        if beta_start is None and beta_end is None:
+            scale = 1000 / num_steps  # keeps the same curve for any step count
+            return torch.linspace(scale * 0.0001, scale * 0.02, num_steps, dtype=F64)
+        return torch.linspace(_or(beta_start, 0.0001), _or(beta_end, 0.02), num_steps, dtype=F64)
+    if name in ("cosine", "squaredcos_cap_v2"):
         def alpha_bar(s):
             return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
         betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999) for i in range(num_steps)]
         return torch.tensor(betas, dtype=F64)
-    raise ValueError(f"unknown noise_schedule {name!r}: use 'linear' or 'cosine'")
+    if name == "scaled_linear":
+        return torch.linspace(_or(beta_start, 0.0001) ** 0.5, _or(beta_end, 0.02) ** 0.5, num_steps, dtype=F64) ** 2
+    if name == "sigmoid":
+        lo, hi = _or(beta_start, 0.0001), _or(beta_end, 0.02)
+        return torch.sigmoid(torch.linspace(-6, 6, num_steps, dtype=F64)) * (hi - lo) + lo
+    raise ValueError(f"unknown noise_schedule {name!r}: use one of {', '.join(NOISE_SCHEDULES)}")
+
+
+def _or(value, default):
+    return default if value is None else float(value)
 
 
 def space_timesteps(num_steps: int, section_counts) -> list[int]:
@@ -68,18 +89,24 @@ class Diffusion:
     timestep_map: torch.Tensor  # int64: the training step index the UNet receives for each kept step
     learn_sigma: bool = True
     num_train_steps: int = 1000
+    clip_x0: float | None = 1.0  # the predicted x0 is clamped to [-clip_x0, clip_x0]; None: not clamped
+    prediction_type: str = "epsilon"  # what the model predicts: epsilon (all RePaint's models), sample (x0) or v
 
     @classmethod
     def create(cls, steps: int = 1000, noise_schedule: str = "linear", timestep_respacing="",
-               learn_sigma: bool = True, **_ignored) -> "Diffusion":
-        base = beta_schedule(noise_schedule, steps)
+               learn_sigma: bool = True, beta_start: float | None = None, beta_end: float | None = None,
+               clip_x0: float | None = 1.0, prediction_type: str = "epsilon", **_ignored) -> "Diffusion":
+        base = beta_schedule(noise_schedule, steps, beta_start, beta_end)
         kept = space_timesteps(steps, timestep_respacing)
         alphas_cumprod = torch.cumprod(1 - base, 0)
         betas, last = [], 1.0
         for i in kept:  # recompute betas so the kept steps keep their cumulative alphas
             betas.append(1 - alphas_cumprod[i] / last)
             last = alphas_cumprod[i]
-        return cls(torch.stack(betas), torch.tensor(kept, dtype=torch.int64), learn_sigma, steps)
+        if prediction_type not in PREDICTIONS:
+            raise ValueError(f"unknown prediction_type {prediction_type!r}: use one of {', '.join(PREDICTIONS)}")
+        return cls(torch.stack(betas), torch.tensor(kept, dtype=torch.int64), learn_sigma, steps, clip_x0,
+                   prediction_type)
 
     @property
     def num_steps(self) -> int:
@@ -114,12 +141,16 @@ class Diffusion:
             "log_betas": b.log(),
             # guided-diffusion's FIXED_LARGE variance, for models without learned sigma
             "fixed_log_variance": torch.log(torch.cat([post_var[1:2], b[1:]])),
+            # x0 = x0_from_x * x_t + x0_from_out * model output, for what the model predicts
+            **_x0_coefficients(self.prediction_type, ac),
         }
 
     def coefficients(self, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         """The arrays the sampler gathers from, as device tensors (float32 by default)."""
         out = {k: v.to(device=device, dtype=dtype) for k, v in self.arrays().items()}
         out["timestep_map"] = self.timestep_map.to(device)
+        # a tensor, not a Python branch, so one captured CUDA graph serves either setting
+        out["x0_clip"] = torch.tensor([math.inf if self.clip_x0 is None else self.clip_x0], dtype=dtype, device=device)
         return out
 
     # --- per-step math used by training, tests and the plain reference loop -------------
@@ -132,17 +163,17 @@ class Diffusion:
         """Mean, log-variance and x0 of p(x_{t-1} | x_t) from the UNet's output (eps and v)."""
         arr = self.arrays()
         if self.learn_sigma:
-            eps, v = model_out.split(x_t.shape[1], dim=1)
+            pred, v = model_out.split(x_t.shape[1], dim=1)
             lo = _take(arr["posterior_log_variance_clipped"], t, x_t)
             hi = _take(arr["log_betas"], t, x_t)
             frac = (v + 1) / 2  # not clamped, as in the reference
             log_var = frac * hi + (1 - frac) * lo
         else:
-            eps = model_out
+            pred = model_out
             log_var = _take(arr["fixed_log_variance"], t, x_t)
-        x0 = _take(arr["sqrt_recip_alphas_cumprod"], t, x_t) * x_t - _take(arr["sqrt_recipm1_alphas_cumprod"], t, x_t) * eps
-        if clip:
-            x0 = x0.clamp(-1, 1)
+        x0 = _take(arr["x0_from_x"], t, x_t) * x_t + _take(arr["x0_from_out"], t, x_t) * pred
+        if clip and self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         mean = _take(arr["posterior_mean_coef1"], t, x_t) * x0 + _take(arr["posterior_mean_coef2"], t, x_t) * x_t
         return mean, log_var, x0
 
@@ -172,6 +203,27 @@ class Diffusion:
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var).mean(dim=(1, 2, 3)) / math.log(2.0)
         vb = torch.where(t == 0, nll, kl) * (self.num_steps / 1000.0)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
+
+
+def _x0_coefficients(prediction_type: str, ac: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The predicted x0 as a linear function of x_t and the model's output, per step. As data,
+    not a branch in the step, so the sampler (and a captured CUDA graph) serves every kind."""
+    if prediction_type == "sample":  # the output is x0 itself
+        return {"x0_from_x": torch.zeros_like(ac), "x0_from_out": torch.ones_like(ac)}
+    if prediction_type == "v_prediction":  # v = sqrt(ac) eps - sqrt(1-ac) x0 => x0 = sqrt(ac) x_t - sqrt(1-ac) v
+        return {"x0_from_x": ac.sqrt(), "x0_from_out": -(1 - ac).sqrt()}
+    return {"x0_from_x": (1 / ac).sqrt(), "x0_from_out": -(1 / ac - 1).sqrt()}  # eps: x0 = (x_t - sqrt(1-ac) eps) / sqrt(ac)
+
+
+def diffusion_from_hparams(hp: dict, timestep_respacing="") -> Diffusion:
+    """The diffusion a model was trained with, from its hyper-parameters (RePaint conf keys,
+    plus beta_start / beta_end / clip_range for models from diffusers), respaced as asked."""
+    clip = hp.get("clip_range", 1.0) if hp.get("clip_denoised", True) else None
+    return Diffusion.create(steps=int(hp.get("diffusion_steps", 1000)), noise_schedule=hp.get("noise_schedule", "linear"),
+                            timestep_respacing=timestep_respacing, learn_sigma=bool(hp.get("learn_sigma", True)),
+                            beta_start=hp.get("beta_start"), beta_end=hp.get("beta_end"),
+                            clip_x0=None if clip is None else float(clip),
+                            prediction_type=hp.get("prediction_type", "epsilon"))
 
 
 def _take(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

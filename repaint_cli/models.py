@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from .cards import DEFAULT_MODEL, ModelCard, find_card, list_cards, sha256_file  # noqa: F401 (re-exported)
-from .diffusion import Diffusion
+from .diffusion import Diffusion, diffusion_from_hparams
 from .unet import ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel
 
 
@@ -143,6 +143,12 @@ def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, 
 
 
 def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
+    diffusers_source = _diffusers_source(checkpoint)
+    if diffusers_source is not None:
+        from .hf_models import load_diffusers
+
+        source, card = diffusers_source
+        return load_diffusers(source, device=device, card=card)
     path, hp, card = resolve(checkpoint, hparams)
     check_supported(hp, str(path))
     cfg = UNetConfig.from_dict({**hp, "use_fp16": False})  # weights load in fp32; use_fp16 applied below
@@ -155,11 +161,24 @@ def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
     model.eval().requires_grad_(False).to(device)
     if hp.get("use_fp16") and torch.device(device).type == "cuda":
         model.convert_to_fp16()  # guided-diffusion's use_fp16; on the CPU half precision is unusably slow
-    diffusion = Diffusion.create(
-        steps=int(hp.get("diffusion_steps", 1000)), noise_schedule=hp.get("noise_schedule", "linear"),
-        timestep_respacing=hp.get("timestep_respacing", ""), learn_sigma=bool(hp.get("learn_sigma", True)),
-    )
+    diffusion = diffusion_from_hparams(hp, hp.get("timestep_respacing", ""))
     return LoadedModel(model, diffusion, hp, card, path)
+
+
+def _diffusers_source(checkpoint) -> Optional[tuple[str, Optional[ModelCard]]]:
+    """(folder or hub id, card) when ``checkpoint`` names a model in diffusers' format."""
+    if checkpoint is None:
+        return None
+    name = str(checkpoint)
+    card = find_card(name)
+    if card is not None:
+        if card.format != "diffusers":
+            return None
+        found = card.find_file()
+        return (str(found) if found else card.file), card
+    from .hf_models import is_diffusers_model
+
+    return (name, None) if is_diffusers_model(name) else None
 
 
 def load_classifier(path, hparams=None, device="cpu") -> EncoderUNetModel:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import imageio, masks
-from .diffusion import Diffusion
+from .diffusion import Diffusion, diffusion_from_hparams
 from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
 from .guidance import Guidance
 from .jobs import Job, check_out_dir, make_jobs, parse_shard
@@ -173,8 +173,7 @@ def setup(opts: InpaintOptions) -> Setup:
         raise RunError(str(e)) from None
     hp = loaded.hparams
     respacing = str(jump.t_T) if opts.t_T is not None or not conf.get("timestep_respacing") else conf["timestep_respacing"]
-    diffusion = Diffusion.create(int(hp.get("diffusion_steps", 1000)), hp.get("noise_schedule", "linear"),
-                                 respacing, learn_sigma=bool(hp.get("learn_sigma", True)))
+    diffusion = diffusion_from_hparams(hp, respacing)
     if diffusion.num_steps != jump.t_T:
         raise RunError(f"timestep_respacing {respacing!r} keeps {diffusion.num_steps} steps but t_T is {jump.t_T}; "
                        f"make them equal (or drop timestep_respacing)")

@@ -57,3 +57,25 @@ def weight_dirs() -> list[Path]:
             seen.add(key)
             dirs.append(d)
     return dirs
+
+
+def hf_hub_cache() -> Path:
+    """Hugging Face's hub cache, as huggingface_hub finds it (HF_HUB_CACHE, else HF_HOME/hub)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def cached_snapshot(repo_id: str) -> Optional[Path]:
+    """The local snapshot of a hub model (the revision 'main' points to, else the newest)."""
+    repo = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}"
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        return snapshots / ref.read_text().strip()
+    found = sorted((d for d in snapshots.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    return found[-1] if found else None

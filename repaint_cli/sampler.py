@@ -49,13 +49,14 @@ def reverse_step(model, x, cond: Conditioning, t, step, inject):
     x = torch.where(cond.keep & inject, known, x)
     t_model = c["timestep_map"][i].expand(x.shape[0])
     out = model(x, t_model, **cond.model_kwargs).float()
-    eps = out[:, : x.shape[1]]
+    pred = out[:, : x.shape[1]]  # eps for RePaint's models; x0 or v for some diffusers models
     if out.shape[1] == 2 * x.shape[1]:  # learned range: interpolate log-variances
         frac = (out[:, x.shape[1]:] + 1) / 2
         log_var = frac * c["log_betas"][i] + (1 - frac) * c["posterior_log_variance_clipped"][i]
     else:  # fixed large variance
         log_var = c["fixed_log_variance"][i].expand_as(x)
-    x0 = (c["sqrt_recip_alphas_cumprod"][i] * x - c["sqrt_recipm1_alphas_cumprod"][i] * eps).clamp(-1, 1)
+    x0 = c["x0_from_x"][i] * x + c["x0_from_out"][i] * pred  # eps: (x - sqrt(1-abar) eps) / sqrt(abar)
+    x0 = torch.maximum(torch.minimum(x0, c["x0_clip"]), -c["x0_clip"])  # [-1, 1] for RePaint's models
     mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
     if cond.cond_fn is not None:
         mean = mean + log_var.exp() * cond.cond_fn(x, t_model, **cond.model_kwargs)
