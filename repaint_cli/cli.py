@@ -76,7 +76,7 @@ class RichReporter(Reporter):
             self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
         if self.json_lines:
             print(result.json(), flush=True)
-        elif result.status == "done":
+        elif result.status in ("done", "skipped"):  # every finished output, so stdout lists all results
             print(result.output, flush=True)
 
     def stop(self):
@@ -97,8 +97,8 @@ def _install_sigint(stop: StopFlag):
 
 @app.command("inpaint")
 def inpaint_cmd(
-    inputs: List[str] = typer.Argument(..., help="Image files, folders, globs, or - to read paths from stdin."),
-    mask: str = typer.Option("thick", "--mask", "-m", help="Mask file, folder or glob of masks (paired by stem), or a kind: thick, medium, thin, ex64, genhalf, nn2, ev2li, box, or a preset YAML."),
+    inputs: List[str] = typer.Argument(..., help="Image files, folders, globs (quote them: 'shots/*.jpg'), or - to read paths from stdin."),
+    mask: str = typer.Option("thick", "--mask", "-m", help="Mask file, folder or glob of masks (paired by stem; quote globs: --mask 'masks/*.png', else the shell expands them), or a kind: thick, medium, thin, ex64, genhalf, nn2, ev2li, box, or a preset YAML."),
     mask_convention: str = typer.Option("keep", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder; writes <stem>.png."),
     model: Optional[str] = typer.Option(None, help="Model name (see 'repaint models list') or checkpoint path. Default: the embedded emoji32 model."),
