@@ -52,7 +52,8 @@ class JobList:
 
 @dataclass
 class Found:
-    """An input image: how it was named (explicitly, or found in a folder / by a glob) and where."""
+    """An input image: how it was named (explicitly on the command line, or found in a folder, by a glob
+    or in a stdin listing) and where."""
     path: Path
     explicit: bool
     rel: str = ""  # its sub-folder below the scanned folder (posix), '' at the top
@@ -111,13 +112,14 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -
                     q = Path(line.strip())
                     if not q.is_file():
                         errors.append(f"{q}: no such file (read from stdin); check the list of paths")
-                    found.append(Found(q, True))
+                    elif not skipped(q, ""):  # e.g. `find .` listing the --out folder
+                        found.append(Found(q, False, source="-"))  # a listing (find ...), not typed names: like a scan
             continue
         p = Path(item)
         if _has_glob(item) and not p.exists():
             matches = sorted(globlib.glob(item, recursive=True))
             if not matches:
-                errors.append(f"{item}: the pattern matches no file; check the glob ({QUOTE_HINT})")
+                errors.append(f"{item}: the pattern matches no file; check the glob")
             root = _real(_glob_root(item))
             for m in matches:
                 mp = Path(m)
@@ -216,11 +218,13 @@ def unknown_mask_message(mask: str, kinds: Iterable[str]) -> str:
             f"named like the images, or a kind ({', '.join(kinds)}; see 'repaint masks list')")
 
 
-def _same_file(a: str, b: str) -> bool:
+def _file_id(path) -> Optional[tuple[int, int]]:
+    """(device, inode) of an existing file, None otherwise: equal for two names of one file."""
     try:
-        return os.path.samefile(a, b)
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
 def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: bool, overwrite: bool = False,
@@ -268,7 +272,7 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
             continue
         is_mask = r in mask_reals or (shared and is_mask_name(f.path))
         if f.explicit and not mask_is_kind:
-            # named on the command line (or stdin): an image, unless it looks like a mask
+            # named on the command line: an image, unless it looks like a mask
             named_like_mask = is_mask_name(f.path)
             is_single_mask = single_mask is not None and r in mask_reals
             in_mask_folder = single_mask is not None and single_mask.is_file() and \
@@ -299,11 +303,11 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
 
     # no output or side file on an input or mask (checked over all inputs, before sharding)
     protected = {_real(f.path) for f in ordered} | mask_reals
+    protected_ids = {i for i in map(_file_id, protected) if i is not None}  # hard links, case-insensitive names
     for f in ordered:
         out = output_of(f)
         for target in [out] + [out.with_name(out.stem + s) for s in side_suffixes]:
-            rt = _real(target)
-            if rt in protected or (target.exists() and any(_same_file(rt, p) for p in protected)):
+            if _real(target) in protected or _file_id(target) in protected_ids:
                 result.errors.append(f"{target}: an output that would overwrite an input or mask file; "
                                      f"choose another --out (inputs are never overwritten)")
                 break

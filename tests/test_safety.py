@@ -74,6 +74,13 @@ def test_output_onto_an_input_is_refused_before_the_model_loads(tmp_path, small_
                "--overwrite", *FAST)
     assert_one_line_exit_2(r, "cat.png", "overwrite an input")
     assert md5s(photos) == before
+    other = tmp_path / "other"  # another name of the same file (a hard link) is the same input
+    other.mkdir()
+    os.link(photos / "cat.png", other / "cat.png")
+    r = invoke("inpaint", photos / "cat.png", "--mask", "box", "--model", small_checkpoint, "--out", other,
+               "--overwrite", *FAST)
+    assert_one_line_exit_2(r, "cat.png", "overwrite an input")
+    assert md5s(photos) == before
 
 
 @pytest.mark.parametrize("extra,victim", [("--save-mask", "cat_mask.png"), ("--concat", "cat_concat.png")])
