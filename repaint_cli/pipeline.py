@@ -7,7 +7,6 @@ and the fix, the rest of the run goes on, and the summary says what failed.
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -21,9 +20,10 @@ from . import imageio, masks
 from .diffusion import Diffusion
 from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
 from .guidance import Guidance
-from .jobs import Job, JobList, check_out_dir, make_jobs, parse_shard, unknown_mask_message
+from .jobs import Job, JobList, _has_glob, check_out_dir, make_jobs, parse_shard, unknown_mask_message
 from .models import LoadedModel, ModelError, load, load_classifier, read_conf, sha256_file
 from .noise import image_key, keys_tensor
+from .records import SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes
 from .sampler import Conditioning, StepInfo, repaint
 from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
 
@@ -315,10 +315,6 @@ def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
 
 # ----------------------------------------------------------------------------- before the model loads
 
-def _has_glob(s: str) -> bool:
-    return any(ch in s for ch in "*?[")
-
-
 def side_suffixes(opts: InpaintOptions) -> list[str]:
     """The files written beside each output, as suffixes of its stem."""
     return (["_mask.png"] if opts.save_mask else []) + [s for h in opts.extras for s in h.side_suffixes]
@@ -375,13 +371,6 @@ def describe_masks(opts: InpaintOptions) -> str:
 
 # ----------------------------------------------------------------------------- what made an output
 
-SETTINGS_KEY = "repaint"  # the PNG text chunk holding an output's settings (compact JSON)
-RUN_RECORD = ".repaint-run.jsonl"  # in --out: one JSON line per run
-# settings that change an output's pixels; version, device and preset (a name for the schedule) do not count
-COMPARED = ("model_sha256", "schedule", "seed", "mask", "mask_convention", "fit", "context", "paste",
-            "class_label", "classifier_scale")
-
-
 def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance]) -> dict:
     """What every output of this run is made with (the model's sha256: its card's, else hashed once here)."""
     from . import __version__
@@ -397,62 +386,6 @@ def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance]) 
     if guidance is not None:
         settings.update(class_label=opts.class_label, classifier_scale=guidance.scale)
     return settings
-
-
-def job_settings(run: dict, job: Job, hashes: dict) -> dict:
-    """The run's settings plus this image's mask (a file's or preset's content by its sha256)."""
-    source = job.mask_file if job.mask_file is not None else job.mask_kind
-    d = {**run, "mask": str(source)}
-    path = Path(str(source))
-    if path.is_file():
-        key = os.path.realpath(path)
-        if key not in hashes:
-            hashes[key] = sha256_file(path)
-        d["mask_sha256"] = hashes[key]
-    return d
-
-
-def _brief(v) -> str:
-    return f"{v[:12]}.." if isinstance(v, str) and len(v) == 64 else json.dumps(v) if v is None else str(v)
-
-
-def settings_changes(old: dict, new: dict) -> list[str]:
-    """What differs between the recorded settings of an output and this run's, e.g. ['seed 0 -> 1']."""
-    changes = []
-    for key in COMPARED:
-        a, b = old.get(key), new.get(key)
-        if key == "mask" and old.get("mask_sha256") and new.get("mask_sha256"):
-            if old["mask_sha256"] != new["mask_sha256"]:
-                changes.append(f"mask {a} -> {b} (other content)")
-            continue
-        if a == b:
-            continue
-        if key == "model_sha256":
-            changes.append(f"model {old.get('model')} ({_brief(a)}) -> {new.get('model')} ({_brief(b)})")
-        elif isinstance(a, dict) and isinstance(b, dict):
-            changes += [f"{key}.{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        else:
-            changes.append(f"{key} {_brief(a)} -> {_brief(b)}")
-    return changes
-
-
-def recorded_settings(path: Path) -> Optional[dict]:
-    """The settings an output was made with, or None (not made by repaint, or by a version before it recorded them)."""
-    text = imageio.read_png_text(path, SETTINGS_KEY)
-    try:
-        d = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return d if isinstance(d, dict) else None
-
-
-def append_run_record(out_dir: Path, record: dict) -> None:
-    """One JSON line per run in OUT/.repaint-run.jsonl (appended: shards and ranks each add theirs)."""
-    try:
-        with open(Path(out_dir) / RUN_RECORD, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-    except OSError:
-        pass  # the outputs carry their own settings; a record that cannot be written costs nothing else
 
 
 def upscale_warning(item: "Prepared") -> Optional[str]:

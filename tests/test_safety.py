@@ -17,7 +17,8 @@ from repaint_cli.cli import app
 from repaint_cli.imageio import read_png_text
 from repaint_cli.jobs import make_jobs
 from repaint_cli.models import REPAINT_CONF_KEYS, ModelError, check_conf_keys
-from repaint_cli.pipeline import RUN_RECORD, SETTINGS_KEY, InpaintOptions, Reporter, inpaint
+from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
+from repaint_cli.records import RUN_RECORD, SETTINGS_KEY
 
 runner = CliRunner()
 FAST = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
