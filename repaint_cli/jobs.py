@@ -17,6 +17,7 @@ image's stem (its noise key and generated-mask key) is its relative name ``sub/a
 """
 from __future__ import annotations
 
+import bisect
 import difflib
 import glob as globlib
 import os
@@ -100,9 +101,12 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -
     found, ignored, errors = [], [], []
 
     def skipped(f: Path, root: str) -> bool:
-        """Under a skipped folder that lies below the scanned root (or beside it), not above it."""
+        """Under a skipped folder that lies below the scanned root ('' = anywhere), not above it."""
+        below = [d for d in skip_dirs if not root or (_inside(d, root) and d != root)]
+        if not below:  # (resolving every path of a large folder costs seconds)
+            return False
         r = _real(f)
-        return any(_inside(r, d) and not _inside(root, d) for d in skip_dirs)
+        return any(_inside(r, d) for d in below)
 
     for item in inputs:
         if item == "-":
@@ -135,7 +139,8 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -
             listing = sorted(p.rglob("*") if recursive else p.iterdir())
             listing = [f for f in listing if not skipped(f, root)]
             images = [f for f in listing if _is_image(f)]
-            others = [f for f in listing if f.is_file() and f not in images and not f.name.startswith(".")]
+            image_set = set(images)  # a set: folders hold thousands of files
+            others = [f for f in listing if f not in image_set and f.is_file() and not f.name.startswith(".")]
             for f in others:
                 ignored.append(f"{f}: not an image file (extension {f.suffix or 'none'}); ignored")
             if not recursive:
@@ -179,14 +184,19 @@ def index_masks(mask: str, recursive: bool = False) -> Optional[dict[str, Path]]
     return None
 
 
-def mask_for_stem(stem: str, by_stem: dict[str, Path]) -> Optional[Path]:
-    """The mask named like the image (``cat.png``), or LaMa/IOPaint-style ``cat_mask*.png``."""
+def mask_for_stem(stem: str, by_stem: dict[str, Path], sorted_keys: Optional[list[str]] = None) -> Optional[Path]:
+    """The mask named like the image (``cat.png``), or LaMa/IOPaint-style ``cat_mask*.png``.
+
+    ``sorted_keys``: ``sorted(by_stem)``, computed once for many look-ups (each is then a binary search).
+    """
     if stem in by_stem:
         return by_stem[stem]
+    keys = sorted_keys if sorted_keys is not None else sorted(by_stem)
     for suffix in ("_mask", ".mask", "-mask"):
-        hits = sorted(k for k in by_stem if k.startswith(stem + suffix))
-        if hits:
-            return by_stem[hits[0]]
+        prefix = stem + suffix
+        i = bisect.bisect_left(keys, prefix)
+        if i < len(keys) and keys[i].startswith(prefix):
+            return by_stem[keys[i]]
     return None
 
 
@@ -259,7 +269,8 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
             what = ("no file named like a mask (<stem>_mask*.png) in it" if shared else
                     "the pattern matches no file" if mask_is_glob else "no mask images in this folder")
             result.errors.append(f"--mask {mask}: {what}; give the masks' folder or glob ({QUOTE_HINT})")
-    mask_reals = {_real(f) for f in (masks_by_stem or {}).values()}
+    mask_real_of = {f: _real(f) for f in (masks_by_stem or {}).values()}  # resolved once: folders can be large
+    mask_reals = set(mask_real_of.values())
     if single_mask is not None and single_mask.is_file():
         mask_reals.add(_real(single_mask))
 
@@ -289,25 +300,32 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
             continue
         images[r] = f
     if masks_by_stem:  # an input is an image, so never a mask
-        masks_by_stem = {k: v for k, v in masks_by_stem.items() if _real(v) not in images}
+        masks_by_stem = {k: v for k, v in masks_by_stem.items() if mask_real_of[v] not in images}
+    mask_keys = sorted(masks_by_stem or {})
     if left_out:
         result.notes.append(f"{left_out} mask file(s) found among the inputs are used as masks, not inpainted")
     if not images and not result.errors:
         result.errors.append(f"no images to inpaint: every input is a mask of --mask {mask}; put masks in their own "
                              f"folder, or name them <stem>_mask*.png beside their images and pass that folder as --mask"
                              if left_out else "no images to inpaint: no input path given")
+    real_of = {id(f): r for r, f in images.items()}
     ordered = sorted(images.values(), key=lambda f: str(f.path))
 
     def output_of(f: Found) -> Path:
         return Path(out_dir) / f.rel / f"{f.path.stem}{out_ext}"
 
+    def real_output(f: Found, suffix: str = out_ext) -> str:
+        # the resolved --out joined with the name: an output that is itself a link is caught by _file_id
+        return os.path.normpath(os.path.join(out_real, f.rel, f.path.stem + suffix))
+
     # no output or side file on an input or mask (checked over all inputs, before sharding)
-    protected = {_real(f.path) for f in ordered} | mask_reals
+    protected = set(images) | mask_reals
     protected_ids = {i for i in map(_file_id, protected) if i is not None}  # hard links, case-insensitive names
     for f in ordered:
         out = output_of(f)
-        for target in [out] + [out.with_name(out.stem + s) for s in side_suffixes]:
-            if _real(target) in protected or _file_id(target) in protected_ids:
+        for suffix in [out_ext, *side_suffixes]:
+            target = out.with_name(out.stem + suffix)
+            if real_output(f, suffix) in protected or _file_id(target) in protected_ids:
                 result.errors.append(f"{target}: an output that would overwrite an input or mask file; "
                                      f"choose another --out (inputs are never overwritten)")
                 break
@@ -316,12 +334,12 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
 
     by_output: dict[str, list[Path]] = {}
     for f in ordered:  # over all inputs, before sharding: twins in two shards would overwrite each other
-        by_output.setdefault(_real(output_of(f)), []).append(f.path)
+        by_output.setdefault(real_output(f), []).append(f.path)
     for f in take_shard(ordered, shard):
         img = f.path
         stem = f"{f.rel}/{img.stem}" if f.rel else img.stem
         job = Job(image=img, stem=stem, output=output_of(f))
-        twins = by_output[_real(job.output)]
+        twins = by_output[real_output(f)]
         if len(twins) > 1:
             others = ", ".join(str(t) for t in twins if t != img)
             job.error = f"{img}: another input has the same name stem ({others}) and would write the same output; rename one or run them separately"
@@ -330,9 +348,9 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
         elif single_mask is not None:
             job.mask_file = single_mask
         else:
-            job.mask_file = mask_for_stem(stem, masks_by_stem) or (mask_for_stem(img.stem, masks_by_stem)
-                                                                  if f.rel else None)
-            if job.mask_file is not None and _real(job.mask_file) == _real(img):
+            job.mask_file = mask_for_stem(stem, masks_by_stem, mask_keys) or (
+                mask_for_stem(img.stem, masks_by_stem, mask_keys) if f.rel else None)
+            if job.mask_file is not None and mask_real_of.get(job.mask_file) == real_of[id(f)]:
                 job.mask_file = None  # never its own mask
             if job.mask_file is None:
                 job.error = f"{img}: no mask named {img.stem}.* (or {img.stem}_mask*) in {mask}; add one or pass --mask KIND to generate masks"
