@@ -277,6 +277,11 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
     # sort the images out from the masks
     images: dict[str, Found] = {}
     left_out = 0
+    mask_folder = _real(single_mask.parent) if single_mask is not None and single_mask.is_file() else None
+    # inputs named on the command line both beside the mask and elsewhere: the shell's work on `--mask dir/*.png`
+    # (inputs that all share the mask's folder, as in `repaint inpaint photo.png --mask hole.png`, are fine)
+    split_around_mask = mask_folder is not None and len({_real(f.path.parent) == mask_folder
+                                                         for f in found if f.explicit}) == 2
     for f in found:
         r = _real(f.path)
         if r in images:
@@ -286,8 +291,7 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
             # named on the command line: an image, unless it looks like a mask
             named_like_mask = is_mask_name(f.path)
             is_single_mask = single_mask is not None and r in mask_reals
-            in_mask_folder = single_mask is not None and single_mask.is_file() and \
-                _real(f.path.parent) == _real(single_mask.parent)
+            in_mask_folder = split_around_mask and _real(f.path.parent) == mask_folder
             if is_single_mask or named_like_mask or in_mask_folder:
                 why = ("is the --mask file" if is_single_mask else
                        "is named like a mask" if named_like_mask else
