@@ -129,6 +129,17 @@ def test_mask_folder_files_are_never_inputs_and_an_image_is_never_its_own_mask(t
     jl = make_jobs([str(data)], str(data / "masks"), tmp_path / "out", mask_is_kind=False, recursive=True)
     assert not jl.errors and [j.image.name for j in jl.jobs] == ["a.png"]
     assert jl.jobs[0].mask_file == data / "masks" / "a.png"
+    # with -r, masks mirror the sub-folders (else the top-level mask of the same stem is taken)
+    (data / "sub").mkdir()
+    photo(data / "sub" / "a.png")
+    photo(data / "sub" / "b.png")
+    (data / "masks" / "sub").mkdir()
+    hole_mask(data / "masks" / "sub" / "a.png")
+    hole_mask(data / "masks" / "b.png")
+    jl = make_jobs([str(data)], str(data / "masks"), tmp_path / "out", mask_is_kind=False, recursive=True)
+    assert not jl.errors
+    assert {j.stem: j.mask_file.relative_to(data).as_posix() for j in jl.jobs} == {
+        "a": "masks/a.png", "sub/a": "masks/sub/a.png", "sub/b": "masks/b.png"}
     # an explicit image inside the mask folder is an image, and it is not its own mask
     photo(data / "masks" / "c.png")
     hole_mask(data / "masks" / "c_mask.png")
