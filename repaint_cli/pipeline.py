@@ -3,6 +3,9 @@
 jobs -> load + fit -> batches -> sampler -> unfit + paste -> atomic writes.
 Bad input costs only its own image: each problem is one line naming the file
 and the fix, the rest of the run goes on, and the summary says what failed.
+Mistakes that concern the whole run (a missing input, a mask taken for an image,
+an output onto an input, an unknown conf key) stop it before the model loads
+(:func:`resolve_jobs`). Each output records what made it (``records.py``).
 """
 from __future__ import annotations
 
