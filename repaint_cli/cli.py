@@ -115,7 +115,7 @@ def rich_reporter(json_lines: bool, quiet: bool = False):
                 self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
             if self.json_lines:
                 print(result.json(), flush=True)
-            elif result.status == "done":
+            elif result.status in ("done", "skipped"):  # every finished output, so stdout lists all results
                 print(result.output, flush=True)
 
         def stop(self):
@@ -178,7 +178,7 @@ def inpaint_cmd(
     inputs: List[str] = typer.Argument(..., metavar="INPUTS", show_default=False, help="Image files, folders, globs or - (paths on stdin). [bold]Quote globs[/bold] ('shots/*.jpg') so that repaint, not the shell, expands them."),
     recursive: bool = typer.Option(False, "--recursive", "-r", **FLAG, help="Look into sub-folders of input folders.", rich_help_panel=P_IN),
     shard: Optional[str] = typer.Option(None, metavar="I/N", help="Process part I of N of the sorted inputs (I from 0). Automatic under torchrun.", rich_help_panel=P_IN),
-    mask: str = typer.Option("thick", "--mask", "-m", metavar="MASK", help=f"A mask file for all images, a folder or quoted glob of masks paired by stem, a preset YAML, or a kind to generate: {', '.join(MASK_KINDS)}.", rich_help_panel=P_MASK),
+    mask: str = typer.Option("thick", "--mask", "-m", metavar="MASK", help=f"A mask file for all images, a folder or glob of masks paired by stem (quote it: --mask 'masks/*.png', else the shell expands it), a preset YAML, or a kind to generate: {', '.join(MASK_KINDS)}.", rich_help_panel=P_MASK),
     mask_convention: str = typer.Option("keep", metavar="keep|hole", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint).", rich_help_panel=P_MASK),
     allow_empty: bool = typer.Option(False, "--allow-empty", **FLAG, help="Warn instead of failing on masks with no hole or no known pixel.", rich_help_panel=P_MASK),
     model: Optional[str] = typer.Option(None, metavar="NAME|PATH", show_default="emoji32", help="Model name ('repaint models list') or checkpoint path.", rich_help_panel=P_MODEL),

@@ -355,6 +355,10 @@ class FrameHook(BatchHook):
         self.fps = fps
         self.save_pngs = save_pngs  # False: frames only feed the animation (--animate without --frames)
         self._cap: Optional[_Capture] = None
+        self.side_suffixes = (f".{animate}",) if animate else ()
+
+    def files_for(self, job) -> list[Path]:
+        return ([self.out_dir / "frames" / job.stem] if self.n_frames > 0 else []) + super().files_for(job)
 
     def step_callback(self, batch: list[Prepared]) -> Optional[Callable]:
         self._cap = None
@@ -432,6 +436,9 @@ def write_frames(out_dir, stem: str, frames: list, keep_S: np.ndarray, t_T: int,
 
 class ConcatHook(BatchHook):
     """Writes ``<out_dir>/<stem>_concat.png``: input with hole | mask | output."""
+
+    side_suffixes = ("_concat.png",)
+    from_disk = True  # needs no sample: made for finished images on a rerun too
 
     def __init__(self, out_dir):
         self.out_dir = Path(out_dir)

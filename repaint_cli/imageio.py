@@ -106,7 +106,7 @@ from typing import Iterator, Literal
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 __all__ = [
     "InputError",
@@ -628,13 +628,16 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
-def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False, **save_kwargs) -> list[str]:
+def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False,
+                       text: dict | None = None, **save_kwargs) -> list[str]:
     """Encode ``rgb`` (uint8 (H, W, 3), or (H, W) grey) to ``path`` atomically.
 
     The format comes from the extension.  ``alpha`` (uint8 (H, W)) is put back as RGBA /
     LA where the format supports it; ``gray=True`` writes L / LA (luminance of ``rgb``,
-    exact for equal channels).  ``save_kwargs`` go to Pillow (``quality=``,
-    ``icc_profile=``...).  Returns warnings (e.g. alpha dropped for JPEG).
+    exact for equal channels).  ``text`` ({key: str}) is stored as PNG text chunks
+    (other formats: ignored); read it back with :func:`read_png_text`.  ``save_kwargs``
+    go to Pillow (``quality=``, ``icc_profile=``...).  Returns warnings (e.g. alpha
+    dropped for JPEG).
     """
     final = Path(path)
     fmt = _format_for(final)
@@ -671,11 +674,27 @@ def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *
         kw["lossless"] = True
     if not kw.get("icc_profile"):
         kw.pop("icc_profile", None)
+    if text and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, str(value))  # iTXt: UTF-8 (file names need not be Latin-1)
+        kw["pnginfo"] = info
 
     with atomic_path(final) as tmp:
         with open(tmp, "wb") as f:
             img.save(f, format=fmt, **kw)
     return warnings
+
+
+def read_png_text(path, key: str) -> str | None:
+    """A text chunk of a PNG (written by ``write_image_atomic(text=...)``), or None (absent,
+    not a PNG, unreadable).  Reads the chunks before the pixels only."""
+    try:
+        with Image.open(path) as img:
+            value = img.info.get(key)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return str(value) if value is not None else None
 
 
 # ----------------------------------------------------------------------------- fitting

@@ -2,23 +2,40 @@
 
 Knows nothing of models or tensors. A job is one image with where its mask
 comes from, its noise key and its output path.
+
+Which files are images and which are masks (decided here, before any model loads):
+- the ``--out`` folder is never scanned as input (a rerun must not read its own results back);
+- a ``--mask`` file, and every file of a ``--mask`` folder or glob, is a mask, never an input;
+  except when the mask source *is* an input source (the same folder, or the same glob): then
+  the files named like masks (``<stem>_mask*``, ``.mask``, ``-mask``) are the masks and the
+  others the images (LaMa's layout: ``a.png`` beside ``a_mask001.png``);
+- an image is never its own mask, and an input given by name that looks like a mask (in the
+  single mask file's folder, named like a mask, or one of the mask folder's masks) stops the
+  run: most likely a ``--mask`` glob the shell expanded.
+With ``-r``, outputs mirror sub-folders (``in/sub/a.png`` -> ``OUT/sub/a.png``); such an
+image's stem (its noise key and generated-mask key) is its relative name ``sub/a``.
 """
 from __future__ import annotations
 
+import bisect
+import difflib
 import glob as globlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+MASK_NAME = re.compile(r".[_.-]mask", re.IGNORECASE)  # cat_mask001, cat.mask, cat-mask
+QUOTE_HINT = "quote globs so that the shell does not expand them (--mask 'masks/*.png')"
 
 
 @dataclass
 class Job:
     image: Path
-    stem: str
+    stem: str  # the image's key: file stem, or 'sub/stem' for images in sub-folders of a -r scan
     output: Path
     mask_file: Optional[Path] = None  # a mask file on disk
     mask_kind: Optional[str] = None  # or a generated mask: a kind name or a preset path
@@ -30,74 +47,156 @@ class JobList:
     jobs: list[Job] = field(default_factory=list)
     skipped_done: list[Job] = field(default_factory=list)  # outputs already present
     ignored: list[str] = field(default_factory=list)  # one-line notes on inputs that are not images
-    errors: list[str] = field(default_factory=list)  # one-line problems (the run exits non-zero)
+    errors: list[str] = field(default_factory=list)  # run-wide problems: the run stops before the model loads
+    notes: list[str] = field(default_factory=list)  # one-line information (e.g. mask files left out of the inputs)
+
+
+@dataclass
+class Found:
+    """An input image: how it was named (explicitly on the command line, or found in a folder, by a glob
+    or in a stdin listing) and where."""
+    path: Path
+    explicit: bool
+    rel: str = ""  # its sub-folder below the scanned folder (posix), '' at the top
+    source: Optional[str] = None  # the folder or glob argument it was found by
 
 
 def _has_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
 
-def expand_inputs(inputs: Iterable[str], stdin=None, recursive: bool = False) -> tuple[list[Path], list[str], list[str]]:
-    """(image paths sorted and unique, ignored notes, errors) from files, folders, globs and '-'."""
-    paths, ignored, errors = [], [], []
+def _real(p) -> str:
+    return os.path.realpath(p)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Both resolved: ``path`` is ``folder`` or below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def is_mask_name(path: Path) -> bool:
+    return bool(MASK_NAME.search(Path(path).stem))
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder a glob starts from: its leading parts without wildcards."""
+    parts = []
+    for part in Path(pattern).parts:
+        if globlib.has_magic(part):
+            break
+        parts.append(part)
+    return str(Path(*parts)) if parts else "."
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def _folder_has_images_below(folder: Path) -> bool:
+    return any(_is_image(f) for f in folder.rglob("*") if f.parent != folder)
+
+
+def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -> tuple[list[Found], list[str], list[str]]:
+    """(found images, ignored notes, errors); folders and globs skip anything under ``skip_dirs`` (resolved)."""
+    found, ignored, errors = [], [], []
+
+    def skipped(f: Path, root: str) -> bool:
+        """Under a skipped folder that lies below the scanned root ('' = anywhere), not above it."""
+        below = [d for d in skip_dirs if not root or (_inside(d, root) and d != root)]
+        if not below:  # (resolving every path of a large folder costs seconds)
+            return False
+        r = _real(f)
+        return any(_inside(r, d) for d in below)
+
     for item in inputs:
         if item == "-":
             stream = stdin if stdin is not None else sys.stdin
             for line in stream:
                 if line.strip():
-                    paths.append(Path(line.strip()))
+                    q = Path(line.strip())
+                    if not q.is_file():
+                        errors.append(f"{q}: no such file (read from stdin); check the list of paths")
+                    elif not skipped(q, ""):  # e.g. `find .` listing the --out folder
+                        found.append(Found(q, False, source="-"))  # a listing (find ...), not typed names: like a scan
             continue
         p = Path(item)
         if _has_glob(item) and not p.exists():
             matches = sorted(globlib.glob(item, recursive=True))
             if not matches:
-                errors.append(f"{item}: the pattern matches no file; check the glob (quote it so the shell does not expand it)")
+                errors.append(f"{item}: the pattern matches no file; check the glob")
+            root = _real(_glob_root(item))
             for m in matches:
                 mp = Path(m)
-                if mp.is_file() and mp.suffix.lower() in IMAGE_EXTS:
-                    paths.append(mp)
+                if _is_image(mp) and not skipped(mp, root):
+                    found.append(Found(mp, False, source=item))
             continue
         if p.is_dir():
-            found = sorted(p.rglob("*") if recursive else p.iterdir())
-            images = [f for f in found if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".")]
-            others = [f for f in found if f.is_file() and f not in images and not f.name.startswith(".")]
+            root = _real(p)
+            if skip_dirs and root == skip_dirs[0]:
+                errors.append(f"{p}: this input folder is the --out folder, so results would be read back as "
+                              f"inputs on a rerun; choose another --out")
+                continue
+            listing = sorted(p.rglob("*") if recursive else p.iterdir())
+            listing = [f for f in listing if not skipped(f, root)]
+            images = [f for f in listing if _is_image(f)]
+            image_set = set(images)  # a set: folders hold thousands of files
+            others = [f for f in listing if f not in image_set and f.is_file() and not f.name.startswith(".")]
             for f in others:
                 ignored.append(f"{f}: not an image file (extension {f.suffix or 'none'}); ignored")
             if not recursive:
-                for f in found:
+                for f in listing:
                     if f.is_dir() and f.suffix.lower() in IMAGE_EXTS:
                         ignored.append(f"{f}: a folder, not an image; ignored (-r looks inside folders)")
             if not images:
-                errors.append(f"{p}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTS))})")
-            paths += images
+                hint = ("; its sub-folders hold images: pass -r to look inside them"
+                        if not recursive and _folder_has_images_below(p) else "")
+                errors.append(f"{p}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTS))}){hint}")
+            for f in images:
+                rel = f.parent.relative_to(p).as_posix()
+                found.append(Found(f, False, "" if rel == "." else rel, source=item))
         elif p.is_file():
-            paths.append(p)
+            found.append(Found(p, True))
         else:
             errors.append(f"{item}: no such file or folder")
-    unique = sorted(set(paths), key=lambda q: str(q))
-    return unique, ignored, errors
+    return found, ignored, errors
 
 
-def index_masks(mask: str) -> Optional[dict[str, Path]]:
-    """Mask files by stem for a folder or glob ``--mask``; None for a single file."""
+def expand_inputs(inputs: Iterable[str], stdin=None, recursive: bool = False) -> tuple[list[Path], list[str], list[str]]:
+    """(image paths sorted and unique, ignored notes, errors) from files, folders, globs and '-'."""
+    found, ignored, errors = _scan(inputs, stdin, recursive, [])
+    return sorted({f.path for f in found}, key=str), ignored, errors
+
+
+def index_masks(mask: str, recursive: bool = False) -> Optional[dict[str, Path]]:
+    """Mask files of a folder or glob ``--mask`` by key; None for a single file.
+
+    Keys are file stems; with ``recursive`` a folder's sub-folders are indexed too, as
+    'sub/stem' (their relative name), so images of a -r scan find their mirrored masks.
+    """
     p = Path(mask)
     if p.is_dir():
-        files = [f for f in sorted(p.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
-    elif _has_glob(mask) and not p.exists():
+        files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir())
+                       if _is_image(f))
+        return {f.relative_to(p).with_suffix("").as_posix(): f for f in files}
+    if _has_glob(mask) and not p.exists():
         files = [Path(m) for m in sorted(globlib.glob(mask, recursive=True)) if Path(m).is_file()]
-    else:
-        return None
-    return {f.stem: f for f in files}
+        return {f.stem: f for f in files}
+    return None
 
 
-def mask_for_stem(stem: str, by_stem: dict[str, Path]) -> Optional[Path]:
-    """The mask named like the image (``cat.png``), or LaMa/IOPaint-style ``cat_mask*.png``."""
+def mask_for_stem(stem: str, by_stem: dict[str, Path], sorted_keys: Optional[list[str]] = None) -> Optional[Path]:
+    """The mask named like the image (``cat.png``), or LaMa/IOPaint-style ``cat_mask*.png``.
+
+    ``sorted_keys``: ``sorted(by_stem)``, computed once for many look-ups (each is then a binary search).
+    """
     if stem in by_stem:
         return by_stem[stem]
+    keys = sorted_keys if sorted_keys is not None else sorted(by_stem)
     for suffix in ("_mask", ".mask", "-mask"):
-        hits = sorted(k for k in by_stem if k.startswith(stem + suffix))
-        if hits:
-            return by_stem[hits[0]]
+        prefix = stem + suffix
+        i = bisect.bisect_left(keys, prefix)
+        if i < len(keys) and keys[i].startswith(prefix):
+            return by_stem[keys[i]]
     return None
 
 
@@ -121,27 +220,130 @@ def take_shard(items: list, shard: Optional[tuple[int, int]]) -> list:
     return items[i::n]
 
 
+def unknown_mask_message(mask: str, kinds: Iterable[str]) -> str:
+    """One line for a --mask that is no file, folder, glob match or kind."""
+    close = difflib.get_close_matches(mask, list(kinds), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return (f"--mask {mask}: no such mask file, folder or kind; {hint}give a mask file, a folder or glob of masks "
+            f"named like the images, or a kind ({', '.join(kinds)}; see 'repaint masks list')")
+
+
+def _file_id(path) -> Optional[tuple[int, int]]:
+    """(device, inode) of an existing file, None otherwise: equal for two names of one file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: bool, overwrite: bool = False,
               shard: Optional[tuple[int, int]] = None, stdin=None, recursive: bool = False,
-              out_ext: str = ".png") -> JobList:
-    images, ignored, errors = expand_inputs(inputs, stdin=stdin, recursive=recursive)
+              out_ext: str = ".png", side_suffixes: Iterable[str] = ()) -> JobList:
+    """Resolve inputs and masks into jobs; every problem that concerns the whole run goes in ``errors``.
+
+    ``side_suffixes``: the other files written per image (``_mask.png``, ``_concat.png``...),
+    appended to the output's stem; no output or side file may land on an input or mask file.
+    """
+    out_real = _real(out_dir)
+    mask_path = Path(mask)
+    mask_is_dir = not mask_is_kind and mask_path.is_dir()
+    mask_is_glob = not mask_is_kind and not mask_path.exists() and _has_glob(mask)
+    single_mask = None if mask_is_kind or mask_is_dir or mask_is_glob else mask_path
+    input_list = list(inputs)
+    # the mask source is an input source: then only files named like masks are masks
+    shared = ((mask_is_dir and any(Path(i).is_dir() and _real(i) == _real(mask) for i in input_list if i != "-"))
+              or (mask_is_glob and mask in input_list))
+    skip_dirs = [out_real] + ([_real(mask)] if mask_is_dir and not shared else [])
+    found, ignored, errors = _scan(input_list, stdin, recursive, skip_dirs)
     result = JobList(ignored=ignored, errors=errors)
-    by_stem_images: dict[str, list[Path]] = {}
-    for img in images:  # over all inputs, before sharding: twins in two shards would overwrite each other
-        by_stem_images.setdefault(img.stem, []).append(img)
-    images = take_shard(images, shard)
-    masks_by_stem = None if mask_is_kind else index_masks(mask)
-    single_mask = None
-    if not mask_is_kind and masks_by_stem is None:
-        single_mask = Path(mask)
-        if not single_mask.is_file():
-            result.errors.append(f"{mask}: mask not found; give a mask file, a folder of masks named like the images, "
-                                 f"a glob, or a mask kind (see 'repaint masks list')")
-            return result
-    for img in images:
-        stem = img.stem
-        job = Job(image=img, stem=stem, output=Path(out_dir) / f"{stem}{out_ext}")
-        twins = by_stem_images[stem]
+    if single_mask is not None and not single_mask.is_file():
+        result.errors.append(f"--mask {mask}: mask file not found; give a mask file, a folder of masks named like the "
+                             f"images, a glob, or a mask kind (see 'repaint masks list')")
+    masks_by_stem: Optional[dict[str, Path]] = None
+    if mask_is_dir or mask_is_glob:
+        masks_by_stem = index_masks(mask, recursive=recursive and mask_is_dir)
+        if shared:
+            masks_by_stem = {k: v for k, v in masks_by_stem.items() if is_mask_name(v)}
+        if not masks_by_stem:
+            what = ("no file named like a mask (<stem>_mask*.png) in it" if shared else
+                    "the pattern matches no file" if mask_is_glob else "no mask images in this folder")
+            result.errors.append(f"--mask {mask}: {what}; give the masks' folder or glob ({QUOTE_HINT})")
+    mask_real_of = {f: _real(f) for f in (masks_by_stem or {}).values()}  # resolved once: folders can be large
+    mask_reals = set(mask_real_of.values())
+    if single_mask is not None and single_mask.is_file():
+        mask_reals.add(_real(single_mask))
+
+    # sort the images out from the masks
+    images: dict[str, Found] = {}
+    left_out = 0
+    mask_folder = _real(single_mask.parent) if single_mask is not None and single_mask.is_file() else None
+    # inputs named on the command line both beside the mask and elsewhere: the shell's work on `--mask dir/*.png`
+    # (inputs that all share the mask's folder, as in `repaint inpaint photo.png --mask hole.png`, are fine)
+    split_around_mask = mask_folder is not None and len({_real(f.path.parent) == mask_folder
+                                                         for f in found if f.explicit}) == 2
+    for f in found:
+        r = _real(f.path)
+        if r in images:
+            continue
+        is_mask = r in mask_reals or (shared and is_mask_name(f.path))
+        if f.explicit and not mask_is_kind:
+            # named on the command line: an image, unless it looks like a mask
+            named_like_mask = is_mask_name(f.path)
+            is_single_mask = single_mask is not None and r in mask_reals
+            in_mask_folder = split_around_mask and _real(f.path.parent) == mask_folder
+            if is_single_mask or named_like_mask or in_mask_folder:
+                why = ("is the --mask file" if is_single_mask else
+                       "is named like a mask" if named_like_mask else
+                       f"lies in the folder of the --mask file {single_mask}")
+                result.errors.append(f"{f.path}: an input that {why}: was a --mask glob expanded by the shell? "
+                                     f"{QUOTE_HINT}; or move the mask out of the images' folder")
+                continue
+        elif is_mask:
+            left_out += 1
+            continue
+        images[r] = f
+    if masks_by_stem:  # an input is an image, so never a mask
+        masks_by_stem = {k: v for k, v in masks_by_stem.items() if mask_real_of[v] not in images}
+    mask_keys = sorted(masks_by_stem or {})
+    if left_out:
+        result.notes.append(f"{left_out} mask file(s) found among the inputs are used as masks, not inpainted")
+    if not images and not result.errors:
+        result.errors.append(f"no images to inpaint: every input is a mask of --mask {mask}; put masks in their own "
+                             f"folder, or name them <stem>_mask*.png beside their images and pass that folder as --mask"
+                             if left_out else "no images to inpaint: no input path given")
+    real_of = {id(f): r for r, f in images.items()}
+    ordered = sorted(images.values(), key=lambda f: str(f.path))
+
+    def output_of(f: Found) -> Path:
+        return Path(out_dir) / f.rel / f"{f.path.stem}{out_ext}"
+
+    def real_output(f: Found, suffix: str = out_ext) -> str:
+        # the resolved --out joined with the name: an output that is itself a link is caught by _file_id
+        return os.path.normpath(os.path.join(out_real, f.rel, f.path.stem + suffix))
+
+    # no output or side file on an input or mask (checked over all inputs, before sharding)
+    protected = set(images) | mask_reals
+    protected_ids = {i for i in map(_file_id, protected) if i is not None}  # hard links, case-insensitive names
+    for f in ordered:
+        out = output_of(f)
+        for suffix in [out_ext, *side_suffixes]:
+            target = out.with_name(out.stem + suffix)
+            if real_output(f, suffix) in protected or _file_id(target) in protected_ids:
+                result.errors.append(f"{target}: an output that would overwrite an input or mask file; "
+                                     f"choose another --out (inputs are never overwritten)")
+                break
+    if result.errors:
+        return result
+
+    by_output: dict[str, list[Path]] = {}
+    for f in ordered:  # over all inputs, before sharding: twins in two shards would overwrite each other
+        by_output.setdefault(real_output(f), []).append(f.path)
+    for f in take_shard(ordered, shard):
+        img = f.path
+        stem = f"{f.rel}/{img.stem}" if f.rel else img.stem
+        job = Job(image=img, stem=stem, output=output_of(f))
+        twins = by_output[real_output(f)]
         if len(twins) > 1:
             others = ", ".join(str(t) for t in twins if t != img)
             job.error = f"{img}: another input has the same name stem ({others}) and would write the same output; rename one or run them separately"
@@ -150,9 +352,12 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
         elif single_mask is not None:
             job.mask_file = single_mask
         else:
-            job.mask_file = mask_for_stem(stem, masks_by_stem)
+            job.mask_file = mask_for_stem(stem, masks_by_stem, mask_keys) or (
+                mask_for_stem(img.stem, masks_by_stem, mask_keys) if f.rel else None)
+            if job.mask_file is not None and mask_real_of.get(job.mask_file) == real_of[id(f)]:
+                job.mask_file = None  # never its own mask
             if job.mask_file is None:
-                job.error = f"{img}: no mask named {stem}.* (or {stem}_mask*) in {mask}; add one or pass --mask KIND to generate masks"
+                job.error = f"{img}: no mask named {img.stem}.* (or {img.stem}_mask*) in {mask}; add one or pass --mask KIND to generate masks"
         if job.error is None and job.output.exists() and not overwrite:
             result.skipped_done.append(job)
             continue
@@ -160,8 +365,20 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
     return result
 
 
-def check_out_dir(out_dir: Path) -> Optional[str]:
-    """A one-line problem with the output folder, or None (creates it when missing)."""
+def check_out_dir(out_dir: Path, create: bool = True) -> Optional[str]:
+    """A one-line problem with the output folder, or None (creates it when missing; with ``create=False``
+    only checks that it could be: its nearest existing parent is a writable folder)."""
+    if not create:
+        p = Path(os.path.abspath(out_dir))
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        if not p.is_dir():
+            return f"{out_dir}: cannot create the output folder ({p} is a file); choose another --out"
+        if not os.access(p, os.W_OK | os.X_OK):
+            what = "output folder is not writable" if p == Path(os.path.abspath(out_dir)) else \
+                f"cannot create the output folder ({p} is not writable)"
+            return f"{out_dir}: {what}; fix its permissions or choose another --out"
+        return None
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -5,6 +5,7 @@ code from inside them (``torch.load(weights_only=True)`` or safetensors).
 """
 from __future__ import annotations
 
+import difflib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 from .cards import DEFAULT_MODEL, ModelCard, find_card, list_cards, sha256_file  # noqa: F401 (re-exported)
 from .diffusion import Diffusion, diffusion_from_hparams
+from .schedule import JumpParams
 from .unet import ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel
 
 
@@ -22,12 +24,47 @@ class ModelError(Exception):
     """A one-line, user-facing problem with a model, card or checkpoint."""
 
 
-def read_conf(path_or_dict) -> dict:
-    """A RePaint conf (YAML path or dict) as a plain dict."""
+# Every top-level key that RePaint's own conf files (its 19 confs/*.yml) and code read: all are
+# accepted in a --config, those that mean nothing here (data, name, show_progress...) ignored.
+REPAINT_CONF_KEYS = frozenset("""
+    attention_resolutions channel_mult class_cond classifier_attention_resolutions classifier_depth
+    classifier_path classifier_pool classifier_resblock_updown classifier_scale classifier_use_fp16
+    classifier_use_scale_shift_norm classifier_width clip_denoised cond_y data debug device diffusion_steps
+    dropout eval_imswrite image_size inpa_inj_sched_prev inpa_inj_sched_prev_cumnoise inpa_inj_time_shift
+    latex_name learn_sigma lr_kernel_n_std method_name model_path n_jobs name noise_schedule num_channels
+    num_head_channels num_heads num_heads_upsample num_res_blocks num_samples predict_xstart
+    print_estimated_vars resblock_updown rescale_learned_sigmas rescale_timesteps respace_interpolate
+    schedule_jump_params show_progress timestep_respacing use_checkpoint use_ddim use_fp16 use_kl
+    use_new_attention_order use_scale_shift_norm use_value_logger
+""".split())
+# Ours: UNetConfig / ClassifierConfig fields that RePaint's confs leave at guided-diffusion's defaults.
+OWN_CONF_KEYS = frozenset({"in_channels", "num_classes", "classifier_channel_mult"})
+CONF_KEYS = REPAINT_CONF_KEYS | OWN_CONF_KEYS
+
+
+def check_conf_keys(conf: dict, where) -> None:
+    """Refuse a conf key that RePaint's code never reads: most likely a typo that would be silently ignored."""
+    jump = conf.get("schedule_jump_params")
+    for keys, known, prefix in ((conf, CONF_KEYS, ""),
+                                (jump if isinstance(jump, dict) else {}, JumpParams.__dataclass_fields__,
+                                 "schedule_jump_params.")):
+        for key in keys:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+                hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+                raise ModelError(f"{where}: unknown key '{prefix}{key}'; {hint}(RePaint's conf keys are accepted; "
+                                 f"a misspelled key would be ignored silently)")
+
+
+def read_conf(path_or_dict, check_keys: bool = False) -> dict:
+    """A RePaint conf (YAML path or dict) as a plain dict; ``check_keys`` refuses unknown top-level keys."""
     if path_or_dict is None:
         return {}
     if isinstance(path_or_dict, dict):
-        return dict(path_or_dict)
+        d = dict(path_or_dict)
+        if check_keys:
+            check_conf_keys(d, "config")
+        return d
     path = Path(path_or_dict)
     if not path.is_file():
         raise ModelError(f"{path}: config file not found")
@@ -37,6 +74,8 @@ def read_conf(path_or_dict) -> dict:
         raise ModelError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(d, dict):
         raise ModelError(f"{path}: expected a mapping of RePaint conf keys")
+    if check_keys:
+        check_conf_keys(d, path)
     return d
 
 

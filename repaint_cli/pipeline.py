@@ -3,6 +3,9 @@
 jobs -> load + fit -> batches -> sampler -> unfit + paste -> atomic writes.
 Bad input costs only its own image: each problem is one line naming the file
 and the fix, the rest of the run goes on, and the summary says what failed.
+Mistakes that concern the whole run (a missing input, a mask taken for an image,
+an output onto an input, an unknown conf key) stop it before the model loads
+(:func:`resolve_jobs`). Each output records what made it (``records.py``).
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ from . import imageio, masks
 from .diffusion import Diffusion, diffusion_from_hparams
 from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
 from .guidance import Guidance
-from .jobs import Job, check_out_dir, make_jobs, parse_shard
+from .jobs import Job, JobList, _has_glob, check_out_dir, make_jobs, parse_shard, unknown_mask_message
+from .cards import sha256_model
 from .models import LoadedModel, ModelError, load, load_classifier, read_conf
 from .noise import image_key, keys_tensor
+from .records import SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes
 from .sampler import Conditioning, StepInfo, repaint
 from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
 
@@ -72,6 +77,7 @@ class ImageResult:
     error: Optional[str] = None
     warnings: list = field(default_factory=list)
     label: Optional[int] = None  # the class of a class-conditional model
+    files: list = field(default_factory=list)  # every file of this image on disk: output, mask, concat, animation...
 
     def json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, [])})
@@ -140,12 +146,14 @@ class Setup:
     conf: dict  # the RePaint conf given with --config (empty without one), read once
 
 
-def setup(opts: InpaintOptions) -> Setup:
-    """Model, diffusion and jump schedule for a run (shared by inpaint and bench)."""
-    try:
-        conf = read_conf(opts.config)
-    except ModelError as e:
-        raise RunError(str(e)) from None
+def setup(opts: InpaintOptions, conf: Optional[dict] = None) -> Setup:
+    """Model, diffusion and jump schedule for a run (shared by inpaint and bench); ``conf``: the
+    --config already read (by :func:`resolve_jobs`), else it is read here."""
+    if conf is None:
+        try:
+            conf = read_conf(opts.config, check_keys=True)
+        except ModelError as e:
+            raise RunError(str(e)) from None
     try:
         device = pick_device(opts.engine.device)
     except RuntimeError as e:
@@ -217,6 +225,13 @@ def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
 
 class BatchHook:
     """Extra work per batch (frames, concat sheets): a step callback and a finish call."""
+
+    side_suffixes: tuple = ()  # files written per image: the output's stem + each suffix (e.g. '_concat.png')
+    from_disk: bool = False  # finish() needs only the input, mask and output: it can run for finished images
+
+    def files_for(self, job: Job) -> list[Path]:
+        """The files (or folders) this hook writes for one image."""
+        return [job.output.with_name(job.output.stem + s) for s in self.side_suffixes]
 
     def step_callback(self, batch: list[Prepared]) -> Optional[Callable[[StepInfo], None]]:
         return None
@@ -301,25 +316,185 @@ def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
         raise RunError(str(e)) from None
 
 
+# ----------------------------------------------------------------------------- before the model loads
+
+def side_suffixes(opts: InpaintOptions) -> list[str]:
+    """The files written beside each output, as suffixes of its stem."""
+    return (["_mask.png"] if opts.save_mask else []) + [s for h in opts.extras for s in h.side_suffixes]
+
+
+def mask_output(job: Job) -> Path:
+    """Where --save-mask writes an image's mask (beside its output)."""
+    return job.output.with_name(f"{job.output.stem}_mask.png")
+
+
+def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Reporter] = None) -> tuple[dict, JobList]:
+    """(the --config read, the jobs): every check that needs no model, done before it loads and before
+    --out is created. Raises RunError (one line) for run-wide problems."""
+    try:
+        parse_shard(opts.shard)
+        if opts.mask_convention not in ("keep", "hole"):
+            raise ValueError(f"--mask-convention {opts.mask_convention}: use keep (white = keep) or hole (white = hole)")
+        conf = read_conf(opts.config, check_keys=True)
+    except (ValueError, ModelError) as e:
+        raise RunError(str(e)) from None
+    is_kind = _mask_is_kind(opts.mask)
+    if is_kind:
+        try:
+            masks.load_preset(opts.mask)
+        except (masks.MaskError, OSError, ValueError) as e:
+            raise RunError(f"--mask {opts.mask}: {e}") from None
+        if int(opts.seed) < 0:
+            raise RunError(f"--seed {opts.seed}: generated masks need a seed of 0 or more")
+    elif not Path(opts.mask).exists() and not _has_glob(opts.mask):
+        raise RunError(unknown_mask_message(opts.mask, list(masks.MASK_KINDS)))
+    joblist = make_jobs(inputs, opts.mask, Path(opts.out_dir), mask_is_kind=is_kind, overwrite=opts.overwrite,
+                        shard=parse_shard(opts.shard), stdin=stdin, recursive=opts.recursive,
+                        side_suffixes=side_suffixes(opts))
+    if joblist.errors:
+        for message in joblist.errors[1:]:
+            (reporter or Reporter()).log(message, "error")
+        more = f" (and {len(joblist.errors) - 1} more problem(s), above)" if len(joblist.errors) > 1 else ""
+        raise RunError(joblist.errors[0] + more)
+    return conf, joblist
+
+
+def describe_masks(opts: InpaintOptions) -> str:
+    """The run's first log line: where masks come from and how they are read."""
+    conv = {"keep": "white = keep, black = hole", "hole": "white = hole, black = keep"}[opts.mask_convention]
+    m = opts.mask
+    if _mask_is_kind(m):
+        return (f"masks: generated '{m}' per image (from --seed {opts.seed} and the file name); "
+                f"--save-mask writes them with --mask-convention {opts.mask_convention} ({conv})")
+    p = Path(m)
+    what = ("a folder, paired by file stem (or <stem>_mask*)" if p.is_dir() else
+            "one mask for every image" if p.is_file() else "a glob, paired by file stem (or <stem>_mask*)")
+    return f"masks: {m} ({what}), read with --mask-convention {opts.mask_convention} ({conv})"
+
+
+# ----------------------------------------------------------------------------- what made an output
+
+def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance]) -> dict:
+    """What every output of this run is made with (the model's sha256: its card's, else hashed once here)."""
+    from . import __version__
+
+    card = st.loaded.card
+    settings = {
+        "model": card.name if card else st.loaded.path.name,
+        "model_sha256": (card.sha256 if card and card.sha256 else sha256_model(st.loaded.path)),
+        "schedule": st.jump.as_dict(), "preset": opts.preset, "seed": int(opts.seed),
+        "mask_convention": opts.mask_convention, "fit": opts.fit, "context": float(opts.context),
+        "paste": bool(opts.paste), "device": st.device.type, "version": __version__,
+    }
+    if guidance is not None:
+        settings.update(class_label=opts.class_label, classifier_scale=guidance.scale)
+    return settings
+
+
+def upscale_warning(item: "Prepared") -> Optional[str]:
+    """One line when the region generated at the model's size is enlarged to fit the image."""
+    plan = item.plan
+    if plan.padded <= plan.S:
+        return None
+    hole = ~item.keep
+    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    h, w = (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) if rows.size else item.keep.shape
+    return (f"hole region {w}x{h} generated at {plan.S} px, upscaled {plan.padded / plan.S:.1f}x "
+            f"(first: {item.job.image}): use a model trained at a larger size")
+
+
+def files_on_disk(job: Job, opts: InpaintOptions) -> list[str]:
+    """The files of one image that this run asks for and that exist: output, mask, concat, animation, frames."""
+    paths = [job.output] + ([mask_output(job)] if opts.save_mask else []) + [p for h in opts.extras for p in h.files_for(job)]
+    return [str(p) for p in paths if p.exists()]
+
+
+def extras_from_disk(job: Job, opts: InpaintOptions, S: int) -> list[str]:
+    """Make the missing --save-mask / --concat files of a finished image from its input, mask and output;
+    returns warnings."""
+    hooks = [h for h in opts.extras if h.from_disk and any(not p.exists() for p in h.files_for(job))]
+    need_mask = opts.save_mask and not mask_output(job).exists()
+    if not hooks and not need_mask:
+        return []
+    warnings: list[str] = []
+    try:
+        item = prepare(job, opts, S)
+        out = imageio.read_image(job.output)
+        if out.rgb.shape != item.image.rgb.shape:
+            raise imageio.InputError(f"{job.output}: another size than its input")
+        if need_mask:
+            mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
+            imageio.write_image_atomic(mask_output(job), mask_img, None, gray=True)
+        for hook in hooks:
+            hook.finish(item, None, out.rgb, lambda fn, *a, **k: warnings.extend(fn(*a, **k) or []))
+    except (imageio.InputError, OSError) as e:
+        return [f"{job.image}: --save-mask/--concat not made from the finished output ({e}); --overwrite redoes it"]
+    return warnings
+
+
+def skip_finished(jobs: list[Job], opts: InpaintOptions, S: int, settings: dict, hashes: dict,
+                  reporter: Reporter, record: Callable[[ImageResult], None]) -> None:
+    """Outputs that exist (no --overwrite) are kept, never redone silently: say how many were made with other
+    settings (and which) or with unknown ones; make the extras asked for that need no sampling from the files
+    on disk, and name those that do."""
+    if not jobs:
+        return
+    differ, unknown, not_sampled, seen = 0, 0, 0, []
+    for job in jobs:
+        old = recorded_settings(job.output)
+        changes = settings_changes(old, job_settings(settings, job, hashes)) if old is not None else []
+        if old is None:
+            unknown += 1
+            warns = ["output exists, with no recorded settings; --overwrite redoes it"]
+        elif changes:
+            differ += 1
+            seen += [c for c in changes if c not in seen]
+            warns = [f"output exists, made with other settings ({'; '.join(changes)}); --overwrite redoes it"]
+        else:
+            warns = ["output exists; --overwrite redoes it"]
+        if not changes:  # made as this run would (or unknown): the extras can come from the files on disk
+            for w in extras_from_disk(job, opts, S):
+                reporter.log(w, "warning")
+                warns.append(w)
+        if any(not p.exists() for h in opts.extras if not h.from_disk for p in h.files_for(job)):
+            not_sampled += 1
+        record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), str(job.output), opts.seed,
+                           "skipped", warnings=warns, files=files_on_disk(job, opts)))
+    reporter.log(f"skipping {len(jobs)} image(s) whose outputs exist (--overwrite redoes them)")
+    if differ:
+        shown = "; ".join(seen[:4]) + ("; ..." if len(seen) > 4 else "")
+        extras = ", without the --save-mask/--concat files asked for" if opts.save_mask or any(
+            h.from_disk for h in opts.extras) else ""
+        reporter.log(f"{differ} existing output(s) were made with other settings ({shown}): kept as they are{extras}; "
+                     f"--overwrite redoes them", "warning")
+    if unknown:
+        reporter.log(f"{unknown} existing output(s) have no recorded settings (made by an older repaint, or not by "
+                     f"repaint): kept as they are; --overwrite redoes them", "warning")
+    if not_sampled:
+        reporter.log(f"--frames/--animate need the sampling again: not made for {not_sampled} finished image(s); "
+                     f"--overwrite redoes them", "warning")
+
+
 def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
             stop: Optional[StopFlag] = None) -> RunSummary:
     """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
     t_start = time.time()
     reporter = reporter or Reporter()
     stop = stop or StopFlag()
-    st = setup(opts)
+    # everything that can be checked without the model first: a mistake costs no model load and no --out folder
+    conf, joblist = resolve_jobs(inputs, opts, stdin, reporter)
+    reporter.log(describe_masks(opts))
+    problem = check_out_dir(Path(opts.out_dir), create=False)
+    if problem:
+        raise RunError(problem)
+    st = setup(opts, conf)
     guidance = make_guidance(st, opts)
     S = st.loaded.model.cfg.image_size
-    try:
-        shard = parse_shard(opts.shard)
-    except ValueError as e:
-        raise RunError(str(e)) from None
     problem = check_out_dir(Path(opts.out_dir))
     if problem:
         raise RunError(problem)
-    is_kind = _mask_is_kind(opts.mask)
-    joblist = make_jobs(inputs, opts.mask, Path(opts.out_dir), mask_is_kind=is_kind, overwrite=opts.overwrite,
-                        shard=shard, stdin=stdin, recursive=opts.recursive)
+    settings = run_settings(st, opts, guidance)
+    mask_hashes: dict = {}
     summary = RunSummary()
     manifest = open(opts.manifest, "a", encoding="utf-8") if opts.manifest else None
 
@@ -338,14 +513,9 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
 
     for note in joblist.ignored:
         reporter.log(note, "warning")
-    for err in joblist.errors:
-        reporter.log(err, "error")
-        summary.failed += 1
-    for job in joblist.skipped_done:
-        record(ImageResult(str(job.image), None, str(job.output), opts.seed, "skipped",
-                           warnings=["output exists; pass --overwrite to redo"]))
-    if joblist.skipped_done:
-        reporter.log(f"skipping {len(joblist.skipped_done)} image(s) whose outputs exist (--overwrite to redo)")
+    for note in joblist.notes:
+        reporter.log(note)
+    skip_finished(joblist.skipped_done, opts, S, settings, mask_hashes, reporter, record)
 
     summ = schedule_summary(st.times)
     model = prepare_model(st.loaded.model, st.device, opts.engine)
@@ -364,15 +534,23 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
         record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, opts.seed, "failed",
                            error=message))
 
+    upscale_warned: list = []
+
     def prepared_items() -> Iterator[Prepared]:
         for job in joblist.jobs:
             if job.error:
                 fail(job, job.error)
                 continue
             try:
-                yield prepare(job, opts, S)
+                item = prepare(job, opts, S)
             except imageio.InputError as e:
                 fail(job, str(e))
+                continue
+            note = None if upscale_warned else upscale_warning(item)
+            if note:
+                upscale_warned.append(note)  # once per run
+                reporter.log(note, "warning")
+            yield item
 
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repaint-writer")
     pending: list[tuple[Prepared, float, list[Future]]] = []
@@ -396,7 +574,8 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                 reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w, "warning")
             record(ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
                                round(secs, 3), warnings=warns,
-                               label=guidance.label_for(item.job.stem) if guidance else None))
+                               label=guidance.label_for(item.job.stem) if guidance else None,
+                               files=files_on_disk(item.job, opts)))
 
     model_fp32 = None
     graph_cache: dict = {}  # one CUDA graph capture per batch shape, reused across batches
@@ -434,10 +613,11 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
             secs = (time.time() - t0) / len(batch)
             for item, sample in zip(batch, samples):
                 out_rgb = imageio.unfit(item.plan, sample, item.image.rgb, item.keep, paste=opts.paste)
+                text = {SETTINGS_KEY: json.dumps(job_settings(settings, item.job, mask_hashes), separators=(",", ":"))}
                 futs = [writer.submit(imageio.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
-                                      gray=item.image.gray)]
+                                      gray=item.image.gray, text=text)]
                 if opts.save_mask:
-                    mask_out = item.job.output.with_name(f"{item.job.stem}_mask.png")
+                    mask_out = mask_output(item.job)
                     mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
                     futs.append(writer.submit(imageio.write_image_atomic, mask_out,
                                               np.repeat(mask_img[..., None], 3, axis=2), None, gray=True))
@@ -454,5 +634,10 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
         writer.shutdown(wait=True)
         if manifest is not None:
             manifest.close()
+        if summary.done:  # a run that wrote nothing leaves nothing
+            append_run_record(Path(opts.out_dir), {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "mask": opts.mask,
+                "shard": opts.shard, "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
+                "interrupted": summary.interrupted})
     summary.seconds = time.time() - t_start
     return summary

@@ -41,7 +41,7 @@ def test_shard_runs_equal_one_run_and_manifests_merge(imgs, small_checkpoint, tm
         r = runner.invoke(app, args(small_checkpoint, sharded, imgs, "--shard", f"{i}/2",
                                                  "--manifest", tmp_path / f"m{i}.jsonl"))
         assert r.exit_code == 0, r.output
-    assert {p.name: p.read_bytes() for p in whole.iterdir()} == {p.name: p.read_bytes() for p in sharded.iterdir()}
+    assert {p.name: p.read_bytes() for p in whole.glob("*.png")} == {p.name: p.read_bytes() for p in sharded.glob("*.png")}
     recs = merge_manifests([tmp_path / "m0.jsonl", tmp_path / "m1.jsonl"])
     assert [r["status"] for r in recs] == ["done"] * 5
     assert {"input", "mask", "seed", "output", "status", "seconds"} <= set(recs[0])
@@ -69,5 +69,5 @@ def test_torchrun_two_processes_gloo(imgs, small_checkpoint, tmp_path):
             for l in f.read_text().splitlines()]
     inputs = [r["input"] for r in recs]
     assert sorted(inputs) == sorted(str(p) for p in imgs.iterdir()) and len(set(inputs)) == 5  # exactly once
-    assert {p.name: p.read_bytes() for p in single.iterdir()} == {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {p.name: p.read_bytes() for p in single.glob("*.png")} == {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert "over 2 ranks" in p.stderr and "done 5" in p.stderr

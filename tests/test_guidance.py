@@ -42,7 +42,7 @@ def run(cond_setup, out, **kw):
                           preset="draft", out_dir=tmp / out, batch_size=3, **kw)
     summary = inpaint([str(imgs)], opts)
     assert summary.failed == 0, summary.results
-    return {p.name: np.asarray(__import__("PIL.Image").Image.open(p)) for p in sorted((tmp / out).iterdir())}
+    return {p.name: np.asarray(__import__("PIL.Image").Image.open(p)) for p in sorted((tmp / out).glob("*.png"))}
 
 
 def test_class_names_and_parsing():
