@@ -88,8 +88,8 @@ def test_same_bytes_at_batch_size_1_and_2(tmp_path, images):
         r = runner.invoke(app, ["inpaint", str(images), "--model", str(folder), "--preset", "draft", "--mask", "box",
                                 "--out", str(out), "--quiet", "--batch-size", str(bs)])
         assert r.exit_code == 0, r.output
-        outs.append({p.name: p.read_bytes() for p in out.iterdir()})
-    assert outs[0] == outs[1]
+        outs.append({p.name: p.read_bytes() for p in out.glob("*.png")})
+    assert len(outs[0]) == 2 and outs[0] == outs[1]
 
 
 @pytest.mark.parametrize("name,start,end", SCHEDULES)
