@@ -131,7 +131,8 @@ def low_precision_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch
     casting fp32 weights on every call (autocast casts conv and linear weights to
     ``dtype`` anyway), without the per-call cast. The copy is built on the host and
     moved once, so the device never holds the fp32 and the low-precision weights
-    at the same time; ``model`` (the fp32 master for the NaN retry) is untouched.
+    at the same time; ``model``, the fp32 master for the NaN retry, keeps its fp32
+    weights (and is moved to the host if it was elsewhere).
     """
     host = torch.device("cpu")
     source = model.to(host) if next(model.parameters()).device.type != "meta" else model
