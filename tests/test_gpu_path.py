@@ -280,3 +280,85 @@ def test_one_reverse_and_undo_step_of_the_device_path_touch_no_cpu_tensor_and_ne
     assert watch.ops > 100  # the whole UNet ran under the watch
     assert watch.host_tensors == [] and watch.syncs == []
     assert x.device == meta and x.shape == (2, 3, 16, 16)
+
+
+# ----------------------------------------------------------------------------- the capture's control flow
+
+
+class FakeCuda:
+    """Just enough of torch.cuda for _cuda_capture's control flow on the CPU: which stream is current,
+    and a graph whose capture_end can raise or warn as PyTorch's does."""
+
+    def __init__(self, monkeypatch, end_raises=None, end_warns=None):
+        self.current = "default"
+        self.mode = None
+        fake = self
+
+        class Stream:
+            def __init__(self, device=None):
+                self.name = "capture"
+
+            def wait_stream(self, other):
+                pass
+
+        class StreamContext:
+            def __init__(self, stream):
+                self.stream, self.prev = stream, None
+
+            def __enter__(self):
+                self.prev, fake.current = fake.current, self.stream.name
+
+            def __exit__(self, *exc):
+                fake.current = self.prev
+
+        class Graph:
+            def capture_begin(self, pool=None, capture_error_mode="global"):
+                fake.mode = capture_error_mode
+
+            def capture_end(self):
+                import warnings
+
+                if end_warns:
+                    warnings.warn(end_warns)
+                if end_raises:
+                    raise end_raises
+
+        default = Stream()
+        default.name = "default"
+        monkeypatch.setattr(torch.cuda, "Stream", Stream)
+        monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: default)
+
+
+def test_capture_end_raising_restores_the_stream(monkeypatch):
+    from repaint_cli.engine import _cuda_capture
+
+    cuda = FakeCuda(monkeypatch, end_raises=RuntimeError("CUDA error: operation not permitted when stream is capturing"))
+    with pytest.raises(RuntimeError, match="not permitted"):
+        _cuda_capture(lambda: (torch.zeros(2),))
+    assert cuda.current == "default"  # the eager fallback will not run on the dead capture stream
+    assert cuda.mode == "thread_local"  # the writer thread's CUDA calls cannot invalidate the capture
+
+    cuda = FakeCuda(monkeypatch)
+    with pytest.raises(ValueError):
+        _cuda_capture(lambda: (_ for _ in ()).throw(ValueError("an op failed during capture")))
+    assert cuda.current == "default"
+
+
+def test_an_empty_graph_warning_is_a_failure_even_under_the_clis_warning_filter(monkeypatch):
+    import warnings
+
+    from repaint_cli.engine import _cuda_capture
+
+    FakeCuda(monkeypatch, end_warns="The CUDA Graph is empty. This usually means that the graph was attempted "
+                                    "to be captured on wrong device or stream.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what the CLI does to library warnings
+        with pytest.raises(CaptureProblem, match="Graph is empty"):
+            _cuda_capture(lambda: (torch.zeros(2),))
+        FakeCuda(monkeypatch, end_warns="some harmless note")
+        graph, outs, notes = _cuda_capture(lambda: (torch.ones(2),))
+    assert notes == ["some harmless note"] and torch.equal(outs[0], torch.ones(2))
