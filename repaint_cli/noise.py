@@ -52,10 +52,11 @@ def keys_tensor(keys, device=None) -> torch.Tensor:
 
 
 def uniform_pairs(keys: torch.Tensor, counter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The integer part of a draw: (B, N, 2) float32 uniforms in (0, 1), the Box-Muller pair of each element.
+    """The integer part of a draw: (B, 2, N) float32 uniforms in (0, 1), the Box-Muller pair of each element.
 
     Element ``i`` hashes the two counters ``2i`` and ``2i + 1``; both go through
-    one pass over a (B, N, 2) tensor, half the kernels of two passes over (B, N).
+    one pass over a (B, 2, N) tensor, half the kernels of two passes over (B, N);
+    each of the pair's (B, N) halves stays contiguous in N, as the two tensors were.
     Everything here is exact (integers below 2**48 in int64, and 24-bit integers
     scaled by a power of two in float32), so a compiled, fused version of this
     function gives the same bits as this one on any device.
@@ -63,19 +64,19 @@ def uniform_pairs(keys: torch.Tensor, counter: torch.Tensor, index: torch.Tensor
     counter = counter.to(keys.device)
     k = mix32(keys[:, 0] ^ mix32((keys[:, 1] ^ mix32(counter & _M32)) & _M32))
     k2 = mix32(k ^ 0x9E3779B9)
-    pairs = torch.stack((index << 1, (index << 1) | 1), dim=-1)  # (N, 2)
+    pairs = torch.stack((index << 1, (index << 1) | 1))  # (2, N)
     bits = mix32(mix32(pairs[None] ^ k[:, None, None]) ^ k2[:, None, None])
     # 24 random bits -> uniforms in (0, 1), exact in float32
     return ((bits >> 8).float() + 0.5) * (1.0 / 16777216.0)
 
 
 def box_muller(u: torch.Tensor) -> torch.Tensor:
-    """Standard normals from (..., 2) uniforms: sqrt(-2 log u1) cos(2 pi u2), in plain float32 tensor ops.
+    """Standard normals from (B, 2, N) uniforms: sqrt(-2 log u1) cos(2 pi u2), in plain float32 tensor ops.
 
     Kept out of the fused part: a compiler may use other log/cos approximations
     than PyTorch's kernels, which would change the noise in its last bits.
     """
-    u1, u2 = u[..., 0], u[..., 1]
+    u1, u2 = u[:, 0], u[:, 1]
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
 
 
