@@ -280,6 +280,11 @@ def test_one_reverse_and_undo_step_of_the_device_path_touch_no_cpu_tensor_and_ne
     assert watch.ops > 100  # the whole UNet ran under the watch
     assert watch.host_tensors == [] and watch.syncs == []
     assert x.device == meta and x.shape == (2, 3, 16, 16)
+    # and the sampler's loop around the steps: a schedule with reverse and undo steps, start to end
+    times = jump_schedule(JumpParams(t_T=10, jump_length=3, jump_n_sample=2))
+    with torch.no_grad(), Watch() as loop_watch:
+        out = repaint(model, cond, times, None, runner)
+    assert loop_watch.host_tensors == [] and loop_watch.syncs == [] and out.device == meta
 
 
 # ----------------------------------------------------------------------------- the capture's control flow
