@@ -17,7 +17,7 @@ TORCH_CPU = torch==2.13.0
 TRAIN_THREADS ?= 1
 TRAIN_STEPS ?= 100000
 
-.PHONY: install demo test wheel default-model emoji-data bench quality readme-pictures clean
+.PHONY: install demo test wheel default-model emoji-data bench bench-gpu quality readme-pictures clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -58,6 +58,12 @@ default-model: install emoji-data
 
 bench: install
 	$(PY) benchmarks/speed.py --threads 2 --batch-sizes 1 4 8 --repeats 2 --unet-repeats 20 --cli 8
+
+# The GPU table: the 256 px architecture with random weights at batch 1, 4 and 16; UNet alone (the bound),
+# eager fp32, eager fp16, CUDA graphs fp16, the share outside the UNet, and any fallback (benchmarks/speed.py).
+bench-gpu: install
+	$(PY) benchmarks/speed.py --device cuda --batch-sizes 1 4 16 --t-T 20 --jump-length 5 --jump-n-sample 2 \
+		--repeats 2 --unet-repeats 10 --json-out benchmarks/gpu-table.json
 
 quality: install emoji-data
 	$(PY) benchmarks/quality.py --kinds thick thin genhalf --section quality-random

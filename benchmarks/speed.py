@@ -8,6 +8,14 @@ loop of ``repaint_cli.plain`` (coefficients gathered per step, no fusion).
     python benchmarks/speed.py                       # tiny fixture, t_T 50 / 5 / 2
     python benchmarks/speed.py --batch-sizes 1 4 8 --threads 2 --channels-last
     python benchmarks/speed.py --model emoji32 --preset paper
+    python benchmarks/speed.py --device cuda         # the GPU table (make bench-gpu), see run_engine_table
+
+With ``--device cuda`` and no ``--model`` it prints the engine table instead:
+the 256 px architecture of the paper's checkpoints with random weights (no
+checkpoint needed) at batch 1, 4 and 16, per image and UNet call: the UNet
+alone (the bound), the engine eager fp32, eager fp16 and CUDA graphs fp16, and
+the share of each run's time spent outside the UNet; plus anything the engine
+fell back from (a capture that failed or did not match eager, the unfused noise).
 """
 from __future__ import annotations
 
@@ -27,13 +35,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from repaint_cli.engine import EngineOptions, make_steps, pick_device, prepare_model  # noqa: E402
+from repaint_cli.engine import EngineOptions, GraphCache, make_steps, pick_device, prepare_model  # noqa: E402
 from repaint_cli.models import load  # noqa: E402
 from repaint_cli.noise import image_key, keys_tensor  # noqa: E402
 from repaint_cli.plain import paper_attention, plain_repaint  # noqa: E402
 from repaint_cli.sampler import Conditioning, repaint  # noqa: E402
 from repaint_cli.diffusion import Diffusion  # noqa: E402
 from repaint_cli.schedule import JumpParams, PRESETS, jump_schedule, schedule_summary  # noqa: E402
+from repaint_cli.unet import UNetConfig, UNetModel  # noqa: E402
 
 TINY = ROOT.parent / "shared" / "fixtures" / "guided_diffusion"
 
@@ -138,6 +147,89 @@ def run(args) -> dict:
     }
 
 
+# The architecture of celeba256 / places256 / OpenAI's 256x256_diffusion (552M parameters).
+ARCH_256 = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8",
+                num_head_channels=64, resblock_updown=True, use_scale_shift_norm=True, learn_sigma=True)
+# A small one of the same family, to try the table's code on a CPU (--arch small).
+ARCH_SMALL = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
+                  num_heads=2, num_head_channels=-1, resblock_updown=True, use_scale_shift_norm=True, learn_sigma=True)
+ENGINE_VARIANTS = (("eager fp32", "fp32", False), ("eager fp16", "fp16", False), ("graphs fp16", "fp16", True))
+
+
+def run_engine_table(args) -> dict:
+    """The GPU table: UNet-only bound vs the engine's three variants, per image and UNet call."""
+    import warnings
+
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    master = UNetModel(UNetConfig(**(ARCH_256 if args.arch == "256" else ARCH_SMALL))).eval().requires_grad_(False)
+    S = master.cfg.image_size
+    jp = JumpParams(t_T=args.t_T, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample)
+    times = jump_schedule(jp)
+    calls = schedule_summary(times)["unet_calls"]
+    diffusion = Diffusion.create(1000, "linear", str(jp.t_T))
+    notes: list[str] = []
+    rows = []
+    for bs in args.batch_sizes:
+        g = torch.Generator().manual_seed(0)
+        gt = (torch.rand((bs, 3, S, S), generator=g) * 2 - 1).to(device)
+        keep = (torch.rand((bs, 1, S, S), generator=g) > 0.5).to(device)
+        keys = keys_tensor([image_key(0, f"b{i}") for i in range(bs)], device)
+        t = torch.full((bs,), 500, device=device)
+        row = {"batch": bs, "unet_calls_per_image": calls}
+        for name, precision, graphs in ENGINE_VARIANTS:
+            opts = EngineOptions(device=str(device), precision=precision, cuda_graphs=graphs,
+                                 channels_last=args.channels_last, threads=args.threads)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = prepare_model(master, device, opts)
+                unet_s = time_unet(model, gt, t, device, args.unet_repeats)
+                cond = Conditioning(gt, keep, keys, diffusion.coefficients(device),
+                                    noise_index=torch.arange(gt[0].numel(), device=device))
+                cache = GraphCache()
+
+                def once():
+                    steps = make_steps(model, cond, opts, lambda m, level="info": notes.append(f"{name} batch {bs}: {m}"),
+                                       cache)
+                    sync(device)
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        repaint(model, cond, times, None, steps)
+                    sync(device)
+                    return time.perf_counter() - t0
+
+                once()  # warm-up: capture, algorithm choice, the fused noise compile
+                wall = min(once() for _ in range(args.repeats))
+            notes += [f"{name} batch {bs}: {w.message}" for w in caught]
+            per_call = wall / (calls * bs)
+            row[name] = {"s_per_image_call": round(per_call, 6), "unet_only_s_per_image_call": round(unet_s / bs, 6),
+                         "outside_unet_share": round(max(0.0, 1 - calls * unet_s / wall), 4),
+                         "wall_s": round(wall, 3),
+                         "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                         if device.type == "cuda" else round(peak_rss_mb(), 1)}
+            del model, cache
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+        row["bound_s_per_image_call"] = row["graphs fp16"]["unet_only_s_per_image_call"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{args.arch} px architecture, random weights, t_T {jp.t_T} / {jp.jump_length} / {jp.jump_n_sample} "
+          f"({calls} UNet calls per image), {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")
+    print("| batch | UNet alone fp16 (bound) | eager fp32 | eager fp16 | graphs fp16 | outside the UNet (fp32 / fp16 / graphs) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        ms = [f"{1000 * r[n]['s_per_image_call']:.2f} ms" for n, _, _ in ENGINE_VARIANTS]
+        share = " / ".join(f"{100 * r[n]['outside_unet_share']:.1f}%" for n, _, _ in ENGINE_VARIANTS)
+        print(f"| {r['batch']} | {1000 * r['bound_s_per_image_call']:.2f} ms | {' | '.join(ms)} | {share} |")
+    for note in dict.fromkeys(notes):  # what the engine fell back from, each once
+        print(f"note: {note}")
+    if not notes:
+        print("note: no fallback: every capture matched eager, the fused noise draw was used where on CUDA")
+    return {"date": datetime.date.today().isoformat(), "device": str(device), "arch": args.arch,
+            "schedule": jp.as_dict(), "rows": rows, "notes": list(dict.fromkeys(notes))}
+
+
 def run_cli(args) -> list[dict]:
     """The whole command timed: `repaint inpaint` on N generated images, per batch size."""
     import subprocess
@@ -189,7 +281,15 @@ def main(argv=None):
     p.add_argument("--unet-repeats", type=int, default=20)
     p.add_argument("--cli", type=int, default=0, help="Also time the whole command on this many images")
     p.add_argument("--json-out", help="Write the result as JSON here")
+    p.add_argument("--engine-table", action="store_true",
+                   help="The GPU table (default with --device cuda and no --model); on a CPU with --arch small")
+    p.add_argument("--arch", choices=["256", "small"], default="256", help="Architecture of the engine table")
     args = p.parse_args(argv)
+    if args.engine_table or (args.device.startswith("cuda") and args.model is None):
+        result = run_engine_table(args)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, indent=1))
+        return
     result = run(args)
     if args.cli:
         result["cli"] = run_cli(args)

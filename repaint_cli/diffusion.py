@@ -125,6 +125,10 @@ class Diffusion:
         ac = torch.cumprod(a, 0)
         ac_prev = torch.cat([torch.ones(1, dtype=F64), ac[:-1]])
         post_var = b * (1 - ac_prev) / (1 - ac)
+        # the variance is 0 at t=0; log of the next one stands in, as guided-diffusion does. A one-step
+        # schedule has no next one (guided-diffusion raises): beta_0 stands in, so every array keeps one
+        # entry per step (a step at t=0 adds no noise either way)
+        after_0 = post_var[1:2] if len(b) > 1 else b[0:1]
         return {
             "betas": b,
             "alphas_cumprod": ac,
@@ -134,13 +138,12 @@ class Diffusion:
             "sqrt_recip_alphas_cumprod": (1 / ac).sqrt(),
             "sqrt_recipm1_alphas_cumprod": (1 / ac - 1).sqrt(),
             "posterior_variance": post_var,
-            # the variance is 0 at t=0; log of the next one stands in, as guided-diffusion does
-            "posterior_log_variance_clipped": torch.log(torch.cat([post_var[1:2], post_var[1:]])),
+            "posterior_log_variance_clipped": torch.log(torch.cat([after_0, post_var[1:]])),
             "posterior_mean_coef1": b * ac_prev.sqrt() / (1 - ac),
             "posterior_mean_coef2": (1 - ac_prev) * a.sqrt() / (1 - ac),
             "log_betas": b.log(),
             # guided-diffusion's FIXED_LARGE variance, for models without learned sigma
-            "fixed_log_variance": torch.log(torch.cat([post_var[1:2], b[1:]])),
+            "fixed_log_variance": torch.log(torch.cat([after_0, b[1:]])),
             # x0 = x0_from_x * x_t + x0_from_out * model output, for what the model predicts
             **_x0_coefficients(self.prediction_type, ac),
         }

@@ -4,17 +4,27 @@ Work is split by the sorted input list only, and every image's result depends
 only on (image, mask, model, schedule, seed), so any split gives the same bytes.
 Under torchrun each rank takes its shard from RANK/WORLD_SIZE, binds to GPU
 LOCAL_RANK when there is one, and rank 0 prints the combined summary.
+
+The ranks exchange nothing but that summary, a few Python objects at the very
+end, so the process group is gloo (CPU sockets) with a long timeout, also on
+GPUs: over nccl its watchdog (10 minutes) would abort the whole job when one
+rank finishes its shard more than 10 minutes before the slowest.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
 import torch.distributed as tdist
+
+
+# How long a rank that has finished waits for the others at the end (uneven shards, reruns, retries).
+SUMMARY_TIMEOUT = timedelta(days=7)
 
 
 @dataclass
@@ -38,33 +48,45 @@ def from_env() -> Rank:
 
 
 def init(rank: Rank, device: str = "auto") -> str:
-    """Join the process group (gloo on CPU, nccl on CUDA); returns the device this rank uses."""
+    """Join the process group (gloo, long timeout: see above); returns the device this rank uses."""
     use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
     if rank.world <= 1:
         return device
-    if use_cuda:  # bind first, so NCCL sets up on this rank's own GPU
-        torch.cuda.set_device(rank.local_rank)
-        if not tdist.is_initialized():
-            tdist.init_process_group("nccl", device_id=torch.device("cuda", rank.local_rank))
-        return f"cuda:{rank.local_rank}"
     if not tdist.is_initialized():
-        tdist.init_process_group("gloo")
+        tdist.init_process_group("gloo", timeout=SUMMARY_TIMEOUT)
+    if use_cuda:  # this rank's own GPU, also as the current device (CUDA graphs capture on it)
+        torch.cuda.set_device(rank.local_rank)
+        return f"cuda:{rank.local_rank}"
     return device
 
 
+_object_group = None  # a gloo group for Python objects when someone else set up an nccl default group
+
+
+def _objects_group():
+    global _object_group
+    if tdist.get_backend() == "gloo":
+        return None  # the default group
+    if _object_group is None:
+        _object_group = tdist.new_group(backend="gloo", timeout=SUMMARY_TIMEOUT)
+    return _object_group
+
+
 def gather(obj, rank: Rank) -> list:
-    """Every rank's object on every rank (a list of one where there is no process group)."""
+    """Every rank's object on every rank (a list of one where there is no process group), over gloo."""
     if rank.world <= 1 or not tdist.is_initialized():
         return [obj]
     out = [None] * rank.world
-    tdist.all_gather_object(out, obj)
+    tdist.all_gather_object(out, obj, group=_objects_group())
     return out
 
 
 def finish(rank: Rank) -> None:
+    global _object_group
     if tdist.is_initialized():
-        tdist.barrier()
+        tdist.barrier(group=_objects_group())
         tdist.destroy_process_group()
+        _object_group = None
 
 
 def manifest_path(path: Optional[str], rank: Rank) -> Optional[Path]:

@@ -386,8 +386,10 @@ class FrameHook(BatchHook):
         if cap.meta[-1] is None or cap.meta[-1][0] != cap.total - 1:
             return None
         b = cap.pos[id(item)]
-        xt_all = cap.xt[:, b].permute(0, 2, 3, 1).numpy()
-        x0_all = cap.x0[:, b].permute(0, 2, 3, 1).numpy()
+        # plain copies, not views: the writer thread must never hold (and so never free) the pinned
+        # buffers, since freeing pinned memory is a CUDA call that a graph capture on the main thread forbids
+        xt_all = cap.xt[:, b].permute(0, 2, 3, 1).numpy().copy()
+        x0_all = cap.x0[:, b].permute(0, 2, 3, 1).numpy().copy()
         if not np.array_equal(xt_all[-1], sample_S):
             return None
         return [(m[0], m[1], xt_all[k], x0_all[k] if cap.has_x0[k] else None)

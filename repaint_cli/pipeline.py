@@ -9,8 +9,10 @@ an output onto an input, an unknown conf key) stop it before the model loads
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,14 +23,14 @@ import torch
 
 from . import imageio, masks
 from .diffusion import Diffusion, diffusion_from_hparams
-from .engine import EngineOptions, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
+from .engine import EngineOptions, GraphCache, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
 from .guidance import Guidance
 from .jobs import Job, JobList, _has_glob, check_out_dir, make_jobs, parse_shard, unknown_mask_message
 from .cards import sha256_model
 from .models import LoadedModel, ModelError, load, load_classifier, read_conf
 from .noise import image_key, keys_tensor
 from .records import SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes
-from .sampler import Conditioning, StepInfo, repaint
+from .sampler import Conditioning, StepInfo, repaint, reverse_step
 from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
 
 
@@ -254,11 +256,12 @@ def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, 
     keys = keys_tensor([image_key(opts.seed, p.job.stem) for p in batch], dev)
     cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), model_kwargs or {}, cond_fn,
                         torch.arange(gt[0].numel(), device=dev))
-    steps = make_steps(model, cond, opts.engine, reporter.log, graph_cache)
+    steps = make_steps(model, cond, opts.engine, reporter.log, graph_cache, with_undo=has_undo(st.times))
     hooks = [cb for cb in callbacks if cb is not None]
+    progress = DeviceProgress(reporter.advance_steps, dev)
 
     def callback(info: StepInfo):
-        reporter.advance_steps(1)
+        progress.step()
         for cb in hooks:
             cb(info)
 
@@ -266,22 +269,164 @@ def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, 
         x = repaint(model, cond, st.times, callback, steps)
     # a CUDA graph returns its static output buffer, which the next batch of this shape
     # (e.g. the other half of an out-of-memory split) would overwrite
-    return x.clone() if x.is_cuda else x
+    x = x.clone() if x.is_cuda else x
+    progress.finish()
+    return x
 
 
-def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter) -> torch.Tensor:
-    """Run a batch (a list of positions); on out-of-memory split it in halves and retry, down to single images."""
+def has_undo(times: list) -> bool:
+    """Whether a schedule ever steps back up (t_T 1 cannot: it has no undo, and no undo graph is captured)."""
+    return any(b > a for a, b in zip(times, times[1:]))
+
+
+class DeviceProgress:
+    """Advances the progress bar by the steps the device has finished, not the steps queued.
+
+    On CUDA the host queues steps far ahead of the GPU (a graph replay returns
+    at once), so counting calls would run the bar to the batch's end and then
+    stall there. An event is recorded every ``every`` steps and polled (never
+    waited on) after each step; on the CPU a step is done when its call returns.
+    """
+
+    def __init__(self, advance: Callable[[int], None], device: torch.device, every: int = 8, new_event=None):
+        self.advance = advance
+        self.every = max(1, every)
+        self.queued = self.reported = 0
+        self.pending: deque = deque()  # (event, steps queued when it was recorded)
+        self.new_event = new_event or (_recorded_cuda_event if device.type == "cuda" else None)
+
+    def step(self) -> None:
+        self.queued += 1
+        if self.new_event is None:
+            self._report(self.queued)
+            return
+        if self.queued % self.every == 0:
+            self.pending.append((self.new_event(), self.queued))
+        while self.pending and self.pending[0][0].query():
+            self._report(self.pending.popleft()[1])
+
+    def finish(self) -> None:
+        """The batch's result is needed now anyway: wait for the device, then count the rest."""
+        if self.pending:
+            self.pending[-1][0].synchronize()
+            self.pending.clear()
+        self._report(self.queued)
+
+    def _report(self, upto: int) -> None:
+        if upto > self.reported:
+            self.advance(upto - self.reported)
+            self.reported = upto
+
+
+def _recorded_cuda_event():
+    event = torch.cuda.Event()
+    event.record()
+    return event
+
+
+@dataclass
+class SplitState:
+    """What out-of-memory splitting learnt in a run: the largest batch known to fit (None: no OOM yet)."""
+
+    limit: Optional[int] = None
+
+
+def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter,
+                 state: Optional[SplitState] = None, on_oom: Optional[Callable[[], None]] = None) -> torch.Tensor:
+    """Run a batch (a list of positions); on out-of-memory split it in halves and retry, down to single images.
+
+    The retry starts only once the ``except`` block is left: inside it, the
+    traceback keeps the failed attempt's activations and half-built graph runner
+    alive, so freeing memory would free nothing and the halves would fail too.
+    ``on_oom`` runs between the failure and the retry (drop cached graphs, free
+    the allocator's cache). ``state.limit`` keeps the size that worked: parts
+    larger than it are split before they are tried, here and in later batches.
+    """
+    state = state if state is not None else SplitState()
+    if state.limit is not None and len(batch) > state.limit:
+        parts = [batch[i:i + state.limit] for i in range(0, len(batch), state.limit)]
+        return torch.cat([_split_retry(run, part, reporter, state, on_oom) for part in parts])
     try:
         return run(batch)
     except Exception as e:
         if not is_oom(e) or len(batch) == 1:
             raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(batch) // 2
-        reporter.log(f"out of memory at batch {len(batch)}; splitting into {half} + {len(batch) - half} and retrying",
-                     "warning")
-        return torch.cat([_split_retry(run, batch[:half], reporter), _split_retry(run, batch[half:], reporter)])
+    # out of the except block: the exception, its traceback and the failed attempt's tensors are gone
+    if on_oom is not None:
+        on_oom()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(batch) // 2
+    state.limit = len(batch) - half  # the larger half; lowered again if it does not fit either
+    reporter.log(f"out of memory at batch {len(batch)}; splitting into {half} + {len(batch) - half} and retrying "
+                 f"(later batches: at most {state.limit})", "warning")
+    return torch.cat([_split_retry(run, batch[:half], reporter, state, on_oom),
+                      _split_retry(run, batch[half:], reporter, state, on_oom)])
+
+
+def _prepare_or_error(job: Job, opts: "InpaintOptions", S: int) -> tuple[Optional[Prepared], Optional[str]]:
+    """prepare() for the prefetch thread: the result, or the one-line error for the main thread to report."""
+    if job.error:
+        return None, job.error
+    try:
+        return prepare(job, opts, S), None
+    except imageio.InputError as e:
+        return None, str(e)
+
+
+def prefetched(jobs: list, opts: "InpaintOptions", S: int, ahead: int) -> Iterator[tuple[Job, Optional[Prepared], Optional[str]]]:
+    """(job, prepared or None, error or None) in input order, read and fitted up to ``ahead`` images in advance.
+
+    The reading and fitting (decode, masks, crops: NumPy and Pillow, no torch)
+    run on a worker thread, so the device is not idle while the main thread
+    prepares the next batch; everything else (reporting, the device) stays on
+    the main thread.
+    """
+    pending: deque = deque()
+    todo = iter(jobs)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="repaint-prefetch") as pool:
+
+        def submit_next():
+            job = next(todo, None)
+            if job is not None:
+                pending.append((job, pool.submit(_prepare_or_error, job, opts, S)))
+
+        for _ in range(max(1, ahead)):
+            submit_next()
+        try:
+            while pending:
+                job, future = pending.popleft()
+                submit_next()
+                yield (job, *future.result())
+        finally:
+            for _, future in pending:  # stopped early (Ctrl-C, an error): do not read the rest
+                future.cancel()
+
+
+def step_probe(model, st: "Setup", cond_fn=None) -> Callable[[int], object]:
+    """One reverse step at batch b as a run makes it (the prepared model, the classifier's forward
+    and backward under guidance), for sizing batches by what actually runs."""
+    dev, S = st.device, st.loaded.model.cfg.image_size
+
+    def probe(b: int):
+        gt = torch.zeros(b, 3, S, S, device=dev)
+        keep = torch.zeros(b, 1, S, S, dtype=torch.bool, device=dev)
+        keys = keys_tensor([(0, i) for i in range(b)], dev)
+        kw = {"y": torch.zeros(b, dtype=torch.int64, device=dev)} if st.loaded.model.num_classes else {}
+        cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), kw, cond_fn,
+                            torch.arange(gt[0].numel(), device=dev))
+        t = torch.tensor(st.diffusion.num_steps - 1, device=dev)
+        return reverse_step(model, gt, cond, t, torch.zeros_like(t), torch.ones((), dtype=torch.bool, device=dev))
+
+    return probe
+
+
+def _fp32_fits_beside(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether the fp32 retry model may stay on the GPU after a retry: free memory above twice its size."""
+    if device.type != "cuda":
+        return True
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return torch.cuda.mem_get_info(device)[0] > 2 * size
 
 
 def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
@@ -521,7 +666,8 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     model = prepare_model(st.loaded.model, st.device, opts.engine)
     n = len(joblist.jobs)
     if opts.batch_size == "auto":
-        bs = auto_batch_size(st.loaded.model, S, st.device, max(n, 1))
+        bs = auto_batch_size(model, S, st.device, max(n, 1),
+                             probe=step_probe(model, st, guidance.cond_fn if guidance else None))
     else:
         bs = max(1, int(opts.batch_size))
     reporter.log(f"model {st.loaded.card.name if st.loaded.card else st.loaded.path.name} ({S}x{S}) on {st.device}; "
@@ -537,14 +683,9 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     upscale_warned: list = []
 
     def prepared_items() -> Iterator[Prepared]:
-        for job in joblist.jobs:
-            if job.error:
-                fail(job, job.error)
-                continue
-            try:
-                item = prepare(job, opts, S)
-            except imageio.InputError as e:
-                fail(job, str(e))
+        for job, item, error in prefetched(joblist.jobs, opts, S, ahead=bs):
+            if error is not None:
+                fail(job, error)
                 continue
             note = None if upscale_warned else upscale_warning(item)
             if note:
@@ -578,15 +719,24 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                                files=files_on_disk(item.job, opts)))
 
     model_fp32 = None
-    graph_cache: dict = {}  # one CUDA graph capture per batch shape, reused across batches
+    graph_cache = GraphCache()  # CUDA graph captures per model and batch shape, reused across batches
+    split = SplitState()  # after an out-of-memory, later batches start at the size that worked
+
+    def free_after_oom():
+        graph_cache.clear()  # their private pools hold a step's activations each
+        gc.collect()
+        if st.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     batch: list[Prepared] = []
     items = prepared_items()
     try:
         while True:
             batch = []
+            size = bs if split.limit is None else min(bs, split.limit)
             for item in items:
                 batch.append(item)
-                if len(batch) == bs:
+                if len(batch) == size:
                     break
             if not batch:
                 break
@@ -601,14 +751,20 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                 return sample_batch(m, st, [batch[i] for i in idx], opts, reporter, sub_cbs, sub_kw, cond_fn,
                                     graph_cache)
 
-            x = _split_retry(run, list(range(len(batch))), reporter)
+            x = _split_retry(run, list(range(len(batch))), reporter, split, free_after_oom)
             if not torch.isfinite(x).all() and getattr(model, "dtype", torch.float32) != torch.float32:
                 reporter.log(f"NaN/Inf under {model.dtype} in the batch starting {batch[0].job.image}; retrying it in fp32",
                              "warning")
-                if model_fp32 is None:
+                if model_fp32 is None:  # the fp32 master, kept on the host until a batch needs it
                     model_fp32 = prepare_model(st.loaded.model, st.device,
                                                EngineOptions(**{**asdict(opts.engine), "precision": "fp32"}))
-                x = _split_retry(lambda idx: run(idx, model_fp32), list(range(len(batch))), reporter)
+                x = _split_retry(lambda idx: run(idx, model_fp32), list(range(len(batch))), reporter, split,
+                                 free_after_oom)
+                if not _fp32_fits_beside(model_fp32, st.device):  # memory is short: back to the host
+                    graph_cache.clear()  # its graphs read the weights about to move
+                    model_fp32.inner.to("cpu")
+                    model_fp32 = None
+                    free_after_oom()
             samples = to_uint8(x)
             secs = (time.time() - t0) / len(batch)
             for item, sample in zip(batch, samples):
@@ -630,6 +786,7 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                 reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish the rest", "warning")
                 break
     finally:
+        items.close()  # stops the prefetch thread (it reads no further than the next batch)
         collect(block=True)
         writer.shutdown(wait=True)
         if manifest is not None:

@@ -244,17 +244,21 @@ class AttentionBlock(nn.Module):
     def forward(self, x):
         b, c, *spatial = x.shape
         x = x.reshape(b, c, -1)
-        qkv = self.qkv(self.norm(x))
-        length = qkv.shape[-1]
+        length = x.shape[-1]
         heads, ch = self.num_heads, c // self.num_heads
+        # qkv and proj_out as linear maps over (b, length, c): the same weights as the 1x1 Conv1d of the
+        # checkpoints, but q, k and v come out contiguous in the head dimension (stride(-1) == 1), which
+        # SDPA's fused kernels (flash, memory-efficient, cuDNN) need; laid out (b, c, length) they would
+        # all fall back to the math kernel (fp32 upcast, the full length x length scores)
+        qkv = F.linear(self.norm(x).transpose(1, 2), self.qkv.weight[:, :, 0], self.qkv.bias)
         if self.new_order:  # channels laid out as (q|k|v, heads, ch)
-            q, k, v = qkv.reshape(b, 3, heads, ch, length).unbind(1)
+            q, k, v = qkv.reshape(b, length, 3, heads, ch).permute(2, 0, 3, 1, 4)
         else:  # legacy layout: (heads, q|k|v, ch)
-            q, k, v = qkv.reshape(b, heads, 3, ch, length).unbind(2)
-        # (b, heads, length, ch) for SDPA; its default scale 1/sqrt(ch) is guided-diffusion's.
-        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        h = a.transpose(-1, -2).reshape(b, c, length)
-        return (x + self.proj_out(h)).reshape(b, c, *spatial)
+            q, k, v = qkv.reshape(b, length, heads, 3, ch).permute(3, 0, 2, 1, 4)
+        # each (b, heads, length, ch); SDPA's default scale 1/sqrt(ch) is guided-diffusion's
+        a = F.scaled_dot_product_attention(q, k, v)
+        h = F.linear(a.transpose(1, 2).reshape(b, length, c), self.proj_out.weight[:, :, 0], self.proj_out.bias)
+        return (x + h.transpose(1, 2)).reshape(b, c, *spatial)
 
 
 def _convert_to(module: nn.Module, dtype) -> None:
@@ -367,12 +371,13 @@ class AttentionPool2d(nn.Module):
         x = x.reshape(b, c, -1)
         x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1)
         x = x + self.positional_embedding[None].to(x.dtype)
-        qkv = self.qkv_proj(x)
-        length, heads, ch = qkv.shape[-1], self.num_heads, c // self.num_heads
-        q, k, v = qkv.reshape(b, 3, heads, ch, length).unbind(1)  # the "new order" layout
-        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        x = self.c_proj(a.transpose(-1, -2).reshape(b, c, length))
-        return x[:, :, 0]
+        length, heads, ch = x.shape[-1], self.num_heads, c // self.num_heads
+        # as in AttentionBlock: linear over (b, length, c) so that q, k, v have stride(-1) == 1
+        qkv = F.linear(x.transpose(1, 2), self.qkv_proj.weight[:, :, 0], self.qkv_proj.bias)
+        q, k, v = qkv.reshape(b, length, 3, heads, ch).permute(2, 0, 3, 1, 4)  # the "new order" layout
+        a = F.scaled_dot_product_attention(q, k, v)
+        pooled = a[:, :, 0].reshape(b, c)  # only the mean token is read out
+        return F.linear(pooled, self.c_proj.weight[:, :, 0], self.c_proj.bias)
 
 
 class EncoderUNetModel(nn.Module):

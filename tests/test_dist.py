@@ -71,3 +71,23 @@ def test_torchrun_two_processes_gloo(imgs, small_checkpoint, tmp_path):
     assert sorted(inputs) == sorted(str(p) for p in imgs.iterdir()) and len(set(inputs)) == 5  # exactly once
     assert {p.name: p.read_bytes() for p in single.glob("*.png")} == {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert "over 2 ranks" in p.stderr and "done 5" in p.stderr
+
+
+def test_ranks_exchange_the_summary_over_gloo_with_a_long_timeout_also_on_gpus(monkeypatch):
+    """nccl's 10-minute watchdog would kill a job whose ranks finish more than 10 minutes apart."""
+    import datetime
+
+    import torch
+    import torch.distributed as tdist
+
+    from repaint_cli import dist
+
+    calls, bound = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: bound.append(i))
+    monkeypatch.setattr(tdist, "is_initialized", lambda: False)
+    monkeypatch.setattr(tdist, "init_process_group", lambda backend=None, **kw: calls.append((backend, kw)))
+    assert dist.init(Rank(1, 2, 1), "auto") == "cuda:1"
+    assert bound == [1]
+    assert [c[0] for c in calls] == ["gloo"]
+    assert calls[0][1]["timeout"] >= datetime.timedelta(hours=24)

@@ -4,8 +4,8 @@ import torch
 
 from conftest import randomize, small_unet_config
 from repaint_cli.diffusion import Diffusion
-from repaint_cli.engine import (CudaGraphSteps, EagerReplay, EngineOptions, auto_batch_size, is_oom, make_steps,
-                                pick_device, prepare_model, resolve_precision)
+from repaint_cli.engine import (CudaGraphSteps, EagerReplay, EngineOptions, GraphCache, auto_batch_size, is_oom,
+                                make_steps, pick_device, prepare_model, resolve_precision)
 from repaint_cli.noise import image_key, keys_tensor
 from repaint_cli.sampler import Conditioning, EagerSteps, repaint
 from repaint_cli.schedule import JumpParams, jump_schedule
@@ -53,7 +53,7 @@ def test_make_steps_falls_back_to_eager_on_cpu(model):
     diffusion = Diffusion.create(1000, "linear", "5")
     gt, keep, keys = batch(["a"])
     cond = Conditioning(gt, keep, keys, diffusion.coefficients())
-    assert isinstance(make_steps(model, cond, EngineOptions(cuda_graphs=True), cache={}), EagerSteps)
+    assert isinstance(make_steps(model, cond, EngineOptions(cuda_graphs=True), cache=GraphCache()), EagerSteps)
 
 
 def test_precision_and_device_fallbacks():

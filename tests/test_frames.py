@@ -201,6 +201,11 @@ def test_frame_hook_skips_unchosen_steps_and_checks_the_sample(tmp_path):
     hook.finish(item, sample, None, lambda fn, *a: calls.append((fn, a)))
     (fn, args), = calls
     assert fn is fr.write_frames
+    # the writer thread gets plain copies: it must never hold (and free) the pinned capture buffers
+    frames = args[2]
+    for _, _, xt, x0 in frames:
+        for img in (xt, x0):
+            assert not np.shares_memory(img, cap.xt.numpy()) and not np.shares_memory(img, cap.x0.numpy())
     assert fn(*args) == []
     assert sorted(p.name for p in (tmp_path / "frames" / "im").iterdir()) == [
         "0000_t009_x0.png", "0000_t009_xt.png", "0009_t000_x0.png", "0009_t000_xt.png"]
