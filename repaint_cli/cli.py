@@ -25,10 +25,11 @@ from .cli_masks import masks_app
 from .mask_kinds import MASK_KINDS
 from .schedule import PRESETS
 
-# Kept in step with engine.PRECISIONS and frames.ANIMATIONS (tests check), so that bad values
+# Kept in step with engine.PRECISIONS, frames.ANIMATIONS and sampler.METHODS (tests check), so that bad values
 # are refused before anything heavy is imported.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ANIMATIONS = ("gif", "mp4")
+METHODS = ("repaint", "ddnm", "ddim")
 HELP = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
@@ -187,6 +188,8 @@ def inpaint_cmd(
     classifier: Optional[str] = typer.Option(None, metavar="PATH", show_default="the card's", help="Noisy-image classifier checkpoint for guidance.", rich_help_panel=P_MODEL),
     classifier_scale: Optional[float] = typer.Option(None, metavar="S", show_default="1.0", help="Classifier guidance scale (0 = no guidance).", rich_help_panel=P_MODEL),
     preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="the model's", help=f"Sampling preset: {', '.join(PRESETS)} (emoji32: fast; the paper's models: paper).", rich_help_panel=P_SAMPLE),
+    method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint (the paper's), ddnm (known pixels put into the predicted x0) or ddim (RePaint's blending, DDIM's step).", rich_help_panel=P_SAMPLE),
+    eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1.", rich_help_panel=P_SAMPLE),
     t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
     jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
     jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
@@ -229,6 +232,10 @@ def inpaint_cmd(
         die(f"--animate {animate}: use gif or mp4")
     if frames < 0:
         die(f"--frames {frames}: must be 0 or more")
+    if method not in METHODS:
+        die(f"--method {method}: use one of {', '.join(METHODS)}")
+    if not 0 <= eta <= 1 or (eta and method != "ddim"):
+        die(f"--eta {eta}: a number from 0 to 1, for --method ddim only")
     if preset is not None and preset not in PRESETS:
         die(f"--preset {preset}: use one of {', '.join(PRESETS)}")
     bs = batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size")
@@ -248,7 +255,7 @@ def inpaint_cmd(
     manifest = str(dist.manifest_path(manifest, rank)) if manifest else None
     opts = InpaintOptions(
         mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
-        preset=preset, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
+        preset=preset, method=method, eta=eta, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
         batch_size=bs, fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask,
         allow_empty=allow_empty, recursive=recursive, shard=shard, manifest=manifest, class_label=class_label,
         classifier=classifier, classifier_scale=classifier_scale,

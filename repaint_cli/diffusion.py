@@ -148,13 +148,25 @@ class Diffusion:
             **_x0_coefficients(self.prediction_type, ac),
         }
 
-    def coefficients(self, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
-        """The arrays the sampler gathers from, as device tensors (float32 by default)."""
-        out = {k: v.to(device=device, dtype=dtype) for k, v in self.arrays().items()}
+    def coefficients(self, device=None, dtype=torch.float32, eta: float | None = None) -> dict[str, torch.Tensor]:
+        """The arrays the sampler gathers from, as device tensors (float32 by default); with ``eta``,
+        also those of the DDIM step (``sampler.ddim_step``)."""
+        arrays = self.arrays() if eta is None else {**self.arrays(), **self.ddim_arrays(eta)}
+        out = {k: v.to(device=device, dtype=dtype) for k, v in arrays.items()}
         out["timestep_map"] = self.timestep_map.to(device)
         # a tensor, not a Python branch, so one captured CUDA graph serves either setting
         out["x0_clip"] = torch.tensor([math.inf if self.clip_x0 is None else self.clip_x0], dtype=dtype, device=device)
         return out
+
+    def ddim_arrays(self, eta: float) -> dict[str, torch.Tensor]:
+        """DDIM's step (Song et al. 2021) with noise scale ``eta``: x_{t-1} = sqrt(abar_prev) x0
+        + ddim_direction eps + ddim_sigma z. In float64: 1 - abar_prev - sigma^2 cancels to
+        almost nothing at small t, where float32 would lose the digits."""
+        arr = self.arrays()
+        ac_prev = arr["alphas_cumprod_prev"]
+        sigma = eta * arr["posterior_variance"].clamp(min=0).sqrt()
+        return {"sqrt_alphas_cumprod_prev": ac_prev.sqrt(), "ddim_sigma": sigma,
+                "ddim_direction": (1 - ac_prev - sigma ** 2).clamp(min=0).sqrt()}
 
     # --- per-step math used by training, tests and the plain reference loop -------------
 

@@ -30,7 +30,7 @@ from .cards import sha256_model
 from .models import LoadedModel, ModelError, load, load_classifier, read_conf
 from .noise import image_key, keys_tensor
 from .records import SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes
-from .sampler import Conditioning, StepInfo, repaint, reverse_step
+from .sampler import METHODS, Conditioning, StepInfo, repaint, reverse_step
 from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
 
 
@@ -46,6 +46,8 @@ class InpaintOptions:
     model: Optional[str] = None  # registry name or checkpoint path; None = the embedded default
     config: object = None  # RePaint conf YAML path or dict
     preset: Optional[str] = None
+    method: str = "repaint"  # the reverse step: repaint (the paper's), ddnm or ddim (sampler.METHODS)
+    eta: float = 0.0  # ddim only: 0 deterministic between resamplings, 1 the ancestral variance
     t_T: Optional[int] = None
     jump_length: Optional[int] = None
     jump_n_sample: Optional[int] = None
@@ -254,8 +256,9 @@ def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, 
     gt = torch.from_numpy(np.stack([p.rgb_S for p in batch])).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
     keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
     keys = keys_tensor([image_key(opts.seed, p.job.stem) for p in batch], dev)
-    cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), model_kwargs or {}, cond_fn,
-                        torch.arange(gt[0].numel(), device=dev))
+    coefs = st.diffusion.coefficients(dev, eta=opts.eta if opts.method == "ddim" else None)
+    cond = Conditioning(gt, keep, keys, coefs, model_kwargs or {}, cond_fn, torch.arange(gt[0].numel(), device=dev),
+                        opts.method)
     steps = make_steps(model, cond, opts.engine, reporter.log, graph_cache, with_undo=has_undo(st.times))
     hooks = [cb for cb in callbacks if cb is not None]
     progress = DeviceProgress(reporter.advance_steps, dev)
@@ -429,6 +432,16 @@ def _fp32_fits_beside(model: torch.nn.Module, device: torch.device) -> bool:
     return torch.cuda.mem_get_info(device)[0] > 2 * size
 
 
+def check_method(method: str, eta: float) -> None:
+    """ValueError (one line) for a method or eta that cannot run."""
+    if method not in METHODS:
+        raise ValueError(f"--method {method}: use one of {', '.join(METHODS)}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"--eta {eta}: must be between 0 and 1")
+    if eta and method != "ddim":
+        raise ValueError(f"--eta applies to --method ddim only (not {method})")
+
+
 def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
     """Labels (and classifier guidance) for class-conditional models; None for the others."""
     conf = st.conf
@@ -480,6 +493,7 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Re
         parse_shard(opts.shard)
         if opts.mask_convention not in ("keep", "hole"):
             raise ValueError(f"--mask-convention {opts.mask_convention}: use keep (white = keep) or hole (white = hole)")
+        check_method(opts.method, opts.eta)
         conf = read_conf(opts.config, check_keys=True)
     except (ValueError, ModelError) as e:
         raise RunError(str(e)) from None
@@ -527,7 +541,8 @@ def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance]) 
     settings = {
         "model": card.name if card else st.loaded.path.name,
         "model_sha256": (card.sha256 if card and card.sha256 else sha256_model(st.loaded.path)),
-        "schedule": st.jump.as_dict(), "preset": opts.preset, "seed": int(opts.seed),
+        "schedule": st.jump.as_dict(), "preset": opts.preset, "seed": int(opts.seed), "method": opts.method,
+        **({"eta": float(opts.eta)} if opts.method == "ddim" else {}),
         "mask_convention": opts.mask_convention, "fit": opts.fit, "context": float(opts.context),
         "paste": bool(opts.paste), "device": st.device.type, "version": __version__,
     }
@@ -634,6 +649,8 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
         raise RunError(problem)
     st = setup(opts, conf)
     guidance = make_guidance(st, opts)
+    if opts.method == "ddim" and guidance is not None and guidance.cond_fn is not None:
+        raise RunError("--method ddim takes no classifier guidance: pass --classifier-scale 0, or use --method repaint or ddnm")
     S = st.loaded.model.cfg.image_size
     problem = check_out_dir(Path(opts.out_dir))
     if problem:

@@ -20,8 +20,9 @@ from .models import sha256_file
 SETTINGS_KEY = "repaint"  # the PNG text chunk holding an output's settings (compact JSON)
 RUN_RECORD = ".repaint-run.jsonl"  # in --out: one JSON line per run
 # settings that change an output's pixels; version, device and preset (a name for the schedule) do not count
-COMPARED = ("model_sha256", "schedule", "seed", "mask", "mask_convention", "fit", "context", "paste",
+COMPARED = ("model_sha256", "schedule", "method", "eta", "seed", "mask", "mask_convention", "fit", "context", "paste",
             "class_label", "classifier_scale")
+IMPLIED = {"method": "repaint"}  # what an output recorded before a setting existed was made with
 
 
 def job_settings(run: dict, job: Job, hashes: dict) -> dict:
@@ -45,7 +46,7 @@ def settings_changes(old: dict, new: dict) -> list[str]:
     """What differs between the recorded settings of an output and this run's, e.g. ['seed 0 -> 1']."""
     changes = []
     for key in COMPARED:
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, IMPLIED.get(key)), new.get(key, IMPLIED.get(key))
         if key == "mask" and old.get("mask_sha256") and new.get("mask_sha256"):
             if old["mask_sha256"] != new["mask_sha256"]:
                 changes.append(f"mask {a} -> {b} (other content)")

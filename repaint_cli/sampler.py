@@ -36,17 +36,60 @@ class Conditioning:
     model_kwargs: dict = field(default_factory=dict)  # e.g. {"y": labels}
     cond_fn: Optional[Callable] = None  # classifier guidance: grad log p(y|x_t) * scale
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
+    method: str = "repaint"  # the reverse step: a key of METHODS
 
     def noise(self, draw) -> torch.Tensor:
         return draw_noise(self.keys, draw, tuple(self.gt.shape[1:]), self.noise_index)
 
 
 def reverse_step(model, x, cond: Conditioning, t, step, inject):
-    """x_t -> x_{t-1}; returns (x_{t-1}, predicted x0). t, step: int64 0-dim tensors; inject: bool."""
-    c = cond.coefs
+    """x_t -> x_{t-1} by the conditioning's method; returns (x_{t-1}, predicted x0).
+    t, step: int64 0-dim tensors; inject: bool (False before the first reverse step)."""
+    return METHODS[cond.method](model, x, cond, t, step, inject)
+
+
+def repaint_step(model, x, cond: Conditioning, t, step, inject):
+    """RePaint (Lugmayr et al. 2022): noise the known part to level t, blend it into x_t,
+    then one ancestral step with the model's mean and variance."""
     i = t.reshape(1)  # a 1-element index gathers on the device; a 0-dim one would sync through .item()
-    known = c["sqrt_alphas_cumprod"][i] * cond.gt + c["sqrt_one_minus_alphas_cumprod"][i] * cond.noise(draw_id(step, _KNOWN))
-    x = torch.where(cond.keep & inject, known, x)
+    x = torch.where(cond.keep & inject, _noised_known(cond, i, step), x)
+    x0, log_var, t_model = _predict(model, x, cond, i)
+    return _ancestral(x, x0, log_var, cond, t, i, step, t_model), x0
+
+
+def ddnm_step(model, x, cond: Conditioning, t, step, inject):
+    """DDNM (Wang et al., ICLR 2023), noiseless inpainting: the known pixels go into the
+    *predicted x0* (its range-space part A^+ y; the model keeps the null space), then the
+    same ancestral step from that x0. x_t itself is never overwritten; its time travel is
+    the jump schedule's undo steps."""
+    i = t.reshape(1)
+    x0, log_var, t_model = _predict(model, x, cond, i)
+    x0 = torch.where(cond.keep, cond.gt, x0)
+    return _ancestral(x, x0, log_var, cond, t, i, step, t_model), x0
+
+
+def ddim_step(model, x, cond: Conditioning, t, step, inject):
+    """RePaint's blending of the noised known part, then a DDIM step (Song et al. 2021) with
+    noise scale eta (coefficients from ``Diffusion.coefficients(eta=...)``): eta 0 is deterministic between
+    resamplings, eta 1 has the ancestral step's variance."""
+    c = cond.coefs
+    i = t.reshape(1)
+    x = torch.where(cond.keep & inject, _noised_known(cond, i, step), x)
+    x0, _, _ = _predict(model, x, cond, i)
+    eps = (c["sqrt_recip_alphas_cumprod"][i] * x - x0) / c["sqrt_recipm1_alphas_cumprod"][i]  # from the clipped x0
+    x = c["sqrt_alphas_cumprod_prev"][i] * x0 + c["ddim_direction"][i] * eps
+    return x + c["ddim_sigma"][i] * (t > 0) * cond.noise(draw_id(step, _STEP)), x0
+
+
+def _noised_known(cond: Conditioning, i, step):
+    """The known image at noise level t: sqrt(abar) gt + sqrt(1 - abar) eps."""
+    c = cond.coefs
+    return c["sqrt_alphas_cumprod"][i] * cond.gt + c["sqrt_one_minus_alphas_cumprod"][i] * cond.noise(draw_id(step, _KNOWN))
+
+
+def _predict(model, x, cond: Conditioning, i):
+    """The model's predicted x0 (clipped) and log-variance at step index i, and the time it was given."""
+    c = cond.coefs
     t_model = c["timestep_map"][i].expand(x.shape[0])
     out = model(x, t_model, **cond.model_kwargs).float()
     pred = out[:, : x.shape[1]]  # eps for RePaint's models; x0 or v for some diffusers models
@@ -57,11 +100,20 @@ def reverse_step(model, x, cond: Conditioning, t, step, inject):
         log_var = c["fixed_log_variance"][i].expand_as(x)
     x0 = c["x0_from_x"][i] * x + c["x0_from_out"][i] * pred  # eps: (x - sqrt(1-abar) eps) / sqrt(abar)
     x0 = torch.maximum(torch.minimum(x0, c["x0_clip"]), -c["x0_clip"])  # [-1, 1] for RePaint's models
+    return x0, log_var, t_model
+
+
+def _ancestral(x, x0, log_var, cond: Conditioning, t, i, step, t_model):
+    """x_{t-1} ~ N(posterior mean of (x0, x_t) [+ classifier guidance], exp(log_var))."""
+    c = cond.coefs
     mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
     if cond.cond_fn is not None:
         mean = mean + log_var.exp() * cond.cond_fn(x, t_model, **cond.model_kwargs)
     sigma = (0.5 * log_var).exp() * (t > 0)
-    return mean + sigma * cond.noise(draw_id(step, _STEP)), x0
+    return mean + sigma * cond.noise(draw_id(step, _STEP))
+
+
+METHODS = {"repaint": repaint_step, "ddnm": ddnm_step, "ddim": ddim_step}
 
 
 def undo_step(x, cond: Conditioning, t, step):

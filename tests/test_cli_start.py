@@ -115,7 +115,9 @@ def test_masks_generate_words(tmp_path):
 def test_cli_and_engine_agree_on_option_values():
     from repaint_cli.engine import PRECISIONS
 
-    assert cli.PRECISIONS == PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS
+    from repaint_cli.sampler import METHODS
+
+    assert cli.PRECISIONS == PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS and cli.METHODS == tuple(METHODS)
 
 
 def test_mp4_codec_is_probed_once_and_named(tmp_path):
