@@ -17,7 +17,7 @@ TORCH_CPU = torch==2.13.0
 TRAIN_THREADS ?= 1
 TRAIN_STEPS ?= 100000
 
-.PHONY: install demo test wheel default-model emoji-data bench bench-gpu quality readme-pictures clean
+.PHONY: install demo test wheel frontier default-model emoji-data bench bench-gpu quality readme-pictures clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -41,6 +41,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# A wheel (and an sdist) in dist/, carrying the embedded model, the cards and the mask presets.
+wheel: install
+	$(PY) -c "from setuptools import build_meta as b; print(b.build_sdist('dist')); print(b.build_wheel('dist'))"
 
 emoji-data: install
 	@fc-list 2>/dev/null | grep -q NotoColorEmoji || test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
@@ -69,6 +73,10 @@ quality: install emoji-data
 	$(PY) benchmarks/quality.py --kinds thick thin genhalf --section quality-random
 	$(PY) benchmarks/quality.py --kinds ex64 nn2 ev2li --section quality-extreme
 	$(PY) benchmarks/quality.py --kinds thick --presets paper fast draft
+
+# Quality against UNet calls for every sampler candidate (resumes a stopped run).
+frontier: install emoji-data
+	$(PY) benchmarks/frontier.py --n 24
 
 # The pictures in the README, made by the embedded model.
 readme-pictures: install

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from repaint_cli.diffusion import Diffusion  # noqa: E402
+from repaint_cli.diffusion import diffusion_from_hparams  # noqa: E402
 from repaint_cli.engine import EngineOptions, prepare_model  # noqa: E402
 from repaint_cli.masks import generate_mask  # noqa: E402
 from repaint_cli.models import load  # noqa: E402
@@ -104,16 +104,17 @@ def opencv_inpaint(gt, hole, flag):
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
 
-def repaint_batch(model, hp, images, holes, jump: JumpParams, seed=0, batch=64):
-    diffusion = Diffusion.create(int(hp.get("diffusion_steps", 1000)), hp.get("noise_schedule", "linear"),
-                                 str(jump.t_T))
+def repaint_batch(model, hp, images, holes, jump: JumpParams, seed=0, batch=64, method="repaint", eta=0.0):
+    """Inpaint held-out images with a jump schedule and a reverse step (``--method``), as the CLI samples."""
+    diffusion = diffusion_from_hparams(hp, str(jump.t_T))
     times = jump_schedule(jump)
     outs = []
     for i in range(0, len(images), batch):
         gt = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
         keep = torch.from_numpy(~holes[i:i + batch])[:, None]
         keys = keys_tensor([image_key(seed, f"heldout{j}") for j in range(i, i + len(gt))])
-        cond = Conditioning(gt, keep, keys, diffusion.coefficients(), noise_index=torch.arange(gt[0].numel()))
+        coefs = diffusion.coefficients(eta=eta if method == "ddim" else None)
+        cond = Conditioning(gt, keep, keys, coefs, noise_index=torch.arange(gt[0].numel()), method=method)
         with torch.no_grad():
             x = repaint(model, cond, times)
         samples = to_uint8(x)
