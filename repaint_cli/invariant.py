@@ -1,0 +1,150 @@
+"""Batch-invariant CPU inference: an image's UNet output is the same bits in any batch, at any position.
+
+PyTorch's CPU kernels are deterministic run to run, but three of the UNet's
+layer kinds give a row a result that depends on the *other* rows of its batch
+(measured with torch 2.13 on an AVX-512 CPU; ``tests/test_invariant.py``):
+
+- ``Linear``: MKL's GEMM blocks the rows of the batch together, so the order
+  of a row's dot-product sums changes with the number of rows.
+- ``Conv1d``/``Conv2d``: PyTorch sends a convolution to oneDNN or to its own
+  im2col kernel by batch size (a single small image, or a 1x1 kernel on one
+  thread below 16 images, goes to the native kernel), and the two round
+  differently. oneDNN's convolution (``brg_conv_fwd``) gives every image the
+  same result at any batch size, so we call it directly, whatever the batch.
+- ``GroupNorm`` on channels_last input of 32x32 pixels or more, on more than
+  one thread: PyTorch then splits batch x pixels between the threads and adds
+  the partial sums per thread, so where an image's pixels are cut depends on
+  the batch. Smaller maps (one thread per image and group) and contiguous
+  input are already invariant.
+
+Attention (``F.scaled_dot_product_attention``), the element-wise layers,
+up/down-sampling and the timestep embedding are invariant as they are.
+
+The replacements below keep every module's class hierarchy, attribute names
+and parameters (so state-dict keys and strict loading are unchanged): a module
+is switched by giving it a subclass whose ``forward`` takes the invariant path
+for CPU fp32 inference and falls back to the plain layer anywhere else (CUDA,
+other dtypes, autograd).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .unet import GroupNorm32, TimestepBlock, TimestepEmbedSequential
+
+# PyTorch's channels_last GroupNorm kernel splits batch x pixels between threads from this
+# many pixels per map on (aten/src/ATen/native/cpu/group_norm_kernel.cpp, feature_map_threshold).
+GROUPNORM_SPLIT_PIXELS = 1024
+
+
+def canonical_batch_stride(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a one-image batch's batch stride set as in a batch of several (a view, no copy).
+
+    A one-image result of an element-wise op can come out with an arbitrary stride on its size-1
+    batch dimension (e.g. (96, 1, 1536, 96) for a channels_last 96x16x16 map); PyTorch then no longer
+    sees it as channels_last and, for GroupNorm, runs another kernel that rounds differently.
+    """
+    if x.dim() < 2 or x.shape[0] != 1:
+        return x
+    extent = max((st * sz for st, sz in zip(x.stride()[1:], x.shape[1:]) if sz > 1), default=1)
+    if x.stride(0) == extent:
+        return x
+    return x.as_strided(x.shape, (extent, *x.stride()[1:]), x.storage_offset())
+
+
+def _plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Where the plain layer runs: anything but CPU fp32 inference."""
+    return (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+class InvariantLinear(nn.Linear):
+    """A batched matrix product whose batch dimension is the rows: one 1 x in by in x out product per row,
+    each computed alike whatever the number of rows (MKL's batched GEMM over identical problems)."""
+
+    def forward(self, x):
+        if x.dim() != 2 or _plain(x, self.weight):
+            return super().forward(x)
+        n = x.shape[0]
+        w = self.weight.t().expand(n, -1, -1)
+        if self.bias is None:
+            return torch.bmm(x.unsqueeze(1), w).squeeze(1)
+        return torch.baddbmm(self.bias.expand(n, 1, -1), x.unsqueeze(1), w).squeeze(1)
+
+
+def _onednn_usable(conv: nn.Module) -> bool:
+    return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+
+def _invariant_conv(conv, x, plain_forward):
+    """oneDNN's convolution at every batch size; where oneDNN is missing, one call per image."""
+    if _plain(x, conv.weight):
+        return plain_forward(x)
+    x = canonical_batch_stride(x)
+    if _onednn_usable(conv):
+        return torch.ops.aten.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride,
+                                                 conv.dilation, conv.groups)
+    if x.shape[0] == 1:
+        return plain_forward(x)
+    return torch.cat([plain_forward(xi) for xi in x.split(1)])
+
+
+class InvariantConv1d(nn.Conv1d):
+    def forward(self, x):
+        return _invariant_conv(self, x, super().forward)
+
+
+class InvariantConv2d(nn.Conv2d):
+    def forward(self, x):
+        return _invariant_conv(self, x, super().forward)
+
+
+class InvariantGroupNorm32(GroupNorm32):
+    """GroupNorm32 with per-image statistics whose summation order does not depend on the batch:
+    where PyTorch would split batch x pixels between threads, each image is normalised by its own call."""
+
+    def forward(self, x):
+        if x.device.type == "cpu":
+            x = canonical_batch_stride(x)
+        if (x.dim() == 4 and x.shape[0] > 1 and torch.get_num_threads() > 1
+                and x.shape[2] * x.shape[3] >= GROUPNORM_SPLIT_PIXELS
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                and x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)):
+            return torch.cat([GroupNorm32.forward(self, xi) for xi in x.split(1)])
+        return super().forward(x)
+
+
+class InvariantTimestepEmbedSequential(TimestepEmbedSequential):
+    """The UNet's blocks with every layer's input and output in the canonical batch layout, so that
+    layout-driven kernel choices (GroupNorm, pooling, attention's reshapes) are those of a batch."""
+
+    def forward(self, x, emb):
+        for layer in self:
+            x = canonical_batch_stride(x)
+            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+        return canonical_batch_stride(x)
+
+
+# plain class -> its invariant subclass (exact types only: other subclasses are left alone)
+INVARIANT = {nn.Linear: InvariantLinear, nn.Conv1d: InvariantConv1d, nn.Conv2d: InvariantConv2d,
+             GroupNorm32: InvariantGroupNorm32, TimestepEmbedSequential: InvariantTimestepEmbedSequential}
+PLAIN = {v: k for k, v in INVARIANT.items()}
+
+
+def set_batch_invariant(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every Linear, Conv1d, Conv2d and GroupNorm32 of ``model`` to (or back from) its
+    batch-invariant form, in place; names, parameters and state-dict keys stay as they are."""
+    table = INVARIANT if on else PLAIN
+    for m in model.modules():
+        new = table.get(type(m))
+        if new is not None:
+            m.__class__ = new
+    return model
+
+
+def is_batch_invariant(model: nn.Module) -> bool:
+    """True when some layer of ``model`` runs its batch-invariant form."""
+    return any(type(m) in PLAIN for m in model.modules())
