@@ -14,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from .invariant import set_batch_invariant
 from .sampler import Conditioning, EagerSteps, reverse_step, undo_step
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -27,6 +28,7 @@ class EngineOptions:
     channels_last: Optional[bool] = None  # None = on: faster on CUDA, and 1.1-1.3x on this CPU (benchmarks/RESULTS.md)
     compile: bool = False
     threads: Optional[int] = None
+    batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (invariant.py)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -91,6 +93,8 @@ def prepare_model(model, device: torch.device, opts: EngineOptions) -> Precision
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        set_batch_invariant(model, opts.batch_invariant and not opts.compile)  # compile makes its own kernels
     wrapped = PrecisionModel(model, dtype, device, channels_last)
     if opts.compile:
         try:

@@ -14,8 +14,15 @@ layer kinds give a row a result that depends on the *other* rows of its batch
 - ``GroupNorm`` on channels_last input of 32x32 pixels or more, on more than
   one thread: PyTorch then splits batch x pixels between the threads and adds
   the partial sums per thread, so where an image's pixels are cut depends on
-  the batch. Smaller maps (one thread per image and group) and contiguous
-  input are already invariant.
+  the batch; batches that are a multiple of the thread count keep every image
+  whole in one thread, others are padded to one. Smaller maps (one thread per
+  image and group) and contiguous input are already invariant.
+- ``SiLU`` (and any element-wise op with a transcendental function) on a thread
+  count whose chunks do not fall on whole vector blocks: the last elements of
+  a chunk go through scalar code that rounds differently; then one call per image.
+- A one-image batch often carries an arbitrary stride on its batch dimension
+  after an element-wise op, which PyTorch reads as another memory format; the
+  UNet's blocks restore the stride a batch would have.
 
 Attention (``F.scaled_dot_product_attention``), the element-wise layers,
 up/down-sampling and the timestep embedding are invariant as they are.
@@ -103,17 +110,25 @@ class InvariantConv2d(nn.Conv2d):
 
 
 class InvariantGroupNorm32(GroupNorm32):
-    """GroupNorm32 with per-image statistics whose summation order does not depend on the batch:
-    where PyTorch would split batch x pixels between threads, each image is normalised by its own call."""
+    """GroupNorm32 whose per-image statistics are summed in the same order whatever the batch.
+
+    PyTorch's channels_last kernel (maps of 32x32 pixels or more) cuts batch x pixels into one equal
+    chunk per thread, each thread summing its pixels in order, and adds the threads' partial sums.
+    When the batch is a multiple of the thread count every chunk holds whole images, so each image
+    is summed by one thread from its first pixel to its last, exactly as on one thread: the
+    canonical result. Other batches (a lone image on two threads, say) are padded with zero
+    images up to the next multiple, and the padding is dropped from the output.
+    """
 
     def forward(self, x):
-        if x.device.type == "cpu":
-            x = canonical_batch_stride(x)
-        if (x.dim() == 4 and x.shape[0] > 1 and torch.get_num_threads() > 1
-                and x.shape[2] * x.shape[3] >= GROUPNORM_SPLIT_PIXELS
-                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-                and x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)):
-            return torch.cat([GroupNorm32.forward(self, xi) for xi in x.split(1)])
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+            return super().forward(x)
+        x = canonical_batch_stride(x)
+        n, threads = x.shape[0], torch.get_num_threads()
+        if (x.dim() == 4 and threads > 1 and n % threads and x.shape[2] * x.shape[3] >= GROUPNORM_SPLIT_PIXELS
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
+            return super().forward(torch.cat([x, pad]))[:n]
         return super().forward(x)
 
 
@@ -128,9 +143,46 @@ class InvariantTimestepEmbedSequential(TimestepEmbedSequential):
         return canonical_batch_stride(x)
 
 
+# PyTorch splits an element-wise op over n elements into k = min(threads, ceil(n / GRAIN)) equal
+# chunks (at::internal::GRAIN_SIZE) and runs each chunk's last n mod 2*vector-width elements through
+# the scalar code, which rounds transcendental functions differently from the vector code.
+ELEMENTWISE_GRAIN = 32768
+VECTOR_BLOCK = 64  # a multiple of 2x the vector width in floats (AVX-512: 32, AVX2: 16)
+
+
+def elementwise_split_aligned(numel: int, threads: int) -> bool:
+    """True when every chunk boundary of an element-wise op over ``numel`` elements falls on a whole
+    vector block, so that every element goes through the vector code."""
+    if numel % VECTOR_BLOCK:
+        return False
+    if threads <= 1 or numel < ELEMENTWISE_GRAIN:
+        return True
+    chunks = min(threads, -(-numel // ELEMENTWISE_GRAIN))
+    return numel % (chunks * VECTOR_BLOCK) == 0
+
+
+class InvariantSiLU(nn.SiLU):
+    """SiLU whose per-element rounding does not depend on where the thread split falls: one call per
+    image unless both a lone image and the whole batch split on vector-block boundaries."""
+
+    def forward(self, x):
+        n = x.shape[0] if x.dim() else 1
+        if n == 1 or x.device.type != "cpu":
+            return super().forward(x)
+        threads = torch.get_num_threads()
+        if (elementwise_split_aligned(x.numel() // n, threads) and elementwise_split_aligned(x.numel(), threads)
+                and x.is_contiguous(memory_format=_dense_format(x))):
+            return super().forward(x)
+        return torch.cat([F.silu(xi) for xi in x.split(1)])
+
+
+def _dense_format(x):
+    return torch.channels_last if x.dim() == 4 and not x.is_contiguous() else torch.contiguous_format
+
+
 # plain class -> its invariant subclass (exact types only: other subclasses are left alone)
 INVARIANT = {nn.Linear: InvariantLinear, nn.Conv1d: InvariantConv1d, nn.Conv2d: InvariantConv2d,
-             GroupNorm32: InvariantGroupNorm32, TimestepEmbedSequential: InvariantTimestepEmbedSequential}
+             GroupNorm32: InvariantGroupNorm32, nn.SiLU: InvariantSiLU, TimestepEmbedSequential: InvariantTimestepEmbedSequential}
 PLAIN = {v: k for k, v in INVARIANT.items()}
 
 
