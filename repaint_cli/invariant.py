@@ -1,7 +1,7 @@
 """Batch-invariant CPU inference: an image's UNet output is the same bits in any batch, at any position.
 
-PyTorch's CPU kernels are deterministic run to run, but three of the UNet's
-layer kinds give a row a result that depends on the *other* rows of its batch
+PyTorch's CPU kernels are deterministic run to run, but several of the UNet's
+layers give an image a result that depends on the *other* images of its batch
 (measured with torch 2.13 on an AVX-512 CPU; ``tests/test_invariant.py``):
 
 - ``Linear``: MKL's GEMM blocks the rows of the batch together, so the order
@@ -182,13 +182,14 @@ def _dense_format(x):
 
 # plain class -> its invariant subclass (exact types only: other subclasses are left alone)
 INVARIANT = {nn.Linear: InvariantLinear, nn.Conv1d: InvariantConv1d, nn.Conv2d: InvariantConv2d,
-             GroupNorm32: InvariantGroupNorm32, nn.SiLU: InvariantSiLU, TimestepEmbedSequential: InvariantTimestepEmbedSequential}
+             GroupNorm32: InvariantGroupNorm32, nn.SiLU: InvariantSiLU,
+             TimestepEmbedSequential: InvariantTimestepEmbedSequential}
 PLAIN = {v: k for k, v in INVARIANT.items()}
 
 
 def set_batch_invariant(model: nn.Module, on: bool = True) -> nn.Module:
-    """Switch every Linear, Conv1d, Conv2d and GroupNorm32 of ``model`` to (or back from) its
-    batch-invariant form, in place; names, parameters and state-dict keys stay as they are."""
+    """Switch every layer of ``model`` listed in ``INVARIANT`` to (or back from) its batch-invariant
+    form, in place; names, parameters and state-dict keys stay as they are."""
     table = INVARIANT if on else PLAIN
     for m in model.modules():
         new = table.get(type(m))
