@@ -44,6 +44,7 @@ from .unet import GroupNorm32, TimestepBlock, TimestepEmbedSequential
 # PyTorch's channels_last GroupNorm kernel splits batch x pixels between threads from this
 # many pixels per map on (aten/src/ATen/native/cpu/group_norm_kernel.cpp, feature_map_threshold).
 GROUPNORM_SPLIT_PIXELS = 1024
+GROUPNORM_PER_IMAGE = 1 << 20  # elements per image from which GroupNorm runs image by image (see below)
 
 
 def canonical_batch_stride(x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +119,11 @@ class InvariantGroupNorm32(GroupNorm32):
     is summed by one thread from its first pixel to its last, exactly as on one thread: the
     canonical result. Other batches (a lone image on two threads, say) are padded with zero
     images up to the next multiple, and the padding is dropped from the output.
+
+    Padding costs up to threads - 1 images of work, so large maps (from ``GROUPNORM_PER_IMAGE``
+    elements per image: 256 px models, run one image at a time on the CPU) take the other exact
+    way instead: one call per image, each split between the threads as a lone image is. The choice
+    depends on the layer's shape and the thread count only, never on the batch.
     """
 
     def forward(self, x):
@@ -125,8 +131,12 @@ class InvariantGroupNorm32(GroupNorm32):
             return super().forward(x)
         x = canonical_batch_stride(x)
         n, threads = x.shape[0], torch.get_num_threads()
-        if (x.dim() == 4 and threads > 1 and n % threads and x.shape[2] * x.shape[3] >= GROUPNORM_SPLIT_PIXELS
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return super().forward(x)
+        if x[0].numel() >= GROUPNORM_PER_IMAGE:
+            return torch.cat([GroupNorm32.forward(self, xi) for xi in x.split(1)]) if n > 1 else super().forward(x)
+        if n % threads:
             pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
             return super().forward(torch.cat([x, pad]))[:n]
         return super().forward(x)

@@ -115,6 +115,21 @@ def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads
                               batches=((0, 16), (0, 3), (2, 5), (9, 7), (12, 4))) == set()
 
 
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_groupnorm_large_maps_run_image_by_image(n_threads, monkeypatch):
+    """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) take the
+    per-image way; it is exact too, and a lone image costs nothing extra."""
+    import repaint_cli.invariant as inv
+    monkeypatch.setattr(inv, "GROUPNORM_PER_IMAGE", 64 * 32 * 32)
+    norm = GroupNorm32(32, 64)
+    set_batch_invariant(norm)
+    x = randn(16, 64, 32, 32, memory_format=CL)
+    with threads(n_threads):
+        assert rows_differing(norm, x, batches=((0, 16), (0, 3), (2, 5), (12, 4))) == set()
+        with torch.no_grad():  # a lone image is the plain call
+            assert torch.equal(norm(x[:1]), GroupNorm32.forward(norm, x[:1]))
+
+
 @pytest.mark.parametrize("layout", ["channels_last_one_thread", "channels_last_small_map", "contiguous"])
 def test_groupnorm_where_plain_is_already_invariant(layout):
     """Plain PyTorch is invariant here: channels_last on one thread, maps under 32x32 (one thread
