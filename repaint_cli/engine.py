@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .invariant import set_batch_invariant
 from .noise import prepare_fused_noise
 from .sampler import Conditioning, EagerSteps, reverse_step, undo_step
 
@@ -36,6 +37,7 @@ class EngineOptions:
     channels_last: Optional[bool] = None
     compile: bool = False
     threads: Optional[int] = None
+    batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (invariant.py)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -165,6 +167,8 @@ def prepare_model(model, device: torch.device, opts: EngineOptions) -> Precision
         model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        set_batch_invariant(model, opts.batch_invariant and not opts.compile)  # compile makes its own kernels
     wrapped = PrecisionModel(model, dtype, device, channels_last)
     if opts.compile:
         try:
@@ -362,7 +366,7 @@ class EagerReplay:
 
 def graph_signature(model, cond: Conditioning, with_undo: bool = True) -> tuple:
     """What a captured graph depends on besides buffer contents: the model and every shape."""
-    return (id(model), cond.method, tuple(cond.gt.shape), tuple(cond.keep.shape), str(cond.gt.device), with_undo,
+    return (id(model), tuple(cond.gt.shape), tuple(cond.keep.shape), str(cond.gt.device), with_undo, cond.method,
             tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(cond.model_kwargs.items())),
             tuple((k, tuple(v.shape)) for k, v in sorted(cond.coefs.items())))
 

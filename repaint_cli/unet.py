@@ -226,6 +226,14 @@ class ResBlock(TimestepBlock):
         return self.skip_connection(x) + h
 
 
+class PointwiseConv1d(nn.Conv1d):
+    """A 1x1 Conv1d (as the checkpoints store it) that attention applies as a linear map over
+    (batch, length, channels); ``invariant.py`` gives it a batch-invariant form on the CPU."""
+
+    def linear(self, x):
+        return F.linear(x, self.weight[:, :, 0], self.bias)
+
+
 class AttentionBlock(nn.Module):
     """Self-attention over spatial positions; ``qkv``/``proj_out`` are 1x1 Conv1d as in the checkpoints."""
 
@@ -238,8 +246,8 @@ class AttentionBlock(nn.Module):
             self.num_heads = channels // num_head_channels
         self.new_order = use_new_attention_order
         self.norm = normalization(channels)
-        self.qkv = nn.Conv1d(channels, channels * 3, 1)
-        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+        self.qkv = PointwiseConv1d(channels, channels * 3, 1)
+        self.proj_out = zero_module(PointwiseConv1d(channels, channels, 1))
 
     def forward(self, x):
         b, c, *spatial = x.shape
@@ -250,14 +258,14 @@ class AttentionBlock(nn.Module):
         # checkpoints, but q, k and v come out contiguous in the head dimension (stride(-1) == 1), which
         # SDPA's fused kernels (flash, memory-efficient, cuDNN) need; laid out (b, c, length) they would
         # all fall back to the math kernel (fp32 upcast, the full length x length scores)
-        qkv = F.linear(self.norm(x).transpose(1, 2), self.qkv.weight[:, :, 0], self.qkv.bias)
+        qkv = self.qkv.linear(self.norm(x).transpose(1, 2))
         if self.new_order:  # channels laid out as (q|k|v, heads, ch)
             q, k, v = qkv.reshape(b, length, 3, heads, ch).permute(2, 0, 3, 1, 4)
         else:  # legacy layout: (heads, q|k|v, ch)
             q, k, v = qkv.reshape(b, length, heads, 3, ch).permute(3, 0, 2, 1, 4)
         # each (b, heads, length, ch); SDPA's default scale 1/sqrt(ch) is guided-diffusion's
         a = F.scaled_dot_product_attention(q, k, v)
-        h = F.linear(a.transpose(1, 2).reshape(b, length, c), self.proj_out.weight[:, :, 0], self.proj_out.bias)
+        h = self.proj_out.linear(a.transpose(1, 2).reshape(b, length, c))
         return (x + h.transpose(1, 2)).reshape(b, c, *spatial)
 
 
