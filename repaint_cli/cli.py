@@ -337,9 +337,17 @@ def schedule_cmd(
     start_resampling: Optional[int] = typer.Option(None, metavar="T", help="Resample only below this t."),
     preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="paper", help=f"Start from a preset: {', '.join(PRESETS)}."),
     as_json: bool = typer.Option(False, "--json", **FLAG, help="Print the full list of times as JSON."),
+    list_presets: bool = typer.Option(False, "--list", **FLAG, help="Print every preset with its cost."),
 ):
     """Print the jump schedule's summary (UNet calls, undo steps), or the full list with --json."""
     from .schedule import jump_schedule, resolve_jump_params, schedule_summary
+
+    if list_presets:
+        for name, p in PRESETS.items():
+            s = schedule_summary(jump_schedule(p))
+            print(f"{name}\tt_T {p.t_T}, jump_length {p.jump_length}, jump_n_sample {p.jump_n_sample}: "
+                  f"{s['unet_calls']} UNet calls, {s['undo_steps']} undo steps")
+        return
 
     try:
         params = resolve_jump_params(preset, None, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample,

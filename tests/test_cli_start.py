@@ -41,7 +41,8 @@ def run_fresh(*args, cwd=None):
 
 @pytest.mark.parametrize("args", [
     ["--help"], ["-h"], ["inpaint", "--help"], ["inpaint", "-h"], ["masks", "list"], ["masks", "generate", "-h"],
-    ["schedule", "--t-T", "250", "--jump-length", "10", "--jump-n-sample", "10"], ["models", "list"],
+    ["schedule", "--t-T", "250", "--jump-length", "10", "--jump-n-sample", "10"], ["schedule", "--list"],
+    ["models", "list"],
     ["inpaint"],  # missing argument
     ["inpaint", "x.png", "--precision", "fp8"], ["inpaint", "x.png", "--fit", "stretch"],
     ["inpaint", "x.png", "--batch-size", "0"], ["inpaint", "x.png", "--animate", "webm"],
@@ -53,6 +54,14 @@ def test_quick_commands_import_neither_torch_nor_opencv(args, tmp_path):
     assert heavy == [], f"{args} imported {heavy}: {r.stderr[-500:]}"
     assert code in (0, 2), r.stderr
     assert not (tmp_path / "never-made").exists()
+
+
+def test_schedule_lists_every_preset_with_its_cost():
+    from repaint_cli.schedule import PRESETS
+
+    r = runner.invoke(app, ["schedule", "--list"])
+    assert r.exit_code == 0 and [ln.split("\t")[0] for ln in r.stdout.splitlines()] == list(PRESETS)
+    assert "paper\tt_T 250, jump_length 10, jump_n_sample 10: 2410 UNet calls, 2160 undo steps" in r.stdout
 
 
 def test_schedule_prints_cost_without_torch(tmp_path):
