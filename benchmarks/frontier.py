@@ -44,10 +44,10 @@ def J(t_T, jump_length=10, jump_n_sample=1, **kw) -> JumpParams:
 # (label, method, schedule, eta): the paper's schedule is the reference; the rest spend at most ~460 calls
 CANDIDATES = [
     ("repaint 250/10/10 (paper)", "repaint", J(250, 10, 10), 0.0),
-    ("repaint 100/10/5 (fast)", "repaint", J(100, 10, 5), 0.0),
-    ("repaint 50/5/5", "repaint", J(50, 5, 5), 0.0),
+    ("repaint 100/10/5 (fast until 2026-11-29)", "repaint", J(100, 10, 5), 0.0),
+    ("repaint 50/5/5 (quick)", "repaint", J(50, 5, 5), 0.0),
     ("repaint 100/10/5 resample t<=25", "repaint", J(100, 10, 5, start_resampling=25), 0.0),
-    ("repaint 30/5/5", "repaint", J(30, 5, 5), 0.0),
+    ("repaint 30/5/5 (fast)", "repaint", J(30, 5, 5), 0.0),
     ("repaint 50/5/2 (draft)", "repaint", J(50, 5, 2), 0.0),
     ("repaint 240, no resampling", "repaint", J(240, 1, 1), 0.0),
     ("ddnm 50/5/5", "ddnm", J(50, 5, 5), 0.0),
@@ -183,7 +183,7 @@ def main(argv=None):
     date = datetime.date.today().isoformat()
     labels = [c[0] for c in CANDIDATES] + BASELINES
     lines = [f"Quality against cost on the first {len(images)} held-out emoji, model `{args.model}`, {date} "
-             f"(`{cmd}`; 2 threads). Hole PSNR in dB, mean ± 95% CI; UNet calls per image. The paper's "
+             f"(`{cmd}`; {args.threads} thread(s)). Hole PSNR in dB, mean ± 95% CI; UNet calls per image. The paper's "
              f"schedule ran on {', '.join(args.paper_kinds)} only (it costs as much as all the others together).", "",
              "| candidate | UNet calls | " + " | ".join(k for k in args.kinds if k in results) + " |",
              "|---|---|" + "---|" * len([k for k in args.kinds if k in results])]
