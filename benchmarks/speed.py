@@ -47,6 +47,15 @@ from repaint_cli.unet import UNetConfig, UNetModel  # noqa: E402
 TINY = ROOT.parent / "shared" / "fixtures" / "guided_diffusion"
 
 
+def random_batch(bs: int, S: int, device):
+    """A seeded batch to time: images in [-1, 1], half-known masks, noise keys, a mid-schedule time."""
+    g = torch.Generator().manual_seed(0)
+    gt = (torch.rand((bs, 3, S, S), generator=g) * 2 - 1).to(device)
+    keep = (torch.rand((bs, 1, S, S), generator=g) > 0.5).to(device)
+    keys = keys_tensor([image_key(0, f"b{i}") for i in range(bs)], device)
+    return gt, keep, keys, torch.full((bs,), 500, device=device)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -108,11 +117,7 @@ def run(args) -> dict:
     plain_model = loaded.model  # the same weights, eager fp32, default layout
     rows = []
     for bs in args.batch_sizes:
-        g = torch.Generator().manual_seed(0)
-        gt = (torch.rand((bs, 3, S, S), generator=g) * 2 - 1).to(device)
-        keep = (torch.rand((bs, 1, S, S), generator=g) > 0.5).to(device)
-        keys = keys_tensor([image_key(0, f"b{i}") for i in range(bs)], device)
-        t = torch.full((bs,), 500, device=device)
+        gt, keep, keys, t = random_batch(bs, S, device)
         row = {"batch": bs, "unet_calls_per_image": calls}
         for name in ("engine", "plain"):
             m = fast_model if name == "engine" else plain_model.to(device)
@@ -171,11 +176,7 @@ def run_engine_table(args) -> dict:
     notes: list[str] = []
     rows = []
     for bs in args.batch_sizes:
-        g = torch.Generator().manual_seed(0)
-        gt = (torch.rand((bs, 3, S, S), generator=g) * 2 - 1).to(device)
-        keep = (torch.rand((bs, 1, S, S), generator=g) > 0.5).to(device)
-        keys = keys_tensor([image_key(0, f"b{i}") for i in range(bs)], device)
-        t = torch.full((bs,), 500, device=device)
+        gt, keep, keys, t = random_batch(bs, S, device)
         row = {"batch": bs, "unet_calls_per_image": calls}
         for name, precision, graphs in ENGINE_VARIANTS:
             opts = EngineOptions(device=str(device), precision=precision, cuda_graphs=graphs,
