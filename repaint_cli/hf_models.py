@@ -18,13 +18,13 @@ from typing import Optional
 
 import torch
 
+from .diffusion import PREDICTIONS
 from .models import ModelError
 from .resources import cached_snapshot, hf_hub_cache
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 # diffusers' DDPMScheduler defaults, for a UNet folder that comes without a scheduler config
 DEFAULT_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
                      "variance_type": "fixed_small", "clip_sample": True, "clip_sample_range": 1.0,
@@ -118,9 +118,9 @@ def hparams_from_configs(unet_cfg: dict, sched_cfg: dict, where: str) -> dict:
     if variance not in VARIANCE_TYPES:
         raise DiffusersError(f"{where}: variance_type {variance!r} is not supported; use one of {', '.join(VARIANCE_TYPES)}")
     prediction = sched_cfg.get("prediction_type", "epsilon")
-    if prediction not in PREDICTION_TYPES:
+    if prediction not in PREDICTIONS:
         raise DiffusersError(f"{where}: prediction_type {prediction!r} is not supported; use one of "
-                             f"{', '.join(PREDICTION_TYPES)}")
+                             f"{', '.join(PREDICTIONS)}")
     schedule = sched_cfg.get("beta_schedule", "linear")
     if schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"):
         raise DiffusersError(f"{where}: beta_schedule {schedule!r} is not supported ({cls})")

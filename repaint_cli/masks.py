@@ -55,6 +55,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .mask_kinds import CONVENTIONS, MASK_KINDS
+from .resources import bundled_masks_dir
 
 __all__ = [
     "MASK_KINDS",
@@ -183,13 +184,6 @@ def _unknown_kind_message(kind: object) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def _repo_masks_dir() -> Path | None:
-    """The presets shipped with repaint: the repository's top-level ``masks/``, or its copy in a wheel."""
-    from .resources import bundled_masks_dir
-
-    return bundled_masks_dir()
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml  # local import: only needed for presets
 
@@ -209,7 +203,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _kind_defaults(kind: str) -> dict[str, Any]:
-    folder = _repo_masks_dir()
+    folder = bundled_masks_dir()  # the repository's masks/, or its copy in a wheel
     if folder is not None:
         path = folder / f"{kind}.yaml"
         if path.is_file():
