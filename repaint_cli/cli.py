@@ -21,6 +21,7 @@ from rich.console import Console
 
 from . import __version__
 from .cli_frames import register as register_sheet
+from .cli_impute import register as register_impute
 from .cli_masks import masks_app
 from .mask_kinds import MASK_KINDS
 from .schedule import PRESETS
@@ -427,6 +428,7 @@ def train_cmd(
 
 
 register_sheet(app)
+register_impute(app)
 
 
 @app.command("merge-manifests")
