@@ -17,7 +17,7 @@ TORCH_CPU = torch==2.13.0
 TRAIN_THREADS ?= 1
 TRAIN_STEPS ?= 100000
 
-.PHONY: install demo test wheel frontier default-model emoji-data bench bench-gpu quality readme-pictures clean
+.PHONY: install demo test wheel frontier tabular default-model emoji-data bench bench-gpu quality readme-pictures clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -26,10 +26,10 @@ $(PY):
 		{ rm -rf $(VENV); echo "error: could not create $(VENV) with $(PYTHON); on Debian/Ubuntu: apt install python3-venv"; exit 1; }
 
 # Reinstalled when pyproject.toml changes (the project itself is installed editable, with the
-# optional diffusers extra so that its tests run too).
+# optional diffusers and parquet extras so that their tests run too).
 $(VENV)/.installed: $(PY) pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
-	@$(PIP) install -q -e ".[test,diffusers]"
+	@$(PIP) install -q -e ".[test,diffusers,parquet]"
 	@touch $@
 
 install: $(VENV)/.installed
@@ -73,6 +73,12 @@ quality: install emoji-data
 	$(PY) benchmarks/quality.py --kinds thick thin genhalf --section quality-random
 	$(PY) benchmarks/quality.py --kinds ex64 nn2 ev2li --section quality-extreme
 	$(PY) benchmarks/quality.py --kinds thick --presets paper fast draft
+
+# Tables: repaint impute against mean/mode, k-NN, MICE and MissForest on scikit-learn's bundled
+# datasets (resumes a stopped run); scikit-learn is the optional bench extra, never a run-time need.
+tabular: install
+	@$(PY) -c "import sklearn" 2>/dev/null || $(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/tabular.py
 
 # Quality against UNet calls for every sampler candidate (resumes a stopped run).
 frontier: install emoji-data

@@ -67,7 +67,10 @@ class TableDenoiser(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x, t):
-        temb = self.time(timestep_embedding(t, self.cfg.time_dim))
+        if len(t) > 1 and bool((t == t[0]).all()):  # sampling: one time for the block, embedded once
+            temb = self.time(timestep_embedding(t[:1], self.cfg.time_dim)).expand(len(t), -1)
+        else:
+            temb = self.time(timestep_embedding(t, self.cfg.time_dim))
         h = self.inp(x) + temb
         for block in self.blocks:
             h = block(h, temb)

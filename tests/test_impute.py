@@ -288,3 +288,30 @@ def test_table_errors_are_value_errors():
     assert issubclass(TableError, ValueError)
     with pytest.raises(TableError, match="no such file"):
         read_table("/nonexistent/table.csv")
+
+
+def test_reconstruction_guidance_is_the_gradient_of_the_observed_error():
+    """With a model that predicts zero noise, x0 = x / sqrt(abar), and the term is
+    -scale * abar / (1 - abar) * keep * (x0 - gt) / sqrt(abar), whether or not the sampler's
+    forward pass is reused."""
+    import torch
+
+    from repaint_cli.impute import _KeepsGraph, reconstruction_guidance
+    from repaint_cli.table_model import TableDenoiser, make_diffusion
+
+    cfg = TableModelConfig(width=8, blocks=1)
+    model = TableDenoiser(3, cfg)  # its output layer starts at zero: eps = 0
+    gt = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]])
+    keep = torch.tensor([[True, False, True], [False, True, True]])
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([400, 400])
+    a = make_diffusion(cfg).arrays()["alphas_cumprod"].float()[400]
+    expected = -2.0 * a / (1 - a) * keep * (x / a.sqrt() - gt) / a.sqrt()
+    net = _KeepsGraph(model)
+    fn = reconstruction_guidance(net, gt, keep, 2.0)
+    assert torch.allclose(fn(x, t), expected, atol=1e-5)  # no forward pass to reuse
+    with torch.no_grad():
+        net(x, t)
+    assert net.last is not None
+    assert torch.allclose(fn(x, t), expected, atol=1e-5)  # the sampler's pass, reused
+    assert net.last is None

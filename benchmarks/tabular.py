@@ -1,0 +1,317 @@
+"""Imputation quality on tables: repaint impute against mean/mode, k-NN, MICE and MissForest.
+
+Datasets ship inside scikit-learn (no download): iris, wine, breast_cancer, diabetes; the class
+of the first three is a categorical column. Missingness mechanisms, as the imputation literature
+defines them (e.g. Muzellec et al. 2020, Jarrett et al. 2022):
+- MCAR: every cell missing with the same probability;
+- MAR: a third of the columns (never the class) stay observed; each other cell goes missing with a
+  logistic probability of the observed columns (random weights), its intercept set for the rate;
+- MNAR: self-masking: a cell goes missing with a logistic probability of its own value.
+Each (dataset, mechanism, rate) is drawn with 5 mask seeds; every method fills the same cells.
+Metrics: MAE and RMSE over the missing numeric cells, standardised by the full column's mean and
+std; accuracy over the missing categorical cells; mean and 95% interval over the mask seeds.
+Results are kept in benchmarks/tabular.json as they come (a stopped run resumes); the table and a
+plot (benchmarks/tabular.png) go to benchmarks/RESULTS.md.
+
+    python benchmarks/tabular.py                     # make tabular (needs the bench extra: scikit-learn)
+    python benchmarks/tabular.py --only MCAR30       # one setting first
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+DATASETS = ["iris", "wine", "breast_cancer", "diabetes"]
+SETTINGS = ["MCAR30", "MCAR10", "MCAR50", "MAR30", "MNAR30"]  # in the order they run
+METHODS = ["mean/mode", "k-NN", "MICE", "MissForest", "repaint"]
+# repaint impute with one setting changed from its defaults (--methods "repaint w128" ...): the ablations
+VARIANTS = {"repaint": {}, "repaint w128": {"width": 128}, "repaint guidance 0": {"guidance": 0.0},
+            "repaint 2 rounds": {"rounds": 2}, "repaint fast": {"preset": "fast"},
+            "repaint 1000 steps": {"train_steps": 1000}, "repaint k20": {"samples": 20},
+            "repaint 1000 steps guidance 0": {"train_steps": 1000, "guidance": 0.0}}
+SEEDS = 5
+
+
+def load_dataset(name: str):
+    """(numeric array (n, p), column names, class labels as strings or None)."""
+    from sklearn import datasets
+
+    d = getattr(datasets, f"load_{name}")()
+    x = np.asarray(d.data, dtype=np.float64)
+    names = [str(c).replace(" ", "_") for c in d.feature_names]
+    if name == "diabetes":  # a regression target: one more numeric column
+        return np.column_stack([x, d.target]), names + ["target"], None
+    return x, names, np.array([f"class{int(t)}" for t in d.target])
+
+
+def _logistic_rate(logits: np.ndarray, rate: float) -> np.ndarray:
+    """Probabilities sigmoid(logits + b), b found by bisection so that their mean is ``rate``."""
+    lo, hi = -50.0, 50.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (1 / (1 + np.exp(-(logits + mid)))).mean() < rate:
+            lo = mid
+        else:
+            hi = mid
+    return 1 / (1 + np.exp(-(logits + (lo + hi) / 2)))
+
+
+def make_missing(x: np.ndarray, has_class: bool, setting: str, seed: int) -> np.ndarray:
+    """(n, p + class) bool: True = missing. The class column (last, if any) is treated like the others
+    under MCAR and MNAR-free: under MNAR it is missing at the rate, at random (it has no value order)."""
+    rng = np.random.default_rng(seed)
+    mech, rate = setting[:-2], int(setting[-2:]) / 100
+    n, p = x.shape
+    z = (x - x.mean(0)) / (x.std(0) + 1e-12)
+    width = p + int(has_class)
+    if mech == "MCAR":
+        miss = rng.random((n, width)) < rate
+    elif mech == "MAR":
+        kept = rng.choice(p, size=max(1, p // 3), replace=False)
+        miss = np.zeros((n, width), bool)
+        w = rng.normal(size=(len(kept), width))
+        logits = z[:, kept] @ w
+        for j in range(width):
+            if j in kept:
+                continue
+            prob = _logistic_rate(logits[:, j], rate * width / (width - len(kept)))
+            miss[:, j] = rng.random(n) < prob
+    elif mech == "MNAR":
+        miss = np.zeros((n, width), bool)
+        for j in range(p):
+            prob = _logistic_rate(2.0 * rng.choice([-1, 1]) * z[:, j], rate)
+            miss[:, j] = rng.random(n) < prob
+        if has_class:
+            miss[:, p] = rng.random(n) < rate
+    else:
+        raise ValueError(setting)
+    for i in np.flatnonzero(miss.all(1)):  # every row keeps at least one cell
+        miss[i, rng.integers(width)] = False
+    for j in np.flatnonzero(miss.all(0)):
+        miss[rng.integers(n), j] = False
+    return miss
+
+
+def baseline(method: str, x: np.ndarray, labels, miss: np.ndarray, seed: int):
+    """Numeric fill (n, p) and class fill (n,) by a scikit-learn imputer; the class is one more
+    numeric column of its code, rounded to the nearest class (mode for mean/mode)."""
+    from sklearn.ensemble import ExtraTreesRegressor
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+    from sklearn.linear_model import BayesianRidge
+
+    n, p = x.shape
+    codes, classes = (np.unique(labels, return_inverse=True)[::-1] if labels is not None else (None, None))
+    data = np.column_stack([x, codes]).astype(float) if labels is not None else x.copy()
+    data[miss] = np.nan
+    if method == "mean/mode":
+        filled = SimpleImputer(strategy="mean").fit_transform(data)
+        if labels is not None:
+            filled[:, p] = SimpleImputer(strategy="most_frequent").fit_transform(data[:, p:p + 1])[:, 0]
+    elif method == "k-NN":
+        filled = KNNImputer(n_neighbors=5).fit_transform(_scaled(data)[0]) * _scaled(data)[2] + _scaled(data)[1]
+    elif method == "MICE":
+        filled = IterativeImputer(estimator=BayesianRidge(), max_iter=10, random_state=seed).fit_transform(data)
+    elif method == "MissForest":
+        est = ExtraTreesRegressor(n_estimators=50, random_state=seed, n_jobs=1)
+        filled = IterativeImputer(estimator=est, max_iter=10, random_state=seed).fit_transform(data)
+    else:
+        raise ValueError(method)
+    cls = None
+    if labels is not None:
+        cls = classes[np.clip(np.round(filled[:, p]), 0, len(classes) - 1).astype(int)]
+    return filled[:, :p], cls
+
+
+def _scaled(data):
+    mu, sd = np.nanmean(data, 0), np.nanstd(data, 0) + 1e-12
+    return (data - mu) / sd, mu, sd
+
+
+def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, variant: dict):
+    """repaint impute with its defaults, through the same functions as the command."""
+    from repaint_cli.impute import ImputeOptions, impute_table
+    from repaint_cli.table_model import TableModelConfig, TrainSettings
+    from repaint_cli.tables import read_table
+
+    n, p = x.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.csv"
+        cols = [[repr(float(v)) for v in x[:, j]] for j in range(p)] + ([list(labels)] if labels is not None else [])
+        header = names + (["class"] if labels is not None else [])
+        rows = ["," .join("" if miss[i, j] else cols[j][i] for j in range(len(cols))) for i in range(n)]
+        path.write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+        variant = {"samples": args.samples, **variant}
+        model = TableModelConfig(width=variant.pop("width", 256))
+        steps = variant.pop("train_steps", args.train_steps)
+        opts = ImputeOptions(seed=seed, threads=args.threads, train=TrainSettings(steps=steps, seed=seed),
+                             model=model, **variant)
+        res = impute_table(read_table(path), opts)
+    frame = res.frame
+    num = np.column_stack([frame.iloc[:, j].astype(float).to_numpy() for j in range(p)])
+    return num, (frame.iloc[:, p].astype(str).to_numpy() if labels is not None else None), res.stats
+
+
+def scores(x, labels, miss, num, cls):
+    sd = x.std(0) + 1e-12
+    m = miss[:, : x.shape[1]]
+    err = ((num - x) / sd)[m]
+    out = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
+    if labels is not None and miss[:, -1].any():
+        out["acc"] = float((cls[miss[:, -1]] == labels[miss[:, -1]]).mean())
+    return out
+
+
+def summarise(results: dict) -> str:
+    from quality import mean_ci
+
+    methods = METHODS + [v for v in VARIANTS if v not in METHODS and any(f"|{v}|" in k for k in results)]
+    lines = []
+    for setting in SETTINGS:
+        rows = []
+        for ds in DATASETS:
+            cells = []
+            for m in methods:
+                runs = [results.get(f"{ds}|{setting}|{m}|{s}") for s in range(SEEDS)]
+                runs = [r for r in runs if r]
+                if not runs:
+                    cells.append("-")
+                    continue
+                mae = mean_ci([r["mae"] for r in runs])
+                acc = [r["acc"] for r in runs if "acc" in r]
+                text = f"{mae[0]:.3f} ± {mae[1]:.3f}"
+                if acc:
+                    a = mean_ci(acc)
+                    text += f" / {a[0]:.2f}"
+                cells.append(text + ("" if len(runs) == SEEDS else f" (n={len(runs)})"))
+            rows.append(f"| {ds} | " + " | ".join(cells) + " |")
+        if any("-" != c for r in rows for c in r.split(" | ")[1:-1]):
+            lines += [f"**{setting}** (standardised MAE ± 95% interval over the mask seeds / class accuracy)", "",
+                      "| dataset | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|", *rows, ""]
+    return "\n".join(lines)
+
+
+def synthetic_table(n: int, seed: int = 0) -> tuple[np.ndarray, list, np.ndarray]:
+    """A 20-column table: 16 numeric columns from 4 latent factors, 4 categorical columns
+    thresholding them; as (numeric, names, categorical strings (n, 4))."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 4))
+    num = z @ rng.normal(size=(4, 16)) + 0.3 * rng.normal(size=(n, 16))
+    cats = np.stack([np.where(z[:, j] > 0.5, "hi", np.where(z[:, j] < -0.5, "lo", "mid")) for j in range(4)], 1)
+    return num, [f"x{j}" for j in range(16)], cats
+
+
+def cost(args) -> str:
+    """Seconds to train (default steps) and to impute, against rows, on a 20-column table with 30% MCAR."""
+    import torch
+
+    from repaint_cli.impute import ImputeOptions, calls_per_row, sample_rows
+    from repaint_cli.table_model import TableModelConfig, TrainSettings, train_table_model
+    from repaint_cli.tables import cell_values, clip_range, encode, infer_columns, read_table
+
+    torch.set_num_threads(args.threads)
+    lines = [f"Threads: {args.threads}. A 20-column table (16 numeric, 4 categorical with 3 values; encoded width 28), "
+             f"30% of cells missing at random; defaults (width 256, 3 blocks, {args.train_steps} training steps, "
+             "preset quick, guidance 10).", "",
+             "| rows | training (s) | imputing, 1 sample (s) | per row and sample (ms) |", "|---|---|---|---|"]
+    for n in args.cost_rows:
+        num, names, cats = synthetic_table(n)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "t.csv"
+            miss = np.random.default_rng(1).random((n, 20)) < 0.3
+            cells = [[repr(float(v)) for v in num[:, j]] for j in range(16)] + [list(cats[:, j]) for j in range(4)]
+            rows = [",".join("" if miss[i, j] else cells[j][i] for j in range(20)) for i in range(n)]
+            path.write_text(",".join(names + ["c0", "c1", "c2", "c3"]) + "\n" + "\n".join(rows) + "\n")
+            table = read_table(path)
+        cols = infer_columns(table)
+        x, keep = encode(cell_values(table, cols), cols)
+        t0 = time.perf_counter()
+        steps = args.train_steps if n == args.cost_rows[0] or args.train_every else 200
+        model = train_table_model(x, keep, TableModelConfig(), TrainSettings(steps=steps))
+        train_s = (time.perf_counter() - t0) * args.train_steps / steps
+        opts = ImputeOptions(samples=1, threads=args.threads)
+        t0 = time.perf_counter()
+        sample_rows(model, x, keep, clip_range(cols), opts, 0)
+        imp = time.perf_counter() - t0
+        lines.append(f"| {n:,} | {train_s:.1f} | {imp:.1f} | {1000 * imp / n:.2f} |")
+        print(lines[-1], flush=True)
+    lines += ["", f"Model calls per row and sample: {calls_per_row(ImputeOptions(samples=1))} (each a forward pass; "
+              "with guidance one backward pass more). Training: all steps timed at the first size; at the others "
+              "200 steps timed and scaled, since a step (a batch of 256 rows) costs the same whatever the table's "
+              "length. Imputation is linear in rows x samples (blocks of 4,096 rows): the default 5 samples cost 5x "
+              "the column above."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", default=SETTINGS, help="settings to run, e.g. MCAR30 MAR30")
+    ap.add_argument("--datasets", nargs="*", default=DATASETS)
+    ap.add_argument("--methods", nargs="*", default=METHODS, help=f"of {METHODS + list(VARIANTS)}")
+    ap.add_argument("--seeds", type=int, default=SEEDS)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "tabular.json"))
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--cost", action="store_true", help="measure training and imputation time against rows instead")
+    ap.add_argument("--cost-rows", nargs="*", type=int, default=[100, 1000, 10000])
+    ap.add_argument("--train-every", action="store_true", help="--cost: time the full training at every size")
+    args = ap.parse_args(argv)
+    if args.cost:
+        from quality import update_results
+
+        body = cost(args)
+        update_results("tabular-cost", f"## Tables: what training and imputing cost ({datetime.date.today().isoformat()})"
+                       f"\n\n`python benchmarks/tabular.py --cost --threads {args.threads}`. " + body)
+        return
+    path = Path(args.json)
+    results = {} if args.fresh or not path.exists() else json.loads(path.read_text())
+    import torch
+
+    torch.set_num_threads(args.threads)
+    for setting in args.only:
+        for ds in args.datasets:
+            x, names, labels = load_dataset(ds)
+            for seed in range(args.seeds):
+                miss = make_missing(x, labels is not None, setting, seed)
+                for m in args.methods:
+                    key = f"{ds}|{setting}|{m}|{seed}"
+                    if key in results:
+                        continue
+                    t0 = time.perf_counter()
+                    if m in VARIANTS:
+                        num, cls, stats = ours(x, names, labels, miss, seed, args, VARIANTS[m])
+                    else:
+                        (num, cls), stats = baseline(m, x, labels, miss, seed), {}
+                    r = scores(x, labels, miss, num, cls)
+                    r["seconds"] = round(time.perf_counter() - t0, 2)
+                    results[key] = r
+                    path.write_text(json.dumps(results, indent=1))
+                    print(f"{key}: MAE {r['mae']:.3f} RMSE {r['rmse']:.3f}"
+                          + (f" acc {r['acc']:.2f}" if "acc" in r else "") + f" ({r['seconds']} s)", flush=True)
+    for other in sorted(path.parent.glob("tabular*.json")):  # parts run in parallel (--json elsewhere)
+        if other != path:
+            results = {**json.loads(other.read_text()), **results}
+    body = summarise(results)
+    from quality import update_results
+
+    stamp = datetime.date.today().isoformat()
+    update_results("tabular", f"## Tables: repaint impute against classic imputers ({stamp})\n\n"
+                   "`python benchmarks/tabular.py` (`make tabular`). " + body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
