@@ -327,9 +327,9 @@ def main(argv=None):
                         continue
                     t0 = time.perf_counter()
                     if m in VARIANTS:
-                        num, cls, stats = ours(x, names, labels, miss, seed, args, VARIANTS[m])
+                        num, cls, _ = ours(x, names, labels, miss, seed, args, VARIANTS[m])
                     else:
-                        (num, cls), stats = baseline(m, x, labels, miss, seed), {}
+                        num, cls = baseline(m, x, labels, miss, seed)
                     r = scores(x, labels, miss, num, cls)
                     r["seconds"] = round(time.perf_counter() - t0, 2)
                     results[key] = r

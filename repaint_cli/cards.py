@@ -7,6 +7,7 @@ the file. Reading cards needs only PyYAML, so ``repaint models list`` answers at
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -71,7 +72,12 @@ def list_cards() -> list[ModelCard]:
         for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
             try:
                 card = ModelCard.load(p)
-            except (TypeError, yaml.YAMLError, AttributeError):
+            except yaml.YAMLError as e:  # a broken card must not make its model vanish without a word
+                where = getattr(e, "problem_mark", None)
+                at = f" (line {where.line + 1})" if where is not None else ""
+                warnings.warn(f"{p}: not valid YAML{at}; skipped as a model card", stacklevel=2)
+                continue
+            except (TypeError, AttributeError):
                 continue  # not a card: e.g. the sidecar hyper-parameters of an exported model
             if card.name not in seen:
                 seen.add(card.name)

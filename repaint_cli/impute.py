@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from .noise import gaussian_seeded, image_key, keys_tensor
-from .sampler import Conditioning, StepInfo, repaint
+from .sampler import Conditioning, repaint
 from .schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
 from .table_model import (TableModelConfig, TrainSettings, load_table_model, make_diffusion, save_table_model,
                           train_table_model)

@@ -125,3 +125,21 @@ def test_user_weights_are_searched_in_order(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["models", "list"])
     assert r.exit_code == 0
     assert f"looked for checkpoints in {env_dir}, {cache}, ./weights, then the files shipped with repaint" in r.stderr
+
+
+def test_a_broken_card_is_named_not_silently_dropped(tmp_path, monkeypatch):
+    """A card with a YAML error once made the embedded model vanish without a word; a sidecar of an
+    exported model (valid YAML, not a card) is still skipped quietly."""
+    import warnings
+
+    from repaint_cli.cards import list_cards
+
+    (tmp_path / "broken.yaml").write_text("name: broken\ntraining:\n  hardware: one core: 80 minutes\n")
+    (tmp_path / "sidecar.yaml").write_text("image_size: 32\nnum_channels: 32\n")
+    monkeypatch.setenv("REPAINT_WEIGHTS", str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = [c.name for c in list_cards()]
+    messages = [str(w.message) for w in caught]
+    assert "broken" not in names and "emoji32" in names
+    assert len(messages) == 1 and "broken.yaml: not valid YAML (line 3)" in messages[0]
