@@ -104,9 +104,14 @@ def register(app: typer.Typer) -> None:
                              model=TableModelConfig(width=width, blocks=blocks), threads=threads,
                              categorical=tuple(categorical))
         name = (predict or table)
+        fmt = table_format(out) if out else "csv"
+        if fmt == "parquet":  # found out now, not after training
+            import importlib.util
+
+            if importlib.util.find_spec("pyarrow") is None:
+                die(f"{out}: writing Parquet needs pyarrow; pip install pyarrow, or give --out a .csv name")
         draw_paths = []
         if draws is not None:
-            fmt = table_format(out) if out else "csv"
             suffix = ".parquet" if fmt == "parquet" else ".csv"
             draw_paths = [draws / f"{name.stem}_draw{k + 1:0{len(str(samples))}d}{suffix}" for k in range(samples)]
             clash = [p for p in draw_paths if p.exists()]
@@ -136,7 +141,6 @@ def register(app: typer.Typer) -> None:
                                           keep_draws=bool(draws))
         except TableError as e:
             die(str(e))
-        fmt = table_format(out) if out else "csv"
         if draws is not None:
             draws.mkdir(parents=True, exist_ok=True)
             for path, frame in zip(draw_paths, result.draws):

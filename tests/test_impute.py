@@ -315,3 +315,15 @@ def test_reconstruction_guidance_is_the_gradient_of_the_observed_error():
     assert net.last is not None
     assert torch.allclose(fn(x, t), expected, atol=1e-5)  # the sampler's pass, reused
     assert net.last is None
+
+
+def test_parquet_output_without_pyarrow_is_refused_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    src = tmp_path / "t.csv"
+    mixed_table(src)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pyarrow" else real(n, *a))
+    r = invoke(src, "--out", tmp_path / "o.parquet", *QUICK)
+    assert r.exit_code == 2 and "needs pyarrow" in r.stderr and "training" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
