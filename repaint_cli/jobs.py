@@ -9,9 +9,13 @@ Which files are images and which are masks (decided here, before any model loads
   except when the mask source *is* an input source (the same folder, or the same glob): then
   the files named like masks (``<stem>_mask*``, ``.mask``, ``-mask``) are the masks and the
   others the images (LaMa's layout: ``a.png`` beside ``a_mask001.png``);
-- an image is never its own mask, and an input given by name that looks like a mask (in the
-  single mask file's folder, named like a mask, or one of the mask folder's masks) stops the
-  run: most likely a ``--mask`` glob the shell expanded.
+- an image is never its own mask. An input given by name stops the run (most likely a ``--mask``
+  glob the shell expanded: ``--mask mk/*.png`` arrives as ``--mask mk/a.png`` plus inputs
+  ``mk/b.png mk/c.png``) when it is the ``--mask`` file; when it lies in the single ``--mask``
+  file's folder while another input does not (a file named elsewhere, a folder, a glob or ``-``):
+  if every input is a file named in that folder (``photo.png --mask hole.png``) nothing tells it
+  from an expansion, so it is taken as meant; or when it is named like the mask of another input
+  image beside it (``b_mask.png`` beside ``b.png``). A name alone (``gas-mask.png``) is no mask.
 With ``-r``, outputs mirror sub-folders (``in/sub/a.png`` -> ``OUT/sub/a.png``); such an
 image's stem (its noise key and generated-mask key) is its relative name ``sub/a``.
 """
@@ -78,6 +82,16 @@ def is_mask_name(path: Path) -> bool:
     return bool(MASK_NAME.search(Path(path).stem))
 
 
+def _mask_of_another(path: Path, beside: set) -> Optional[Path]:
+    """The input image that ``path`` is named as the mask of (``b_mask001.png`` of ``b.png``, in the same
+    folder; ``beside``: the (resolved folder, stem) of every input), or None."""
+    folder, stem = _real(path.parent), path.stem
+    for m in MASK_NAME.finditer(stem):
+        if (folder, stem[:m.start() + 1]) in beside:
+            return path.with_name(stem[:m.start() + 1] + path.suffix)
+    return None
+
+
 def _glob_root(pattern: str) -> str:
     """The folder a glob starts from: its leading parts without wildcards."""
     parts = []
@@ -94,6 +108,15 @@ def _is_image(p: Path) -> bool:
 
 def _folder_has_images_below(folder: Path) -> bool:
     return any(_is_image(f) for f in folder.rglob("*") if f.parent != folder)
+
+
+def _sub_folder_note(folder: Path, skipped) -> Optional[str]:
+    """Without -r: a warning counting the images in ``folder``'s sub-folders that are left out (not those
+    under a skipped folder such as --out), or None."""
+    below = sum(1 for f in folder.rglob("*") if f.parent != folder and _is_image(f) and not skipped(f))
+    if not below:
+        return None
+    return f"{folder}: {below} image(s) in its sub-folders are not included; pass -r to include them"
 
 
 def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -> tuple[list[Found], list[str], list[str]]:
@@ -151,6 +174,10 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -
                 hint = ("; its sub-folders hold images: pass -r to look inside them"
                         if not recursive and _folder_has_images_below(p) else "")
                 errors.append(f"{p}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTS))}){hint}")
+            elif not recursive:
+                note = _sub_folder_note(p, lambda f: skipped(f, root))
+                if note:
+                    ignored.append(note)
             for f in images:
                 rel = f.parent.relative_to(p).as_posix()
                 found.append(Found(f, False, "" if rel == "." else rel, source=item))
@@ -278,24 +305,26 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
     images: dict[str, Found] = {}
     left_out = 0
     mask_folder = _real(single_mask.parent) if single_mask is not None and single_mask.is_file() else None
-    # inputs named on the command line both beside the mask and elsewhere: the shell's work on `--mask dir/*.png`
-    # (inputs that all share the mask's folder, as in `repaint inpaint photo.png --mask hole.png`, are fine)
-    split_around_mask = mask_folder is not None and len({_real(f.path.parent) == mask_folder
-                                                         for f in found if f.explicit}) == 2
+    # `--mask dir/*.png` unquoted: the shell passes dir/b.png... as inputs beside the user's own inputs, which lie
+    # elsewhere or are folders, globs or '-'. Inputs that are all files named in the mask's folder
+    # (`repaint inpaint photo.png --mask hole.png`) are taken as meant.
+    split_around_mask = mask_folder is not None and any(
+        item == "-" or not Path(item).is_file() or _real(Path(item).parent) != mask_folder for item in input_list)
+    beside = {(_real(f.path.parent), f.path.stem) for f in found}  # (folder, stem) of every input
     for f in found:
         r = _real(f.path)
         if r in images:
             continue
         is_mask = r in mask_reals or (shared and is_mask_name(f.path))
         if f.explicit and not mask_is_kind:
-            # named on the command line: an image, unless it looks like a mask
-            named_like_mask = is_mask_name(f.path)
+            # named on the command line: an image, unless it is a mask the shell's expansion put there
             is_single_mask = single_mask is not None and r in mask_reals
             in_mask_folder = split_around_mask and _real(f.path.parent) == mask_folder
-            if is_single_mask or named_like_mask or in_mask_folder:
+            mask_of = _mask_of_another(f.path, beside)
+            if is_single_mask or in_mask_folder or mask_of:
                 why = ("is the --mask file" if is_single_mask else
-                       "is named like a mask" if named_like_mask else
-                       f"lies in the folder of the --mask file {single_mask}")
+                       f"lies in the folder of the --mask file {single_mask}" if in_mask_folder else
+                       f"is named like the mask of the input {mask_of}")
                 result.errors.append(f"{f.path}: an input that {why}: was a --mask glob expanded by the shell? "
                                      f"{QUOTE_HINT}; or move the mask out of the images' folder")
                 continue

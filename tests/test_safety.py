@@ -336,3 +336,108 @@ def test_enlarged_fill_warns_once_and_first_line_names_the_masks(tmp_path, small
     ups = [line for line in rep.lines if line.startswith("hole region")]
     assert len(ups) == 1, rep.lines  # once per run, not per image
     assert ups[0].startswith("hole region 60x40 generated at 16 px, upscaled") and "larger size" in ups[0]
+
+
+# ----------------------------------------------------------------------------- issue 21 D1, issue 25 D2/D5
+
+def _errors(inputs, mask, out, **kw):
+    return make_jobs([str(i) for i in inputs], str(mask), out, mask_is_kind=False, **kw).errors
+
+
+def test_an_image_named_like_a_mask_is_an_image_beside_a_single_mask(tmp_path):
+    """D1: 'gas-mask.png' is a photo of a gas mask: the mask-name rule is for a mask source that is the
+    inputs' own folder or glob, not for images given by name."""
+    gas, hole = photo(tmp_path / "gas-mask.png"), tmp_path / "hole.png"
+    hole_mask(hole)
+    jl = make_jobs([str(gas)], str(hole), tmp_path / "out", mask_is_kind=False)
+    assert not jl.errors and [j.image.name for j in jl.jobs] == ["gas-mask.png"]
+    masks = tmp_path / "masks"  # also with a mask folder
+    masks.mkdir()
+    hole_mask(masks / "gas-mask.png")
+    jl = make_jobs([str(gas)], str(masks), tmp_path / "out", mask_is_kind=False)
+    assert not jl.errors and jl.jobs[0].mask_file == masks / "gas-mask.png"
+    # but the mask of another input (b_mask.png beside b.png: `a.png b.png --mask *_mask.png` expanded) is refused
+    a, b = photo(tmp_path / "a.png"), photo(tmp_path / "b.png")
+    hole_mask(tmp_path / "a_mask.png")
+    hole_mask(tmp_path / "b_mask.png")
+    errors = _errors([a, b, tmp_path / "b_mask.png"], tmp_path / "a_mask.png", tmp_path / "out")
+    assert len(errors) == 1 and "b_mask.png" in errors[0] and "quote" in errors[0]
+
+
+def _mask_glob_layout(tmp_path):
+    imgs, mk = tmp_path / "imgs", tmp_path / "mk_keep"
+    imgs.mkdir(), mk.mkdir()
+    for i, stem in enumerate("abc"):
+        photo(imgs / f"{stem}.png", seed=i)
+        hole_mask(mk / f"{stem}.png")
+    return imgs, mk
+
+
+@pytest.mark.parametrize("first", ["folder", "glob", "stdin"])
+def test_unquoted_mask_glob_is_refused_whatever_the_other_inputs(tmp_path, first):
+    """D2: `repaint inpaint imgs --mask mk_keep/*.png` reaches us as inputs imgs, mk_keep/b.png, mk_keep/c.png."""
+    imgs, mk = _mask_glob_layout(tmp_path)
+    source = {"folder": imgs, "glob": imgs / "*.png", "stdin": "-"}[first]
+    jl = make_jobs([str(source), str(mk / "b.png"), str(mk / "c.png")], str(mk / "a.png"), tmp_path / "out",
+                   mask_is_kind=False, stdin=[f"{imgs / 'a.png'}\n"])
+    assert [e.split(":")[0] for e in jl.errors] == [str(mk / "b.png"), str(mk / "c.png")], jl.errors
+    assert all("quote" in e and str(mk / "a.png") in e for e in jl.errors)
+
+
+def test_unquoted_mask_glob_after_a_folder_stops_before_the_model(tmp_path, small_checkpoint, no_model_load):
+    imgs, mk = _mask_glob_layout(tmp_path)
+    out = tmp_path / "out"
+    r = invoke("inpaint", imgs, "--mask", mk / "a.png", mk / "b.png", mk / "c.png", "--model", small_checkpoint,
+               "--out", out, *FAST)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "1 more problem" in errors[-1], r.stderr  # one line per expanded name
+    assert all("quote" in e for e in errors) and {f"{mk / n}:" for n in ("b.png", "c.png")} <= set(r.stderr.split())
+    assert not out.exists()
+
+
+def test_inputs_beside_a_single_mask_file_are_fine_when_all_are_named_there(tmp_path):
+    """D2, the accepted cases: every input is a file named in the --mask file's folder (nothing to tell it from
+    `photo.png --mask hole.png`), and the LaMa layout `dir --mask dir`."""
+    d = tmp_path / "dir"
+    d.mkdir()
+    a, b = photo(d / "a.png"), photo(d / "b.png", seed=1)
+    hole_mask(d / "a_mask.png")
+    hole_mask(d / "hole.png")
+    assert not _errors([a], d / "a_mask.png", tmp_path / "out")
+    assert not _errors([a, b], d / "hole.png", tmp_path / "out")
+    (d / "hole.png").unlink()
+    jl = make_jobs([str(d)], str(d), tmp_path / "out", mask_is_kind=False)
+    assert not jl.errors and [(j.image.name, j.mask_file and j.mask_file.name) for j in jl.jobs] == [
+        ("a.png", "a_mask.png"), ("b.png", None)]  # b has no mask: its own error, later
+
+
+def _tree_with_sub_folders(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    photo(tree / "top.png")
+    photo(tree / "sub" / "s1.png")
+    photo(tree / "sub" / "deeper" / "s2.png")
+    (tree / "out").mkdir()  # an --out inside the tree: its results are not inputs, nor counted
+    photo(tree / "out" / "top.png")
+    return tree
+
+
+def test_images_in_sub_folders_left_out_without_r_get_one_warning(tmp_path):
+    """D5: a folder with images at the top and in sub-folders, no -r: one warning counts those left out."""
+    tree = _tree_with_sub_folders(tmp_path)
+    jl = make_jobs([str(tree)], "box", tree / "out", mask_is_kind=True, overwrite=True)
+    assert [j.image.name for j in jl.jobs] == ["top.png"]
+    hints = [n for n in jl.ignored if "-r" in n]
+    assert len(hints) == 1 and "2 image(s) in its sub-folders" in hints[0], jl.ignored
+    jl = make_jobs([str(tree)], "box", tree / "out", mask_is_kind=True, recursive=True, overwrite=True)
+    assert not [n for n in jl.ignored if "-r" in n] and len(jl.jobs) == 3
+
+
+def test_sub_folder_warning_is_shown_by_the_cli(tmp_path, small_checkpoint):
+    tree = _tree_with_sub_folders(tmp_path)
+    r = invoke("inpaint", tree, "--mask", "box", "--model", small_checkpoint, "--out", tree / "out", "--overwrite",
+               *FAST)
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:") and "-r" in line]
+    assert len(warnings) == 1 and "2 image(s)" in warnings[0], r.stderr
