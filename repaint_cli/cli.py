@@ -121,7 +121,8 @@ def rich_reporter(json_lines: bool, quiet: bool = False):
                 print(result.output, flush=True)
 
         def stop(self):
-            self.progress.stop()
+            if self.task is not None:  # a progress never started would print an empty line
+                self.progress.stop()
 
     return RichReporter()
 
@@ -240,6 +241,7 @@ def inpaint_cmd(
     if preset is not None and preset not in PRESETS:
         die(f"--preset {preset}: use one of {', '.join(PRESETS)}")
     bs = batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size")
+    _check_inputs_exist(inputs)
 
     from . import dist
     from .engine import EngineOptions
@@ -299,6 +301,18 @@ def inpaint_cmd(
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+def _check_inputs_exist(inputs: List[str]) -> None:
+    """A missing input or a glob matching nothing: exit 2 before PyTorch is imported (seconds under load)."""
+    from .jobs import missing_inputs
+
+    problems = missing_inputs(inputs)
+    for message in problems[1:]:
+        err.print("[red]error:[/red] ", end="", markup=True)
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        die(problems[0] + (f" (and {len(problems) - 1} more problem(s), above)" if len(problems) > 1 else ""))
 
 
 def _run_showing_warnings(run, reporter):

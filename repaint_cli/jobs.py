@@ -188,6 +188,20 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -
     return found, ignored, errors
 
 
+def missing_inputs(inputs: Iterable[str]) -> list[str]:
+    """One line per input that names nothing (no such path, a glob matching no file), in the words of the
+    scan; cheap, so the CLI answers such slips before anything heavy is imported."""
+    problems = []
+    for item in inputs:
+        if item == "-" or os.path.exists(item):
+            continue
+        if not _has_glob(item):
+            problems.append(f"{item}: no such file or folder")
+        elif next(globlib.iglob(item, recursive=True), None) is None:
+            problems.append(f"{item}: the pattern matches no file; check the glob")
+    return problems
+
+
 def expand_inputs(inputs: Iterable[str], stdin=None, recursive: bool = False) -> tuple[list[Path], list[str], list[str]]:
     """(image paths sorted and unique, ignored notes, errors) from files, folders, globs and '-'."""
     found, ignored, errors = _scan(inputs, stdin, recursive, [])
@@ -295,7 +309,7 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
         if not masks_by_stem:
             what = ("no file named like a mask (<stem>_mask*.png) in it" if shared else
                     "the pattern matches no file" if mask_is_glob else "no mask images in this folder")
-            result.errors.append(f"--mask {mask}: {what}; give the masks' folder or glob ({QUOTE_HINT})")
+            result.errors.append(f"--mask {mask}: {what}; give the masks' folder or glob; {QUOTE_HINT}")
     mask_real_of = {f: _real(f) for f in (masks_by_stem or {}).values()}  # resolved once: folders can be large
     mask_reals = set(mask_real_of.values())
     if single_mask is not None and single_mask.is_file():

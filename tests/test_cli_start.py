@@ -154,3 +154,24 @@ def test_animate_without_frames_writes_no_frame_pngs(tmp_path, small_checkpoint)
                             "--out", str(out), "--animate", "gif", "--frames", "4", "--overwrite", "--quiet"])
     assert r.exit_code == 0, r.output
     assert len(list((out / "frames" / "a").glob("*_xt.png"))) == 4
+
+
+# ----------------------------------------------------------------------------- issue 25
+
+@pytest.mark.parametrize("inputs,words", [(["nope.png"], "nope.png: no such file or folder"),
+                                          (["a.png", "gone/*.png"], "gone/*.png: the pattern matches no file")])
+def test_a_missing_input_answers_before_torch_with_one_line(inputs, words, tmp_path):
+    """D3: trivial path errors cost no PyTorch import (seconds under load) and start with 'error:'."""
+    write_png(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    heavy, code, r = run_fresh("inpaint", *inputs, "--out", "o", cwd=tmp_path)
+    assert code == 2 and "torch" not in heavy, (heavy, r.stderr)
+    assert r.stderr.splitlines()[0].startswith("error: ") and words in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_run_wide_errors_found_by_the_pipeline_start_without_a_blank_line(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    write_png(tmp_path / "imgs" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    r = runner.invoke(app, ["inpaint", str(tmp_path / "imgs"), "--mask", str(tmp_path / "none" / "*.png"),
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and r.stderr.startswith("error: "), repr(r.stderr[:200])
