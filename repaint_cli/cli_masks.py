@@ -44,35 +44,63 @@ _SEP_BGR = (200, 110, 0)  # separator colour (blue), distinct from any mask pixe
 
 
 def _fail(message: str, code: int = 2) -> "typer.Exit":
-    err.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    """One line 'error: ...' on stderr (as every repaint command); exit 2 for usage errors."""
+    err.print("[red]error:[/red] ", end="", markup=True)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
-    """Parameters from --kind and/or --preset; errors exit 2 with one line."""
-    from .masks import MaskError, UnknownKindError, load_preset
+    """Parameters from --kind and/or --preset (no --kind: thick); errors exit 2 with one line."""
+    from .masks import MaskError, UnknownKindError, _unknown_kind_message, load_preset
 
     try:
         if preset is not None:
             params = load_preset(os.fspath(preset))
             if kind is not None and kind != params["kind"]:
                 if kind not in MASK_KINDS:
-                    raise UnknownKindError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
+                    raise UnknownKindError(_unknown_kind_message(kind))
                 raise MaskError(f"--kind {kind} disagrees with preset {str(preset)!r} (kind {params['kind']!r})")
             return params
-        if kind is None:
-            kind = "thick"
-            err.print("no --kind given: drawing thick masks", markup=False)
+        kind = "thick" if kind is None else kind
         if kind not in MASK_KINDS:
-            raise UnknownKindError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
+            raise UnknownKindError(_unknown_kind_message(kind))
         return load_preset(kind)
     except MaskError as exc:
         raise _fail(str(exc)) from None
 
 
+def _at_least(low: int, **values: Optional[int]) -> None:
+    """Whole-number options with a lower bound (checked here, for the one-line error style)."""
+    for name, value in values.items():
+        if value is not None and value < low:
+            raise _fail(f"--{name} {value}: must be at least {low}")
+
+
+def _check_out_folder(out: Path, names: list[str], overwrite: bool) -> None:
+    """--out must be a folder, and (without --overwrite) hold none of the masks about to be written:
+    replacing masks of another size or seed would leave a mixed folder."""
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out}: is a file, not a folder; choose a folder for the masks")
+    if not out.is_dir():
+        return
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise _fail(f"{out / existing[0]}: exists ({len(existing)} mask(s) of this run are already in {out}); "
+                    f"pass --overwrite to replace them, --start {_next_free_index(out, names[0])} to add after "
+                    f"them, or another --out")
+
+
+def _next_free_index(out: Path, first_name: str) -> int:
+    """One past the highest index of the masks of this kind in ``out``."""
+    kind = first_name.rsplit("_", 1)[0]
+    indices = [int(p.stem.rsplit("_", 1)[1]) for p in out.glob(f"{kind}_*.png") if p.stem.rsplit("_", 1)[1].isdigit()]
+    return max(indices, default=-1) + 1
+
+
 def _check_convention(convention: str) -> str:
     if convention not in CONVENTIONS:
-        raise _fail(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+        raise _fail(f"--convention {convention}: use keep (white = keep) or hole (white = hole)")
     return convention
 
 
@@ -108,16 +136,17 @@ def _write_png_atomic(path: Path, image: np.ndarray) -> None:
 
 @masks_app.command("generate")
 def generate_cmd(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", show_default="thick, or the preset's kind", help=f"Mask kind: {', '.join(MASK_KINDS)}."),
-    count: int = typer.Option(100, "--count", "-n", min=1, help="Number of masks to write."),
-    size: int = typer.Option(256, "--size", "-s", min=1, help="Side of square masks (pixels)."),
-    height: Optional[int] = typer.Option(None, "--height", min=1, help="Mask height; overrides --size."),
-    width: Optional[int] = typer.Option(None, "--width", min=1, help="Mask width; overrides --size."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Run seed; mask i depends only on (kind, size, seed, i, parameters)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
-    convention: str = typer.Option("keep", "--convention", help="keep: white = known pixel (RePaint); hole: white = hole (LaMa/IOPaint)."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset (kind + parameters), e.g. a copy of masks/thick.yaml."),
-    start: int = typer.Option(0, "--start", min=0, help="Index of the first mask (to extend or split a run)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", metavar="KIND", show_default="thick, or the preset's kind", help=f"Mask kind: {', '.join(MASK_KINDS)}."),
+    count: int = typer.Option(100, "--count", "-n", metavar="N", help="Number of masks to write (1 or more)."),
+    size: int = typer.Option(256, "--size", "-s", metavar="PX", help="Side of square masks (pixels)."),
+    height: Optional[int] = typer.Option(None, "--height", metavar="PX", help="Mask height; overrides --size."),
+    width: Optional[int] = typer.Option(None, "--width", metavar="PX", help="Mask width; overrides --size."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Run seed (0 or more); mask i depends only on kind, size, seed, i and parameters."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder (created if missing)."),
+    convention: str = typer.Option("keep", "--convention", metavar="keep|hole", help="keep: white = known pixel (RePaint); hole: white = hole (LaMa/IOPaint)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML", help="YAML preset (kind + parameters), e.g. a copy of masks/thick.yaml."),
+    start: int = typer.Option(0, "--start", metavar="N", help="Index of the first mask (to extend or split a run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace masks of the same names already in DIR (refused otherwise)."),
 ) -> None:
     """Write COUNT masks as PNGs named <kind>_<index:05d>.png; print their paths."""
     import numpy as np
@@ -125,14 +154,19 @@ def generate_cmd(
 
     from .masks import MaskError, generate_mask, hole_fraction, to_convention
 
+    _at_least(1, count=count, size=size, height=height, width=width)
+    _at_least(0, seed=seed, start=start)
     params = _resolve_params(kind, preset)
     convention = _check_convention(convention)
     h, w = _size(size, height, width)
     name = params["kind"]
+    _check_out_folder(out, [f"{name}_{i:05d}.png" for i in range(start, start + count)], overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _fail(f"cannot create output folder {str(out)!r}: {exc.strerror or exc}", 1) from None
+        raise _fail(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another --out") from None
+    if kind is None and preset is None:  # said once nothing else can go wrong
+        err.print("no --kind given: drawing thick masks", markup=False)
 
     show_progress = count >= _PROGRESS_FROM and err.is_terminal
     progress = Progress(
@@ -237,19 +271,21 @@ def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], coun
 
 @masks_app.command("preview")
 def preview_cmd(
-    kind: str = typer.Option("all", "--kind", "-k", help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind."),
-    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, show_default="16, or 6 per row for all", help="Masks per sheet (per row with --kind all)."),
-    size: int = typer.Option(256, "--size", "-s", min=1, help="Side of each mask tile (pixels)."),
-    height: Optional[int] = typer.Option(None, "--height", min=1, help="Tile height; overrides --size."),
-    width: Optional[int] = typer.Option(None, "--width", min=1, help="Tile width; overrides --size."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Run seed (tiles are masks 0..count-1 of that run)."),
-    convention: str = typer.Option("keep", "--convention", help="keep: white = known pixel; hole: white = hole."),
-    preset: Optional[Path] = typer.Option(None, "--preset", help="YAML preset to preview instead of a kind's defaults."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="masks_preview_<kind>.png", help="Output PNG."),
+    kind: str = typer.Option("all", "--kind", "-k", metavar="KIND", help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", metavar="N", show_default="16, or 6 per row for all", help="Masks per sheet (per row with --kind all)."),
+    size: int = typer.Option(256, "--size", "-s", metavar="PX", help="Side of each mask tile (pixels)."),
+    height: Optional[int] = typer.Option(None, "--height", metavar="PX", help="Tile height; overrides --size."),
+    width: Optional[int] = typer.Option(None, "--width", metavar="PX", help="Tile width; overrides --size."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Run seed (tiles are masks 0..count-1 of that run)."),
+    convention: str = typer.Option("keep", "--convention", metavar="keep|hole", help="keep: white = known pixel; hole: white = hole."),
+    preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML", help="YAML preset to preview instead of a kind's defaults."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="masks_preview_<kind>.png", help="Output PNG."),
 ) -> None:
     """Write a contact sheet PNG of masks; print its path."""
     from .masks import MaskError, load_preset
 
+    _at_least(1, count=count, size=size, height=height, width=width)
+    _at_least(0, seed=seed)
     convention = _check_convention(convention)
     h, w = _size(size, height, width)
     if kind == "all" and preset is None:

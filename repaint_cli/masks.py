@@ -176,7 +176,11 @@ class UnknownKindError(MaskError):
 
 
 def _unknown_kind_message(kind: object) -> str:
-    return f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}"
+    import difflib
+
+    close = difflib.get_close_matches(str(kind), list(MASK_KINDS), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown mask kind {kind!r}; {hint}valid kinds: {', '.join(MASK_KINDS)}"
 
 
 # --------------------------------------------------------------------------- #

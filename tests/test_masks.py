@@ -378,3 +378,47 @@ def test_cli_preview_default_name(tmp_path, monkeypatch):
     r = CliRunner().invoke(masks_app, ["preview", "--kind", "ex64", "--count", "2", "--size", "32"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "masks_preview_ex64.png").is_file()
+
+
+# --------------------------------------------------------------------------- #
+# Issue 25 D4: no silent overwrite, one error style
+# --------------------------------------------------------------------------- #
+
+
+def _one_error_line(r, *words):
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (r.exit_code, r.stderr)
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert "Traceback" not in r.output and r.stdout == ""
+
+
+def test_cli_generate_refuses_to_overwrite_masks_without_overwrite(tmp_path):
+    out, runner = tmp_path / "m", CliRunner()
+    assert runner.invoke(masks_app, ["generate", "-k", "box", "-n", "3", "-s", "32", "-o", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = runner.invoke(masks_app, ["generate", "-k", "box", "-n", "2", "-s", "64", "-o", str(out)])
+    _one_error_line(r, str(out / "box_00000.png"), "2 mask(s)", "--overwrite", "--start 3")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, nothing added
+    r = runner.invoke(masks_app, ["generate", "-k", "box", "-n", "2", "-s", "64", "-o", str(out), "--start", "3"])
+    assert r.exit_code == 0, r.output  # extending the run is fine
+    r = runner.invoke(masks_app, ["generate", "-k", "box", "-n", "2", "-s", "64", "-o", str(out), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert cv2.imread(str(out / "box_00000.png"), cv2.IMREAD_UNCHANGED).shape == (64, 64)
+
+
+def test_cli_masks_usage_errors_are_one_line_exit_2(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(masks_app, ["generate", "--kind", "thik", "--out", str(tmp_path / "m")])
+    _one_error_line(r, "thik", "did you mean 'thick'?")
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    r = runner.invoke(masks_app, ["generate", "--count", "2", "--out", str(a_file)])  # no --kind: no note either
+    _one_error_line(r, str(a_file), "a file", "--out")
+    r = runner.invoke(masks_app, ["generate", "--convention", "white", "--out", str(tmp_path / "m")])
+    _one_error_line(r, "white", "keep")
+    r = runner.invoke(masks_app, ["generate", "--count", "0", "--out", str(tmp_path / "m")])
+    _one_error_line(r, "--count 0")
+    r = runner.invoke(masks_app, ["preview", "--kind", "thinn", "--out", str(tmp_path / "p.png")])
+    _one_error_line(r, "did you mean 'thin'?")
+    assert not (tmp_path / "m").exists()
