@@ -33,7 +33,9 @@ ANIMATIONS = ("gif", "mp4")
 METHODS = ("repaint", "ddnm", "ddim")
 HELP = {"help_option_names": ["-h", "--help"]}
 
-app = typer.Typer(help="Fill masked regions of images in batches with RePaint.", no_args_is_help=True,
+APP_HELP = ("Fill masked regions of images (repaint inpaint) and missing cells of tables (repaint impute) "
+            "with RePaint, in batches.")
+app = typer.Typer(help=APP_HELP, no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, context_settings=HELP)
 app.add_typer(masks_app, name="masks", help="Generate, list and preview masks.")
 models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True, context_settings=HELP)
@@ -73,7 +75,8 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, metavar="",
                                  help="Print the version and the PyTorch / CUDA in use, then exit."),
 ):
-    """Fill masked regions of images in batches with RePaint."""
+    """Fill masked regions of images (repaint inpaint) and missing cells of tables (repaint impute) with
+    RePaint, in batches."""
 
 
 def rich_reporter(json_lines: bool, quiet: bool = False):
@@ -162,6 +165,44 @@ def _flags_show_no_type() -> None:
 
 
 _flags_show_no_type()
+
+# Typer's own type words, shown where an option has no metavar of ours, as ordinary CLI metavars.
+PLAIN_METAVARS = {"<int>": "N", "<float>": "X", "<str>": "TEXT", "<text>": "TEXT", "<path>": "PATH",
+                  "<int range>": "N", "<float range>": "X"}
+
+
+def _help_reads_plainly() -> None:
+    """Help in ordinary CLI words: 'sheet [OPTIONS] OUTDIR' (not '{outdir}'), arguments without a type
+    beside their name ('INPUTS <list[str]>'), 'N' for '<int>', defaults '[default: thick]' rather than
+    '[default: (thick)]'. Guarded per method: a Typer without one keeps its own rendering there."""
+    from typer.core import TyperArgument, TyperOption
+
+    if getattr(TyperArgument, "_repaint_plain", False):
+        return
+    TyperArgument._repaint_plain = True
+    if hasattr(TyperArgument, "display_type_rich"):
+        TyperArgument.display_type_rich = lambda self, ctx: ""  # the name column already names it
+    usage = getattr(TyperArgument, "_usage_display_name", None)
+    if usage is not None:
+        def usage_name(self):
+            name = usage(self)
+            return name.replace("{", "", 1).replace("}", "", 1) if self.required else name
+        TyperArgument._usage_display_name = usage_name
+    option_type = getattr(TyperOption, "display_type_rich", None)
+    if option_type is not None:
+        def display_type_rich(self, ctx):
+            shown = option_type(self, ctx)
+            return PLAIN_METAVARS.get(shown, shown) if isinstance(shown, str) else shown
+        TyperOption.display_type_rich = display_type_rich
+    for cls in (TyperArgument, TyperOption):
+        default_string = getattr(cls, "_get_default_string", None)
+        if default_string is not None:
+            def plain_default(self, *a, _original=default_string, **k):
+                return self.show_default if isinstance(self.show_default, str) else _original(self, *a, **k)
+            cls._get_default_string = plain_default
+
+
+_help_reads_plainly()
 
 INPAINT_EXAMPLES = """[bold]Examples[/bold]
 
@@ -401,8 +442,8 @@ def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Has
 
 @app.command("train")
 def train_cmd(
-    data: Path = typer.Argument(..., help="A folder of images (any size; centre-cropped) or a prepared .npz (key 'train')."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: state.pt (resumable), best_ema.safetensors, sample grids."),
+    data: Path = typer.Argument(..., metavar="DATA", help="A folder of images (any size; centre-cropped) or a prepared .npz (key 'train')."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Run folder: state.pt (resumable), best_ema.safetensors, sample grids."),
     size: int = typer.Option(32, help="Training resolution."),
     steps: int = typer.Option(100_000, help="Total optimiser steps (a rerun resumes up to this)."),
     batch_size: int = typer.Option(64, help="Images per step."),
@@ -411,7 +452,7 @@ def train_cmd(
     channels: int = typer.Option(32, help="UNet base channels (num_channels)."),
     channel_mult: str = typer.Option("1,2,2", help="UNet channel multipliers per level."),
     sample_every: int = typer.Option(1000, help="Write a grid of unconditional samples every N steps."),
-    export_to: Optional[Path] = typer.Option(None, "--export", help="After training, copy the best EMA weights here (+ a sidecar YAML)."),
+    export_to: Optional[Path] = typer.Option(None, "--export", metavar="FILE", help="After training, copy the best EMA weights here (+ a sidecar YAML)."),
 ):
     """Train an unconditional DDPM (our guided-diffusion UNet, Improved DDPM's hybrid loss, EMA)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -447,8 +488,8 @@ register_impute(app)
 
 @app.command("merge-manifests")
 def merge_manifests_cmd(
-    manifests: List[Path] = typer.Argument(..., help="Manifest files (JSON lines) from shards or ranks."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the merged manifest here (default: stdout)."),
+    manifests: List[Path] = typer.Argument(..., metavar="MANIFEST", help="Manifest files (JSON lines) from shards or ranks."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="stdout", help="Write the merged manifest here."),
 ):
     """Join shard manifests: one record per input, the best status winning (done > skipped > failed)."""
     from . import dist

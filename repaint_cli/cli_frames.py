@@ -19,10 +19,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sheet")
     def sheet_cmd(
-        outdir: Path = typer.Argument(..., help="An output folder of 'repaint inpaint' (its <stem>.png results)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sheet file to write (default: OUTDIR/sheet.png)."),
-        cols: Optional[int] = typer.Option(None, help="Columns (default: about square)."),
-        cell: int = typer.Option(128, help="Thumbnail cell size in pixels."),
+        outdir: Path = typer.Argument(..., metavar="OUTDIR", help="An output folder of 'repaint inpaint' (its <stem>.png results)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="OUTDIR/sheet.png", help="Sheet file to write."),
+        cols: Optional[int] = typer.Option(None, metavar="N", show_default="about square", help="Columns."),
+        cell: int = typer.Option(128, metavar="PX", help="Thumbnail cell size in pixels."),
     ):
         """Write one contact sheet PNG of the results in OUTDIR, each labelled with its file stem."""
         from .frames import sheet_for_dir
