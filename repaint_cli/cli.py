@@ -64,9 +64,26 @@ def version_text() -> str:
     return f"repaint-cli {__version__} (torch {torch.__version__}, {cuda}; Python {sys.version.split()[0]})"
 
 
+CPU_TORCH_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def cpu_torch_hint() -> Optional[str]:
+    """On a CUDA build of PyTorch with no GPU to use (what a plain pip install brings, GBs of CUDA
+    libraries): how to install the CPU build instead; None otherwise."""
+    import torch
+
+    if torch.version.cuda is None or torch.cuda.is_available():
+        return None
+    return (f"this PyTorch is a CUDA build, but no GPU is visible; the CPU build is much smaller "
+            f"(pip uninstall torch, then: {CPU_TORCH_INSTALL})")
+
+
 def _version_callback(value: bool):
     if value:
         print(version_text())
+        hint = cpu_torch_hint()
+        if hint:  # advice, on stderr: stdout keeps the one version line
+            err.print(f"note: {hint}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit()
 
 

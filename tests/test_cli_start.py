@@ -199,3 +199,26 @@ def test_top_level_help_names_images_and_tables():
     first = r.stdout.split("Options")[0]
     assert "images" in first and "tables" in first, first
     assert "sheet [OPTIONS] OUTDIR" in runner.invoke(app, ["sheet", "-h"], terminal_width=200).stdout
+
+
+CPU_TORCH = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+@pytest.mark.parametrize("cuda_build,gpu,hint", [("12.4", False, True), (None, False, False), ("12.4", True, False)])
+def test_version_suggests_the_cpu_torch_on_a_cuda_build_without_a_gpu(monkeypatch, cuda_build, gpu, hint):
+    """D7: a plain pip install pulls PyTorch's CUDA build (GBs) onto machines without a GPU; --version says so."""
+    import torch
+
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Some GPU")
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.startswith("repaint-cli ") and len(r.stdout.splitlines()) == 1
+    assert (CPU_TORCH in r.stderr) == hint, r.stderr
+
+
+def test_readme_install_section_gives_the_cpu_torch_line():
+    readme = (ROOT / "README.md").read_text()
+    install = readme.split("## Using it")[0]
+    assert CPU_TORCH in install and "CUDA" in install
