@@ -12,7 +12,8 @@ Which files are images and which are masks (decided here, before any model loads
 - an image is never its own mask. An input given by name stops the run (most likely a ``--mask``
   glob the shell expanded: ``--mask mk/*.png`` arrives as ``--mask mk/a.png`` plus inputs
   ``mk/b.png mk/c.png``) when it is the ``--mask`` file; when it lies in the single ``--mask``
-  file's folder while another input does not (a file named elsewhere, a folder, a glob or ``-``):
+  file's folder, sorts after it (as the expansion's names do: the first match became the --mask
+  value) and another input does not lie there (a file named elsewhere, a folder, a glob or ``-``):
   if every input is a file named in that folder (``photo.png --mask hole.png``) nothing tells it
   from an expansion, so it is taken as meant; or when it is named like the mask of another input
   image beside it (``b_mask.png`` beside ``b.png``). A name alone (``gas-mask.png``) is no mask.
@@ -90,6 +91,14 @@ def _mask_of_another(path: Path, beside: set) -> Optional[Path]:
         if (folder, stem[:m.start() + 1]) in beside:
             return path.with_name(stem[:m.start() + 1] + path.suffix)
     return None
+
+
+def _sorts_before(name: str, other: str) -> bool:
+    """``name`` before ``other`` in every order a shell may sort a glob's matches in (bytes, ignoring case,
+    ignoring case and punctuation as en_US collation does at first): then ``name`` cannot be one of the
+    matches that follow ``other`` when the shell expands ``--mask dir/*.png`` into ``--mask other name...``."""
+    keys = (lambda t: t, str.casefold, lambda t: re.sub(r"[\W_]", "", t.casefold()))
+    return all(k(name) < k(other) for k in keys)
 
 
 def _glob_root(pattern: str) -> str:
@@ -333,7 +342,8 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
         if f.explicit and not mask_is_kind:
             # named on the command line: an image, unless it is a mask the shell's expansion put there
             is_single_mask = single_mask is not None and r in mask_reals
-            in_mask_folder = split_around_mask and _real(f.path.parent) == mask_folder
+            in_mask_folder = (split_around_mask and _real(f.path.parent) == mask_folder
+                              and not _sorts_before(f.path.name, single_mask.name))
             mask_of = _mask_of_another(f.path, beside)
             if is_single_mask or in_mask_folder or mask_of:
                 why = ("is the --mask file" if is_single_mask else

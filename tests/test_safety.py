@@ -406,7 +406,15 @@ def test_inputs_beside_a_single_mask_file_are_fine_when_all_are_named_there(tmp_
     hole_mask(d / "hole.png")
     assert not _errors([a], d / "a_mask.png", tmp_path / "out")
     assert not _errors([a, b], d / "hole.png", tmp_path / "out")
-    (d / "hole.png").unlink()
+    # beside other inputs, a file named in the mask's folder that sorts before the mask file cannot have come
+    # from the shell's expansion of --mask dir/*.png (the first match is the --mask value, the rest follow it)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "p.png")
+    assert not _errors([photos, a], d / "hole.png", tmp_path / "out")
+    photo(d / "zebra.png")
+    assert "zebra.png" in " ".join(_errors([photos, d / "zebra.png"], d / "hole.png", tmp_path / "out"))
+    (d / "hole.png").unlink(), (d / "zebra.png").unlink()
     jl = make_jobs([str(d)], str(d), tmp_path / "out", mask_is_kind=False)
     assert not jl.errors and [(j.image.name, j.mask_file and j.mask_file.name) for j in jl.jobs] == [
         ("a.png", "a_mask.png"), ("b.png", None)]  # b has no mask: its own error, later
