@@ -46,8 +46,6 @@ def register(app: typer.Typer) -> None:
     @app.command("impute", epilog=IMPUTE_EXAMPLES)
     def impute_cmd(
         table: Path = typer.Argument(..., metavar="TABLE", help="A CSV (or Parquet, with pyarrow) table with missing cells."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line endings.", rich_help_panel=P_OUT),
-        overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws, --save-model files).", rich_help_panel=P_OUT),
         na_values: List[str] = typer.Option([], "--na-values", metavar="TEXT", help="More cell texts that mean missing (besides empty, NA, NaN, null, N/A, None and pandas' other defaults); repeatable.", rich_help_panel=P_IN),
         sep: Optional[str] = typer.Option(None, "--sep", metavar="C", show_default="sniffed; tab for .tsv", help="The CSV delimiter: ',', ';', tab, '|' or another character.", rich_help_panel=P_IN),
         categorical: List[str] = typer.Option([], "--categorical", metavar="COLUMN", help="Treat this column as categorical even if its cells are numbers; repeatable.", rich_help_panel=P_IN),
@@ -70,6 +68,8 @@ def register(app: typer.Typer) -> None:
         eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1; as in repaint inpaint.", rich_help_panel=P_SAMPLE),
         guidance: float = typer.Option(10.0, metavar="S", help="Reconstruction guidance scale: pulls the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
         seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table, at any --threads.", rich_help_panel=P_SAMPLE),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line endings.", rich_help_panel=P_OUT),
+        overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws, --save-model files).", rich_help_panel=P_OUT),
         draws: Optional[Path] = typer.Option(None, "--draws", metavar="DIR", help="Also write all K completed tables here (multiple imputation).", rich_help_panel=P_OUT),
         json_out: bool = typer.Option(False, "--json", **FLAG, help="Print a JSON summary line on stdout (needs --out).", rich_help_panel=P_OUT),
         quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bars or info lines.", rich_help_panel=P_OUT),
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         except Interrupted as stop:
             _keep_interrupted_model(stop, save_model or Path(f"{out or name}.model"), err)
         except KeyboardInterrupt:
-            err.print("interrupted while training; nothing written")
+            err.print("interrupted; nothing written")
             raise typer.Exit(130)
         if draws is not None:
             draws.mkdir(parents=True, exist_ok=True)
