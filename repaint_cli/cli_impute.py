@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -45,9 +46,8 @@ def register(app: typer.Typer) -> None:
     @app.command("impute", epilog=IMPUTE_EXAMPLES)
     def impute_cmd(
         table: Path = typer.Argument(..., metavar="TABLE", help="A CSV (or Parquet, with pyarrow) table with missing cells."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet).", rich_help_panel=P_IN),
-        overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws files).", rich_help_panel=P_IN),
-        na_values: List[str] = typer.Option([], "--na-values", metavar="TEXT", help="More cell texts that mean missing (besides empty, NA and NaN); repeatable.", rich_help_panel=P_IN),
+        na_values: List[str] = typer.Option([], "--na-values", metavar="TEXT", help="More cell texts that mean missing (besides empty, NA, NaN, null, N/A, None and pandas' other defaults); repeatable.", rich_help_panel=P_IN),
+        sep: Optional[str] = typer.Option(None, "--sep", metavar="C", show_default="sniffed; tab for .tsv", help="The CSV delimiter: ',', ';', tab, '|' or another character.", rich_help_panel=P_IN),
         categorical: List[str] = typer.Option([], "--categorical", metavar="COLUMN", help="Treat this column as categorical even if its cells are numbers; repeatable.", rich_help_panel=P_IN),
         target: Optional[str] = typer.Option(None, "--target", metavar="COLUMN", help="With --predict: the column to predict.", rich_help_panel=P_IN),
         predict: Optional[Path] = typer.Option(None, "--predict", metavar="TABLE", help="Rows whose --target is predicted (treated as missing); the output holds these rows.", rich_help_panel=P_IN),
@@ -57,23 +57,32 @@ def register(app: typer.Typer) -> None:
         rounds: int = typer.Option(1, metavar="N", help="EM rounds: re-train on the imputed table, then impute again (N-1 times).", rich_help_panel=P_MODEL),
         width: int = typer.Option(256, metavar="N", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
         blocks: int = typer.Option(3, metavar="N", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
-        samples: int = typer.Option(5, "--samples", "-k", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode (categories).", rich_help_panel=P_SAMPLE),
+        samples: int = typer.Option(5, "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode (categories). (-k, its old short name, still works.)", rich_help_panel=P_SAMPLE),
+        samples_k: Optional[int] = typer.Option(None, "-k", hidden=True),  # the old short name of --samples
         combine: str = typer.Option("mean", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=P_SAMPLE),
         preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="quick", help=f"Sampling preset: {', '.join(PRESETS)}.", rich_help_panel=P_SAMPLE),
         t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
         jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
         jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
-        method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint, ddnm or ddim.", rich_help_panel=P_SAMPLE),
+        method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint, ddnm or ddim (ddim takes no guidance: with --guidance 0).", rich_help_panel=P_SAMPLE),
+        eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1; as in repaint inpaint.", rich_help_panel=P_SAMPLE),
         guidance: float = typer.Option(10.0, metavar="S", help="Reconstruction guidance scale: pulls the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
-        seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table.", rich_help_panel=P_SAMPLE),
+        seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table, at any --threads.", rich_help_panel=P_SAMPLE),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line endings.", rich_help_panel=P_OUT),
+        overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws, --save-model files).", rich_help_panel=P_OUT),
         draws: Optional[Path] = typer.Option(None, "--draws", metavar="DIR", help="Also write all K completed tables here (multiple imputation).", rich_help_panel=P_OUT),
         json_out: bool = typer.Option(False, "--json", **FLAG, help="Print a JSON summary line on stdout (needs --out).", rich_help_panel=P_OUT),
         quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bars or info lines.", rich_help_panel=P_OUT),
-        threads: Optional[int] = typer.Option(None, metavar="N", show_default="one per core", help="CPU threads.", rich_help_panel=P_OUT),
+        threads: Optional[int] = typer.Option(None, metavar="N", show_default="one per core", help="CPU threads for imputing (training runs on one, so that the result does not depend on it).", rich_help_panel=P_OUT),
     ):
         """Fill the missing cells of TABLE with RePaint, using a small diffusion model trained on TABLE itself.
 
         Observed cells are written back exactly as read; numeric columns stay numeric (integers stay integers) and categorical columns get one of their observed values."""
+        if samples_k is not None:
+            samples = samples_k
+        sep = {"tab": "\t", "\\t": "\t"}.get(sep, sep) if sep is not None else None
+        if sep is not None and len(sep) != 1:
+            die(f"--sep {sep!r}: give one character (',', ';', '|') or tab")
         if json_out and out is None:
             die("--json prints a summary on stdout, where the table goes without --out; give --out PATH")
         if (target is None) != (predict is None):
@@ -89,17 +98,20 @@ def register(app: typer.Typer) -> None:
                 die(f"{out}: a folder; --out takes a file name (.csv or .parquet)")
             if out.exists() and not overwrite:
                 die(f"{out}: exists; --overwrite replaces it")
-            if not out.parent.is_dir():
-                die(f"{out.parent}: no such folder for --out; create it first")
+            _die_unless_writable(out.parent, "--out", die)
         if draws is not None and draws.exists() and not draws.is_dir():
             die(f"{draws}: not a folder; --draws takes a folder")
+        if draws is not None:  # made at the end: the nearest folder that exists must take it
+            _die_unless_writable(next(p for p in [draws, *draws.parents] if p.exists()), "--draws", die)
+        if save_model is not None:
+            _check_save_model(save_model, overwrite, die)
 
         from .impute import ImputeOptions, TableError, impute_table, predict_table
         from .table_model import TableModelConfig, TrainSettings
         from .tables import read_table, table_format, write_table
 
         opts = ImputeOptions(samples=samples, combine=combine, preset=preset, t_T=t_T, jump_length=jump_length,
-                             jump_n_sample=jump_n_sample, method=method, seed=seed, rounds=rounds, guidance=guidance,
+                             jump_n_sample=jump_n_sample, method=method, eta=eta, seed=seed, rounds=rounds, guidance=guidance,
                              train=TrainSettings(steps=train_steps, seed=seed),
                              model=TableModelConfig(width=width, blocks=blocks), threads=threads,
                              categorical=tuple(categorical))
@@ -121,13 +133,16 @@ def register(app: typer.Typer) -> None:
             from .impute import check_options
             check_options(opts)
             if predict is not None:
-                train_table = read_table(table, na_values)
-                test_table = read_table(predict, na_values, allow_missing_columns=True)
+                train_table = read_table(table, na_values, sep=sep)
+                test_table = read_table(predict, na_values, allow_missing_columns=True, sep=sep)
             else:
-                train_table = read_table(table, na_values, allow_missing_columns=model is not None)
+                train_table = read_table(table, na_values, allow_missing_columns=model is not None, sep=sep)
         except TableError as e:
             die(str(e))
 
+        from .impute import Interrupted
+
+        style = (test_table if predict is not None else train_table).style
         progress = _RichProgress(err, quiet)
         try:
             with progress:
@@ -141,12 +156,17 @@ def register(app: typer.Typer) -> None:
                                           keep_draws=bool(draws))
         except TableError as e:
             die(str(e))
+        except Interrupted as stop:
+            _keep_interrupted_model(stop, save_model or Path(f"{out or name}.model"), err)
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing written")
+            raise typer.Exit(130)
         if draws is not None:
             draws.mkdir(parents=True, exist_ok=True)
             for path, frame in zip(draw_paths, result.draws):
-                write_table(frame, path, fmt)
+                write_table(frame, path, fmt, style)
         if out is not None:
-            write_table(result.frame, out, fmt)
+            write_table(result.frame, out, fmt, style)
             summary = {"input": str(table), "output": str(out), **({"predict": str(predict)} if predict else {}),
                        **({"draws": [str(p) for p in draw_paths]} if draws else {}), **result.stats}
             if json_out:
@@ -154,7 +174,9 @@ def register(app: typer.Typer) -> None:
             else:
                 print(out, flush=True)
         else:
-            result.frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+            if style.bom:
+                sys.stdout.write("\ufeff")
+            result.frame.to_csv(sys.stdout, index=False, sep=style.sep, lineterminator=style.newline)
         s = result.stats
         if not quiet:
             trained = f"trained {s['train_s']:.1f} s, " if "train_s" in s else ""
@@ -162,17 +184,72 @@ def register(app: typer.Typer) -> None:
                       f"({trained}imputed {s.get('impute_s', 0):.1f} s; {s['model_calls_per_row']} model calls per row)")
 
 
+def _die_unless_writable(folder: Path, what: str, die) -> None:
+    """One line and exit 2 now, before training, when files cannot be created in ``folder``."""
+    import tempfile
+
+    if not folder.is_dir():
+        die(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'} for {what}; "
+            "give a path in an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        die(f"{folder}: not writable, for {what}; choose another folder")
+    try:  # root passes os.access everywhere: try it (a read-only mount, /proc)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".repaint-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        die(f"{folder}: cannot write there, for {what} ({e.strerror}); choose another folder")
+
+
+def _check_save_model(save_model: Path, overwrite: bool, die) -> None:
+    from .table_model import model_paths
+
+    for path in model_paths(save_model):
+        if path.is_dir():
+            die(f"{path}: a folder; --save-model takes a file name (PATH gives PATH.safetensors and PATH.yaml)")
+        if path.exists() and not overwrite:
+            die(f"{path}: exists; --overwrite replaces it, or give --save-model another name")
+    _die_unless_writable(model_paths(save_model)[0].parent, "--save-model", die)
+
+
+def _keep_interrupted_model(stop, path: Path, err: Console) -> None:
+    """Ctrl-C while imputing: save the trained model so that a rerun with --model skips training; exit 130."""
+    from .table_model import save_table_model
+
+    try:
+        _, card = save_table_model(path, stop.model, stop.columns, stop.extra)
+    except (OSError, ValueError) as e:
+        err.print(f"interrupted while imputing; the trained model could not be kept ({e}); nothing written",
+                  markup=False, highlight=False, soft_wrap=True)
+    else:
+        err.print(f"interrupted while imputing; nothing written; the trained model is kept in {card}: "
+                  f"rerun with --model {card} to skip training", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
 class _RichProgress:
-    """impute.Progress drawn with Rich on stderr: one bar per phase (training, imputing)."""
+    """impute.Progress on stderr: Rich bars on a terminal (one per phase, and an overall one), plain
+    lines elsewhere (every 10% of a phase or every 10 s), both with an estimate for the whole run."""
+
+    EVERY_S = 10.0
 
     def __init__(self, console: Console, quiet: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.console, self.quiet = console, quiet
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.plain = not console.is_terminal
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=console, disable=quiet)
-        self.task = None
+                            console=console, disable=quiet or self.plain)
+        self.task = self.overall = None
+        self.costs: list[tuple[str, float]] = []  # the planned phases ahead: (name, cost of a unit)
+        self.total_work = self.done_work = 0.0
+        self.name, self.total, self.done, self.cost = "", 0, 0, 1.0
 
     def __enter__(self):
         self.bar.start()
@@ -188,12 +265,43 @@ class _RichProgress:
         self.bar.console.print(prefix, end="", markup=True)
         self.bar.console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
+    def plan(self, phases) -> None:
+        self.costs = [(name, cost) for name, _, cost in phases]
+        self.total_work = sum(units * cost for _, units, cost in phases)
+        self.overall = self.bar.add_task("overall", total=self.total_work, info="")
+
     def phase(self, name: str, total: int) -> None:
         if self.task is not None:
-            self.bar.update(self.task, completed=self.bar.tasks[-1].total)
+            self.bar.update(self.task, completed=self.total)
+        at = next((i for i, (n, _) in enumerate(self.costs) if n == name), None)
+        self.cost = self.costs[at][1] if at is not None else 1.0
+        del self.costs[:0 if at is None else at + 1]
+        self.name, self.total, self.done = name, total, 0
+        self.started = self.last_print = time.monotonic()
+        self.last_decile = 0
         self.task = self.bar.add_task(name, total=total, info="")
 
     def advance(self, n: int = 1, **fields) -> None:
-        if self.task is not None:
-            info = f"loss {fields['loss']}" if "loss" in fields else ""
-            self.bar.update(self.task, advance=n, **({"info": info} if info else {}))
+        if self.task is None:
+            return
+        self.done += n
+        self.done_work += n * self.cost
+        info = f"{self.done}/{self.total}" + (f", loss {fields['loss']}" if "loss" in fields else "")
+        self.bar.update(self.task, advance=n, info=info)
+        if self.overall is not None:
+            self.bar.update(self.overall, completed=self.done_work)
+        now = time.monotonic()
+        decile = self.done * 10 // max(1, self.total)
+        if self.plain and not self.quiet and (decile > self.last_decile or now - self.last_print >= self.EVERY_S):
+            self.last_decile, self.last_print = decile, now
+            self.console.print(f"{self.name}: {100 * self.done // max(1, self.total)}% ({info}){self._overall(now)}",
+                               markup=False, highlight=False, soft_wrap=True)
+
+    def _overall(self, now: float) -> str:
+        """The whole run's share done and time left, at the current phase's measured speed (in row-passes)."""
+        if not self.total_work:
+            return ""
+        rate = self.done * self.cost / max(now - self.started, 1e-9)
+        left = (self.total_work - self.done_work) / rate if rate > 0 else float("nan")
+        share = 100 * self.done_work / self.total_work
+        return f"; overall {share:.0f}%, about {_duration(left)} left" if left == left else f"; overall {share:.0f}%"

@@ -8,6 +8,7 @@ block's first row, so a seed gives the same table on any machine.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ import torch
 from .noise import gaussian_seeded, image_key, keys_tensor
 from .sampler import Conditioning, repaint
 from .schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
-from .table_model import (TableModelConfig, TrainSettings, load_table_model, make_diffusion, save_table_model,
-                          train_table_model)
-from .tables import (Column, Table, TableError, cell_values, clip_range, combine, decode, encode, filled_frame,
-                     infer_columns, schema_difference)
+from .table_model import (TableModelConfig, TrainSettings, card_text, load_table_model, make_diffusion,
+                          save_table_model, train_table_model)
+from .tables import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
+                     filled_frame, infer_columns, schema_difference)
 
 TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
 BLOCK_ROWS = 4096  # rows per sampling block; fixed, so that the noise (and the result) does not depend on the machine
@@ -37,7 +38,7 @@ class ImputeOptions:
     jump_length: Optional[int] = None
     jump_n_sample: Optional[int] = None
     method: str = "repaint"
-    eta: float = 1.0
+    eta: float = 0.0  # ddim only: as `repaint inpaint --eta` (0: deterministic between resamplings)
     seed: int = 0
     rounds: int = 1  # EM rounds: train, impute, then re-train on the imputed table (DiffPuter's idea)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -64,6 +65,18 @@ class Progress:
     def advance(self, n: int = 1, **fields) -> None:
         pass
 
+    def plan(self, phases: list[tuple[str, int, float]]) -> None:
+        """Every phase ahead: (name, units, cost of one unit in row-passes), for an overall estimate."""
+        pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while imputing, after training: carries the trained model so the caller can keep it."""
+
+    def __init__(self, model, columns, extra: dict):
+        super().__init__()
+        self.model, self.columns, self.extra = model, columns, extra
+
 
 @dataclass
 class Imputed:
@@ -89,6 +102,10 @@ def check_options(opts: ImputeOptions) -> None:
         raise TableError(f"--variance {opts.variance!r}: use small or large")
     if opts.guidance < 0:
         raise TableError("--guidance must be 0 (none) or more")
+    if opts.method == "ddim" and opts.guidance > 0:  # its step has no guidance term: refused, as inpaint does
+        raise TableError("--method ddim takes no guidance: pass --guidance 0, or use --method repaint or ddnm")
+    if not 0 <= opts.eta <= 1 or (opts.eta and opts.method != "ddim"):
+        raise TableError(f"--eta {opts.eta}: a number from 0 to 1, for --method ddim only")
     if opts.rounds < 1:
         raise TableError("--rounds must be at least 1")
     if opts.train.steps < 1:
@@ -193,26 +210,29 @@ def calls_per_row(opts: ImputeOptions) -> int:
 
 def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None, model_path=None,
                  save_model=None, keep_draws: bool = False) -> Imputed:
-    """Train on ``table`` (or load ``model_path``), impute its missing cells, return the filled table."""
+    """Train on ``table`` (or load ``model_path``), impute its missing cells, return the filled table.
+    Ctrl-C while imputing raises :class:`Interrupted` with the trained model."""
     progress = progress or Progress()
+    opts = dataclasses.replace(opts)  # the caller's options stay as given (a loaded model sets opts.model)
     check_options(opts)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    cols_here = infer_columns(table, opts.categorical)
-    for col in cols_here:
-        if col.kind == "constant" and (~table.observed[:, table.columns.index(col.name)]).any():
-            progress.log(f"column '{col.name}' has one value only ({col.constant}): its missing cells get it",
-                         "warning")
+    cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
     model, loaded = None, False
     if model_path is not None:
         model, cols, card = load_table_model(model_path)
         why = schema_difference(cols, table, cols_here)
         if why:
             raise TableError(f"{table.path}: does not fit the model {model_path}: {why}; train a new one (leave out --model)")
+        cols = adopt_constants(cols, cols_here)
         opts.model = model.cfg
         loaded = True
     else:
         cols = cols_here
+    _warn_constants(table, cols, progress)
+    model_card = {"trained_on": str(table.path), "rows": len(table.frame), "train": opts.train.__dict__}
+    if save_model is not None:
+        card_text(cols, model_card)  # a value no card can hold is found now, not after training
     x, keep = encode(cell_values(table, cols), cols)
     stats = {"rows": len(table.frame), "columns": len(cols), "missing": table.n_missing,
              "encoded_width": int(x.shape[1]), "samples": opts.samples, "seed": opts.seed,
@@ -221,26 +241,10 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     stats["schedule"] = {k: stats["schedule"][k] for k in ("t_T", "jump_length", "jump_n_sample")}
     t0 = time.perf_counter()
     need = x.shape[1] > 0 and not keep.all()
-    fill = None
-    samples: list[np.ndarray] = []
     rounds = 1 if loaded else opts.rounds  # a loaded model is used as it is
-    for rnd in range(rounds if need else 0):
-        if not loaded:
-            steps = opts.train.steps if rnd == 0 else max(1, opts.train.steps // 2)
-            progress.phase("training" if rounds == 1 else f"training, round {rnd + 1}/{rounds}", steps)
-            settings = TrainSettings(**{**opts.train.__dict__, "steps": steps, "seed": opts.train.seed + rnd})
-            t_train = time.perf_counter()
-            model = train_table_model(x, keep, opts.model, settings, fill=fill, model=model,
-                                      on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
-            stats["train_s"] = stats.get("train_s", 0.0) + time.perf_counter() - t_train
-        t_imp = time.perf_counter()
-        n_calls = len(jump_schedule(opts.jump_params())) - 1
-        progress.phase("imputing" if rounds == 1 else f"imputing, round {rnd + 1}/{rounds}",
-                       n_calls * opts.samples * math.ceil(len(x) / BLOCK_ROWS))
-        clip = clip_range(cols)
-        samples = [sample_rows(model, x, keep, clip, opts, k, on_step=progress.advance) for k in range(opts.samples)]
-        stats["impute_s"] = stats.get("impute_s", 0.0) + time.perf_counter() - t_imp
-        fill = np.mean(samples, axis=0)  # the next round's stand-in for missing cells
+    if need:
+        progress.plan(_phases(opts, len(x), rounds, loaded))
+    model, samples = _rounds(model, x, keep, cols, opts, rounds if need else 0, loaded, progress, stats, model_card)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     decoded = [decode(s, cols) for s in samples] if samples else [[np.zeros(len(x), np.int64)] * len(cols)]
     values = combine(decoded, cols, opts.combine)
@@ -250,10 +254,66 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
         if model is None:
             raise TableError(f"{table.path}: nothing to train on (no missing cell or no column to model); "
                              "--save-model needs a table with missing cells")
-        w, c = save_table_model(save_model, model, cols, {"trained_on": str(table.path), "rows": len(table.frame),
-                                                          "train": opts.train.__dict__})
+        w, c = save_table_model(save_model, model, cols, model_card)
         stats["model"] = str(c)
     return Imputed(frame, draws, cols, stats)
+
+
+def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> None:
+    for j, col in enumerate(cols):
+        if col.kind == "constant" and (~table.observed[:, j]).any():
+            progress.log(f"column '{col.name}' has one value only ({col.constant!r}): its missing cells get it",
+                         "warning")
+
+
+def _phases(opts: ImputeOptions, rows: int, rounds: int, loaded: bool) -> list[tuple[str, int, float]]:
+    """The phases ahead with their units and each unit's cost in row-passes of the model (a training
+    step: forward and backward over a batch, about 3 passes; a sampling step: one pass per row, 3
+    with guidance, and none for an undo step)."""
+    times = jump_schedule(opts.jump_params())
+    calls = schedule_summary(times)["unet_calls"] / max(1, len(times) - 1)
+    per_step = min(rows, BLOCK_ROWS) * calls * (3 if opts.guidance > 0 else 1)
+    units = (len(times) - 1) * opts.samples * math.ceil(rows / BLOCK_ROWS)
+    out = []
+    for rnd in range(rounds):
+        if not loaded:
+            steps = opts.train.steps if rnd == 0 else max(1, opts.train.steps // 2)
+            out.append((_phase_name("training", rnd, rounds), steps, 3.0 * min(opts.train.batch_size, rows)))
+        out.append((_phase_name("imputing", rnd, rounds), units, per_step))
+    return out
+
+
+def _phase_name(what: str, rnd: int, rounds: int) -> str:
+    return what if rounds == 1 else f"{what}, round {rnd + 1}/{rounds}"
+
+
+def _rounds(model, x, keep, cols, opts: ImputeOptions, rounds: int, loaded: bool, progress: Progress, stats: dict,
+            model_card: dict):
+    """Train (unless loaded) and impute, ``rounds`` times (EM); returns (model, the last round's samples)."""
+    fill = None
+    samples: list[np.ndarray] = []
+    for rnd in range(rounds):
+        if not loaded:
+            steps = opts.train.steps if rnd == 0 else max(1, opts.train.steps // 2)
+            progress.phase(_phase_name("training", rnd, rounds), steps)
+            settings = TrainSettings(**{**opts.train.__dict__, "steps": steps, "seed": opts.train.seed + rnd})
+            t_train = time.perf_counter()
+            model = train_table_model(x, keep, opts.model, settings, fill=fill, model=model,
+                                      on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
+            stats["train_s"] = stats.get("train_s", 0.0) + time.perf_counter() - t_train
+        t_imp = time.perf_counter()
+        n_calls = len(jump_schedule(opts.jump_params())) - 1
+        progress.phase(_phase_name("imputing", rnd, rounds), n_calls * opts.samples * math.ceil(len(x) / BLOCK_ROWS))
+        clip = clip_range(cols)
+        try:
+            samples = [sample_rows(model, x, keep, clip, opts, k, on_step=progress.advance) for k in range(opts.samples)]
+        except KeyboardInterrupt:
+            if loaded:
+                raise
+            raise Interrupted(model, cols, model_card) from None
+        stats["impute_s"] = stats.get("impute_s", 0.0) + time.perf_counter() - t_imp
+        fill = np.mean(samples, axis=0)  # the next round's stand-in for missing cells
+    return model, samples
 
 
 def predict_table(train: Table, test: Table, target: str, opts: ImputeOptions, progress=None, **kw) -> Imputed:

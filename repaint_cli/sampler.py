@@ -71,7 +71,11 @@ def ddnm_step(model, x, cond: Conditioning, t, step, inject):
 def ddim_step(model, x, cond: Conditioning, t, step, inject):
     """RePaint's blending of the noised known part, then a DDIM step (Song et al. 2021) with
     noise scale eta (coefficients from ``Diffusion.coefficients(eta=...)``): eta 0 is deterministic between
-    resamplings, eta 1 has the ancestral step's variance."""
+    resamplings, eta 1 has the ancestral step's variance. It has no guidance term: a ``cond_fn``
+    is refused rather than silently dropped (both commands refuse the combination up front)."""
+    if cond.cond_fn is not None:
+        raise ValueError("--method ddim takes no guidance: its step has no guidance term; "
+                         "use --method repaint or ddnm for guidance")
     c = cond.coefs
     i = t.reshape(1)
     x = torch.where(cond.keep & inject, _noised_known(cond, i, step), x)

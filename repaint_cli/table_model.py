@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -56,13 +57,25 @@ class ResBlock(nn.Module):
 class TableDenoiser(nn.Module):
     """eps(x_t, t) for rows of ``dim`` encoded values."""
 
-    def __init__(self, dim: int, cfg: TableModelConfig):
+    def __init__(self, dim: int, cfg: TableModelConfig, seed: int = 0):
         super().__init__()
         self.dim, self.cfg = dim, cfg
-        self.inp = nn.Linear(dim, cfg.width)
-        self.time = nn.Sequential(nn.Linear(cfg.time_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width))
-        self.blocks = nn.ModuleList(ResBlock(cfg.width) for _ in range(cfg.blocks))
-        self.out = nn.Sequential(nn.LayerNorm(cfg.width), nn.SiLU(), nn.Linear(cfg.width, dim))
+        with torch.random.fork_rng(devices=[]):  # the layers' own init draws from the global RNG: undone below
+            self.inp = nn.Linear(dim, cfg.width)
+            self.time = nn.Sequential(nn.Linear(cfg.time_dim, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width))
+            self.blocks = nn.ModuleList(ResBlock(cfg.width) for _ in range(cfg.blocks))
+            self.out = nn.Sequential(nn.LayerNorm(cfg.width), nn.SiLU(), nn.Linear(cfg.width, dim))
+        self._init_weights(torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def _init_weights(self, gen: torch.Generator) -> None:
+        """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from a local generator
+        (a library must not reseed or consume the caller's global RNG)."""
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                bound = 1 / math.sqrt(layer.in_features)
+                for p in (layer.weight, layer.bias):
+                    p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
         nn.init.zeros_(self.out[-1].weight)  # starts by predicting zero noise
         nn.init.zeros_(self.out[-1].bias)
 
@@ -92,14 +105,25 @@ def train_table_model(x: np.ndarray, keep: np.ndarray, cfg: TableModelConfig, se
     input value: ``fill`` (an earlier imputation, EM style) where given, else a fresh
     draw per step from the same column's observed cells (hot deck), so the model never
     learns a constant stand-in as if it were data.
+
+    Training runs on one thread whatever torch's setting: the weight gradients' sums over the
+    batch are split by thread, so two thread counts gave two models (and two tables).
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(x, keep, cfg, settings, fill, model, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x, keep, cfg: TableModelConfig, settings: TrainSettings, fill, model, on_step) -> TableDenoiser:
     gen = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
     X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     K = torch.from_numpy(np.ascontiguousarray(keep))
     n, dim = X.shape
     if model is None:
-        model = TableDenoiser(dim, cfg)
+        model = TableDenoiser(dim, cfg, seed=settings.seed)
     model.train()
     diffusion = make_diffusion(cfg)
     hot_deck = _hot_deck_sources(keep) if fill is None else None
@@ -149,27 +173,57 @@ def _hot_deck(x0, k, X, sources, gen):
 
 # --- saving and loading ------------------------------------------------------------------------
 
-def save_table_model(path, model: TableDenoiser, columns, extra: dict) -> tuple[Path, Path]:
-    """PATH.safetensors (weights, quantile maps) and PATH.yaml (card: schema, sizes); both atomic."""
-    import yaml
-    from safetensors.torch import save_file
-
+def model_paths(path) -> tuple[Path, Path]:
+    """(PATH.safetensors, PATH.yaml) for a --save-model PATH (given with or without either suffix)."""
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (".safetensors", ".yaml") else path
-    weights, card = base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".yaml")
+    return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".yaml")
+
+
+def save_table_model(path, model: TableDenoiser, columns, extra: dict) -> tuple[Path, Path]:
+    """PATH.safetensors (weights, quantile maps) and PATH.yaml (card: schema, sizes); both atomic."""
+    from safetensors.torch import save_file
+
+    weights, card = model_paths(path)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for col in columns:
         if col.numeric:
             tensors[f"column.{col.name}.values"] = torch.from_numpy(np.asarray(col.values, np.float64))
             tensors[f"column.{col.name}.scores"] = torch.from_numpy(np.asarray(col.scores, np.float64))
-    body = {"format": CARD_FORMAT, "weights": weights.name, "dim": model.dim, "model": asdict(model.cfg),
-            "columns": [c.to_card() for c in columns], **extra}
-    for target, write in ((weights, lambda p: save_file(tensors, str(p))),
-                          (card, lambda p: p.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True)))):
-        tmp = target.with_name(f".{target.name}.tmp")
-        write(tmp)
-        os.replace(tmp, target)
+    body = card_text(columns, {"weights": weights.name, "dim": model.dim, "model": asdict(model.cfg), **extra})
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp_weights, tmp_card = (p.with_name(f".{p.name}.{tag}.tmp") for p in (weights, card))
+    try:  # both written in full before either is renamed into place
+        save_file(tensors, str(tmp_weights))
+        tmp_card.write_text(body, encoding="utf-8")
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_card, card)
+    finally:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_card.unlink(missing_ok=True)
     return weights, card
+
+
+def card_text(columns, fields: dict) -> str:
+    """The YAML card; raises TableError naming a column whose values YAML cannot hold (found
+    before training: the card is made from the columns alone)."""
+    import yaml
+
+    from .tables import TableError
+
+    for col in columns:
+        try:
+            yaml.safe_dump(col.to_card())
+        except yaml.YAMLError as e:
+            raise TableError(f"column '{col.name}': its values cannot go into a model card ({_first_line(e)}); "
+                             "leave out --save-model, or convert the column to text") from None
+    return yaml.safe_dump({"format": CARD_FORMAT, **fields, "columns": [c.to_card() for c in columns]},
+                          sort_keys=False, allow_unicode=True)
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def load_table_model(path):
@@ -184,13 +238,24 @@ def load_table_model(path):
     card_path = base.with_name(base.name + ".yaml")
     if not card_path.is_file():
         raise TableError(f"{path}: no table model card ({card_path.name}); give the path --save-model wrote")
-    card = yaml.safe_load(card_path.read_text())
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+    try:
+        card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        card = None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "weights" not in card:
         raise TableError(f"{card_path}: not a table model card (format: {CARD_FORMAT} expected)")
-    tensors = load_file(str(card_path.with_name(card["weights"])))
-    arrays = {k[len("column."):]: v.numpy() for k, v in tensors.items() if k.startswith("column.")}
-    columns = [Column.from_card(d, arrays) for d in card["columns"]]
-    model = TableDenoiser(int(card["dim"]), TableModelConfig(**card["model"]))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    weights = card_path.with_name(str(card["weights"]))
+    if not weights.is_file():
+        raise TableError(f"{weights}: no such file, but the card {card_path.name} names it; "
+                         "copy the .safetensors beside the card, or train a new model (leave out --model)")
+    try:
+        tensors = load_file(str(weights))
+        arrays = {k[len("column."):]: v.numpy() for k, v in tensors.items() if k.startswith("column.")}
+        columns = [Column.from_card(d, arrays) for d in card["columns"]]
+        model = TableDenoiser(int(card["dim"]), TableModelConfig(**card["model"]))
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    except Exception as e:  # a truncated file, another model's weights, a card edited by hand
+        raise TableError(f"{weights}: not the weights of {card_path.name} ({_first_line(e)}); "
+                         "give the files --save-model wrote together, or train a new model") from None
     model.eval()
     return model, columns, card

@@ -22,11 +22,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-NA_VALUES = ("", "NA", "NaN")  # what counts as missing in a CSV, besides --na-values
+# What counts as missing in a CSV, besides --na-values: pandas' default list (one "null" or "N/A"
+# must not turn a numeric column into a category).
+NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+             "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+SEPARATORS = (",", "\t", ";", "|")  # what a CSV's delimiter is sniffed among
 ONEHOT_MAX = 32  # more categories than this: analog bits
 QUANTILES_MAX = 2000  # numeric columns keep at most this many points of their quantile map
 _INT = re.compile(r"^[+-]?\d+$")
@@ -83,8 +87,20 @@ class Column:
 
 
 def _plain(v):
-    """A cell as YAML can hold it (numpy scalars to Python)."""
-    return v.item() if isinstance(v, np.generic) else v
+    """A cell as YAML can hold it (numpy scalars to Python, pandas timestamps to datetime)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    to_py = getattr(v, "to_pydatetime", None)  # pandas.Timestamp: YAML knows datetime, not its subclass
+    return to_py() if to_py is not None and type(v).__name__ == "Timestamp" else v
+
+
+@dataclass
+class CsvStyle:
+    """How a CSV was written, so that the output is written the same way."""
+
+    sep: str = ","
+    bom: bool = False
+    newline: str = "\n"
 
 
 @dataclass
@@ -95,6 +111,7 @@ class Table:
     observed: np.ndarray  # (rows, columns) bool
     path: Path
     fmt: str  # "csv" or "parquet"
+    style: CsvStyle = field(default_factory=CsvStyle)
 
     @property
     def columns(self) -> list[str]:
@@ -109,8 +126,9 @@ def table_format(path: Path) -> str:
     return "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
 
 
-def read_table(path, na_values=(), allow_missing_columns: bool = False) -> Table:
-    """Read a CSV (every cell as its text) or a Parquet file (typed). Raises TableError."""
+def read_table(path, na_values=(), allow_missing_columns: bool = False, sep: Optional[str] = None) -> Table:
+    """Read a CSV (every cell as its text; ``sep`` None: sniffed, tab for .tsv) or a Parquet file (typed).
+    Raises TableError."""
     import pandas as pd
 
     path = Path(path)
@@ -120,6 +138,7 @@ def read_table(path, na_values=(), allow_missing_columns: bool = False) -> Table
         raise TableError(f"{path}: a folder, not a table; give a .csv or .parquet file")
     fmt = table_format(path)
     na = set(NA_VALUES) | {str(v) for v in na_values}
+    style = CsvStyle()
     if fmt == "parquet":
         try:
             frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
@@ -132,7 +151,8 @@ def read_table(path, na_values=(), allow_missing_columns: bool = False) -> Table
             if not pd.api.types.is_numeric_dtype(frame[name]) and na_values:
                 observed[:, j] &= ~frame[name].astype(str).isin(na).to_numpy()
     else:
-        head = path.open("rb").read(65536)
+        with path.open("rb") as f:
+            head = f.read(65536)
         if b"\0" in head:
             raise TableError(f"{path}: a binary file, not a CSV table; give a comma-separated text file")
         try:
@@ -140,9 +160,11 @@ def read_table(path, na_values=(), allow_missing_columns: bool = False) -> Table
         except UnicodeDecodeError as e:
             if e.start < len(head) - 4:  # not just a character cut at the end of the sample
                 raise TableError(f"{path}: not UTF-8 text; save the table as UTF-8 CSV") from None
-        _check_header(path)
+        style = _csv_style(path, head, sep)
+        _check_header(path, style.sep)
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=sorted(na), skipinitialspace=False)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=sorted(na), skipinitialspace=False,
+                                sep=style.sep, encoding="utf-8-sig")
         except pd.errors.EmptyDataError:
             raise TableError(f"{path}: empty file; give a CSV with a header row and data rows") from None
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
@@ -151,6 +173,8 @@ def read_table(path, na_values=(), allow_missing_columns: bool = False) -> Table
         blank = np.vectorize(lambda c: isinstance(c, str) and c.strip() in na, otypes=[bool])(cells) if cells.size else \
             np.zeros(cells.shape, bool)
         observed = ~(pd.isna(frame).to_numpy() | blank)
+        if frame.shape[1] == 1:
+            _refuse_one_column(path, head, style.sep)
     if len(frame) == 0:
         raise TableError(f"{path}: the table has a header but no rows; give at least one data row")
     if frame.shape[1] == 0:
@@ -159,7 +183,38 @@ def read_table(path, na_values=(), allow_missing_columns: bool = False) -> Table
         empty = [str(c) for j, c in enumerate(frame.columns) if not observed[:, j].any()]
         if empty:
             raise TableError(f"{path}: column '{empty[0]}' has no observed value; drop it (nothing to learn it from)")
-    return Table(frame, observed, path, fmt)
+    return Table(frame, observed, path, fmt, style)
+
+
+def _csv_style(path: Path, head: bytes, sep: Optional[str]) -> CsvStyle:
+    """The delimiter (given, tab for .tsv, else the one that splits the first lines into equal rows),
+    the byte-order mark and the line ending of a CSV."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = head.split(b"\n", 1)[0]
+    newline = "\r\n" if first.endswith(b"\r") else "\n"
+    style = CsvStyle(sep or ",", head.startswith(b"\xef\xbb\xbf"), newline)
+    if sep is None and path.suffix.lower() in (".tsv", ".tab"):
+        style.sep = "\t"
+    elif sep is None:
+        lines = [line for line in text.splitlines()[:50] if line.strip()]
+        if len(head) == 65536 and len(lines) > 2:
+            lines = lines[:-1]  # the last one may be cut
+        best = 1
+        for c in SEPARATORS:
+            counts = {len(row) for row in csv.reader(lines, delimiter=c)}
+            n = counts.pop() if len(counts) == 1 else 0
+            if n > best:
+                style.sep, best = c, n
+    return style
+
+
+def _refuse_one_column(path: Path, head: bytes, sep: str) -> None:
+    """A one-column read of a file whose every line holds ';' or a tab is a wrong delimiter, not a table."""
+    lines = [line for line in head.decode("utf-8", errors="replace").splitlines()[:50] if line.strip()]
+    for c, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if c != sep and lines and all(c in line for line in lines):
+            raise TableError(f"{path}: read as one column with the delimiter {sep!r}, but its lines hold {name}; "
+                             f"give --sep {name}")
 
 
 def _first_line(e: Exception) -> str:
@@ -167,9 +222,9 @@ def _first_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _check_header(path: Path) -> None:
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        header = next(csv.reader(f), None)
+def _check_header(path: Path, sep: str = ",") -> None:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = next(csv.reader(f, delimiter=sep), None)
     if not header or not any(h.strip() for h in header):
         raise TableError(f"{path}: empty file; give a CSV with a header row and data rows")
     seen = set()
@@ -178,13 +233,14 @@ def _check_header(path: Path) -> None:
             raise TableError(f"{path}: column name '{h}' appears twice; give each column its own name")
         seen.add(h)
     if len(header) == 1 and len(header[0]) > 200:
-        raise TableError(f"{path}: no comma-separated header row; give a CSV table")
+        raise TableError(f"{path}: no header row split by {sep!r}; give a CSV table (or --sep)")
 
 
 # --- column types ---------------------------------------------------------------------------
 
-def infer_columns(table: Table, categorical=()) -> list[Column]:
-    """Each column's type and encoding, fitted on its observed cells."""
+def infer_columns(table: Table, categorical=(), warn: Optional[Callable[[str], None]] = None) -> list[Column]:
+    """Each column's type and encoding, fitted on its observed cells; ``warn`` hears of a column
+    read as a category that is numeric except for a few cells (a missing-value spelling?)."""
     categorical = set(categorical)
     unknown = categorical - set(table.columns)
     if unknown:
@@ -194,7 +250,26 @@ def infer_columns(table: Table, categorical=()) -> list[Column]:
     for j, name in enumerate(table.columns):
         obs = table.frame.iloc[:, j].to_numpy(dtype=object)[table.observed[:, j]]
         cols.append(_fit_column(name, obs, table.fmt, table.frame.dtypes.iloc[j], name in categorical))
+        if warn is not None and cols[-1].kind == "category" and table.fmt == "csv":
+            odd, n_bad = _odd_cells(obs)
+            if odd:
+                warn(f"column '{name}' is numeric except for {n_bad} cell{'s' if n_bad > 1 else ''} "
+                     f"({', '.join(repr(v) for v in odd)}), so it is read as a category; if that means missing, "
+                     "give " + " ".join(f"--na-values {v!r}" for v in odd))
     return cols
+
+
+def _odd_cells(obs: np.ndarray) -> tuple[list[str], int]:
+    """The distinct non-numeric texts (up to 5) of a column whose cells are numbers but for a few
+    (5% at most), and how many cells hold them; ([], 0) for any other column."""
+    import pandas as pd
+
+    text = pd.Series([str(v).strip() for v in obs])
+    bad = ~np.isfinite(pd.to_numeric(text, errors="coerce").to_numpy(dtype=float))
+    n_bad = int(bad.sum())
+    if n_bad == 0 or n_bad > max(2, len(obs) // 20) or len(obs) - n_bad < 2:
+        return [], 0
+    return list(dict.fromkeys(text[bad]))[:5], n_bad
 
 
 def _fit_column(name: str, obs: np.ndarray, fmt: str, dtype, force_category: bool) -> Column:
@@ -272,7 +347,18 @@ def schema_difference(model_cols: list[Column], table: Table, cols_here: list[Co
             return f"column '{extra[0]}' is not in the model's schema"
         return "the columns are in another order than the model's: " + ", ".join(names)
     for m, h in zip(model_cols, cols_here):
-        if h.kind == "constant" or m.kind == "constant":
+        if m.kind == "constant":  # the model gave it no width: any one value here is fine, several are not
+            if h.kind != "constant":
+                return (f"column '{m.name}' has one value only in the model ({m.constant!r}) "
+                        f"but is {h.describe()} here")
+            continue
+        if h.kind == "constant":
+            if h.constant is None:
+                continue
+            if m.numeric and not _is_number(h.constant):
+                return f"column '{m.name}' holds {h.constant!r} here but is {m.describe()} in the model"
+            if m.kind == "category" and _category_key(h.constant) not in set(m.categories):
+                return f"column '{m.name}' has the value '{_category_key(h.constant)}', which the model never saw"
             continue
         if m.numeric != h.numeric:
             return f"column '{m.name}' is {h.describe()} here but {m.describe()} in the model"
@@ -281,6 +367,20 @@ def schema_difference(model_cols: list[Column], table: Table, cols_here: list[Co
             if new:
                 return f"column '{m.name}' has the value '{new[0]}', which the model never saw"
     return None
+
+
+def adopt_constants(model_cols: list[Column], cols_here: list[Column]) -> list[Column]:
+    """The model's columns, but a column constant in the model takes this table's constant
+    (the model never saw it: it has no width), so that its missing cells get this table's value."""
+    return [h if m.kind == "constant" and h.kind == "constant" and h.constant is not None else m
+            for m, h in zip(model_cols, cols_here)]
+
+
+def _is_number(v) -> bool:
+    try:
+        return math.isfinite(float(str(v).strip()))
+    except ValueError:
+        return False
 
 
 # --- the codec ---------------------------------------------------------------------------------
@@ -436,8 +536,9 @@ def _number(v: float, col: Column, fmt: str):
     return f"{v:.{col.decimals}f}"
 
 
-def write_table(frame, path, fmt: Optional[str] = None) -> None:
-    """Write atomically: a temporary file beside the target, renamed over it when complete."""
+def write_table(frame, path, fmt: Optional[str] = None, style: Optional[CsvStyle] = None) -> None:
+    """Write atomically: a temporary file beside the target, renamed over it when complete.
+    A CSV keeps ``style`` (the input's delimiter, byte-order mark and line ending)."""
     path = Path(path)
     fmt = fmt or table_format(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -445,7 +546,9 @@ def write_table(frame, path, fmt: Optional[str] = None) -> None:
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
-            frame.to_csv(tmp, index=False, lineterminator="\n")
+            style = style or CsvStyle()
+            frame.to_csv(tmp, index=False, sep=style.sep, lineterminator=style.newline,
+                         encoding="utf-8-sig" if style.bom else "utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
