@@ -9,7 +9,7 @@ The ranks exchange nothing but that summary, a few Python objects at the very
 end, so the process group is gloo (CPU sockets) with a long timeout, also on
 GPUs: over nccl its watchdog (10 minutes) would abort the whole job when one
 rank finishes its shard more than 10 minutes before the slowest. The timeout is
-REPAINT_DIST_TIMEOUT (default 6 hours): how long a finished rank waits for the
+REPAINT_DIST_TIMEOUT (default 24 hours): how long a finished rank waits for the
 others, and so how long it idles when another rank died where no torchrun agent
 ends the job. A rank that gives up still has its images written; it says so and
 reports its own summary only.
@@ -32,12 +32,12 @@ import torch.distributed as tdist
 # How long a rank that has finished waits for the others at the end (uneven shards, reruns, retries): long enough
 # for a rerun whose shards differ by hours, short enough that a batch job whose rank died does not idle for days.
 TIMEOUT_ENV = "REPAINT_DIST_TIMEOUT"
-DEFAULT_SUMMARY_TIMEOUT = timedelta(hours=6)
+DEFAULT_SUMMARY_TIMEOUT = timedelta(hours=24)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def summary_timeout() -> timedelta:
-    """REPAINT_DIST_TIMEOUT: seconds, or a number with s, m, h or d (90m, 12h); unset: 6 hours.
+    """REPAINT_DIST_TIMEOUT: seconds, or a number with s, m, h or d (90m, 12h); unset: 24 hours.
     ValueError (one line) for anything else."""
     text = os.environ.get(TIMEOUT_ENV, "").strip()
     if not text:

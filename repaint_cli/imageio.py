@@ -662,9 +662,11 @@ def lock_output(path) -> OutputLock | None:
             return OutputLock(None, None)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
             os.close(fd)
-            return None
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None  # held by another run
+            return OutputLock(None, None)  # a file system without locks (ENOLCK...): unlocked, as before
         try:
             if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
                 return OutputLock(lock_path, fd)

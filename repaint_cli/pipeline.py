@@ -681,8 +681,9 @@ def skip_finished(jobs: list[Job], opts: InpaintOptions, S: int, settings: dict,
 DEFAULT_MODEL_NOTE = (f"model: {DEFAULT_MODEL} (the default) is trained on 32x32 emoji only; for photos pass a real "
                       f"model, e.g. --model celeba256 (faces) or --model places256 (scenes): see README, Models")
 # How far (Euclidean, RGB 0..255) the mean colour of a fill may be from the known pixels around its hole before
-# a run says the model may not suit the images (the default model on a lavender square: about 290).
-FILL_COLOUR_GAP = 80.0
+# a run says the model may not suit the images (the default model on a lavender square: about 290; on our
+# example emoji, its own domain, at most 97 over the thick, box and thin masks).
+FILL_COLOUR_GAP = 100.0
 
 
 def fill_colour_note(item: Prepared, out_rgb: np.ndarray) -> Optional[str]:
@@ -944,12 +945,12 @@ def _sample_all(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance], j
                 reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish the rest", "warning")
                 break
     finally:
-        _finish_run(items, collect, writer, locks, manifest, summary, settings, opts, reporter)
+        _finish_run(items, collect, writer, locks, manifest, summary, settings, opts)
     _report_run_notes(busy, far_fills, reporter)
 
 
 def _finish_run(items, collect, writer, locks: OutputLocks, manifest, summary: RunSummary, settings: dict,
-                opts: InpaintOptions, reporter: Reporter) -> None:
+                opts: InpaintOptions) -> None:
     """The cleanup of a run, whatever stopped it: report what was written, stop the writer, release the locks, close
     the manifest, add the run record. Runs inside ``finally``: an error of its own must not hide the one on its
     way (if any), nor skip the rest of the cleanup; it is raised at the end when nothing else is."""
@@ -979,5 +980,6 @@ def _report_run_notes(busy: list, far_fills: list, reporter: Reporter) -> None:
                      f"that run writes them", "warning")
     if far_fills:
         reporter.log(f"{len(far_fills)} image(s) filled far from their hole border's colour (first: {far_fills[0]}; "
-                     f"each output's record says how far): this model may not suit these images; see README, Models",
+                     f"each image's --json or --manifest line has both colours): this model may not suit these images; "
+                    f"see README, Models",
                      "warning")
