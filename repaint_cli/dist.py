@@ -8,12 +8,18 @@ LOCAL_RANK when there is one, and rank 0 prints the combined summary.
 The ranks exchange nothing but that summary, a few Python objects at the very
 end, so the process group is gloo (CPU sockets) with a long timeout, also on
 GPUs: over nccl its watchdog (10 minutes) would abort the whole job when one
-rank finishes its shard more than 10 minutes before the slowest.
+rank finishes its shard more than 10 minutes before the slowest. The timeout is
+REPAINT_DIST_TIMEOUT (default 24 hours): how long a finished rank waits for the
+others, and so how long it idles when another rank died where no torchrun agent
+ends the job. A rank that gives up still has its images written; it says so and
+reports its own summary only.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +29,23 @@ import torch
 import torch.distributed as tdist
 
 
-# How long a rank that has finished waits for the others at the end (uneven shards, reruns, retries).
-SUMMARY_TIMEOUT = timedelta(days=7)
+# How long a rank that has finished waits for the others at the end (uneven shards, reruns, retries): long enough
+# for a rerun whose shards differ by hours, short enough that a batch job whose rank died does not idle for days.
+TIMEOUT_ENV = "REPAINT_DIST_TIMEOUT"
+DEFAULT_SUMMARY_TIMEOUT = timedelta(hours=24)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def summary_timeout() -> timedelta:
+    """REPAINT_DIST_TIMEOUT: seconds, or a number with s, m, h or d (90m, 12h); unset: 24 hours.
+    ValueError (one line) for anything else."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_SUMMARY_TIMEOUT
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{TIMEOUT_ENV}={text}: expected a duration such as 3600, 90m or 12h")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
 @dataclass
@@ -52,8 +73,13 @@ def init(rank: Rank, device: str = "auto") -> str:
     use_cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
     if rank.world <= 1:
         return device
+    try:
+        timeout = summary_timeout()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     if not tdist.is_initialized():
-        tdist.init_process_group("gloo", timeout=SUMMARY_TIMEOUT)
+        tdist.init_process_group("gloo", timeout=timeout)
     if use_cuda:  # this rank's own GPU, also as the current device (CUDA graphs capture on it)
         torch.cuda.set_device(rank.local_rank)
         return f"cuda:{rank.local_rank}"
@@ -68,25 +94,39 @@ def _objects_group():
     if tdist.get_backend() == "gloo":
         return None  # the default group
     if _object_group is None:
-        _object_group = tdist.new_group(backend="gloo", timeout=SUMMARY_TIMEOUT)
+        _object_group = tdist.new_group(backend="gloo", timeout=summary_timeout())
     return _object_group
 
 
+_gave_up = False  # gather timed out: no barrier then (it would wait as long again)
+
+
 def gather(obj, rank: Rank) -> list:
-    """Every rank's object on every rank (a list of one where there is no process group), over gloo."""
+    """Every rank's object on every rank (a list of one where there is no process group, or where the other
+    ranks did not report within the timeout), over gloo."""
+    global _gave_up
     if rank.world <= 1 or not tdist.is_initialized():
         return [obj]
     out = [None] * rank.world
-    tdist.all_gather_object(out, obj, group=_objects_group())
+    try:
+        tdist.all_gather_object(out, obj, group=_objects_group())
+    except RuntimeError as e:  # a rank died or is still busy past the timeout: this rank's images are written
+        _gave_up = True
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"warning: rank {rank.rank}: no summary from the other ranks (one died, or is still busy after "
+              f"{summary_timeout()}, which {TIMEOUT_ENV} sets: {why}); this rank's summary only", file=sys.stderr)
+        return [obj]
     return out
 
 
 def finish(rank: Rank) -> None:
-    global _object_group
+    global _object_group, _gave_up
     if tdist.is_initialized():
-        tdist.barrier(group=_objects_group())
+        if not _gave_up:
+            tdist.barrier(group=_objects_group())
         tdist.destroy_process_group()
         _object_group = None
+    _gave_up = False
 
 
 def manifest_path(path: Optional[str], rank: Rank) -> Optional[Path]:

@@ -24,12 +24,12 @@ Every file is written atomically (``imageio.atomic_path``).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -208,38 +208,60 @@ class _WriterUnavailable(Exception):
 MP4_CODECS = (("avc1", "H.264"), ("mp4v", "MPEG-4 Part 2"))
 
 
+# Probes each fourcc by writing a tiny video; prints the first that works. Run in a child process: the encoder
+# libraries (FFmpeg, OpenCV) complain about a missing codec on file descriptor 2 directly, and only the child's
+# descriptor 2 can be pointed at the null device without hiding other threads' messages of this process.
+_PROBE = """
+import os, sys
+import cv2, numpy as np
+for fourcc in sys.argv[2:]:
+    path = os.path.join(sys.argv[1], "probe_" + fourcc + ".mp4")
+    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 12.0, (16, 16))
+    try:
+        if not vw.isOpened():
+            continue
+        vw.write(np.zeros((16, 16, 3), np.uint8))
+    finally:
+        vw.release()
+    if os.path.getsize(path) > 0:
+        print(fourcc)
+        break
+"""
+
+
 @functools.lru_cache(maxsize=None)
 def mp4_codec() -> Optional[tuple[str, str]]:
-    """(fourcc, name) of the best MP4 codec this OpenCV can write, or None. Probed once by
-    writing a tiny video; the encoder libraries' own complaints about a missing codec go
-    to the null device, not to the user's terminal."""
-    with tempfile.TemporaryDirectory() as d, _quiet_stderr():
-        for fourcc, name in MP4_CODECS:
-            path = str(Path(d) / f"probe_{fourcc}.mp4")
-            vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 12.0, (16, 16))
-            try:
-                if not vw.isOpened():
-                    continue
-                vw.write(np.zeros((16, 16, 3), np.uint8))
-            finally:
-                vw.release()
-            if os.path.getsize(path) > 0:
-                return fourcc, name
+    """(fourcc, name) of the best MP4 codec this OpenCV can write, or None. Probed once, in a
+    child process whose complaints about a missing codec go to the null device (this process's
+    stderr is left alone); where no child can run, here, with OpenCV's own logging silenced."""
+    names = dict(MP4_CODECS)
+    env = {**os.environ, "OPENCV_LOG_LEVEL": "SILENT", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8: FFmpeg's quiet
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROBE, d, *names], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=120, text=True)
+        except (OSError, subprocess.SubprocessError):
+            return _probe_here(d)
+        if done.returncode != 0:
+            return _probe_here(d)
+    fourcc = done.stdout.strip()
+    return (fourcc, names[fourcc]) if fourcc in names else None
+
+
+def _probe_here(d: str) -> Optional[tuple[str, str]]:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    for fourcc, name in MP4_CODECS:
+        path = str(Path(d) / f"probe_{fourcc}.mp4")
+        vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 12.0, (16, 16))
+        try:
+            if not vw.isOpened():
+                continue
+            vw.write(np.zeros((16, 16, 3), np.uint8))
+        finally:
+            vw.release()
+        if os.path.getsize(path) > 0:
+            return fourcc, name
     return None
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """File descriptor 2 pointed at the null device (C libraries write there directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def write_mp4(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:

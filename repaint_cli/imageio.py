@@ -26,7 +26,9 @@ Reading images
   * EXIF orientation is applied (``ImageOps.exif_transpose``), so arrays are in display
     orientation.  EXIF is not copied to the output (orientation would be wrong, and it
     may hold private data).  The ICC profile is kept in ``LoadedImage.icc_profile`` when
-    it still describes the returned pixels; pass it to the writer as ``icc_profile=``.
+    it still describes the returned pixels; pass it to the writer as ``icc_profile=`` (a
+    colour-managed photo must not change colour because it was inpainted).  The DPI is
+    kept in ``LoadedImage.dpi``; pass it as ``dpi=``.
   * Colour modes (RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV, RGBX, RGBa) give colour output;
     grey modes (1, L, LA, La, I;16*, I, F and 16-bit grey PNGs) give ``gray=True``.
     Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs.
@@ -104,6 +106,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
 
+try:
+    import fcntl
+except ImportError:  # Windows: outputs are not locked
+    fcntl = None
+
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
@@ -118,10 +125,13 @@ __all__ = [
     "write_bytes_atomic",
     "atomic_path",
     "is_atomic_temp",
+    "OutputLock",
+    "lock_output",
     "FitPlan",
     "plan_fit",
     "apply_fit",
     "unfit",
+    "fill_and_border_colours",
     "FIT_MODES",
     "MASK_CONVENTIONS",
 ]
@@ -169,6 +179,8 @@ class LoadedImage:
     icc_profile: the embedded ICC profile when it still describes ``rgb`` (None for
                  converted modes such as CMYK); pass it on as ``icc_profile=``.
     warnings:    one-line notes (first frame of an animation, unreadable EXIF...).
+    dpi:         the resolution the file records, (x, y) dots per inch, or None; pass it
+                 on as ``dpi=``.
     """
 
     rgb: np.ndarray
@@ -179,6 +191,7 @@ class LoadedImage:
     gray: bool = False
     icc_profile: bytes | None = None
     warnings: list[str] = field(default_factory=list)
+    dpi: tuple[float, float] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -332,6 +345,15 @@ def _read_png16_cv2(path, orientation: int):
     return None
 
 
+def _dpi(info: dict) -> tuple[float, float] | None:
+    """The file's (x, y) dots per inch when it records a usable one."""
+    try:
+        x, y = (float(v) for v in info.get("dpi") or ())
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
+
+
 def read_image(path) -> LoadedImage:
     """Read an image file as uint8 RGB (+ separate alpha); see the module notes."""
     img = opened = _open_loaded(path, "image")
@@ -342,6 +364,7 @@ def read_image(path) -> LoadedImage:
         mode = img.mode
         fmt = img.format
         icc = img.info.get("icc_profile") or None
+        dpi = _dpi(img.info)
         orientation = _exif_orientation(img)
 
         if fmt == "PNG":
@@ -351,7 +374,7 @@ def read_image(path) -> LoadedImage:
                 if got is not None:
                     gray, alpha, is_gray = got
                     rgb = np.repeat(gray[..., None], 3, axis=2) if is_gray else np.ascontiguousarray(gray)
-                    return LoadedImage(rgb, alpha, str(path), mode, 16, is_gray, icc, warnings)
+                    return LoadedImage(rgb, alpha, str(path), mode, 16, is_gray, icc, warnings, dpi)
 
         img = _exif_transpose(img, path, warnings)
         alpha = None
@@ -386,7 +409,7 @@ def read_image(path) -> LoadedImage:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         if alpha is not None:
             alpha = np.ascontiguousarray(alpha, dtype=np.uint8)
-        return LoadedImage(rgb, alpha, str(path), mode, bit_depth, is_gray, icc, warnings)
+        return LoadedImage(rgb, alpha, str(path), mode, bit_depth, is_gray, icc, warnings, dpi)
     finally:
         img.close()
         opened.close()
@@ -605,6 +628,54 @@ def atomic_path(path) -> Iterator[Path]:
         raise
 
 
+class OutputLock:
+    """An exclusive lock on one output while a run makes it: ``fcntl.flock`` on a hidden
+    ``.<name>.lock`` beside it.  The kernel drops the lock when its process dies, so a
+    killed run leaves at most an unlocked file, which the next run takes over."""
+
+    def __init__(self, path: Path | None, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it, so no one locks the name in between) and unlock."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock_output(path) -> OutputLock | None:
+    """Lock the output ``path`` for this run; None when another run holds it.  Where no lock
+    can be taken (no ``fcntl``, an unwritable folder) the lock is a no-op: the write then
+    says what is wrong."""
+    if fcntl is None:
+        return OutputLock(None, None)
+    final = Path(path)
+    lock_path = final.with_name(f".{final.name}.lock")
+    for _ in range(10):  # the holder may remove the file between our open and our lock: then again
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return OutputLock(None, None)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None  # held by another run
+            return OutputLock(None, None)  # a file system without locks (ENOLCK...): unlocked, as before
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return OutputLock(lock_path, fd)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file its holder has just removed
+    return None
+
+
 def write_bytes_atomic(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
     with atomic_path(path) as tmp:
@@ -636,8 +707,8 @@ def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *
     LA where the format supports it; ``gray=True`` writes L / LA (luminance of ``rgb``,
     exact for equal channels).  ``text`` ({key: str}) is stored as PNG text chunks
     (other formats: ignored); read it back with :func:`read_png_text`.  ``save_kwargs``
-    go to Pillow (``quality=``, ``icc_profile=``...).  Returns warnings (e.g. alpha
-    dropped for JPEG).
+    go to Pillow (``quality=``, ``icc_profile=``, ``dpi=``...; None values are left out).
+    Returns warnings (e.g. alpha dropped for JPEG).
     """
     final = Path(path)
     fmt = _format_for(final)
@@ -672,8 +743,9 @@ def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *
         kw.setdefault("subsampling", 0)
     elif fmt == "WEBP" and "quality" not in kw and "lossless" not in kw:
         kw["lossless"] = True
-    if not kw.get("icc_profile"):
-        kw.pop("icc_profile", None)
+    for key in ("icc_profile", "dpi"):  # None: the input had none
+        if not kw.get(key):
+            kw.pop(key, None)
     if text and fmt == "PNG":
         info = PngImagePlugin.PngInfo()
         for key, value in text.items():
@@ -875,3 +947,18 @@ def unfit(plan: FitPlan, sample_S, rgb_orig, keep_orig, paste: bool = True) -> n
         raise ValueError("keep_orig has holes outside the plan's region; plan with the same mask")
     full[y0:y1, x0:x1][region_hole] = back[region_hole]
     return np.where(keep[..., None], rgb, full)
+
+
+def fill_and_border_colours(rgb, keep_mask, ring: int = 3) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean colour of the hole as filled, mean colour of the known pixels within ``ring`` px
+    of it), float RGB; None when there is no hole or no known pixel beside it."""
+    keep = _as_keep(keep_mask)
+    hole = ~keep
+    if not hole.any():
+        return None
+    near = cv2.dilate(hole.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)) > 0
+    border = near & keep
+    if not border.any():
+        return None
+    rgb = np.asarray(rgb)
+    return rgb[hole].astype(np.float64).mean(axis=0), rgb[border].astype(np.float64).mean(axis=0)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -26,12 +28,14 @@ from .diffusion import Diffusion, diffusion_from_hparams
 from .engine import EngineOptions, GraphCache, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
 from .guidance import Guidance
 from .jobs import Job, JobList, _has_glob, check_out_dir, make_jobs, parse_shard, unknown_mask_message
-from .cards import sha256_model
-from .models import LoadedModel, ModelError, load, load_classifier, read_conf
+from .cards import DEFAULT_MODEL
+from .models import LoadedModel, ModelError, load, load_classifier, read_conf, resolve
 from .noise import image_key, keys_tensor
-from .records import SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes
+from .records import (SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes,
+                      sha256_model)
 from .sampler import METHODS, Conditioning, StepInfo, repaint, reverse_step
 from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+from .unet import UNetConfig
 
 
 class RunError(Exception):
@@ -148,6 +152,7 @@ class Setup:
     times: list
     device: torch.device
     conf: dict  # the RePaint conf given with --config (empty without one), read once
+    preset: Optional[str] = None  # the preset the schedule starts from (--preset, else the card's, else paper)
 
 
 def setup(opts: InpaintOptions, conf: Optional[dict] = None) -> Setup:
@@ -158,17 +163,44 @@ def setup(opts: InpaintOptions, conf: Optional[dict] = None) -> Setup:
             conf = read_conf(opts.config, check_keys=True)
         except ModelError as e:
             raise RunError(str(e)) from None
-    try:
-        device = pick_device(opts.engine.device)
-    except RuntimeError as e:
-        raise RunError(str(e)) from None
+    device = _device(opts)
     try:
         loaded = load(opts.model, conf or None, "cpu")
     except ModelError as e:
         raise RunError(str(e)) from None
+    jump, times, diffusion, preset = _schedule(opts, conf, loaded.card, loaded.hparams)
+    return Setup(loaded, diffusion, jump, times, device, conf, preset)
+
+
+def setup_without_weights(opts: InpaintOptions, conf: dict) -> Optional[Setup]:
+    """The run's Setup from the model's card or sidecar alone, its weights not loaded (``loaded.model`` holds only
+    the architecture's config and classes), for a rerun with nothing to sample. None where only loading the
+    model tells (a diffusers folder or hub id, a model that does not resolve: loading it then says why)."""
+    try:
+        path, hp, card = resolve(opts.model, conf or None)
+        cfg = UNetConfig.from_dict({**hp, "use_fp16": False})
+    except (ModelError, ValueError, TypeError, KeyError):
+        return None
+    if path.is_dir():
+        return None
+    jump, times, diffusion, preset = _schedule(opts, conf, card, hp)
+    config_only = SimpleNamespace(cfg=cfg, num_classes=cfg.num_classes if cfg.class_cond else None)
+    return Setup(LoadedModel(config_only, diffusion, hp, card, path), diffusion, jump, times, _device(opts), conf,
+                 preset)
+
+
+def _device(opts: InpaintOptions) -> torch.device:
+    try:
+        return pick_device(opts.engine.device)
+    except RuntimeError as e:
+        raise RunError(str(e)) from None
+
+
+def _schedule(opts: InpaintOptions, conf: dict, card, hp: dict) -> tuple[JumpParams, list, Diffusion, Optional[str]]:
+    """(jump parameters, times, diffusion, the preset they start from) for a model's card and hyper-parameters."""
     # schedule: a preset (--preset, else the card's), then a conf's schedule_jump_params or the
     # card's explicit ones, then the command-line overrides
-    card_sampling = dict((loaded.card.sampling or {}) if loaded.card else {})
+    card_sampling = dict((card.sampling or {}) if card else {})
     card_preset = card_sampling.pop("preset", None)
     if conf.get("schedule_jump_params"):
         schedule_conf = conf
@@ -176,6 +208,8 @@ def setup(opts: InpaintOptions, conf: Optional[dict] = None) -> Setup:
         schedule_conf = {"schedule_jump_params": card_sampling}
     else:
         schedule_conf = None
+    # recorded as used: the named preset, else 'paper' (resolve_jump_params' base) unless explicit params replace it
+    preset = opts.preset or card_preset or (None if schedule_conf else "paper")
     try:
         jump = resolve_jump_params(opts.preset or card_preset, schedule_conf, t_T=opts.t_T,
                                    jump_length=opts.jump_length, jump_n_sample=opts.jump_n_sample,
@@ -183,13 +217,12 @@ def setup(opts: InpaintOptions, conf: Optional[dict] = None) -> Setup:
         times = jump_schedule(jump)
     except ValueError as e:
         raise RunError(str(e)) from None
-    hp = loaded.hparams
     respacing = str(jump.t_T) if opts.t_T is not None or not conf.get("timestep_respacing") else conf["timestep_respacing"]
     diffusion = diffusion_from_hparams(hp, respacing)
     if diffusion.num_steps != jump.t_T:
         raise RunError(f"timestep_respacing {respacing!r} keeps {diffusion.num_steps} steps but t_T is {jump.t_T}; "
                        f"make them equal (or drop timestep_respacing)")
-    return Setup(loaded, diffusion, jump, times, device, conf)
+    return jump, times, diffusion, preset
 
 
 def _mask_is_kind(mask: str) -> bool:
@@ -442,8 +475,9 @@ def check_method(method: str, eta: float) -> None:
         raise ValueError(f"--eta applies to --method ddim only (not {method})")
 
 
-def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
-    """Labels (and classifier guidance) for class-conditional models; None for the others."""
+def make_guidance(st: Setup, opts: InpaintOptions, with_classifier: bool = True) -> Optional[Guidance]:
+    """Labels (and classifier guidance) for class-conditional models; None for the others. Without
+    ``with_classifier`` (a run with nothing to sample) the scale is worked out but no classifier loads."""
     conf = st.conf
     card_clf = (st.loaded.card.classifier if st.loaded.card else None) or {}
     clf_path = opts.classifier or conf.get("classifier_path")
@@ -455,7 +489,7 @@ def make_guidance(st: Setup, opts: InpaintOptions) -> Optional[Guidance]:
             raise RunError("--classifier/--class need a class-conditional model (e.g. --model imagenet256)")
         return None
     classifier = None
-    if scale != 0 and (clf_path or card_clf):
+    if with_classifier and scale != 0 and (clf_path or card_clf):
         hp = {**card_clf.get("hparams", {}), **{k: v for k, v in conf.items() if k.startswith("classifier_")},
               "image_size": st.loaded.model.cfg.image_size, "num_classes": st.loaded.model.num_classes}
         if clf_path is None or (not Path(clf_path).exists() and card_clf.get("file") == Path(clf_path).name):
@@ -533,15 +567,22 @@ def describe_masks(opts: InpaintOptions) -> str:
 
 # ----------------------------------------------------------------------------- what made an output
 
-def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance]) -> dict:
-    """What every output of this run is made with (the model's sha256: its card's, else hashed once here)."""
+def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance],
+                 reporter: Optional[Reporter] = None) -> dict:
+    """What every output of this run is made with: the model by the sha256 of the file actually loaded (a card's
+    own sha256 only names the file it expects), the preset the schedule starts from, the device type (the CPU
+    and CUDA draw different noise from one seed)."""
     from . import __version__
 
     card = st.loaded.card
+    digest = sha256_model(st.loaded.path)
+    if card and card.sha256 and card.sha256 != digest and reporter is not None:
+        reporter.log(f"{st.loaded.path}: sha256 {digest[:12]}.. differs from model card {card.name}'s "
+                     f"({card.sha256[:12]}..): another or a damaged file; outputs record the file's", "warning")
     settings = {
         "model": card.name if card else st.loaded.path.name,
-        "model_sha256": (card.sha256 if card and card.sha256 else sha256_model(st.loaded.path)),
-        "schedule": st.jump.as_dict(), "preset": opts.preset, "seed": int(opts.seed), "method": opts.method,
+        "model_sha256": digest,
+        "schedule": st.jump.as_dict(), "preset": st.preset, "seed": int(opts.seed), "method": opts.method,
         **({"eta": float(opts.eta)} if opts.method == "ddim" else {}),
         "mask_convention": opts.mask_convention, "fit": opts.fit, "context": float(opts.context),
         "paste": bool(opts.paste), "device": st.device.type, "version": __version__,
@@ -635,6 +676,61 @@ def skip_finished(jobs: list[Job], opts: InpaintOptions, S: int, settings: dict,
                      f"--overwrite redoes them", "warning")
 
 
+# The default model is a demo: on everyday images it fills holes with dark blobs, so a run that did not choose
+# a model says so once, at its start, and points to the real ones.
+DEFAULT_MODEL_NOTE = (f"model: {DEFAULT_MODEL} (the default) is trained on 32x32 emoji only; for photos pass a real "
+                      f"model, e.g. --model celeba256 (faces) or --model places256 (scenes): see README, Models")
+# How far (Euclidean, RGB 0..255) the mean colour of a fill may be from the known pixels around its hole before
+# a run says the model may not suit the images (the default model on a lavender square: about 290; on our
+# example emoji, its own domain, at most 97 over the thick, box and thin masks).
+FILL_COLOUR_GAP = 100.0
+
+
+def fill_colour_note(item: Prepared, out_rgb: np.ndarray) -> Optional[str]:
+    """A note when an output's fill is far in colour from the hole's border, else None."""
+    colours = imageio.fill_and_border_colours(out_rgb, item.keep)
+    if colours is None:
+        return None
+    fill, border = colours
+    if float(np.linalg.norm(fill - border)) <= FILL_COLOUR_GAP:
+        return None
+    show = lambda c: "(" + ",".join(str(int(round(v))) for v in c) + ")"  # noqa: E731
+    return f"fill colour {show(fill)} far from the hole border's {show(border)}"
+
+
+class OutputLocks:
+    """The locks this run holds on the outputs it is making (imageio.lock_output), released once written."""
+
+    def __init__(self):
+        self.held: dict = {}
+
+    def take(self, job: Job, overwrite: bool) -> Optional[str]:
+        """None when this run may make the output (now locked), else why it is skipped."""
+        lock = imageio.lock_output(job.output)
+        if lock is None:
+            return "in progress by another run"
+        if not overwrite and job.output.exists():  # the other run finished it since this run listed its jobs
+            lock.release()
+            return "output exists (made by another run meanwhile)"
+        self.held[str(job.output)] = lock
+        return None
+
+    def release(self, job: Job) -> None:
+        lock = self.held.pop(str(job.output), None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for lock in self.held.values():
+            lock.release()
+        self.held.clear()
+
+
+def non_finite_rows(x: torch.Tensor) -> list[bool]:
+    """Per image of a batch: whether its sample holds a NaN or an Inf."""
+    return (~torch.isfinite(x.flatten(1)).all(dim=1)).tolist()
+
+
 def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
             stop: Optional[StopFlag] = None) -> RunSummary:
     """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
@@ -644,18 +740,22 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     # everything that can be checked without the model first: a mistake costs no model load and no --out folder
     conf, joblist = resolve_jobs(inputs, opts, stdin, reporter)
     reporter.log(describe_masks(opts))
+    if opts.model is None and not conf.get("model_path"):
+        reporter.log(DEFAULT_MODEL_NOTE)
     problem = check_out_dir(Path(opts.out_dir), create=False)
     if problem:
         raise RunError(problem)
-    st = setup(opts, conf)
-    guidance = make_guidance(st, opts)
+    # a rerun whose outputs all exist compares their settings, which needs the model's card, not its weights
+    light = setup_without_weights(opts, conf) if joblist.skipped_done and not joblist.jobs else None
+    st = light or setup(opts, conf)
+    guidance = make_guidance(st, opts, with_classifier=light is None)
     if opts.method == "ddim" and guidance is not None and guidance.cond_fn is not None:
         raise RunError("--method ddim takes no classifier guidance: pass --classifier-scale 0, or use --method repaint or ddnm")
     S = st.loaded.model.cfg.image_size
     problem = check_out_dir(Path(opts.out_dir))
     if problem:
         raise RunError(problem)
-    settings = run_settings(st, opts, guidance)
+    settings = run_settings(st, opts, guidance, reporter)
     mask_hashes: dict = {}
     summary = RunSummary()
     manifest = open(opts.manifest, "a", encoding="utf-8") if opts.manifest else None
@@ -678,7 +778,22 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     for note in joblist.notes:
         reporter.log(note)
     skip_finished(joblist.skipped_done, opts, S, settings, mask_hashes, reporter, record)
+    if light is not None:
+        reporter.log(f"all {len(joblist.skipped_done)} outputs exist: nothing to do, the model was not loaded "
+                     f"(--overwrite redoes them)")
+        if manifest is not None:
+            manifest.close()
+        summary.seconds = time.time() - t_start
+        return summary
+    _sample_all(st, opts, guidance, joblist, S, settings, mask_hashes, reporter, record, summary, stop, manifest)
+    summary.seconds = time.time() - t_start
+    return summary
 
+
+def _sample_all(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance], joblist: JobList, S: int,
+                settings: dict, mask_hashes: dict, reporter: Reporter, record: Callable[[ImageResult], None],
+                summary: RunSummary, stop: StopFlag, manifest) -> None:
+    """Sample the jobs batch by batch and write their files; closes ``manifest`` and adds the run record."""
     summ = schedule_summary(st.times)
     model = prepare_model(st.loaded.model, st.device, opts.engine)
     n = len(joblist.jobs)
@@ -691,18 +806,27 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                  f"schedule t_T={st.jump.t_T} jump_length={st.jump.jump_length} jump_n_sample={st.jump.jump_n_sample}: "
                  f"{summ['unet_calls']} UNet calls per image; batch {bs}")
     reporter.start(n, -(-n // bs) * (len(st.times) - 1))  # schedule steps over all batches
+    locks = OutputLocks()
 
     def fail(job: Job, message: str):
+        locks.release(job)
         reporter.log(message, "error")
         record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, opts.seed, "failed",
                            error=message))
 
     upscale_warned: list = []
+    busy: list = []  # images another run on this --out is making
 
     def prepared_items() -> Iterator[Prepared]:
         for job, item, error in prefetched(joblist.jobs, opts, S, ahead=bs):
             if error is not None:
                 fail(job, error)
+                continue
+            why = locks.take(job, opts.overwrite)
+            if why is not None:
+                busy.append(job.image)
+                record(ImageResult(str(job.image), item.mask_label, str(job.output), opts.seed, "skipped",
+                                   warnings=[why], files=files_on_disk(job, opts)))
                 continue
             note = None if upscale_warned else upscale_warning(item)
             if note:
@@ -712,9 +836,11 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
 
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repaint-writer")
     pending: list[tuple[Prepared, float, list[Future]]] = []
+    fill_notes: dict = {}  # output -> a note on its fill's colour (fill_colour_note)
+    far_fills: list = []
 
     def collect(block: bool):
-        """Report images whose files are written (in order)."""
+        """Report images whose files are written (in order); a writer's error fails its image only."""
         while pending and (block or all(f.done() for f in pending[0][2])):
             item, secs, futs = pending.pop(0)
             errors, warns = [], list(item.warnings)
@@ -725,13 +851,19 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                     errors.append(str(e))
                 except OSError as e:
                     errors.append(f"{item.job.output}: cannot write ({e.strerror or e}); free space or choose another --out")
+                except Exception as e:  # a bug in a writer: named, and the other images go on
+                    errors.append(f"{item.job.output}: cannot write ({type(e).__name__}: {e})")
+            note = fill_notes.pop(str(item.job.output), None)
             if errors:
                 fail(item.job, errors[0])
                 continue
+            locks.release(item.job)
             for w in warns:
                 reporter.log(f"{item.job.image}: {w}" if not str(w).startswith(str(item.job.image)) else w, "warning")
+            if note:
+                far_fills.append(item.job.image)
             record(ImageResult(str(item.job.image), item.mask_label, str(item.job.output), opts.seed, "done",
-                               round(secs, 3), warnings=warns,
+                               round(secs, 3), warnings=warns + ([note] if note else []),
                                label=guidance.label_for(item.job.stem) if guidance else None,
                                files=files_on_disk(item.job, opts)))
 
@@ -782,13 +914,23 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                     model_fp32.inner.to("cpu")
                     model_fp32 = None
                     free_after_oom()
+            # a sample still not finite (also in fp32) would be written as black pixels: its image fails alone
+            bad = non_finite_rows(x)
             samples = to_uint8(x)
             secs = (time.time() - t0) / len(batch)
-            for item, sample in zip(batch, samples):
+            for item, sample, is_bad in zip(batch, samples, bad):
+                if is_bad:
+                    fail(item.job, f"{item.job.image}: the model's sample holds NaN/Inf (in fp32); nothing written; "
+                                   f"try another --seed, or check the model's weights")
+                    continue
                 out_rgb = imageio.unfit(item.plan, sample, item.image.rgb, item.keep, paste=opts.paste)
+                note = fill_colour_note(item, out_rgb)
+                if note:
+                    fill_notes[str(item.job.output)] = note
                 text = {SETTINGS_KEY: json.dumps(job_settings(settings, item.job, mask_hashes), separators=(",", ":"))}
                 futs = [writer.submit(imageio.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
-                                      gray=item.image.gray, text=text)]
+                                      gray=item.image.gray, text=text, icc_profile=item.image.icc_profile,
+                                      dpi=item.image.dpi)]
                 if opts.save_mask:
                     mask_out = mask_output(item.job)
                     mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
@@ -803,15 +945,41 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
                 reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish the rest", "warning")
                 break
     finally:
+        _finish_run(items, collect, writer, locks, manifest, summary, settings, opts)
+    _report_run_notes(busy, far_fills, reporter)
+
+
+def _finish_run(items, collect, writer, locks: OutputLocks, manifest, summary: RunSummary, settings: dict,
+                opts: InpaintOptions) -> None:
+    """The cleanup of a run, whatever stopped it: report what was written, stop the writer, release the locks, close
+    the manifest, add the run record. Runs inside ``finally``: an error of its own must not hide the one on its
+    way (if any), nor skip the rest of the cleanup; it is raised at the end when nothing else is."""
+    late = None
+    try:
         items.close()  # stops the prefetch thread (it reads no further than the next batch)
         collect(block=True)
-        writer.shutdown(wait=True)
-        if manifest is not None:
-            manifest.close()
-        if summary.done:  # a run that wrote nothing leaves nothing
-            append_run_record(Path(opts.out_dir), {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "mask": opts.mask,
-                "shard": opts.shard, "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
-                "interrupted": summary.interrupted})
-    summary.seconds = time.time() - t_start
-    return summary
+    except Exception as e:
+        late = e
+    writer.shutdown(wait=True)
+    locks.release_all()
+    if manifest is not None:
+        manifest.close()
+    if summary.done:  # a run that wrote nothing leaves nothing
+        append_run_record(Path(opts.out_dir), {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": settings, "mask": opts.mask,
+            "shard": opts.shard, "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
+            "interrupted": summary.interrupted})
+    if late is not None and sys.exc_info()[1] is None:
+        raise late
+
+
+def _report_run_notes(busy: list, far_fills: list, reporter: Reporter) -> None:
+    """One line each, per run: images left to another run, fills far in colour from their holes' borders."""
+    if busy:
+        reporter.log(f"{len(busy)} image(s) skipped, in progress by another run on this --out (first: {busy[0]}); "
+                     f"that run writes them", "warning")
+    if far_fills:
+        reporter.log(f"{len(far_fills)} image(s) filled far from their hole border's colour (first: {far_fills[0]}; "
+                     f"each image's --json or --manifest line has both colours): this model may not suit these images; "
+                    f"see README, Models",
+                     "warning")

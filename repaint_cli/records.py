@@ -4,28 +4,49 @@ An output's settings are a compact JSON object in its PNG text chunk ``repaint``
 sha256), the jump schedule, seed, mask source (with a mask file's or preset's sha256), mask
 convention, fit, context, paste, preset, device and repaint's version. A rerun compares them with
 its own (:data:`COMPARED`: what changes the pixels) to say which existing outputs were made
-otherwise. No tensors here.
+otherwise. No tensors and no OpenCV here (the hashing of files lives here for that reason), so
+reading what made an output stays quick.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from . import imageio
-from .jobs import Job
-from .models import sha256_file
+if TYPE_CHECKING:
+    from .jobs import Job
 
 SETTINGS_KEY = "repaint"  # the PNG text chunk holding an output's settings (compact JSON)
 RUN_RECORD = ".repaint-run.jsonl"  # in --out: one JSON line per run
-# settings that change an output's pixels; version, device and preset (a name for the schedule) do not count
+# settings that change an output's pixels; version and preset (a name for the schedule) do not count. The
+# device does: the CPU and CUDA draw different noise from the same seed.
 COMPARED = ("model_sha256", "schedule", "method", "eta", "seed", "mask", "mask_convention", "fit", "context", "paste",
-            "class_label", "classifier_scale")
+            "class_label", "classifier_scale", "device")
 IMPLIED = {"method": "repaint"}  # what an output recorded before a setting existed was made with
 
 
-def job_settings(run: dict, job: Job, hashes: dict) -> dict:
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_model(path: Path) -> str:
+    """sha256 of a checkpoint file; for a model folder (diffusers), of its files' names and contents."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(f)))
+    return h.hexdigest()
+
+
+def job_settings(run: dict, job: "Job", hashes: dict) -> dict:
     """The run's settings plus this image's mask (a file's or preset's content by its sha256)."""
     source = job.mask_file if job.mask_file is not None else job.mask_kind
     d = {**run, "mask": str(source)}
@@ -64,10 +85,13 @@ def settings_changes(old: dict, new: dict) -> list[str]:
 
 def recorded_settings(path: Path) -> Optional[dict]:
     """The settings an output was made with, or None (not made by repaint, or by a version before it recorded them)."""
-    text = imageio.read_png_text(path, SETTINGS_KEY)
+    from PIL import Image  # the text chunks come before the pixels: only they are read
+
     try:
-        d = json.loads(text) if text else None
-    except ValueError:
+        with Image.open(path) as img:
+            text = img.info.get(SETTINGS_KEY)
+        d = json.loads(str(text)) if text else None
+    except (OSError, ValueError, SyntaxError):
         return None
     return d if isinstance(d, dict) else None
 
