@@ -35,6 +35,8 @@ other dtypes, autograd).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -68,6 +70,36 @@ def _plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """PyTorch (and MKL) on one thread inside the block, as many as before after it.
+
+    MKL's batched GEMM may split a problem's output columns between threads when the problems are
+    fewer than the threads (a lone image on 3 threads: blocks of 43 columns whose tails run other
+    code and round differently); on one thread every problem is computed by the same code in order.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _gemm_per_problem(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Tensor:
+    """``x`` (b, rows, in) times ``weight_t`` (in, out) as b identical problems, on one thread (see
+    :func:`one_thread`): each problem's bits depend on it alone, whatever b and the thread count."""
+    b = x.shape[0]
+    w = weight_t.expand(b, -1, -1)
+    with one_thread():
+        if bias is None:
+            return torch.bmm(x, w)
+        return torch.baddbmm(bias.expand(b, 1, -1), x, w)
+
+
 class InvariantLinear(nn.Linear):
     """A batched matrix product whose batch dimension is the rows: one 1 x in by in x out product per row,
     each computed alike whatever the number of rows (MKL's batched GEMM over identical problems)."""
@@ -75,11 +107,7 @@ class InvariantLinear(nn.Linear):
     def forward(self, x):
         if x.dim() != 2 or _plain(x, self.weight):
             return super().forward(x)
-        n = x.shape[0]
-        w = self.weight.t().expand(n, -1, -1)
-        if self.bias is None:
-            return torch.bmm(x.unsqueeze(1), w).squeeze(1)
-        return torch.baddbmm(self.bias.expand(n, 1, -1), x.unsqueeze(1), w).squeeze(1)
+        return _gemm_per_problem(x.unsqueeze(1), self.weight.t(), self.bias).squeeze(1)
 
 
 def _onednn_usable(conv: nn.Module) -> bool:
@@ -115,11 +143,7 @@ class InvariantPointwiseConv1d(PointwiseConv1d):
     def linear(self, x):
         if x.dim() != 3 or _plain(x, self.weight):
             return super().linear(x)
-        b = x.shape[0]
-        w = self.weight[:, :, 0].t().expand(b, -1, -1)
-        if self.bias is None:
-            return torch.bmm(x, w)
-        return torch.baddbmm(self.bias.expand(b, 1, -1), x, w)
+        return _gemm_per_problem(x, self.weight[:, :, 0].t(), self.bias)
 
 
 class InvariantConv2d(nn.Conv2d):

@@ -21,7 +21,7 @@ from repaint_cli.cli import app
 from repaint_cli.engine import EngineOptions, prepare_model
 from repaint_cli.invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
                                    is_batch_invariant, set_batch_invariant)
-from repaint_cli.unet import AttentionBlock, GroupNorm32, UNetConfig, UNetModel
+from repaint_cli.unet import AttentionBlock, GroupNorm32, PointwiseConv1d, UNetConfig, UNetModel
 
 CL = torch.channels_last
 
@@ -67,7 +67,7 @@ def randn(*shape, memory_format=torch.contiguous_format, seed=0):
     return (torch.randn(shape, generator=g) * 2 + 0.5).contiguous(memory_format=memory_format)
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("in_f,out_f", [(128, 256), (32, 128)])  # emb_layers, time_embed
 def test_linear(in_f, out_f, n_threads):
     torch.manual_seed(0)
@@ -156,13 +156,26 @@ def test_scaled_dot_product_attention_is_invariant_as_it_is():
                                   torch.arange(16)) == set()
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_attention_block(n_threads):
     """The whole block (norm, qkv, SDPA, proj_out) at 8x8 with 128 channels; plain fails by its Conv1d."""
     torch.manual_seed(0)
     block = AttentionBlock(128, num_heads=4, num_head_channels=32)
     randomize(block)
     check_layer(block, randn(16, 128, 8, 8, memory_format=CL), n_threads, plain_differs_here=True)
+
+
+@pytest.mark.parametrize("n_threads", [3, 5])
+def test_linear_lone_row_on_more_threads_than_rows(n_threads):
+    """A lone row on 3 threads: MKL split its GEMM's columns between the threads (blocks whose tails
+    round differently), so row 0 alone differed from row 0 in a batch by one ulp (time_embed.2 of the
+    small UNet). The invariant form computes every GEMM on one thread; attention's linear map too."""
+    torch.manual_seed(0)
+    lin = set_batch_invariant(nn.Linear(128, 128))
+    check_layer(lin, randn(16, 128), n_threads, plain_differs_here=False)
+    proj = set_batch_invariant(PointwiseConv1d(128, 384, 1))
+    with threads(n_threads):
+        assert rows_differing(proj.linear, randn(16, 64, 128)) == set()
 
 
 def test_canonical_batch_stride_is_a_view_that_restores_channels_last():
@@ -188,7 +201,7 @@ def _whole_unet_rows_differing(model, n_threads, invariant=True, n=8):
                               batches=((0, n), (0, 4), (n - 4, 4), (1, 3)))
 
 
-@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 4, 5])
 def test_whole_small_unet_as_the_engine_runs_it(n_threads):
     """A small random model of the family (attention at 8x8), channels_last, prepared by the engine."""
     model = randomize(UNetModel(small_unet_config())).eval()
