@@ -101,13 +101,19 @@ def _gemm_per_problem(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Te
 
 
 class InvariantLinear(nn.Linear):
-    """A batched matrix product whose batch dimension is the rows: one 1 x in by in x out product per row,
-    each computed alike whatever the number of rows (MKL's batched GEMM over identical problems)."""
+    """A batched matrix product whose batch dimension is the rows (2-D input) or the images (3-D and
+    more): one product per row or image, each computed alike whatever the batch (MKL's batched GEMM
+    over identical problems, on one thread)."""
 
     def forward(self, x):
-        if x.dim() != 2 or _plain(x, self.weight):
+        if x.dim() < 2 or _plain(x, self.weight):
             return super().forward(x)
-        return _gemm_per_problem(x.unsqueeze(1), self.weight.t(), self.bias).squeeze(1)
+        if x.dim() == 2:
+            return _gemm_per_problem(x.unsqueeze(1), self.weight.t(), self.bias).squeeze(1)
+        # (b, ..., in), as diffusers' attention applies its projections to (b, pixels, channels): one
+        # GEMM per image
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+        return _gemm_per_problem(rows, self.weight.t(), self.bias).reshape(*x.shape[:-1], -1)
 
 
 def _onednn_usable(conv: nn.Module) -> bool:
@@ -151,8 +157,8 @@ class InvariantConv2d(nn.Conv2d):
         return _invariant_conv(self, x, super().forward)
 
 
-class InvariantGroupNorm32(GroupNorm32):
-    """GroupNorm32 whose per-image statistics are summed in the same order whatever the batch.
+def _invariant_group_norm(x: torch.Tensor, plain_forward, per_image_forward) -> torch.Tensor:
+    """GroupNorm whose per-image statistics are summed in the same order whatever the batch.
 
     PyTorch's channels_last kernel (maps of 32x32 pixels or more) cuts batch x pixels into one equal
     chunk per thread, each thread summing its pixels in order, and adds the threads' partial sums.
@@ -166,21 +172,35 @@ class InvariantGroupNorm32(GroupNorm32):
     way instead: one call per image, each split between the threads as a lone image is. The choice
     depends on the layer's shape and the thread count only, never on the batch.
     """
+    x = canonical_batch_stride(x)
+    n, threads = x.shape[0], torch.get_num_threads()
+    if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
+            or not x.is_contiguous(memory_format=torch.channels_last)):
+        return plain_forward(x)
+    if x[0].numel() >= GROUPNORM_PER_IMAGE:
+        return torch.cat([per_image_forward(xi) for xi in x.split(1)]) if n > 1 else plain_forward(x)
+    if n % threads:
+        pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
+        return plain_forward(torch.cat([x, pad]))[:n]
+    return plain_forward(x)
+
+
+class InvariantGroupNorm32(GroupNorm32):
+    """GroupNorm32 made batch-invariant on the CPU (:func:`_invariant_group_norm`)."""
 
     def forward(self, x):
         if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        x = canonical_batch_stride(x)
-        n, threads = x.shape[0], torch.get_num_threads()
-        if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
-                or not x.is_contiguous(memory_format=torch.channels_last)):
+        return _invariant_group_norm(x, super().forward, lambda xi: GroupNorm32.forward(self, xi))
+
+
+class InvariantGroupNorm(nn.GroupNorm):
+    """torch's own GroupNorm (diffusers' UNet2DModel uses it) made batch-invariant on the CPU."""
+
+    def forward(self, x):
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        if x[0].numel() >= GROUPNORM_PER_IMAGE:
-            return torch.cat([GroupNorm32.forward(self, xi) for xi in x.split(1)]) if n > 1 else super().forward(x)
-        if n % threads:
-            pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
-            return super().forward(torch.cat([x, pad]))[:n]
-        return super().forward(x)
+        return _invariant_group_norm(x, super().forward, lambda xi: nn.GroupNorm.forward(self, xi))
 
 
 class InvariantTimestepEmbedSequential(TimestepEmbedSequential):
@@ -234,7 +254,7 @@ def _dense_format(x):
 # plain class -> its invariant subclass (exact types only: other subclasses are left alone)
 INVARIANT = {nn.Linear: InvariantLinear, nn.Conv1d: InvariantConv1d, PointwiseConv1d: InvariantPointwiseConv1d,
              nn.Conv2d: InvariantConv2d,
-             GroupNorm32: InvariantGroupNorm32, nn.SiLU: InvariantSiLU,
+             GroupNorm32: InvariantGroupNorm32, nn.GroupNorm: InvariantGroupNorm, nn.SiLU: InvariantSiLU,
              TimestepEmbedSequential: InvariantTimestepEmbedSequential}
 PLAIN = {v: k for k, v in INVARIANT.items()}
 
@@ -253,3 +273,62 @@ def set_batch_invariant(model: nn.Module, on: bool = True) -> nn.Module:
 def is_batch_invariant(model: nn.Module) -> bool:
     """True when some layer of ``model`` runs its batch-invariant form."""
     return any(type(m) in PLAIN for m in model.modules())
+
+
+# --------------------------------------------------------------------------- start-up self-check
+
+_SELF_CHECKED: dict = {}  # thread count -> None (passed) or what failed
+
+
+def self_check() -> "str | None":
+    """None when the batch-invariant layers keep their promise on this CPU and PyTorch build at the
+    current thread count, else what failed (once per thread count, a few milliseconds).
+
+    The replacements above lean on PyTorch's internals (which kernel runs for which shape, where
+    the thread split falls, ``aten.mkldnn_convolution``): another build may differ. Each layer, in
+    shapes that exercise those internals, runs on a lone image and inside batches of 5, 3 and 2.
+    """
+    threads = torch.get_num_threads()
+    if threads not in _SELF_CHECKED:
+        _SELF_CHECKED[threads] = _first_variant_probe()
+    return _SELF_CHECKED[threads]
+
+
+def _probes():
+    """(name, batch-invariant layer as a callable, input of 5 images) for each kind of layer."""
+    g = torch.Generator().manual_seed(0)
+    cl = torch.channels_last
+
+    def rand(*shape, fmt=torch.contiguous_format):
+        return torch.randn(shape, generator=g).contiguous(memory_format=fmt)
+
+    def switched(m):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        return set_batch_invariant(m.eval())
+
+    yield "Linear", switched(nn.Linear(128, 128)), rand(5, 128)
+    yield "Linear on 3-D input", switched(nn.Linear(64, 64)), rand(5, 64, 64)
+    yield "attention's linear map", switched(PointwiseConv1d(64, 192, 1)).linear, rand(5, 64, 64)
+    yield "Conv1d", switched(nn.Conv1d(64, 192, 1)), rand(5, 64, 64)
+    yield "Conv2d", switched(nn.Conv2d(64, 64, 3, padding=1)).to(memory_format=cl), rand(5, 64, 8, 8, fmt=cl)
+    yield "GroupNorm", switched(nn.GroupNorm(8, 32)), rand(5, 32, 32, 32, fmt=cl)
+    yield "GroupNorm32", switched(GroupNorm32(8, 32)), rand(5, 32, 32, 32, fmt=cl)
+    yield "SiLU", switched(nn.SiLU()), rand(5, 32, 33, 33, fmt=cl)  # 34848 elements per image: split at 2+ threads
+    yield "scaled_dot_product_attention", lambda q: F.scaled_dot_product_attention(q, q, q), rand(5, 2, 64, 32)
+
+
+def _first_variant_probe() -> "str | None":
+    try:
+        with torch.no_grad():
+            for name, layer, x in _probes():
+                alone = [layer(x[i:i + 1]) for i in range(len(x))]
+                for start, size in ((0, 5), (1, 3), (3, 2)):
+                    out = layer(x[start:start + size])
+                    for i in range(size):
+                        if not torch.equal(out[i:i + 1], alone[start + i]):
+                            return f"{name}: image {start + i} alone differs from it in a batch of {size}"
+    except Exception as e:  # a PyTorch without the internals used here
+        return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    return None

@@ -92,6 +92,36 @@ def test_same_bytes_at_batch_size_1_and_2(tmp_path, images):
     assert len(outs[0]) == 2 and outs[0] == outs[1]
 
 
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_diffusers_unet_is_batch_invariant_at_64px(n_threads):
+    """The engine's CPU path on a 64 px diffusers model (nn.GroupNorm on channels_last 64x64 maps split
+    between threads, Linear on 3-D input in attention): an image's output the same bits alone and in a
+    batch. At 16 px GroupNorm is never split, so the end-to-end test above cannot show this."""
+    from repaint_cli.engine import EngineOptions, prepare_model
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+                       norm_num_groups=8, attention_head_dim=8, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    model = DiffusersUNet(unet.eval(), {"image_size": 64, "variance_type": "fixed_small"})
+    run = prepare_model(model, torch.device("cpu"), EngineOptions(device="cpu"))
+    x = torch.randn((5, 3, 64, 64), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([999, 10, 500, 1, 250])
+    old = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        with torch.no_grad():
+            alone = [run(x[i:i + 1], t[i:i + 1]) for i in range(5)]
+            for start, size in ((0, 5), (1, 3), (3, 2)):
+                out = run(x[start:start + size], t[start:start + size])
+                assert all(torch.equal(out[i:i + 1], alone[start + i]) for i in range(size)), (start, size)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("name,start,end", SCHEDULES)
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large", "learned_range"])
 def test_schedule_arrays_equal_ddpmscheduler(name, start, end, variance_type):

@@ -106,6 +106,26 @@ def test_groupnorm_channels_last_on_two_threads(channels, size):
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("channels,size", [(32, 64), (64, 32)])
+def test_torch_groupnorm_channels_last(channels, size, n_threads):
+    """nn.GroupNorm itself (diffusers' UNet2DModel uses it, not GroupNorm32): the same defect, the same cure."""
+    check_layer(nn.GroupNorm(8, channels), randn(16, channels, size, size, memory_format=CL), n_threads,
+                plain_differs_here=True)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_linear_on_3d_input_one_gemm_per_image(n_threads):
+    """diffusers' attention applies nn.Linear to (b, pixels, channels): one GEMM per image. Plain
+    PyTorch folds the batch into the rows of one GEMM; invariant here, not promised by MKL."""
+    torch.manual_seed(0)
+    check_layer(nn.Linear(64, 64), randn(16, 256, 64), n_threads, plain_differs_here=False)
+    lin = set_batch_invariant(nn.Linear(32, 48))
+    with torch.no_grad():  # the same function as the plain layer, any number of leading dimensions
+        x = randn(3, 4, 5, 32)
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
 def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads):
     """Padding to a multiple of the thread count: batches 3 and 5 on 2 threads, 16 and 4 on 3."""
     norm = GroupNorm32(32, 64)
