@@ -46,7 +46,7 @@ from .unet import GroupNorm32, PointwiseConv1d, TimestepBlock, TimestepEmbedSequ
 # PyTorch's channels_last GroupNorm kernel splits batch x pixels between threads from this
 # many pixels per map on (aten/src/ATen/native/cpu/group_norm_kernel.cpp, feature_map_threshold).
 GROUPNORM_SPLIT_PIXELS = 1024
-GROUPNORM_PER_IMAGE = 1 << 20  # elements per image from which GroupNorm runs image by image (see below)
+GROUPNORM_PER_IMAGE = 1 << 20  # elements per image from which GroupNorm runs on one thread (see below)
 
 
 def canonical_batch_stride(x: torch.Tensor) -> torch.Tensor:
@@ -157,8 +157,9 @@ class InvariantConv2d(nn.Conv2d):
         return _invariant_conv(self, x, super().forward)
 
 
-def _invariant_group_norm(x: torch.Tensor, plain_forward, per_image_forward) -> torch.Tensor:
-    """GroupNorm whose per-image statistics are summed in the same order whatever the batch.
+def _invariant_group_norm(x: torch.Tensor, plain_forward) -> torch.Tensor:
+    """GroupNorm whose per-image statistics are summed in the same order whatever the batch and the
+    number of threads: in order from an image's first pixel to its last, as on one thread.
 
     PyTorch's channels_last kernel (maps of 32x32 pixels or more) cuts batch x pixels into one equal
     chunk per thread, each thread summing its pixels in order, and adds the threads' partial sums.
@@ -168,8 +169,8 @@ def _invariant_group_norm(x: torch.Tensor, plain_forward, per_image_forward) -> 
     images up to the next multiple, and the padding is dropped from the output.
 
     Padding costs up to threads - 1 images of work, so large maps (from ``GROUPNORM_PER_IMAGE``
-    elements per image: 256 px models, run one image at a time on the CPU) take the other exact
-    way instead: one call per image, each split between the threads as a lone image is. The choice
+    elements per image: 256 px models, run one image at a time on the CPU) run on one thread
+    instead (a norm is a few milliseconds there, against seconds for the UNet call). The choice
     depends on the layer's shape and the thread count only, never on the batch.
     """
     x = canonical_batch_stride(x)
@@ -178,7 +179,8 @@ def _invariant_group_norm(x: torch.Tensor, plain_forward, per_image_forward) -> 
             or not x.is_contiguous(memory_format=torch.channels_last)):
         return plain_forward(x)
     if x[0].numel() >= GROUPNORM_PER_IMAGE:
-        return torch.cat([per_image_forward(xi) for xi in x.split(1)]) if n > 1 else plain_forward(x)
+        with one_thread():
+            return plain_forward(x)
     if n % threads:
         pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
         return plain_forward(torch.cat([x, pad]))[:n]
@@ -191,7 +193,7 @@ class InvariantGroupNorm32(GroupNorm32):
     def forward(self, x):
         if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        return _invariant_group_norm(x, super().forward, lambda xi: GroupNorm32.forward(self, xi))
+        return _invariant_group_norm(x, super().forward)
 
 
 class InvariantGroupNorm(nn.GroupNorm):
@@ -200,7 +202,7 @@ class InvariantGroupNorm(nn.GroupNorm):
     def forward(self, x):
         if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        return _invariant_group_norm(x, super().forward, lambda xi: nn.GroupNorm.forward(self, xi))
+        return _invariant_group_norm(x, super().forward)
 
 
 class InvariantTimestepEmbedSequential(TimestepEmbedSequential):
@@ -232,19 +234,38 @@ def elementwise_split_aligned(numel: int, threads: int) -> bool:
     return numel % (chunks * VECTOR_BLOCK) == 0
 
 
+def aligned_length(numel: int, threads: int) -> int:
+    """The smallest length from ``numel`` on whose thread split every element goes through the vector code."""
+    length = -(-numel // VECTOR_BLOCK) * VECTOR_BLOCK
+    while not elementwise_split_aligned(length, threads):
+        length += VECTOR_BLOCK
+    return length
+
+
 class InvariantSiLU(nn.SiLU):
-    """SiLU whose per-element rounding does not depend on where the thread split falls: one call per
-    image unless both a lone image and the whole batch split on vector-block boundaries."""
+    """SiLU whose per-element rounding depends neither on where the thread split falls nor on the
+    batch: where a split would send some elements through the scalar code, the tensor (in memory
+    order) is padded to a length whose split sends all of them through the vector code, as a
+    1-thread call on a multiple of the vector block does. The same bits at any thread count."""
 
     def forward(self, x):
-        n = x.shape[0] if x.dim() else 1
-        if n == 1 or x.device.type != "cpu":
+        if x.device.type != "cpu" or not x.is_floating_point():
             return super().forward(x)
-        threads = torch.get_num_threads()
-        if (elementwise_split_aligned(x.numel() // n, threads) and elementwise_split_aligned(x.numel(), threads)
-                and x.is_contiguous(memory_format=_dense_format(x))):
+        fmt = _dense_format(x)
+        x = x.contiguous(memory_format=fmt)  # no copy when it already is
+        numel = x.numel()
+        if elementwise_split_aligned(numel, torch.get_num_threads()):
             return super().forward(x)
-        return torch.cat([F.silu(xi) for xi in x.split(1)])
+        flat = x.new_zeros(aligned_length(numel, torch.get_num_threads()))
+        flat[:numel] = _memory_order(x)
+        out = torch.empty_like(x, memory_format=fmt)
+        _memory_order(out).copy_(F.silu(flat)[:numel])
+        return out
+
+
+def _memory_order(x: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of dense ``x`` (contiguous or channels_last) in the order of its memory."""
+    return (x.permute(0, 2, 3, 1) if x.dim() == 4 and not x.is_contiguous() else x).view(-1)
 
 
 def _dense_format(x):

@@ -136,18 +136,21 @@ def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])
-def test_groupnorm_large_maps_run_image_by_image(n_threads, monkeypatch):
-    """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) take the
-    per-image way; it is exact too, and a lone image costs nothing extra."""
+def test_groupnorm_large_maps_run_on_one_thread(n_threads, monkeypatch):
+    """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) run on one thread:
+    exact at any batch, the same bits as on one thread, and the thread count is restored after."""
     import repaint_cli.invariant as inv
     monkeypatch.setattr(inv, "GROUPNORM_PER_IMAGE", 64 * 32 * 32)
     norm = GroupNorm32(32, 64)
     set_batch_invariant(norm)
     x = randn(16, 64, 32, 32, memory_format=CL)
+    with torch.no_grad(), threads(1):
+        one_thread = norm(x[:5])
     with threads(n_threads):
         assert rows_differing(norm, x, batches=((0, 16), (0, 3), (2, 5), (12, 4))) == set()
-        with torch.no_grad():  # a lone image is the plain call
-            assert torch.equal(norm(x[:1]), GroupNorm32.forward(norm, x[:1]))
+        with torch.no_grad():
+            assert torch.equal(norm(x[:5]), one_thread)
+        assert torch.get_num_threads() == n_threads
 
 
 @pytest.mark.parametrize("layout", ["channels_last_one_thread", "channels_last_small_map", "contiguous"])
@@ -165,6 +168,28 @@ def test_silu_when_thread_chunks_cut_vector_blocks():
     assert not elementwise_split_aligned(32 * 64 * 64, 3)
     assert elementwise_split_aligned(32 * 64 * 64, 2) and elementwise_split_aligned(16 * 32 * 64 * 64, 2)
     check_layer(nn.SiLU(), randn(16, 32, 64, 64, memory_format=CL), 3, plain_differs_here=True)
+
+
+@pytest.mark.parametrize("shape,fmt", [((16, 32, 64, 64), CL), ((5, 33, 31, 29), torch.contiguous_format),
+                                       ((3, 7, 100), torch.contiguous_format)])
+def test_silu_same_bits_at_any_thread_count(shape, fmt):
+    """Padded to a length whose split cuts no vector block, every element goes through the vector code:
+    the same bits at 1 to 5 threads, alone or in a batch, in the input's memory format. Plain SiLU
+    differs between 1 and 3 threads on the 64x64 map (the scalar tails)."""
+    silu = set_batch_invariant(nn.SiLU())
+    x = randn(*shape, memory_format=fmt)
+    with torch.no_grad(), threads(1):
+        want = silu(x)
+        plain_1 = F.silu(x)
+    torch.testing.assert_close(want, F.silu(x), rtol=1e-6, atol=1e-7)  # the same function
+    assert want.is_contiguous(memory_format=fmt)
+    for n in range(1, 6):
+        with threads(n), torch.no_grad():
+            assert torch.equal(silu(x), want), n
+            assert torch.equal(torch.cat([silu(xi) for xi in x.split(1)]), want), n
+    if fmt == CL:
+        with threads(3), torch.no_grad():
+            assert not torch.equal(F.silu(x), plain_1)  # what the padding removes
 
 
 def test_scaled_dot_product_attention_is_invariant_as_it_is():
@@ -228,6 +253,21 @@ def test_whole_small_unet_as_the_engine_runs_it(n_threads):
     assert _whole_unet_rows_differing(model, n_threads) == set()
     if n_threads == 1:
         assert _whole_unet_rows_differing(model, n_threads, invariant=False)
+
+
+def test_whole_unet_same_bits_at_any_thread_count():
+    """A 64 px model (GroupNorm split between threads, SiLU's split cutting vector blocks at 3 and 5
+    threads): the same bits at 1 to 5 threads, so the thread count chosen from the free cores
+    (engine.default_threads) never changes an output; batches of 4 and lone images alike."""
+    model = randomize(UNetModel(small_unet_config(image_size=64, attention_resolutions="16"))).eval()
+    run = _prepared(model)
+    x, t = randn(4, 3, 64, 64), torch.tensor([999, 500, 10, 1])
+    with torch.no_grad(), threads(1):
+        want = run(x, t)
+    for n in range(2, 6):
+        with torch.no_grad(), threads(n):
+            assert torch.equal(run(x, t), want), n
+            assert torch.equal(run(x[2:3], t[2:3]), want[2:3]), n
 
 
 @needs_fixtures
