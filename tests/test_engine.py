@@ -187,3 +187,53 @@ def test_invariance_self_check_passes_on_this_cpu():
             assert inv.self_check() is None, n
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("cpus,load,cap,want", [
+    (2, 0.06, 2, 2),    # idle: every core
+    (2, 8.0, 2, 1),     # the load that made 2 threads take 256 s against 21.7 s on 1: one thread
+    (16, 3.4, 16, 13),  # three cores busy
+    (16, 0.0, 8, 8),    # no more than PyTorch's default (physical cores, not hyper-threads)
+    (4, 1.5, 4, 2),     # 1.5 rounds to 2 busy cores
+])
+def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
+    import repaint_cli.engine as engine
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", cap)
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (load, load, load))
+    assert engine.default_threads() == want
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert engine.default_threads() == want  # decided once per process: our own load never changes it
+    old = torch.get_num_threads()
+    try:
+        engine.set_threads(None)
+        assert torch.get_num_threads() == want
+        engine.set_threads(3)  # --threads wins
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_default_threads_leave_omp_num_threads_and_systems_without_load(monkeypatch):
+    import repaint_cli.engine as engine
+
+    monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's one thread per process, or the user's choice
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert engine.default_threads() == 1
+
+    def no_load():
+        raise OSError("no load average here")
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", 4)
+    monkeypatch.setattr(engine.os, "getloadavg", no_load)
+    monkeypatch.delattr(engine.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 6)
+    assert engine.default_threads() == 4
