@@ -94,8 +94,12 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def set_threads(threads: Optional[int]) -> None:
-    """``threads`` for PyTorch; None: :func:`default_threads` (the cores that are free)."""
-    torch.set_num_threads(int(threads) if threads else default_threads())
+    """``threads`` for PyTorch; None: :func:`default_threads` (the cores that are free), unless the
+    caller already chose a count with ``torch.set_num_threads`` (it is then left as it is)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    elif torch.get_num_threads() == _TORCH_THREADS:
+        torch.set_num_threads(default_threads())
 
 
 _DEFAULT_THREADS: list = []  # the choice, made once per process (see default_threads)

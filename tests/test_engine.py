@@ -209,10 +209,14 @@ def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
     assert engine.default_threads() == want  # decided once per process: our own load never changes it
     old = torch.get_num_threads()
     try:
+        torch.set_num_threads(cap)  # PyTorch's own default: replaced by the free cores
         engine.set_threads(None)
         assert torch.get_num_threads() == want
         engine.set_threads(3)  # --threads wins
         assert torch.get_num_threads() == 3
+        torch.set_num_threads(cap + 1)  # a count the caller chose with torch.set_num_threads is kept
+        engine.set_threads(None)
+        assert torch.get_num_threads() == cap + 1
     finally:
         torch.set_num_threads(old)
 
