@@ -115,8 +115,9 @@ def default_threads() -> int:
     Decided once per process, before our own work weighs on the load (the fp32
     retry's model gets the same count). OMP_NUM_THREADS, when set (torchrun sets
     it to 1), is left as PyTorch read it; and no more threads than PyTorch's own
-    default (one per physical core). The UNet's CPU output is the same bits at
-    any thread count (invariant.py), so the choice never changes a result.
+    default (one per physical core). The UNet's CPU output was the same bits at
+    1 to 5 threads on this project's CPU (invariant.py, tests/test_invariant.py),
+    so there the choice never changes a result.
     """
     if not _DEFAULT_THREADS:
         if os.environ.get("OMP_NUM_THREADS"):
