@@ -447,5 +447,5 @@ def test_sub_folder_warning_is_shown_by_the_cli(tmp_path, small_checkpoint):
     r = invoke("inpaint", tree, "--mask", "box", "--model", small_checkpoint, "--out", tree / "out", "--overwrite",
                *FAST)
     assert r.exit_code == 0, r.output
-    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:") and "-r" in line]
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:") and "pass -r" in line]
     assert len(warnings) == 1 and "2 image(s)" in warnings[0], r.stderr
