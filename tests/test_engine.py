@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from conftest import randomize, small_unet_config
-from repaint_cli.diffusion import Diffusion
-from repaint_cli.engine import (CudaGraphSteps, EagerReplay, EngineOptions, GraphCache, auto_batch_size, is_oom,
+from repaint_cli.core.diffusion import Diffusion
+from repaint_cli.runtime.device import (CudaGraphSteps, EagerReplay, EngineOptions, GraphCache, auto_batch_size, is_oom,
                                 make_steps, pick_device, prepare_model, resolve_precision)
-from repaint_cli.noise import image_key, keys_tensor
-from repaint_cli.sampler import Conditioning, EagerSteps, repaint
-from repaint_cli.schedule import JumpParams, jump_schedule
-from repaint_cli.unet import UNetModel
+from repaint_cli.core.noise import image_key, keys_tensor
+from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint
+from repaint_cli.core.schedule import JumpParams, jump_schedule
+from repaint_cli.models.unet import UNetModel
 
 
 def batch(model_seed_stems, seed=0):
@@ -92,8 +92,8 @@ def test_steps_never_synchronise_with_the_host(model):
     """No .item() in a step (it would break CUDA graph capture): counted with a dispatch mode."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from repaint_cli.noise import gaussian
-    from repaint_cli.sampler import reverse_step, undo_step
+    from repaint_cli.core.noise import gaussian
+    from repaint_cli.core.sampler import reverse_step, undo_step
 
     class CountSyncs(TorchDispatchMode):
         def __init__(self):

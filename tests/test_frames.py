@@ -1,4 +1,4 @@
-"""Intermediate frames, animations, concat images and contact sheets (repaint_cli.frames)."""
+"""Intermediate frames, animations, concat images and contact sheets (repaint_cli.images.frames)."""
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,13 +12,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import write_png
-from repaint_cli import frames as fr
-from repaint_cli.cli_frames import register
-from repaint_cli.frames import (ConcatHook, FrameHook, compose_frame, concat_image, frame_indices, hooks_from_options,
+from repaint_cli.images import frames as fr
+from repaint_cli.cli.sheet import register
+from repaint_cli.images.frames import (ConcatHook, FrameHook, compose_frame, concat_image, frame_indices, hooks_from_options,
                                 make_sheet, sheet_for_dir, timeline_bar, write_animation)
-from repaint_cli.pipeline import InpaintOptions, inpaint
-from repaint_cli.sampler import StepInfo
-from repaint_cli.schedule import PRESETS, jump_schedule
+from repaint_cli.images.inpaint import InpaintOptions, inpaint
+from repaint_cli.core.sampler import StepInfo
+from repaint_cli.core.schedule import PRESETS, jump_schedule
 
 NAME_RE = re.compile(r"^(\d{4})_t(\d{3})_(xt|x0)\.png$")
 DRAFT_TIMES = jump_schedule(PRESETS["draft"])

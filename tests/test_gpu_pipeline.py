@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import make_images, randomize, small_unet_config
-from repaint_cli import pipeline
-from repaint_cli.pipeline import (DeviceProgress, InpaintOptions, Reporter, SplitState, _split_retry, has_undo, inpaint,
+from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images.inpaint import (DeviceProgress, InpaintOptions, Reporter, SplitState, _split_retry, has_undo, inpaint,
                                   step_probe)
 
 
@@ -137,16 +137,16 @@ def test_progress_counts_steps_the_device_finished():
 
 
 def test_schedules_without_an_undo_capture_no_undo_graph():
-    from repaint_cli.schedule import JumpParams, jump_schedule
+    from repaint_cli.core.schedule import JumpParams, jump_schedule
 
     assert not has_undo(jump_schedule(JumpParams(t_T=1, jump_length=1, jump_n_sample=1)))
     assert has_undo(jump_schedule(JumpParams(t_T=10, jump_length=3, jump_n_sample=2)))
 
 
 def test_batch_sizing_probe_runs_the_classifier_forward_and_backward():
-    from repaint_cli.diffusion import Diffusion
-    from repaint_cli.guidance import Guidance
-    from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
+    from repaint_cli.core.diffusion import Diffusion
+    from repaint_cli.images.guidance import Guidance
+    from repaint_cli.models.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 
     model = randomize(UNetModel(small_unet_config(class_cond=True, num_classes=5))).eval()
     clf = randomize(EncoderUNetModel(ClassifierConfig(image_size=16, classifier_width=64, classifier_depth=1,

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from conftest import randomize, small_unet_config, write_png
-from repaint_cli.guidance import imagenet_classes, parse_class, random_class
-from repaint_cli.pipeline import InpaintOptions, RunError, inpaint
-from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
+from repaint_cli.images.guidance import imagenet_classes, parse_class, random_class
+from repaint_cli.images.inpaint import InpaintOptions, RunError, inpaint
+from repaint_cli.models.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 
 CLF = dict(image_size=16, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="8",
            classifier_channel_mult="1,2", classifier_use_scale_shift_norm=True, classifier_resblock_updown=True,
@@ -95,7 +95,7 @@ def test_labels_change_the_sample_and_errors(cond_setup, small_checkpoint, tmp_p
 
 
 def test_fp16_request_on_cpu_falls_back(cond_setup):
-    from repaint_cli.engine import EngineOptions
+    from repaint_cli.runtime.device import EngineOptions
     mpath, cpath = cond_setup[:2]
     fp32 = run(cond_setup, "p32", class_label="3", classifier=str(cpath))
     with pytest.warns(UserWarning, match="fp16"):
@@ -107,7 +107,7 @@ def test_repaint_inet_style_conf_with_registry_card(cond_setup, tmp_path, monkey
     """A conf shaped like RePaint's test_inet256_*.yml (paths in its own layout) runs via the model card."""
     import shutil
     from typer.testing import CliRunner
-    from repaint_cli.cli import app
+    from repaint_cli.cli.app import app
 
     mpath, cpath, clf, imgs, _ = cond_setup
     weights = tmp_path / "weights"
@@ -142,7 +142,7 @@ def test_repaint_inet_style_conf_with_registry_card(cond_setup, tmp_path, monkey
 
 def test_labels_follow_an_out_of_memory_split(cond_setup, monkeypatch):
     from conftest import oom_over_one_image
-    from repaint_cli import pipeline
+    from repaint_cli.images import inpaint as pipeline
     whole = run(cond_setup, "whole")  # random class per image
     monkeypatch.setattr(pipeline, "sample_batch", oom_over_one_image(pipeline.sample_batch))
     split = run(cond_setup, "split")

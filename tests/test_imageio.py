@@ -1,4 +1,4 @@
-"""Tests for repaint_cli.imageio: reading, masks, atomic writes, fit / unfit."""
+"""Tests for repaint_cli.images.image_files: reading, masks, atomic writes, fit / unfit."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from repaint_cli import imageio as rio
-from repaint_cli.imageio import (
+from repaint_cli.images import image_files as rio
+from repaint_cli.images.image_files import (
     InputError,
     apply_fit,
     atomic_path,

@@ -17,11 +17,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import GD, make_images, needs_fixtures, randomize, small_unet_config
-from repaint_cli.cli import app
-from repaint_cli.engine import EngineOptions, prepare_model
-from repaint_cli.invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
+from repaint_cli.cli.app import app
+from repaint_cli.runtime.device import EngineOptions, prepare_model
+from repaint_cli.models.batch_invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
                                    is_batch_invariant, set_batch_invariant)
-from repaint_cli.unet import AttentionBlock, GroupNorm32, UNetConfig, UNetModel
+from repaint_cli.models.unet import AttentionBlock, GroupNorm32, UNetConfig, UNetModel
 
 CL = torch.channels_last
 
@@ -119,7 +119,7 @@ def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads
 def test_groupnorm_large_maps_run_image_by_image(n_threads, monkeypatch):
     """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) take the
     per-image way; it is exact too, and a lone image costs nothing extra."""
-    import repaint_cli.invariant as inv
+    import repaint_cli.models.batch_invariant as inv
     monkeypatch.setattr(inv, "GROUPNORM_PER_IMAGE", 64 * 32 * 32)
     norm = GroupNorm32(32, 64)
     set_batch_invariant(norm)

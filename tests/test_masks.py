@@ -1,4 +1,4 @@
-"""Tests for repaint_cli.masks and the `repaint masks` sub-commands."""
+"""Tests for repaint_cli.images.masks and the `repaint masks` sub-commands."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from repaint_cli import masks as M
-from repaint_cli.cli_masks import masks_app
+from repaint_cli.images import masks as M
+from repaint_cli.cli.masks import masks_app
 
 REPO = Path(__file__).resolve().parent.parent
 LAMA = ("thick", "medium", "thin")

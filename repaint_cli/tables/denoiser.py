@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .diffusion import Diffusion
-from .unet import timestep_embedding
+from ..core.diffusion import Diffusion
+from ..models.unet import timestep_embedding
 
 CARD_FORMAT = "repaint-table-model"
 
@@ -209,7 +209,7 @@ def card_text(columns, fields: dict) -> str:
     before training: the card is made from the columns alone)."""
     import yaml
 
-    from .tables import TableError
+    from .codec import TableError
 
     for col in columns:
         try:
@@ -231,7 +231,7 @@ def load_table_model(path):
     import yaml
     from safetensors.torch import load_file
 
-    from .tables import Column, TableError
+    from .codec import Column, TableError
 
     path = Path(path)
     base = path.with_suffix("") if path.suffix in (".safetensors", ".yaml") else path

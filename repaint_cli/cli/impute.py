@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from .schedule import PRESETS
+from ..core.schedule import PRESETS
 
 P_IN, P_MODEL, P_SAMPLE, P_OUT = "Input", "Model", "Sampling", "Outputs"
 FLAG = dict(metavar="")
@@ -106,9 +106,9 @@ def register(app: typer.Typer) -> None:
         if save_model is not None:
             _check_save_model(save_model, overwrite, die)
 
-        from .impute import ImputeOptions, TableError, impute_table, predict_table
-        from .table_model import TableModelConfig, TrainSettings
-        from .tables import read_table, table_format, write_table
+        from ..tables.impute import ImputeOptions, TableError, impute_table, predict_table
+        from ..tables.denoiser import TableModelConfig, TrainSettings
+        from ..tables.codec import read_table, table_format, write_table
 
         opts = ImputeOptions(samples=samples, combine=combine, preset=preset, t_T=t_T, jump_length=jump_length,
                              jump_n_sample=jump_n_sample, method=method, eta=eta, seed=seed, rounds=rounds, guidance=guidance,
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             if clash and not overwrite:
                 die(f"{clash[0]}: exists; --overwrite replaces the draws")
         try:
-            from .impute import check_options
+            from ..tables.impute import check_options
             check_options(opts)
             if predict is not None:
                 train_table = read_table(table, na_values, sep=sep)
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
         except TableError as e:
             die(str(e))
 
-        from .impute import Interrupted
+        from ..tables.impute import Interrupted
 
         style = (test_table if predict is not None else train_table).style
         progress = _RichProgress(err, quiet)
@@ -202,7 +202,7 @@ def _die_unless_writable(folder: Path, what: str, die) -> None:
 
 
 def _check_save_model(save_model: Path, overwrite: bool, die) -> None:
-    from .table_model import model_paths
+    from ..tables.denoiser import model_paths
 
     for path in model_paths(save_model):
         if path.is_dir():
@@ -214,7 +214,7 @@ def _check_save_model(save_model: Path, overwrite: bool, die) -> None:
 
 def _keep_interrupted_model(stop, path: Path, err: Console) -> None:
     """Ctrl-C while imputing: save the trained model so that a rerun with --model skips training; exit 130."""
-    from .table_model import save_table_model
+    from ..tables.denoiser import save_table_model
 
     try:
         _, card = save_table_model(path, stop.model, stop.columns, stop.extra)

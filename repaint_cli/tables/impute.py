@@ -17,12 +17,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .noise import gaussian_seeded, image_key, keys_tensor
-from .sampler import Conditioning, repaint
-from .schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
-from .table_model import (TableModelConfig, TrainSettings, card_text, load_table_model, make_diffusion,
+from ..core.noise import gaussian_seeded, image_key, keys_tensor
+from ..core.sampler import Conditioning, repaint
+from ..core.schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
+from .denoiser import (TableModelConfig, TrainSettings, card_text, load_table_model, make_diffusion,
                           save_table_model, train_table_model)
-from .tables import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
+from .codec import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
                      filled_frame, infer_columns, schema_difference)
 
 TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
@@ -110,7 +110,7 @@ def check_options(opts: ImputeOptions) -> None:
         raise TableError("--rounds must be at least 1")
     if opts.train.steps < 1:
         raise TableError("--train-steps must be at least 1")
-    from .sampler import METHODS
+    from ..core.sampler import METHODS
 
     if opts.method not in METHODS:
         raise TableError(f"--method {opts.method!r}: use one of {', '.join(METHODS)}")

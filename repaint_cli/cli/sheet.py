@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
         cell: int = typer.Option(128, metavar="PX", help="Thumbnail cell size in pixels."),
     ):
         """Write one contact sheet PNG of the results in OUTDIR, each labelled with its file stem."""
-        from .frames import sheet_for_dir
-        from .imageio import InputError
+        from ..images.frames import sheet_for_dir
+        from ..images.image_files import InputError
 
         try:
             path = sheet_for_dir(outdir, out, cols=cols, cell=cell)

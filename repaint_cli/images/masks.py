@@ -54,8 +54,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .mask_kinds import CONVENTIONS, MASK_KINDS
-from .resources import bundled_masks_dir
+from ..choices import CONVENTIONS, MASK_KINDS
+from ..resources import bundled_masks_dir
 
 __all__ = [
     "MASK_KINDS",

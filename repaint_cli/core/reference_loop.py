@@ -16,7 +16,7 @@ import torch
 from .diffusion import Diffusion
 from .noise import draw_noise
 from .sampler import _INIT_DRAW, _KNOWN, _STEP, _UNDO, draw_id
-from .unet import AttentionBlock
+from ..models.unet import AttentionBlock
 
 
 def explicit_attention(block: AttentionBlock, x):

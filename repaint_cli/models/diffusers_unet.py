@@ -18,9 +18,9 @@ from typing import Optional
 
 import torch
 
-from .diffusion import PREDICTIONS
-from .models import ModelError
-from .resources import cached_snapshot, hf_hub_cache
+from ..core.diffusion import PREDICTIONS
+from .checkpoints import ModelError
+from ..resources import cached_snapshot, hf_hub_cache
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -185,8 +185,8 @@ class DiffusersUNet(torch.nn.Module):
 
 def load_diffusers(name: str, device="cpu", card=None):
     """``LoadedModel`` for a diffusers folder or hub id; raises DiffusersError with one line."""
-    from .diffusion import diffusion_from_hparams
-    from .models import LoadedModel
+    from ..core.diffusion import diffusion_from_hparams
+    from .checkpoints import LoadedModel
 
     folder = locate(name)
     layout = find_layout(folder)

@@ -20,7 +20,7 @@ Naming
   (white = keep) | output, at the original size, 4 px of white between them.
 * Contact sheet: ``<out>/sheet.png`` by default.
 
-Every file is written atomically (``imageio.atomic_path``).
+Every file is written atomically (``image_files.atomic_path``).
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import imageio
-from .pipeline import BatchHook, Prepared
+from . import image_files
+from .inpaint import BatchHook, Prepared
 
 ANIMATIONS = ("gif", "mp4")
 DEFAULT_ANIMATION_FRAMES = 24
@@ -197,7 +197,7 @@ def write_gif(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:
     buf = io.BytesIO()
     ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], loop=0,
                 duration=max(int(round(1000 / fps)), 20), disposal=1)
-    imageio.write_bytes_atomic(path, buf.getvalue())
+    image_files.write_bytes_atomic(path, buf.getvalue())
 
 
 class _WriterUnavailable(Exception):
@@ -273,7 +273,7 @@ def write_mp4(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:
     if codec is None:
         raise _WriterUnavailable(f"OpenCV cannot write MP4 video (neither H.264 nor MPEG-4) to {path}")
     h, w = frames[0].shape[:2]
-    with imageio.atomic_path(path) as tmp:
+    with image_files.atomic_path(path) as tmp:
         vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec[0]), float(fps), (w, h))
         try:
             if not vw.isOpened():
@@ -446,7 +446,7 @@ def write_frames(out_dir, stem: str, frames: list, keep_S: np.ndarray, t_T: int,
                 if img is None:
                     continue
                 name = frame_name(index, t, kind)
-                imageio.write_image_atomic(folder / name, np.ascontiguousarray(img))
+                image_files.write_image_atomic(folder / name, np.ascontiguousarray(img))
                 written.add(name)
         for old in folder.iterdir():
             if _FRAME_RE.match(old.name) and old.name not in written:
@@ -469,7 +469,7 @@ class ConcatHook(BatchHook):
 
     def finish(self, item: Prepared, sample_S: np.ndarray, output_rgb: np.ndarray, submit) -> None:
         img = concat_image(item.image.rgb, item.keep, output_rgb)
-        submit(imageio.write_image_atomic, self.out_dir / f"{item.job.stem}_concat.png", img)
+        submit(image_files.write_image_atomic, self.out_dir / f"{item.job.stem}_concat.png", img)
 
 
 def hooks_from_options(out_dir, frames: Optional[int] = None, animate: Optional[str] = None, concat: bool = False,
@@ -544,8 +544,8 @@ def make_sheet(image_paths, out_path, cols: Optional[int] = None, cell: int = 12
         r, c = divmod(i, cols)
         x, y = pad + c * cw, pad + r * ch
         try:
-            thumb = _fit_cell(imageio.read_image(p).rgb, cell)
-        except (imageio.InputError, OSError, ValueError):
+            thumb = _fit_cell(image_files.read_image(p).rgb, cell)
+        except (image_files.InputError, OSError, ValueError):
             thumb = np.full((cell, cell, 3), 200, np.uint8)
             cv2.line(thumb, (0, 0), (cell - 1, cell - 1), (220, 40, 40), 2)
             cv2.line(thumb, (0, cell - 1), (cell - 1, 0), (220, 40, 40), 2)
@@ -555,7 +555,7 @@ def make_sheet(image_paths, out_path, cols: Optional[int] = None, cell: int = 12
         sheet[oy:oy + th, ox:ox + tw] = thumb
         if labels:
             _text(sheet, _fit_label(p.stem, cell, scale), (x, y + cell + label_h - 5), scale, (0, 0, 0))
-    imageio.write_image_atomic(out_path, sheet)
+    image_files.write_image_atomic(out_path, sheet)
     return Path(out_path)
 
 
@@ -566,7 +566,7 @@ def result_images(out_dir) -> list[Path]:
     for p in sorted(out_dir.iterdir()):
         if not p.is_file() or p.suffix.lower() != ".png" or p.name.startswith("."):
             continue
-        if p.stem == "sheet" or p.stem.endswith(_SHEET_EXCLUDE) or imageio.is_atomic_temp(p):
+        if p.stem == "sheet" or p.stem.endswith(_SHEET_EXCLUDE) or image_files.is_atomic_temp(p):
             continue
         found.append(p)
     return found

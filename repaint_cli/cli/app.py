@@ -19,12 +19,12 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from . import __version__
-from .cli_frames import register as register_sheet
-from .cli_impute import register as register_impute
-from .cli_masks import masks_app
-from .mask_kinds import MASK_KINDS
-from .schedule import PRESETS
+from .. import __version__
+from .sheet import register as register_sheet
+from .impute import register as register_impute
+from .masks import masks_app
+from ..choices import MASK_KINDS
+from ..core.schedule import PRESETS
 
 # Kept in step with engine.PRECISIONS, frames.ANIMATIONS and sampler.METHODS (tests check), so that bad values
 # are refused before anything heavy is imported.
@@ -100,7 +100,7 @@ def rich_reporter(json_lines: bool, quiet: bool = False):
     """Progress bar and log lines on stderr; one line per finished image on stdout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .pipeline import ImageResult, Reporter
+    from ..images.inpaint import ImageResult, Reporter
 
     class RichReporter(Reporter):
         def __init__(self):
@@ -301,19 +301,19 @@ def inpaint_cmd(
     bs = batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size")
     _check_inputs_exist(inputs)
 
-    from . import dist
-    from .engine import EngineOptions
-    from .frames import hooks_from_options, sheet_for_dir
-    from .pipeline import InpaintOptions, RunError, StopFlag, inpaint
+    from ..runtime import torchrun
+    from ..runtime.device import EngineOptions
+    from ..images.frames import hooks_from_options, sheet_for_dir
+    from ..images.inpaint import InpaintOptions, RunError, StopFlag, inpaint
 
-    rank = dist.from_env()
+    rank = torchrun.from_env()
     if rank.world > 1:
         if shard:
             die("--shard and torchrun together: torchrun already splits the inputs by rank")
         shard = rank.shard
-        device = dist.init(rank, device)
+        device = torchrun.init(rank, device)
         quiet = quiet or rank.rank != 0
-    manifest = str(dist.manifest_path(manifest, rank)) if manifest else None
+    manifest = str(torchrun.manifest_path(manifest, rank)) if manifest else None
     opts = InpaintOptions(
         mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
         preset=preset, method=method, eta=eta, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
@@ -328,7 +328,7 @@ def inpaint_cmd(
     except ValueError as e:
         die(str(e))
     if animate and animate.lower() == "mp4" and rank.rank == 0 and not quiet:
-        from .frames import mp4_codec
+        from ..images.frames import mp4_codec
 
         codec = mp4_codec()
         err.print("mp4 animations: " + (f"{codec[1]} ({codec[0]})" if codec else "no MP4 encoder here, GIFs instead")
@@ -346,8 +346,8 @@ def inpaint_cmd(
         err.print("interrupted; rerun the same command to finish the rest (done images are skipped)")
         raise typer.Exit(130)
     reporter.stop()
-    parts = dist.gather((summary.done, summary.failed, summary.skipped, summary.interrupted, summary.seconds), rank)
-    dist.finish(rank)
+    parts = torchrun.gather((summary.done, summary.failed, summary.skipped, summary.interrupted, summary.seconds), rank)
+    torchrun.finish(rank)
     done, failed, skipped = (sum(p[i] for p in parts) for i in range(3))
     interrupted = any(p[3] for p in parts)
     if rank.rank == 0:
@@ -363,7 +363,7 @@ def inpaint_cmd(
 
 def _check_inputs_exist(inputs: List[str]) -> None:
     """A missing input or a glob matching nothing: exit 2 before PyTorch is imported (seconds under load)."""
-    from .jobs import missing_inputs
+    from ..images.jobs import missing_inputs
 
     problems = missing_inputs(inputs)
     for message in problems[1:]:
@@ -408,7 +408,7 @@ def schedule_cmd(
     list_presets: bool = typer.Option(False, "--list", **FLAG, help="Print every preset with its cost."),
 ):
     """Print the jump schedule's summary (UNet calls, undo steps), or the full list with --json."""
-    from .schedule import jump_schedule, resolve_jump_params, schedule_summary
+    from ..core.schedule import jump_schedule, resolve_jump_params, schedule_summary
 
     if list_presets:
         for name, p in PRESETS.items():
@@ -434,8 +434,8 @@ def schedule_cmd(
 @models_app.command("list")
 def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Hash present checkpoints and compare with their cards.")):
     """Known models and whether their checkpoints are present (one line each on stdout)."""
-    from .cards import list_cards, sha256_file
-    from .resources import bundled_weights_dir, user_weights_dirs
+    from ..models.cards import list_cards, sha256_file
+    from ..resources import bundled_weights_dir, user_weights_dirs
 
     looked = [f"{'' if d.is_absolute() else './'}{d}{'' if d.is_dir() else ' (absent)'}" for d in user_weights_dirs()]
     env = "" if os.environ.get("REPAINT_WEIGHTS") else "$REPAINT_WEIGHTS (unset), "
@@ -474,7 +474,7 @@ def train_cmd(
     """Train an unconditional DDPM (our guided-diffusion UNet, Improved DDPM's hybrid loss, EMA)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .train import TrainConfig, export, train
+    from ..training.train import TrainConfig, export, train
 
     cfg = TrainConfig(size=size, steps=steps, batch_size=batch_size, lr=lr, threads=threads,
                       sample_every=sample_every)
@@ -509,18 +509,18 @@ def merge_manifests_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="stdout", help="Write the merged manifest here."),
 ):
     """Join shard manifests: one record per input, the best status winning (done > skipped > failed)."""
-    from . import dist
+    from ..runtime import torchrun
 
     missing = [str(m) for m in manifests if not m.is_file()]
     if missing:
         die(f"{missing[0]}: manifest not found")
     try:
-        records = dist.merge_manifests(manifests)
+        records = torchrun.merge_manifests(manifests)
     except ValueError as e:
         die(str(e))
     text = "".join(json.dumps(r) + "\n" for r in records)
     if out:
-        from .imageio import write_bytes_atomic
+        from ..images.image_files import write_bytes_atomic
         write_bytes_atomic(out, text.encode())
     else:
         sys.stdout.write(text)

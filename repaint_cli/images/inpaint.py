@@ -23,19 +23,20 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from . import imageio, masks
-from .diffusion import Diffusion, diffusion_from_hparams
-from .engine import EngineOptions, GraphCache, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
+from . import image_files
+from . import masks
+from ..core.diffusion import Diffusion, diffusion_from_hparams
+from ..runtime.device import EngineOptions, GraphCache, auto_batch_size, is_oom, make_steps, pick_device, prepare_model
 from .guidance import Guidance
 from .jobs import Job, JobList, _has_glob, check_out_dir, make_jobs, parse_shard, unknown_mask_message
-from .cards import DEFAULT_MODEL
-from .models import LoadedModel, ModelError, load, load_classifier, read_conf, resolve
-from .noise import image_key, keys_tensor
-from .records import (SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes,
+from ..models.cards import DEFAULT_MODEL
+from ..models.checkpoints import LoadedModel, ModelError, load, load_classifier, read_conf, resolve
+from ..core.noise import image_key, keys_tensor
+from .provenance import (SETTINGS_KEY, append_run_record, job_settings, recorded_settings, settings_changes,
                       sha256_model)
-from .sampler import METHODS, Conditioning, StepInfo, repaint, reverse_step
-from .schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
-from .unet import UNetConfig
+from ..core.sampler import METHODS, Conditioning, StepInfo, repaint, reverse_step
+from ..core.schedule import JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+from ..models.unet import UNetConfig
 
 
 class RunError(Exception):
@@ -135,9 +136,9 @@ class StopFlag:
 @dataclass
 class Prepared:
     job: Job
-    image: imageio.LoadedImage
+    image: image_files.LoadedImage
     keep: np.ndarray  # bool (H, W) at the original size
-    plan: imageio.FitPlan
+    plan: image_files.FitPlan
     rgb_S: np.ndarray
     keep_S: np.ndarray
     mask_label: str
@@ -233,8 +234,8 @@ def _mask_is_kind(mask: str) -> bool:
 
 
 def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
-    """Read, check and fit one image and its mask; raises imageio.InputError."""
-    img = imageio.read_image(job.image)
+    """Read, check and fit one image and its mask; raises image_files.InputError."""
+    img = image_files.read_image(job.image)
     warnings = list(img.warnings)
     h, w = img.size
     if img.bit_depth > 8:
@@ -244,19 +245,19 @@ def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
         try:
             keep = masks.mask_for_image(job.mask_kind, h, w, opts.seed, job.stem) > 127
         except masks.MaskError as e:
-            raise imageio.InputError(f"{job.image}: cannot draw a '{label}' mask for a {w}x{h} image ({e}); "
+            raise image_files.InputError(f"{job.image}: cannot draw a '{label}' mask for a {w}x{h} image ({e}); "
                                      f"use a mask file or another --mask kind") from None
         if keep.all() or not keep.any():
             what = "no hole" if keep.all() else "no known pixel"
-            raise imageio.InputError(f"{job.image}: the generated '{label}' mask has {what} at {w}x{h}; "
+            raise image_files.InputError(f"{job.image}: the generated '{label}' mask has {what} at {w}x{h}; "
                                      f"use a mask file or another --mask kind")
     else:
-        keep, mask_warnings = imageio.read_mask(job.mask_file, opts.mask_convention, size=(h, w))
+        keep, mask_warnings = image_files.read_mask(job.mask_file, opts.mask_convention, size=(h, w))
         warnings += mask_warnings
         label = str(job.mask_file)
-        warnings += imageio.check_mask(keep, job.mask_file, allow_empty=opts.allow_empty)
-    plan = imageio.plan_fit(keep, S, opts.fit, opts.context, path=job.image)
-    rgb_S, keep_S = imageio.apply_fit(plan, img.rgb, keep)
+        warnings += image_files.check_mask(keep, job.mask_file, allow_empty=opts.allow_empty)
+    plan = image_files.plan_fit(keep, S, opts.fit, opts.context, path=job.image)
+    rgb_S, keep_S = image_files.apply_fit(plan, img.rgb, keep)
     return Prepared(job, img, keep, plan, rgb_S, keep_S, label, warnings)
 
 
@@ -406,7 +407,7 @@ def _prepare_or_error(job: Job, opts: "InpaintOptions", S: int) -> tuple[Optiona
         return None, job.error
     try:
         return prepare(job, opts, S), None
-    except imageio.InputError as e:
+    except image_files.InputError as e:
         return None, str(e)
 
 
@@ -572,7 +573,7 @@ def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance],
     """What every output of this run is made with: the model by the sha256 of the file actually loaded (a card's
     own sha256 only names the file it expects), the preset the schedule starts from, the device type (the CPU
     and CUDA draw different noise from one seed)."""
-    from . import __version__
+    from .. import __version__
 
     card = st.loaded.card
     digest = sha256_model(st.loaded.path)
@@ -620,15 +621,15 @@ def extras_from_disk(job: Job, opts: InpaintOptions, S: int) -> list[str]:
     warnings: list[str] = []
     try:
         item = prepare(job, opts, S)
-        out = imageio.read_image(job.output)
+        out = image_files.read_image(job.output)
         if out.rgb.shape != item.image.rgb.shape:
-            raise imageio.InputError(f"{job.output}: another size than its input")
+            raise image_files.InputError(f"{job.output}: another size than its input")
         if need_mask:
             mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
-            imageio.write_image_atomic(mask_output(job), mask_img, None, gray=True)
+            image_files.write_image_atomic(mask_output(job), mask_img, None, gray=True)
         for hook in hooks:
             hook.finish(item, None, out.rgb, lambda fn, *a, **k: warnings.extend(fn(*a, **k) or []))
-    except (imageio.InputError, OSError) as e:
+    except (image_files.InputError, OSError) as e:
         return [f"{job.image}: --save-mask/--concat not made from the finished output ({e}); --overwrite redoes it"]
     return warnings
 
@@ -688,7 +689,7 @@ FILL_COLOUR_GAP = 100.0
 
 def fill_colour_note(item: Prepared, out_rgb: np.ndarray) -> Optional[str]:
     """A note when an output's fill is far in colour from the hole's border, else None."""
-    colours = imageio.fill_and_border_colours(out_rgb, item.keep)
+    colours = image_files.fill_and_border_colours(out_rgb, item.keep)
     if colours is None:
         return None
     fill, border = colours
@@ -699,14 +700,14 @@ def fill_colour_note(item: Prepared, out_rgb: np.ndarray) -> Optional[str]:
 
 
 class OutputLocks:
-    """The locks this run holds on the outputs it is making (imageio.lock_output), released once written."""
+    """The locks this run holds on the outputs it is making (image_files.lock_output), released once written."""
 
     def __init__(self):
         self.held: dict = {}
 
     def take(self, job: Job, overwrite: bool) -> Optional[str]:
         """None when this run may make the output (now locked), else why it is skipped."""
-        lock = imageio.lock_output(job.output)
+        lock = image_files.lock_output(job.output)
         if lock is None:
             return "in progress by another run"
         if not overwrite and job.output.exists():  # the other run finished it since this run listed its jobs
@@ -847,7 +848,7 @@ def _sample_all(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance], j
             for f in futs:
                 try:
                     warns += f.result() or []
-                except imageio.InputError as e:
+                except image_files.InputError as e:
                     errors.append(str(e))
                 except OSError as e:
                     errors.append(f"{item.job.output}: cannot write ({e.strerror or e}); free space or choose another --out")
@@ -923,18 +924,18 @@ def _sample_all(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance], j
                     fail(item.job, f"{item.job.image}: the model's sample holds NaN/Inf (in fp32); nothing written; "
                                    f"try another --seed, or check the model's weights")
                     continue
-                out_rgb = imageio.unfit(item.plan, sample, item.image.rgb, item.keep, paste=opts.paste)
+                out_rgb = image_files.unfit(item.plan, sample, item.image.rgb, item.keep, paste=opts.paste)
                 note = fill_colour_note(item, out_rgb)
                 if note:
                     fill_notes[str(item.job.output)] = note
                 text = {SETTINGS_KEY: json.dumps(job_settings(settings, item.job, mask_hashes), separators=(",", ":"))}
-                futs = [writer.submit(imageio.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
+                futs = [writer.submit(image_files.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
                                       gray=item.image.gray, text=text, icc_profile=item.image.icc_profile,
                                       dpi=item.image.dpi)]
                 if opts.save_mask:
                     mask_out = mask_output(item.job)
                     mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
-                    futs.append(writer.submit(imageio.write_image_atomic, mask_out,
+                    futs.append(writer.submit(image_files.write_image_atomic, mask_out,
                                               np.repeat(mask_img[..., None], 3, axis=2), None, gray=True))
                 for hook in opts.extras:
                     hook.finish(item, sample, out_rgb, lambda fn, *a, **k: futs.append(writer.submit(fn, *a, **k)))

@@ -14,7 +14,7 @@ from typing import Optional
 
 import yaml
 
-from .resources import cached_snapshot, hf_hub_cache, weight_dirs
+from ..resources import cached_snapshot, hf_hub_cache, weight_dirs
 
 DEFAULT_MODEL = "emoji32"
 

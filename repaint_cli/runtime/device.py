@@ -20,9 +20,9 @@ from typing import Callable, Optional
 
 import torch
 
-from .invariant import set_batch_invariant
-from .noise import prepare_fused_noise
-from .sampler import Conditioning, EagerSteps, reverse_step, undo_step
+from ..models.batch_invariant import set_batch_invariant
+from ..core.noise import prepare_fused_noise
+from ..core.sampler import Conditioning, EagerSteps, reverse_step, undo_step
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import yaml
 
-from .diffusion import Diffusion
-from .unet import UNetConfig, UNetModel
+from ..core.diffusion import Diffusion
+from ..models.unet import UNetConfig, UNetModel
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from .cards import DEFAULT_MODEL, ModelCard, find_card, list_cards, sha256_file  # noqa: F401 (re-exported)
-from .diffusion import Diffusion, diffusion_from_hparams
-from .schedule import JumpParams
+from ..core.diffusion import Diffusion, diffusion_from_hparams
+from ..core.schedule import JumpParams
 from .unet import ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel
 
 
@@ -184,7 +184,7 @@ def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, 
 def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
     diffusers_source = _diffusers_source(checkpoint)
     if diffusers_source is not None:
-        from .hf_models import load_diffusers
+        from .diffusers_unet import load_diffusers
 
         source, card = diffusers_source
         return load_diffusers(source, device=device, card=card)
@@ -215,7 +215,7 @@ def _diffusers_source(checkpoint) -> Optional[tuple[str, Optional[ModelCard]]]:
             return None
         found = card.find_file()
         return (str(found) if found else card.file), card
-    from .hf_models import is_diffusers_model
+    from .diffusers_unet import is_diffusers_model
 
     return (name, None) if is_diffusers_model(name) else None
 

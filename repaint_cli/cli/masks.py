@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.console import Console
 
-from .mask_kinds import CONVENTIONS, MASK_KINDS
+from ..choices import CONVENTIONS, MASK_KINDS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +52,7 @@ def _fail(message: str, code: int = 2) -> "typer.Exit":
 
 def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
     """Parameters from --kind and/or --preset (no --kind: thick); errors exit 2 with one line."""
-    from .masks import MaskError, UnknownKindError, _unknown_kind_message, load_preset
+    from ..images.masks import MaskError, UnknownKindError, _unknown_kind_message, load_preset
 
     try:
         if preset is not None:
@@ -152,7 +152,7 @@ def generate_cmd(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .masks import MaskError, generate_mask, hole_fraction, to_convention
+    from ..images.masks import MaskError, generate_mask, hole_fraction, to_convention
 
     _at_least(1, count=count, size=size, height=height, width=width)
     _at_least(0, seed=seed, start=start)
@@ -248,7 +248,7 @@ def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], coun
     import cv2
     import numpy as np
 
-    from .masks import generate_mask, to_convention
+    from ..images.masks import generate_mask, to_convention
 
     scale = max(0.4, min(h, w) / 256 * 0.8)
     if not labelled:
@@ -282,7 +282,7 @@ def preview_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="masks_preview_<kind>.png", help="Output PNG."),
 ) -> None:
     """Write a contact sheet PNG of masks; print its path."""
-    from .masks import MaskError, load_preset
+    from ..images.masks import MaskError, load_preset
 
     _at_least(1, count=count, size=size, height=height, width=width)
     _at_least(0, seed=seed)
