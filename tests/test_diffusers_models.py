@@ -92,6 +92,39 @@ def test_same_bytes_at_batch_size_1_and_2(tmp_path, images):
     assert len(outs[0]) == 2 and outs[0] == outs[1]
 
 
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_diffusers_unet_is_batch_invariant_at_64px(n_threads):
+    """The engine's CPU path on a 64 px diffusers model (nn.GroupNorm on channels_last 64x64 maps split
+    between threads, Linear on 3-D input in attention): an image's output the same bits alone and in a
+    batch, and at any thread count. At 16 px GroupNorm is never split, so the end-to-end test above
+    cannot show this."""
+    from repaint_cli.runtime.device import EngineOptions, prepare_model
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+                       norm_num_groups=8, attention_head_dim=8, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    model = DiffusersUNet(unet.eval(), {"image_size": 64, "variance_type": "fixed_small"})
+    run = prepare_model(model, torch.device("cpu"), EngineOptions(device="cpu"))
+    x = torch.randn((5, 3, 64, 64), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([999, 10, 500, 1, 250])
+    old = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)  # the reference: any thread count gives the same bits on this CPU
+            alone = [run(x[i:i + 1], t[i:i + 1]) for i in range(5)]
+            torch.set_num_threads(n_threads)
+            assert torch.equal(run(x[4:5], t[4:5]), alone[4])
+            for start, size in ((0, 5), (1, 3), (3, 2)):
+                out = run(x[start:start + size], t[start:start + size])
+                assert all(torch.equal(out[i:i + 1], alone[start + i]) for i in range(size)), (start, size)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("name,start,end", SCHEDULES)
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large", "learned_range"])
 def test_schedule_arrays_equal_ddpmscheduler(name, start, end, variance_type):
@@ -236,3 +269,82 @@ def test_without_diffusers_the_rest_is_untouched(tmp_path, images, small_checkpo
     r = subprocess.run(base + ["--model", str(folder), "--out", str(tmp_path / "b")], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "pip install 'repaint-cli[diffusers]'" in r.stderr, r.stderr
+
+
+def test_scheduler_keys_that_change_the_schedule_are_refused_by_name():
+    """rescale_betas_zero_snr gives other cumulative alphas (3.2e-3 off at the end): refused, named;
+    its default (off) and the inference-only keys of DDPM, DDIM and PNDM configs are accepted."""
+    zero_snr = DDPMScheduler(rescale_betas_zero_snr=True)
+    assert (zero_snr.alphas_cumprod - DDPMScheduler().alphas_cumprod).abs().max() > 1e-3  # what would be wrong
+    with pytest.raises(Exception, match=r"m: scheduler setting\(s\) rescale_betas_zero_snr=True would change"):
+        hparams_from_configs({"sample_size": 16}, dict(zero_snr.config), "m")
+    with pytest.raises(Exception, match=r"use_karras_sigmas=True, zero_snr_shift=0.5"):
+        hparams_from_configs({"sample_size": 16}, {"use_karras_sigmas": True, "zero_snr_shift": 0.5}, "m")
+    from diffusers import DDIMScheduler, PNDMScheduler
+    for sched in (DDPMScheduler(), DDIMScheduler(steps_offset=1, timestep_spacing="trailing"),
+                  PNDMScheduler(skip_prk_steps=True)):
+        hp = hparams_from_configs({"sample_size": 16}, dict(sched.config), "m")
+        ours = diffusion_from_hparams(hp).arrays()["alphas_cumprod"].float()
+        assert torch.allclose(ours, sched.alphas_cumprod, rtol=1e-5, atol=1e-7)
+    assert hparams_from_configs({"sample_size": 16}, {"predict_epsilon": False}, "m")["prediction_type"] == "sample"
+
+
+@pytest.mark.parametrize("size", [None, "64", 0])
+def test_sample_size_that_is_no_size_is_one_line(size):
+    cfg = {} if size is None else {"sample_size": size}
+    with pytest.raises(Exception, match=r"m: the UNet's config.json gives sample_size .*an integer"):
+        hparams_from_configs(cfg, {}, "m")
+    with pytest.raises(Exception, match="sample_size None"):
+        hparams_from_configs({"sample_size": None}, {}, "m")
+
+
+def test_config_with_model_keys_is_refused_for_a_diffusers_model(tmp_path, images):
+    """--config's model hyper-parameters mean nothing to a diffusers model (it has its own): refused
+    in one line that names them; its schedule_jump_params still apply."""
+    folder = tmp_path / "model"
+    save_pipeline_folder(folder)
+    conf = tmp_path / "conf.yml"
+    conf.write_text("image_size: 256\nnoise_schedule: cosine\nschedule_jump_params: {t_T: 10, n_sample: 1, "
+                    "jump_length: 2, jump_n_sample: 2}\n")
+    base = ["inpaint", str(images), "--model", str(folder), "--mask", "box", "--quiet", "--config", str(conf)]
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--config's image_size, noise_schedule would be ignored" in lines[0], r.stderr
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.png"))
+    conf.write_text("schedule_jump_params: {t_T: 10, n_sample: 1, jump_length: 2, jump_n_sample: 2}\n")
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "o2")])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "o2").glob("*.png"))) == 2
+
+
+def test_hub_model_configs_are_checked_before_its_weights_download(tmp_path, monkeypatch):
+    """A hub repository whose UNet is no UNet2DModel is refused after its configs came, before any
+    weights: snapshot_download is asked for the weights only once the configs are accepted."""
+    import huggingface_hub
+
+    asked = []
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
+        asked.append(list(allow_patterns))
+        snap = tmp_path / "dl" / repo_id.replace("/", "--")
+        conditional = repo_id.endswith("sd")
+        save_pipeline_folder(snap, layout="flat")  # configs and weights; the fake drops what was not asked for
+        if not any(p.endswith(".safetensors") for p in allow_patterns):
+            (snap / "diffusion_pytorch_model.safetensors").unlink()
+        if conditional:
+            cfg = json.loads((snap / "config.json").read_text())
+            cfg["_class_name"] = "UNet2DConditionModel"
+            (snap / "config.json").write_text(json.dumps(cfg))
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(Exception, match="UNet2DConditionModel, not an unconditional UNet2DModel"):
+        load_diffusers("someone/sd")
+    assert asked and all(not any("safetensors" in p or "bin" in p for p in pats) for pats in asked)
+    asked.clear()
+    loaded = load_diffusers("someone/tiny")
+    assert loaded.model.cfg.image_size == 16 and any("*.safetensors" in pats for pats in asked)

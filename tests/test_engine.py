@@ -114,3 +114,130 @@ def test_steps_never_synchronise_with_the_host(model):
         x, _ = reverse_step(model, gt.clone(), cond, t, step, inject)
         undo_step(x, cond, t, step)
     assert counter.syncs == 0
+
+
+def test_compile_that_fails_at_its_first_call_warns_once_and_runs_eager(model, monkeypatch):
+    """torch.compile compiles at the first call (BackendCompilerFailed there, not at torch.compile):
+    that call and every later one run eager, batch-invariant on the CPU as without --compile."""
+    import copy
+    import warnings
+    from repaint_cli.models.batch_invariant import is_batch_invariant
+
+    calls = []
+
+    def broken_compile(fn, **kw):
+        def compiled(*a, **k):
+            calls.append(1)
+            raise RuntimeError("BackendCompilerFailed: backend='inductor' raised: no C compiler here")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    x, t = torch.randn(3, 3, 16, 16), torch.tensor([3, 700, 999])
+    run = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu", compile=True))
+    eager = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu"))
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="torch.compile failed .*BackendCompilerFailed.*running eager"):
+            out = run(x, t)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            again = run(x[:1], t[:1])
+        assert torch.equal(out, eager(x, t)) and torch.equal(again, out[:1])
+    assert calls == [1] and is_batch_invariant(run.inner)
+
+
+def test_compile_out_of_memory_is_not_swallowed(model, monkeypatch):
+    import copy
+
+    def oom_compile(fn, **kw):
+        def compiled(*a, **k):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", oom_compile)
+    run = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu", compile=True))
+    with pytest.raises(torch.cuda.OutOfMemoryError), torch.no_grad():
+        run(torch.randn(1, 3, 16, 16), torch.tensor([3]))
+
+
+def test_failed_invariance_self_check_calls_the_unet_image_by_image(model, monkeypatch):
+    """A PyTorch whose kernels break the batch-invariant layers (here: GroupNorm32 made to depend on
+    the batch size) is caught at start-up: a warning, plain layers, one UNet call per image."""
+    import copy
+    import repaint_cli.models.batch_invariant as inv
+
+    monkeypatch.setattr(inv, "_SELF_CHECKED", {})
+    monkeypatch.setattr(inv.InvariantGroupNorm32, "forward",
+                        lambda self, x: inv.GroupNorm32.forward(self, x) + 1e-3 * x.shape[0])
+    with pytest.warns(UserWarning, match=r"self-check .*GroupNorm32: image 0 alone differs .*one image at a time"):
+        run = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu"))
+    assert run.per_image and not inv.is_batch_invariant(run.inner)
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([3, 700, 999, 10])
+    with torch.no_grad():
+        out = run(x, t)
+        assert all(torch.equal(out[i:i + 1], run(x[i:i + 1], t[i:i + 1])) for i in range(4))
+
+
+def test_invariance_self_check_passes_on_this_cpu():
+    import repaint_cli.models.batch_invariant as inv
+
+    old = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert inv.self_check() is None, n
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("cpus,load,cap,want", [
+    (2, 0.06, 2, 2),    # idle: every core
+    (2, 8.0, 2, 1),     # the load that made 2 threads take 256 s against 21.7 s on 1: one thread
+    (16, 3.4, 16, 13),  # three cores busy
+    (16, 0.0, 8, 8),    # no more than PyTorch's default (physical cores, not hyper-threads)
+    (4, 1.5, 4, 2),     # 1.5 rounds to 2 busy cores
+])
+def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
+    import repaint_cli.runtime.device as engine
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", cap)
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (load, load, load))
+    assert engine.default_threads() == want
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert engine.default_threads() == want  # decided once per process: our own load never changes it
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cap)  # PyTorch's own default: replaced by the free cores
+        engine.set_threads(None)
+        assert torch.get_num_threads() == want
+        engine.set_threads(3)  # --threads wins
+        assert torch.get_num_threads() == 3
+        torch.set_num_threads(cap + 1)  # a count the caller chose with torch.set_num_threads is kept
+        engine.set_threads(None)
+        assert torch.get_num_threads() == cap + 1
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_default_threads_leave_omp_num_threads_and_systems_without_load(monkeypatch):
+    import repaint_cli.runtime.device as engine
+
+    monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's one thread per process, or the user's choice
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert engine.default_threads() == 1
+
+    def no_load():
+        raise OSError("no load average here")
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", 4)
+    monkeypatch.setattr(engine.os, "getloadavg", no_load)
+    monkeypatch.delattr(engine.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 6)
+    assert engine.default_threads() == 4

@@ -21,7 +21,7 @@ from repaint_cli.cli.app import app
 from repaint_cli.runtime.device import EngineOptions, prepare_model
 from repaint_cli.models.batch_invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
                                    is_batch_invariant, set_batch_invariant)
-from repaint_cli.models.unet import AttentionBlock, GroupNorm32, UNetConfig, UNetModel
+from repaint_cli.models.unet import AttentionBlock, GroupNorm32, PointwiseConv1d, UNetConfig, UNetModel
 
 CL = torch.channels_last
 
@@ -67,7 +67,7 @@ def randn(*shape, memory_format=torch.contiguous_format, seed=0):
     return (torch.randn(shape, generator=g) * 2 + 0.5).contiguous(memory_format=memory_format)
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("in_f,out_f", [(128, 256), (32, 128)])  # emb_layers, time_embed
 def test_linear(in_f, out_f, n_threads):
     torch.manual_seed(0)
@@ -106,6 +106,26 @@ def test_groupnorm_channels_last_on_two_threads(channels, size):
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("channels,size", [(32, 64), (64, 32)])
+def test_torch_groupnorm_channels_last(channels, size, n_threads):
+    """nn.GroupNorm itself (diffusers' UNet2DModel uses it, not GroupNorm32): the same defect, the same cure."""
+    check_layer(nn.GroupNorm(8, channels), randn(16, channels, size, size, memory_format=CL), n_threads,
+                plain_differs_here=True)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_linear_on_3d_input_one_gemm_per_image(n_threads):
+    """diffusers' attention applies nn.Linear to (b, pixels, channels): one GEMM per image. Plain
+    PyTorch folds the batch into the rows of one GEMM; invariant here, not promised by MKL."""
+    torch.manual_seed(0)
+    check_layer(nn.Linear(64, 64), randn(16, 256, 64), n_threads, plain_differs_here=False)
+    lin = set_batch_invariant(nn.Linear(32, 48))
+    with torch.no_grad():  # the same function as the plain layer, any number of leading dimensions
+        x = randn(3, 4, 5, 32)
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
 def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads):
     """Padding to a multiple of the thread count: batches 3 and 5 on 2 threads, 16 and 4 on 3."""
     norm = GroupNorm32(32, 64)
@@ -116,18 +136,21 @@ def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])
-def test_groupnorm_large_maps_run_image_by_image(n_threads, monkeypatch):
-    """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) take the
-    per-image way; it is exact too, and a lone image costs nothing extra."""
+def test_groupnorm_large_maps_run_on_one_thread(n_threads, monkeypatch):
+    """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) run on one thread:
+    exact at any batch, the same bits as on one thread, and the thread count is restored after."""
     import repaint_cli.models.batch_invariant as inv
     monkeypatch.setattr(inv, "GROUPNORM_PER_IMAGE", 64 * 32 * 32)
     norm = GroupNorm32(32, 64)
     set_batch_invariant(norm)
     x = randn(16, 64, 32, 32, memory_format=CL)
+    with torch.no_grad(), threads(1):
+        one_thread = norm(x[:5])
     with threads(n_threads):
         assert rows_differing(norm, x, batches=((0, 16), (0, 3), (2, 5), (12, 4))) == set()
-        with torch.no_grad():  # a lone image is the plain call
-            assert torch.equal(norm(x[:1]), GroupNorm32.forward(norm, x[:1]))
+        with torch.no_grad():
+            assert torch.equal(norm(x[:5]), one_thread)
+        assert torch.get_num_threads() == n_threads
 
 
 @pytest.mark.parametrize("layout", ["channels_last_one_thread", "channels_last_small_map", "contiguous"])
@@ -147,6 +170,28 @@ def test_silu_when_thread_chunks_cut_vector_blocks():
     check_layer(nn.SiLU(), randn(16, 32, 64, 64, memory_format=CL), 3, plain_differs_here=True)
 
 
+@pytest.mark.parametrize("shape,fmt", [((16, 32, 64, 64), CL), ((5, 33, 31, 29), torch.contiguous_format),
+                                       ((3, 7, 100), torch.contiguous_format)])
+def test_silu_same_bits_at_any_thread_count(shape, fmt):
+    """Padded to a length whose split cuts no vector block, every element goes through the vector code:
+    the same bits at 1 to 5 threads, alone or in a batch, in the input's memory format. Plain SiLU
+    differs between 1 and 3 threads on the 64x64 map (the scalar tails)."""
+    silu = set_batch_invariant(nn.SiLU())
+    x = randn(*shape, memory_format=fmt)
+    with torch.no_grad(), threads(1):
+        want = silu(x)
+        plain_1 = F.silu(x)
+    torch.testing.assert_close(want, F.silu(x), rtol=1e-6, atol=1e-7)  # the same function
+    assert want.is_contiguous(memory_format=fmt)
+    for n in range(1, 6):
+        with threads(n), torch.no_grad():
+            assert torch.equal(silu(x), want), n
+            assert torch.equal(torch.cat([silu(xi) for xi in x.split(1)]), want), n
+    if fmt == CL:
+        with threads(3), torch.no_grad():
+            assert not torch.equal(F.silu(x), plain_1)  # what the padding removes
+
+
 def test_scaled_dot_product_attention_is_invariant_as_it_is():
     """SDPA (the attention of our blocks) needs no replacement: invariant on this CPU at 1 and 2 threads."""
     q, k, v = (randn(16, 4, 64, 32, seed=s) for s in range(3))
@@ -156,13 +201,26 @@ def test_scaled_dot_product_attention_is_invariant_as_it_is():
                                   torch.arange(16)) == set()
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
 def test_attention_block(n_threads):
     """The whole block (norm, qkv, SDPA, proj_out) at 8x8 with 128 channels; plain fails by its Conv1d."""
     torch.manual_seed(0)
     block = AttentionBlock(128, num_heads=4, num_head_channels=32)
     randomize(block)
     check_layer(block, randn(16, 128, 8, 8, memory_format=CL), n_threads, plain_differs_here=True)
+
+
+@pytest.mark.parametrize("n_threads", [3, 5])
+def test_linear_lone_row_on_more_threads_than_rows(n_threads):
+    """A lone row on 3 threads: MKL split its GEMM's columns between the threads (blocks whose tails
+    round differently), so row 0 alone differed from row 0 in a batch by one ulp (time_embed.2 of the
+    small UNet). The invariant form computes every GEMM on one thread; attention's linear map too."""
+    torch.manual_seed(0)
+    lin = set_batch_invariant(nn.Linear(128, 128))
+    check_layer(lin, randn(16, 128), n_threads, plain_differs_here=False)
+    proj = set_batch_invariant(PointwiseConv1d(128, 384, 1))
+    with threads(n_threads):
+        assert rows_differing(proj.linear, randn(16, 64, 128)) == set()
 
 
 def test_canonical_batch_stride_is_a_view_that_restores_channels_last():
@@ -188,13 +246,28 @@ def _whole_unet_rows_differing(model, n_threads, invariant=True, n=8):
                               batches=((0, n), (0, 4), (n - 4, 4), (1, 3)))
 
 
-@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 4, 5])
 def test_whole_small_unet_as_the_engine_runs_it(n_threads):
     """A small random model of the family (attention at 8x8), channels_last, prepared by the engine."""
     model = randomize(UNetModel(small_unet_config())).eval()
     assert _whole_unet_rows_differing(model, n_threads) == set()
     if n_threads == 1:
         assert _whole_unet_rows_differing(model, n_threads, invariant=False)
+
+
+def test_whole_unet_same_bits_at_any_thread_count():
+    """A 64 px model (GroupNorm split between threads, SiLU's split cutting vector blocks at 3 and 5
+    threads): the same bits at 1 to 5 threads, so the thread count chosen from the free cores
+    (engine.default_threads) never changes an output; batches of 4 and lone images alike."""
+    model = randomize(UNetModel(small_unet_config(image_size=64, attention_resolutions="16"))).eval()
+    run = _prepared(model)
+    x, t = randn(4, 3, 64, 64), torch.tensor([999, 500, 10, 1])
+    with torch.no_grad(), threads(1):
+        want = run(x, t)
+    for n in range(2, 6):
+        with torch.no_grad(), threads(n):
+            assert torch.equal(run(x, t), want), n
+            assert torch.equal(run(x[2:3], t[2:3]), want[2:3]), n
 
 
 @needs_fixtures

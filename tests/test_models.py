@@ -119,3 +119,23 @@ def test_embedded_default_model_matches_its_card():
     assert path.stat().st_size < 20 * 2**20
     loaded = load(DEFAULT_MODEL)
     assert loaded.model.cfg.image_size == 32 and loaded.card.sampling["preset"]
+
+
+def test_a_card_missing_a_required_key_is_named_not_silently_dropped(tmp_path, monkeypatch):
+    """A card without its hparams (or file, or name) vanished from `models list` without a word; now
+    a warning names the file and the missing key. A RePaint conf beside a checkpoint (it may have a
+    name, never file or hparams) is still skipped quietly."""
+    import warnings
+
+    (tmp_path / "nohparams.yaml").write_text("name: nohparams\nfile: nohparams.pt\n")
+    (tmp_path / "noname.yaml").write_text("file: x.pt\nhparams: {image_size: 32}\n")
+    (tmp_path / "mine.yaml").write_text("name: face_example\nimage_size: 32\nnum_channels: 32\n")
+    monkeypatch.setenv("REPAINT_WEIGHTS", str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = [c.name for c in list_cards()]
+    messages = sorted(str(w.message) for w in caught)
+    assert "nohparams" not in names and "face_example" not in names
+    assert len(messages) == 2, messages
+    assert f"{tmp_path / 'nohparams.yaml'}: a model card without hparams; skipped" in messages[0]
+    assert f"{tmp_path / 'noname.yaml'}: a model card without name; skipped" in messages[1]

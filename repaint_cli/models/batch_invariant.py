@@ -35,6 +35,8 @@ other dtypes, autograd).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -44,7 +46,7 @@ from .unet import GroupNorm32, PointwiseConv1d, TimestepBlock, TimestepEmbedSequ
 # PyTorch's channels_last GroupNorm kernel splits batch x pixels between threads from this
 # many pixels per map on (aten/src/ATen/native/cpu/group_norm_kernel.cpp, feature_map_threshold).
 GROUPNORM_SPLIT_PIXELS = 1024
-GROUPNORM_PER_IMAGE = 1 << 20  # elements per image from which GroupNorm runs image by image (see below)
+GROUPNORM_PER_IMAGE = 1 << 20  # elements per image from which GroupNorm runs on one thread (see below)
 
 
 def canonical_batch_stride(x: torch.Tensor) -> torch.Tensor:
@@ -68,18 +70,50 @@ def _plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """PyTorch (and MKL) on one thread inside the block, as many as before after it.
+
+    MKL's batched GEMM may split a problem's output columns between threads when the problems are
+    fewer than the threads (a lone image on 3 threads: blocks of 43 columns whose tails run other
+    code and round differently); on one thread every problem is computed by the same code in order.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _gemm_per_problem(x: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Tensor:
+    """``x`` (b, rows, in) times ``weight_t`` (in, out) as b identical problems, on one thread (see
+    :func:`one_thread`): each problem's bits depend on it alone, whatever b and the thread count."""
+    b = x.shape[0]
+    w = weight_t.expand(b, -1, -1)
+    with one_thread():
+        if bias is None:
+            return torch.bmm(x, w)
+        return torch.baddbmm(bias.expand(b, 1, -1), x, w)
+
+
 class InvariantLinear(nn.Linear):
-    """A batched matrix product whose batch dimension is the rows: one 1 x in by in x out product per row,
-    each computed alike whatever the number of rows (MKL's batched GEMM over identical problems)."""
+    """A batched matrix product whose batch dimension is the rows (2-D input) or the images (3-D and
+    more): one product per row or image, each computed alike whatever the batch (MKL's batched GEMM
+    over identical problems, on one thread)."""
 
     def forward(self, x):
-        if x.dim() != 2 or _plain(x, self.weight):
+        if x.dim() < 2 or _plain(x, self.weight):
             return super().forward(x)
-        n = x.shape[0]
-        w = self.weight.t().expand(n, -1, -1)
-        if self.bias is None:
-            return torch.bmm(x.unsqueeze(1), w).squeeze(1)
-        return torch.baddbmm(self.bias.expand(n, 1, -1), x.unsqueeze(1), w).squeeze(1)
+        if x.dim() == 2:
+            return _gemm_per_problem(x.unsqueeze(1), self.weight.t(), self.bias).squeeze(1)
+        # (b, ..., in), as diffusers' attention applies its projections to (b, pixels, channels): one
+        # GEMM per image
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+        return _gemm_per_problem(rows, self.weight.t(), self.bias).reshape(*x.shape[:-1], -1)
 
 
 def _onednn_usable(conv: nn.Module) -> bool:
@@ -115,11 +149,7 @@ class InvariantPointwiseConv1d(PointwiseConv1d):
     def linear(self, x):
         if x.dim() != 3 or _plain(x, self.weight):
             return super().linear(x)
-        b = x.shape[0]
-        w = self.weight[:, :, 0].t().expand(b, -1, -1)
-        if self.bias is None:
-            return torch.bmm(x, w)
-        return torch.baddbmm(self.bias.expand(b, 1, -1), x, w)
+        return _gemm_per_problem(x, self.weight[:, :, 0].t(), self.bias)
 
 
 class InvariantConv2d(nn.Conv2d):
@@ -127,8 +157,9 @@ class InvariantConv2d(nn.Conv2d):
         return _invariant_conv(self, x, super().forward)
 
 
-class InvariantGroupNorm32(GroupNorm32):
-    """GroupNorm32 whose per-image statistics are summed in the same order whatever the batch.
+def _invariant_group_norm(x: torch.Tensor, plain_forward) -> torch.Tensor:
+    """GroupNorm whose per-image statistics are summed in the same order whatever the batch and the
+    number of threads: in order from an image's first pixel to its last, as on one thread.
 
     PyTorch's channels_last kernel (maps of 32x32 pixels or more) cuts batch x pixels into one equal
     chunk per thread, each thread summing its pixels in order, and adds the threads' partial sums.
@@ -138,25 +169,40 @@ class InvariantGroupNorm32(GroupNorm32):
     images up to the next multiple, and the padding is dropped from the output.
 
     Padding costs up to threads - 1 images of work, so large maps (from ``GROUPNORM_PER_IMAGE``
-    elements per image: 256 px models, run one image at a time on the CPU) take the other exact
-    way instead: one call per image, each split between the threads as a lone image is. The choice
+    elements per image: 256 px models, run one image at a time on the CPU) run on one thread
+    instead (a norm is a few milliseconds there, against seconds for the UNet call). The choice
     depends on the layer's shape and the thread count only, never on the batch.
     """
+    x = canonical_batch_stride(x)
+    n, threads = x.shape[0], torch.get_num_threads()
+    if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
+            or not x.is_contiguous(memory_format=torch.channels_last)):
+        return plain_forward(x)
+    if x[0].numel() >= GROUPNORM_PER_IMAGE:
+        with one_thread():
+            return plain_forward(x)
+    if n % threads:
+        pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
+        return plain_forward(torch.cat([x, pad]))[:n]
+    return plain_forward(x)
+
+
+class InvariantGroupNorm32(GroupNorm32):
+    """GroupNorm32 made batch-invariant on the CPU (:func:`_invariant_group_norm`)."""
 
     def forward(self, x):
         if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        x = canonical_batch_stride(x)
-        n, threads = x.shape[0], torch.get_num_threads()
-        if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
-                or not x.is_contiguous(memory_format=torch.channels_last)):
+        return _invariant_group_norm(x, super().forward)
+
+
+class InvariantGroupNorm(nn.GroupNorm):
+    """torch's own GroupNorm (diffusers' UNet2DModel uses it) made batch-invariant on the CPU."""
+
+    def forward(self, x):
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        if x[0].numel() >= GROUPNORM_PER_IMAGE:
-            return torch.cat([GroupNorm32.forward(self, xi) for xi in x.split(1)]) if n > 1 else super().forward(x)
-        if n % threads:
-            pad = x.new_zeros((threads - n % threads, *x.shape[1:])).contiguous(memory_format=torch.channels_last)
-            return super().forward(torch.cat([x, pad]))[:n]
-        return super().forward(x)
+        return _invariant_group_norm(x, super().forward)
 
 
 class InvariantTimestepEmbedSequential(TimestepEmbedSequential):
@@ -188,19 +234,38 @@ def elementwise_split_aligned(numel: int, threads: int) -> bool:
     return numel % (chunks * VECTOR_BLOCK) == 0
 
 
+def aligned_length(numel: int, threads: int) -> int:
+    """The smallest length from ``numel`` on whose thread split every element goes through the vector code."""
+    length = -(-numel // VECTOR_BLOCK) * VECTOR_BLOCK
+    while not elementwise_split_aligned(length, threads):
+        length += VECTOR_BLOCK
+    return length
+
+
 class InvariantSiLU(nn.SiLU):
-    """SiLU whose per-element rounding does not depend on where the thread split falls: one call per
-    image unless both a lone image and the whole batch split on vector-block boundaries."""
+    """SiLU whose per-element rounding depends neither on where the thread split falls nor on the
+    batch: where a split would send some elements through the scalar code, the tensor (in memory
+    order) is padded to a length whose split sends all of them through the vector code, as a
+    1-thread call on a multiple of the vector block does. The same bits at any thread count."""
 
     def forward(self, x):
-        n = x.shape[0] if x.dim() else 1
-        if n == 1 or x.device.type != "cpu":
+        if x.device.type != "cpu" or not x.is_floating_point():
             return super().forward(x)
-        threads = torch.get_num_threads()
-        if (elementwise_split_aligned(x.numel() // n, threads) and elementwise_split_aligned(x.numel(), threads)
-                and x.is_contiguous(memory_format=_dense_format(x))):
+        fmt = _dense_format(x)
+        x = x.contiguous(memory_format=fmt)  # no copy when it already is
+        numel = x.numel()
+        if elementwise_split_aligned(numel, torch.get_num_threads()):
             return super().forward(x)
-        return torch.cat([F.silu(xi) for xi in x.split(1)])
+        flat = x.new_zeros(aligned_length(numel, torch.get_num_threads()))
+        flat[:numel] = _memory_order(x)
+        out = torch.empty_like(x, memory_format=fmt)
+        _memory_order(out).copy_(F.silu(flat)[:numel])
+        return out
+
+
+def _memory_order(x: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of dense ``x`` (contiguous or channels_last) in the order of its memory."""
+    return (x.permute(0, 2, 3, 1) if x.dim() == 4 and not x.is_contiguous() else x).view(-1)
 
 
 def _dense_format(x):
@@ -210,7 +275,7 @@ def _dense_format(x):
 # plain class -> its invariant subclass (exact types only: other subclasses are left alone)
 INVARIANT = {nn.Linear: InvariantLinear, nn.Conv1d: InvariantConv1d, PointwiseConv1d: InvariantPointwiseConv1d,
              nn.Conv2d: InvariantConv2d,
-             GroupNorm32: InvariantGroupNorm32, nn.SiLU: InvariantSiLU,
+             GroupNorm32: InvariantGroupNorm32, nn.GroupNorm: InvariantGroupNorm, nn.SiLU: InvariantSiLU,
              TimestepEmbedSequential: InvariantTimestepEmbedSequential}
 PLAIN = {v: k for k, v in INVARIANT.items()}
 
@@ -229,3 +294,62 @@ def set_batch_invariant(model: nn.Module, on: bool = True) -> nn.Module:
 def is_batch_invariant(model: nn.Module) -> bool:
     """True when some layer of ``model`` runs its batch-invariant form."""
     return any(type(m) in PLAIN for m in model.modules())
+
+
+# --------------------------------------------------------------------------- start-up self-check
+
+_SELF_CHECKED: dict = {}  # thread count -> None (passed) or what failed
+
+
+def self_check() -> "str | None":
+    """None when the batch-invariant layers keep their promise on this CPU and PyTorch build at the
+    current thread count, else what failed (once per thread count, a few milliseconds).
+
+    The replacements above lean on PyTorch's internals (which kernel runs for which shape, where
+    the thread split falls, ``aten.mkldnn_convolution``): another build may differ. Each layer, in
+    shapes that exercise those internals, runs on a lone image and inside batches of 5, 3 and 2.
+    """
+    threads = torch.get_num_threads()
+    if threads not in _SELF_CHECKED:
+        _SELF_CHECKED[threads] = _first_variant_probe()
+    return _SELF_CHECKED[threads]
+
+
+def _probes():
+    """(name, batch-invariant layer as a callable, input of 5 images) for each kind of layer."""
+    g = torch.Generator().manual_seed(0)
+    cl = torch.channels_last
+
+    def rand(*shape, fmt=torch.contiguous_format):
+        return torch.randn(shape, generator=g).contiguous(memory_format=fmt)
+
+    def switched(m):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        return set_batch_invariant(m.eval())
+
+    yield "Linear", switched(nn.Linear(128, 128)), rand(5, 128)
+    yield "Linear on 3-D input", switched(nn.Linear(64, 64)), rand(5, 64, 64)
+    yield "attention's linear map", switched(PointwiseConv1d(64, 192, 1)).linear, rand(5, 64, 64)
+    yield "Conv1d", switched(nn.Conv1d(64, 192, 1)), rand(5, 64, 64)
+    yield "Conv2d", switched(nn.Conv2d(64, 64, 3, padding=1)).to(memory_format=cl), rand(5, 64, 8, 8, fmt=cl)
+    yield "GroupNorm", switched(nn.GroupNorm(8, 32)), rand(5, 32, 32, 32, fmt=cl)
+    yield "GroupNorm32", switched(GroupNorm32(8, 32)), rand(5, 32, 32, 32, fmt=cl)
+    yield "SiLU", switched(nn.SiLU()), rand(5, 32, 33, 33, fmt=cl)  # 34848 elements per image: split at 2+ threads
+    yield "scaled_dot_product_attention", lambda q: F.scaled_dot_product_attention(q, q, q), rand(5, 2, 64, 32)
+
+
+def _first_variant_probe() -> "str | None":
+    try:
+        with torch.no_grad():
+            for name, layer, x in _probes():
+                alone = [layer(x[i:i + 1]) for i in range(len(x))]
+                for start, size in ((0, 5), (1, 3), (3, 2)):
+                    out = layer(x[start:start + size])
+                    for i in range(size):
+                        if not torch.equal(out[i:i + 1], alone[start + i]):
+                            return f"{name}: image {start + i} alone differs from it in a batch of {size}"
+    except Exception as e:  # a PyTorch without the internals used here
+        return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    return None

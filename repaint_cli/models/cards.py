@@ -19,6 +19,10 @@ from ..resources import cached_snapshot, hf_hub_cache, weight_dirs
 DEFAULT_MODEL = "emoji32"
 
 
+class IncompleteCard(TypeError):
+    """A YAML file meant as a model card (it has ``file`` or ``hparams``) that lacks a required key."""
+
+
 @dataclass
 class ModelCard:
     name: str
@@ -36,6 +40,10 @@ class ModelCard:
     def load(cls, path: Path) -> "ModelCard":
         d = yaml.safe_load(Path(path).read_text())
         if not isinstance(d, dict) or not {"name", "file", "hparams"} <= set(d):
+            if isinstance(d, dict) and {"file", "hparams"} & set(d):  # meant as a card (no RePaint conf has these)
+                missing = ", ".join(k for k in ("name", "file", "hparams") if k not in d)
+                raise IncompleteCard(f"{path}: a model card without {missing}; skipped (a card needs name, file "
+                                     f"and hparams)")
             raise TypeError(f"{path}: not a model card (needs name, file, hparams)")
         known = {"name", "file", "hparams", "description", "source", "sha256", "sampling", "classifier"}
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known},
@@ -76,6 +84,9 @@ def list_cards() -> list[ModelCard]:
                 where = getattr(e, "problem_mark", None)
                 at = f" (line {where.line + 1})" if where is not None else ""
                 warnings.warn(f"{p}: not valid YAML{at}; skipped as a model card", stacklevel=2)
+                continue
+            except IncompleteCard as e:  # named, as a broken-YAML card is: its model must not vanish silently
+                warnings.warn(str(e), stacklevel=2)
                 continue
             except (TypeError, AttributeError):
                 continue  # not a card: e.g. the sidecar hyper-parameters of an exported model

@@ -40,6 +40,12 @@ REPAINT_CONF_KEYS = frozenset("""
 # Ours: UNetConfig / ClassifierConfig fields that RePaint's confs leave at guided-diffusion's defaults.
 OWN_CONF_KEYS = frozenset({"in_channels", "num_classes", "classifier_channel_mult"})
 CONF_KEYS = REPAINT_CONF_KEYS | OWN_CONF_KEYS
+# What a diffusers model defines itself (its config.json and scheduler_config.json): in a --config
+# for one they would be ignored, so they are refused; its sampling keys (schedule_jump_params,
+# timestep_respacing) apply as for any model.
+DIFFUSERS_OWN_CONF_KEYS = (frozenset(UNetConfig.__dataclass_fields__) & CONF_KEYS) - {"dropout", "use_checkpoint"} | frozenset(
+    {"model_path", "diffusion_steps", "noise_schedule", "learn_sigma", "predict_xstart", "rescale_timesteps",
+     "rescale_learned_sigmas", "use_kl", "clip_denoised", "class_cond", "use_fp16"})
 
 
 def check_conf_keys(conf: dict, where) -> None:
@@ -187,6 +193,11 @@ def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
         from .diffusers_unet import load_diffusers
 
         source, card = diffusers_source
+        own = sorted(set(read_conf(hparams)) & DIFFUSERS_OWN_CONF_KEYS)
+        if own:
+            raise ModelError(f"{source}: a diffusers model takes its hyper-parameters from its own config files; "
+                             f"--config's {', '.join(own)} would be ignored: remove them (schedule_jump_params and "
+                             f"timestep_respacing apply)")
         return load_diffusers(source, device=device, card=card)
     path, hp, card = resolve(checkpoint, hparams)
     check_supported(hp, str(path))

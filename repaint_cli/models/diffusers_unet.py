@@ -79,9 +79,14 @@ def is_diffusers_model(name: str) -> bool:
     return find_layout(Path(name)) is not None or looks_like_hub_id(name)
 
 
+CONFIG_PATTERNS = ["*.json", "*.txt", "*.md"]
+WEIGHT_PATTERNS = ["*.safetensors", "*.bin"]
+
+
 def locate(name: str) -> Path:
     """A model folder on disk for a folder path or a hub id: the local cache first, then a
-    download where huggingface_hub and a network are there."""
+    download of its configs only (the weights come later, once the configs are accepted:
+    :func:`download_weights`) where huggingface_hub and a network are there."""
     if Path(name).is_dir():
         if find_layout(Path(name)) is None:
             raise DiffusersError(f"{name}: not a diffusers model folder (no config.json, unet/config.json "
@@ -90,6 +95,17 @@ def locate(name: str) -> Path:
     found = cached_snapshot(name)
     if found is not None:
         return found
+    return _download(name, CONFIG_PATTERNS)
+
+
+def download_weights(name: str, folder: Path) -> Path:
+    """The snapshot of hub model ``name`` with its weights, where ``folder`` (its configs) has none."""
+    if Path(name).is_dir():
+        return folder
+    return _download(name, CONFIG_PATTERNS + WEIGHT_PATTERNS)
+
+
+def _download(name: str, patterns: list) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     where = f"not in the Hugging Face cache ({hf_hub_cache()}; set HF_HOME or HF_HUB_CACHE to look elsewhere)"
     if offline:
@@ -99,7 +115,7 @@ def locate(name: str) -> Path:
     except ImportError:
         raise DiffusersError(f"{name}: {where}; install repaint-cli[diffusers] to download it") from None
     try:
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.md"]))
+        return Path(snapshot_download(name, allow_patterns=patterns))
     except Exception as e:  # no network, no such repository, no permission: all one line
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         raise DiffusersError(f"{name}: {where}, and downloading it failed ({first}); "
@@ -109,15 +125,40 @@ def locate(name: str) -> Path:
 # --------------------------------------------------------------------------- configuration as data
 
 
+# Scheduler keys that hparams_from_configs reads (or refuses when they ask for what it lacks)
+SCHEDULER_KEYS_USED = frozenset({"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                                 "variance_type", "clip_sample", "clip_sample_range", "prediction_type", "thresholding",
+                                 "predict_epsilon"})
+# Keys that do not change the trained noise schedule or our step: how that scheduler spaces its own
+# inference steps (RePaint brings its own schedule), thresholding's settings (thresholding is refused),
+# and bookkeeping.
+SCHEDULER_KEYS_INERT = frozenset({"timestep_spacing", "steps_offset", "set_alpha_to_one", "skip_prk_steps",
+                                  "dynamic_thresholding_ratio", "sample_max_value", "tensor_format",
+                                  "_class_name", "_diffusers_version", "_use_default_values"})
+
+
+def check_scheduler_keys(sched_cfg: dict, where: str) -> None:
+    """Refuse scheduler keys that would change the math and that we do not implement, by name: set to
+    anything but off, a key such as rescale_betas_zero_snr would give another schedule than ours."""
+    unknown = sorted(k for k, v in sched_cfg.items()
+                     if k not in SCHEDULER_KEYS_USED | SCHEDULER_KEYS_INERT and v not in (None, False, 0, "", [], {}))
+    if unknown:
+        raise DiffusersError(f"{where}: scheduler setting(s) {', '.join(f'{k}={sched_cfg[k]!r}' for k in unknown)} "
+                             f"would change the noise schedule or the step and repaint does not implement them; "
+                             f"use a model trained without them")
+
+
 def hparams_from_configs(unet_cfg: dict, sched_cfg: dict, where: str) -> dict:
     """Our hyper-parameters (RePaint's conf keys where they exist) from diffusers' two configs."""
     cls = sched_cfg.get("_class_name", "DDPMScheduler")
+    check_scheduler_keys(sched_cfg, where)
     if sched_cfg.get("thresholding"):
         raise DiffusersError(f"{where}: the scheduler uses dynamic thresholding, which RePaint's step does not have")
     variance = sched_cfg.get("variance_type") or "fixed_small"
     if variance not in VARIANCE_TYPES:
         raise DiffusersError(f"{where}: variance_type {variance!r} is not supported; use one of {', '.join(VARIANCE_TYPES)}")
-    prediction = sched_cfg.get("prediction_type", "epsilon")
+    # diffusers' old predict_epsilon: False meant a model that predicts the clean sample
+    prediction = sched_cfg.get("prediction_type") or ("sample" if sched_cfg.get("predict_epsilon") is False else "epsilon")
     if prediction not in PREDICTIONS:
         raise DiffusersError(f"{where}: prediction_type {prediction!r} is not supported; use one of "
                              f"{', '.join(PREDICTIONS)}")
@@ -131,6 +172,9 @@ def hparams_from_configs(unet_cfg: dict, sched_cfg: dict, where: str) -> dict:
         if len(set(size)) != 1:
             raise DiffusersError(f"{where}: the UNet is not square ({size[1]}x{size[0]}); repaint needs a square model")
         size = size[0]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DiffusersError(f"{where}: the UNet's config.json gives sample_size {size!r}; repaint needs the model's "
+                             f"image size there (an integer, e.g. 256)")
     if unet_cfg.get("in_channels", 3) != 3:
         raise DiffusersError(f"{where}: the UNet takes {unet_cfg.get('in_channels')} channels; repaint needs RGB (3)")
     if unet_cfg.get("num_class_embeds") or unet_cfg.get("class_embed_type"):
@@ -183,12 +227,8 @@ class DiffusersUNet(torch.nn.Module):
         return torch.cat([out, var], dim=1)
 
 
-def load_diffusers(name: str, device="cpu", card=None):
-    """``LoadedModel`` for a diffusers folder or hub id; raises DiffusersError with one line."""
-    from ..core.diffusion import diffusion_from_hparams
-    from .checkpoints import LoadedModel
-
-    folder = locate(name)
+def read_configs(folder: Path) -> tuple[Layout, dict]:
+    """The layout of a model folder and our hyper-parameters from its configs; DiffusersError if refused."""
     layout = find_layout(folder)
     if layout is None:
         raise DiffusersError(f"{folder}: not a diffusers model folder (no config.json or unet/config.json)")
@@ -199,7 +239,19 @@ def load_diffusers(name: str, device="cpu", card=None):
         raise DiffusersError(f"{folder}: unreadable config ({e})") from None
     if unet_cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise DiffusersError(f"{layout.unet_dir}: a {unet_cfg.get('_class_name')}, not an unconditional UNet2DModel")
-    hp = hparams_from_configs(unet_cfg, sched_cfg, str(folder))
+    return layout, hparams_from_configs(unet_cfg, sched_cfg, str(folder))
+
+
+def load_diffusers(name: str, device="cpu", card=None):
+    """``LoadedModel`` for a diffusers folder or hub id; raises DiffusersError with one line."""
+    from ..core.diffusion import diffusion_from_hparams
+    from .checkpoints import LoadedModel
+
+    folder = locate(name)
+    layout, hp = read_configs(folder)  # every check that needs no weights, before any weights download
+    if not any((layout.unet_dir / f).is_file() for f in WEIGHT_FILES):
+        folder = download_weights(name, folder)
+        layout = find_layout(folder) or layout
     if not any((layout.unet_dir / f).is_file() for f in WEIGHT_FILES):
         raise DiffusersError(f"{layout.unet_dir}: no weights ({' or '.join(WEIGHT_FILES)})")
     try:

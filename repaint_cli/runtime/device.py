@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import re
 import warnings
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..models.batch_invariant import self_check as invariant_self_check
 from ..models.batch_invariant import set_batch_invariant
 from ..core.noise import prepare_fused_noise
 from ..core.sampler import Conditioning, EagerSteps, reverse_step, undo_step
@@ -92,8 +94,58 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def set_threads(threads: Optional[int]) -> None:
+    """``threads`` for PyTorch; None: :func:`default_threads` (the cores that are free), unless the
+    caller already chose a count with ``torch.set_num_threads`` (it is then left as it is)."""
     if threads:
         torch.set_num_threads(int(threads))
+    elif torch.get_num_threads() == _TORCH_THREADS:
+        torch.set_num_threads(default_threads())
+
+
+_DEFAULT_THREADS: list = []  # the choice, made once per process (see default_threads)
+_TORCH_THREADS = torch.get_num_threads()  # PyTorch's own choice: one per physical core, or OMP_NUM_THREADS
+
+
+def default_threads() -> int:
+    """Threads when --threads is not given: the usable cores that are not busy, at least 1.
+
+    PyTorch takes one thread per core whatever else runs; on a busy machine its
+    threads wait for each other at every layer (one emoji took 256 s on 2 threads
+    against 21.7 s on 1 at load 8). Busy cores: the 1-minute load average, rounded.
+    Decided once per process, before our own work weighs on the load (the fp32
+    retry's model gets the same count). OMP_NUM_THREADS, when set (torchrun sets
+    it to 1), is left as PyTorch read it; and no more threads than PyTorch's own
+    default (one per physical core). The UNet's CPU output was the same bits at
+    1 to 5 threads on this project's CPU (invariant.py, tests/test_invariant.py),
+    so there the choice never changes a result.
+    """
+    if not _DEFAULT_THREADS:
+        if os.environ.get("OMP_NUM_THREADS"):
+            _DEFAULT_THREADS.append(_TORCH_THREADS)
+        else:
+            _DEFAULT_THREADS.append(free_cores(usable_cores(), load_average(), _TORCH_THREADS))
+    return _DEFAULT_THREADS[0]
+
+
+def free_cores(usable: int, load: float, cap: int) -> int:
+    """``usable`` cores less the busy ones (``load`` rounded), at most ``cap``, at least 1."""
+    return max(1, min(cap, usable - int(round(max(load, 0.0)))))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def load_average() -> float:
+    """The 1-minute load average (runnable processes); 0 where the system has none (Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
 
 class PrecisionModel(torch.nn.Module):
@@ -102,16 +154,45 @@ class PrecisionModel(torch.nn.Module):
     For fp16/bf16 the inner model's conv and linear weights are already in that
     dtype (:func:`low_precision_copy`): autocast caches casts only of weights that
     require grad, so fp32 weights would be cast again on every call.
+
+    ``per_image``: call the UNet one image at a time (the CPU's batch-invariant
+    layers failed their self-check: a lone image's result never depends on a batch).
+    ``compiled``: the ``torch.compile`` form of :meth:`eager`, used until it fails
+    (see :meth:`use_compiled`).
     """
 
-    def __init__(self, model, dtype: torch.dtype, device: torch.device, channels_last: bool):
+    def __init__(self, model, dtype: torch.dtype, device: torch.device, channels_last: bool, per_image: bool = False):
         super().__init__()
         self.inner = model
         self.dtype = dtype
         self.device_type = device.type
         self.channels_last = channels_last
+        self.per_image = per_image
+        self.compiled: Optional[Callable] = None
+        self.on_compile_failure: Optional[Callable[[], None]] = None
 
     def forward(self, x, t, **kw):
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, t, **kw)
+            except Exception as e:  # compile is an optimisation: never fatal
+                if is_oom(e):
+                    raise  # the batch is too big, not the compiler: let the caller split it
+                self.compiled = None  # warn once; every later call runs eager
+                first = (str(e).splitlines() or [""])[0][:200]
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {first}); running eager")
+                if self.on_compile_failure is not None:
+                    self.on_compile_failure()
+        return self.eager(x, t, **kw)
+
+    def eager(self, x, t, **kw):
+        if not self.per_image or x.shape[0] == 1:
+            return self._call(x, t, **kw)
+        # each image copied out of the batch, so that its layout never depends on where it sat
+        return torch.cat([self._call(x[i:i + 1].clone(), t[i:i + 1].clone(),
+                                     **{k: v[i:i + 1].clone() for k, v in kw.items()}) for i in range(x.shape[0])])
+
+    def _call(self, x, t, **kw):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.dtype == torch.float32:
@@ -167,15 +248,40 @@ def prepare_model(model, device: torch.device, opts: EngineOptions) -> Precision
         model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    per_image = False
     if device.type == "cpu":
-        set_batch_invariant(model, opts.batch_invariant and not opts.compile)  # compile makes its own kernels
-    wrapped = PrecisionModel(model, dtype, device, channels_last)
+        per_image = use_batch_invariant(model, opts.batch_invariant and not opts.compile)  # compile: own kernels
+    wrapped = PrecisionModel(model, dtype, device, channels_last, per_image)
     if opts.compile:
-        try:
-            wrapped = torch.compile(wrapped, dynamic=False)
-        except Exception as e:  # compile is an optimisation: never fatal
-            warnings.warn(f"torch.compile unavailable ({e}); running eager")
+        compile_guarded(wrapped, invariant_if_eager=device.type == "cpu" and opts.batch_invariant)
     return wrapped
+
+
+def compile_guarded(wrapped: PrecisionModel, invariant_if_eager: bool) -> None:
+    """``torch.compile`` for ``wrapped``; where it fails, now or at its first call (where the
+    compiling happens), a warning and eager calls, batch-invariant on the CPU as without --compile."""
+    def back_to_eager():
+        if invariant_if_eager:
+            wrapped.per_image = use_batch_invariant(wrapped.inner, True)
+
+    wrapped.on_compile_failure = back_to_eager
+    try:
+        wrapped.compiled = torch.compile(wrapped.eager, dynamic=False)
+    except Exception as e:  # compile is an optimisation: never fatal
+        warnings.warn(f"torch.compile unavailable ({e}); running eager")
+        back_to_eager()
+
+
+def use_batch_invariant(model, on: bool) -> bool:
+    """Switch the CPU model's batch-invariant layers on (or off); True when the UNet must instead be
+    called image by image: the layers failed their start-up self-check on this CPU (said once)."""
+    problem = invariant_self_check() if on else None
+    set_batch_invariant(model, on and problem is None)
+    if problem is None:
+        return False
+    warnings.warn(f"the batch-invariant CPU layers failed their self-check at {torch.get_num_threads()} threads "
+                  f"({problem}); calling the UNet one image at a time instead (same results at any batch size, slower)")
+    return True
 
 
 class CaptureProblem(RuntimeError):
