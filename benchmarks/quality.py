@@ -35,7 +35,7 @@ from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E40
 from repaint_cli.images.masks import generate_mask  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
-from repaint_cli.images.inpaint import to_uint8  # noqa: E402
+from repaint_cli.images.sampling import to_uint8  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
 from repaint_cli.core.schedule import PRESETS, JumpParams, jump_schedule, schedule_summary  # noqa: E402
 

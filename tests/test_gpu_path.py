@@ -163,7 +163,7 @@ def test_a_good_capture_is_checked_cached_and_gives_eager_results(unet):
 @pytest.mark.parametrize("t_T,jump_length", [(1, 1), (2, 1), (3, 2)])
 def test_tiny_schedules_capture_within_bounds(unet, t_T, jump_length):
     """t_T 1 and 2: the warm-up and the check index betas in range; no undo graph where there is no undo."""
-    from repaint_cli.images.inpaint import has_undo
+    from repaint_cli.images.sampling import has_undo
 
     times = jump_schedule(JumpParams(t_T=t_T, jump_length=jump_length, jump_n_sample=2))
     cond = make_cond(steps=str(t_T))

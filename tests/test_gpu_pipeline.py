@@ -10,8 +10,10 @@ import torch
 
 from conftest import make_images, randomize, small_unet_config
 from repaint_cli.images import inpaint as pipeline
-from repaint_cli.images.inpaint import (DeviceProgress, InpaintOptions, Reporter, SplitState, _split_retry, has_undo, inpaint,
-                                  step_probe)
+from repaint_cli.images import prepare as prepare_mod
+from repaint_cli.images.inpaint import inpaint
+from repaint_cli.images.options import InpaintOptions, Reporter
+from repaint_cli.images.sampling import DeviceProgress, SplitState, _split_retry, has_undo, step_probe
 
 
 def opts(ckpt, out, **kw):
@@ -73,7 +75,7 @@ def test_the_next_batch_is_read_while_the_current_one_runs(tmp_path, small_check
     imgs = make_images(tmp_path / "imgs", 4)
     next_batch_started = threading.Event()
     threads = set()
-    real_prepare, real_sample = pipeline.prepare, pipeline.sample_batch
+    real_prepare, real_sample = prepare_mod.prepare, pipeline.sample_batch
 
     def prepare(job, o, S):
         threads.add(threading.current_thread().name)
@@ -88,7 +90,7 @@ def test_the_next_batch_is_read_while_the_current_one_runs(tmp_path, small_check
             overlapped.append(next_batch_started.wait(timeout=20))
         return real_sample(model, st, batch, *a, **k)
 
-    monkeypatch.setattr(pipeline, "prepare", prepare)
+    monkeypatch.setattr(prepare_mod, "prepare", prepare)
     monkeypatch.setattr(pipeline, "sample_batch", sample)
     assert inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out", batch_size=2)).done == 4
     assert overlapped == [True]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import FIXTURES, write_png
 from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import setup as setup_mod
 from repaint_cli.cli.app import app
 from repaint_cli.images.image_files import read_png_text
 from repaint_cli.images.jobs import make_jobs
@@ -52,7 +53,7 @@ def no_model_load(monkeypatch):
     """Fails the test if the model is loaded: run-wide mistakes must be found before."""
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(pipeline, "load", refuse)
+    monkeypatch.setattr(setup_mod, "load", refuse)
 
 
 def assert_one_line_exit_2(r, *fragments):
@@ -447,5 +448,5 @@ def test_sub_folder_warning_is_shown_by_the_cli(tmp_path, small_checkpoint):
     r = invoke("inpaint", tree, "--mask", "box", "--model", small_checkpoint, "--out", tree / "out", "--overwrite",
                *FAST)
     assert r.exit_code == 0, r.output
-    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:") and "-r" in line]
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:") and "pass -r" in line]
     assert len(warnings) == 1 and "2 image(s)" in warnings[0], r.stderr

@@ -26,6 +26,7 @@ from conftest import ROOT, make_images, write_png
 from repaint_cli.runtime import torchrun as dist
 from repaint_cli.images import image_files as imageio
 from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import setup as setup_mod
 from repaint_cli.cli.app import app
 from repaint_cli.images.image_files import is_atomic_temp
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
@@ -125,7 +126,7 @@ def test_rerun_on_another_device_keeps_outputs_and_names_the_device(tmp_path, sm
     imgs = make_images(tmp_path / "imgs", 2)
     inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out"))
     assert recorded_settings(tmp_path / "out" / "img0000.png")["device"] == "cpu"
-    monkeypatch.setattr(pipeline, "pick_device", lambda name: torch.device("cuda"))  # no sampling happens
+    monkeypatch.setattr(setup_mod, "pick_device", lambda name: torch.device("cuda"))  # no sampling happens
     rep = Reporter()
     summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out"), rep)
     assert summary.skipped == 2
@@ -392,7 +393,7 @@ def test_a_rerun_with_every_output_present_loads_no_model(tmp_path, small_checkp
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(pipeline, "load", refuse)
+    monkeypatch.setattr(setup_mod, "load", refuse)
     monkeypatch.setattr(pipeline, "prepare_model", refuse)
     r = invoke(*args)
     assert r.exit_code == 0, r.output

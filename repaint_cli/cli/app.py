@@ -100,7 +100,7 @@ def rich_reporter(json_lines: bool, quiet: bool = False):
     """Progress bar and log lines on stderr; one line per finished image on stdout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from ..images.inpaint import ImageResult, Reporter
+    from ..images.options import ImageResult, Reporter
 
     class RichReporter(Reporter):
         def __init__(self):
@@ -304,7 +304,8 @@ def inpaint_cmd(
     from ..runtime import torchrun
     from ..runtime.device import EngineOptions
     from ..images.frames import hooks_from_options, sheet_for_dir
-    from ..images.inpaint import InpaintOptions, RunError, StopFlag, inpaint
+    from ..images.inpaint import inpaint
+    from ..images.options import InpaintOptions, RunError, StopFlag
 
     rank = torchrun.from_env()
     if rank.world > 1:

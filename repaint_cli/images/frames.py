@@ -1,7 +1,7 @@
 """Intermediate-step frames, animations, concat images and contact sheets.
 
 No diffusion math here: :class:`FrameHook` and :class:`ConcatHook` plug into
-``inpaint()`` as :class:`~repaint_cli.pipeline.BatchHook` s (``InpaintOptions.extras``);
+``inpaint()`` as :class:`~repaint_cli.images.hooks.BatchHook` s (``InpaintOptions.extras``);
 everything that draws takes and returns numpy arrays, so it can be called directly.
 
 Naming
@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from . import image_files
-from .inpaint import BatchHook, Prepared
+from .hooks import BatchHook, Prepared
 
 ANIMATIONS = ("gif", "mp4")
 DEFAULT_ANIMATION_FRAMES = 24
