@@ -158,7 +158,7 @@ def test_batch_sizing_probe_runs_the_classifier_forward_and_backward():
     clf.input_blocks[0].register_full_backward_hook(lambda m, gi, go: grads.append(go[0].shape[0]))
     st = types.SimpleNamespace(device=torch.device("cpu"), diffusion=Diffusion.create(1000, "linear", "10"),
                                loaded=types.SimpleNamespace(model=model))
-    guidance = Guidance(5, None, 0, clf, 1.0)
+    guidance = Guidance(5, None, clf, 1.0)
     with torch.no_grad():
         x, x0 = step_probe(model, st, guidance.cond_fn)(3)
     assert x.shape == (3, 3, 16, 16) and grads == [3]

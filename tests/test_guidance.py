@@ -1,5 +1,6 @@
 """Class labels and classifier guidance on small random class-conditional models."""
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,9 @@ import torch
 import yaml
 
 from conftest import randomize, small_unet_config, write_png
-from repaint_cli.images.guidance import imagenet_classes, parse_class, random_class
+from repaint_cli.images.guidance import Guidance, imagenet_classes, parse_class
+from repaint_cli.images.jobs import Job
+from repaint_cli.core.keys import ImageKeys
 from repaint_cli.images.inpaint import InpaintOptions, RunError, inpaint
 from repaint_cli.models.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 
@@ -54,8 +57,15 @@ def test_class_names_and_parsing():
         parse_class("gold", 1000)
     with pytest.raises(ValueError, match="out of range"):
         parse_class("1000", 1000)
-    assert random_class(0, "x", 1000) == random_class(0, "x", 1000)
-    assert len({random_class(0, f"s{i}", 1000) for i in range(50)}) > 30
+    drawn = Guidance(1000)
+
+    def job(seed, name):
+        return Job(Path(f"{name}.png"), name, Path(f"out/{name}.png"), keys=ImageKeys.of(seed, name))
+
+    assert drawn.label_for(job(0, "x")) == drawn.label_for(job(0, "x"))
+    assert len({drawn.label_for(job(0, f"s{i}")) for i in range(50)}) > 30
+    assert [drawn.label_for(job(s, "x")) for s in range(5)] != [drawn.label_for(job(0, "x"))] * 5  # the seed counts
+    assert Guidance(1000, "207").label_for(job(0, "x")) == 207
 
 
 def test_scale_zero_is_exactly_no_classifier(cond_setup):

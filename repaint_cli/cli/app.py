@@ -325,7 +325,7 @@ def inpaint_cmd(
                              channels_last=channels_last, compile=compile_model, threads=threads),
     )
     try:
-        opts.extras = hooks_from_options(out, frames=frames, animate=animate, concat=concat)
+        opts.write.extras = hooks_from_options(out, frames=frames, animate=animate, concat=concat)
     except ValueError as e:
         die(str(e))
     if animate and animate.lower() == "mp4" and rank.rank == 0 and not quiet:

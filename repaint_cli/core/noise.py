@@ -16,13 +16,14 @@ So results are reproducible per device type; CPU and CUDA runs draw different no
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
 from typing import Optional
 
 import torch
+
+from .keys import key_digest, two_words
 
 _M32 = 0xFFFFFFFF
 
@@ -41,10 +42,9 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def image_key(seed: int, stem: str) -> tuple[int, int]:
-    """A stable 64-bit key (two 32-bit words) from the run seed and an image's stem."""
-    digest = hashlib.sha256(f"{int(seed)}\0{stem}".encode()).digest()
-    return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:8], "little")
+def image_key(seed: int, name: str) -> tuple[int, int]:
+    """The noise key (two 32-bit words) of a name in a run seeded ``seed`` (an image's is in its job's keys)."""
+    return two_words(key_digest(seed, name))
 
 
 def keys_tensor(keys, device=None) -> torch.Tensor:

@@ -6,7 +6,6 @@ reverse step by variance * gradient. The gradient is always taken in fp32.
 """
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from importlib import resources
 from typing import Optional
@@ -41,29 +40,23 @@ def parse_class(label, num_classes: int) -> Optional[int]:
     raise ValueError(f"--class {s!r}: not an ImageNet class name or index{hint}")
 
 
-def random_class(seed: int, stem: str, num_classes: int) -> int:
-    """The class drawn for an image when none is given: a function of (seed, stem) only."""
-    digest = hashlib.sha256(f"class\0{int(seed)}\0{stem}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % num_classes
-
-
 class Guidance:
     """Labels for a class-conditional model, and the classifier's gradient when one is used."""
 
-    def __init__(self, num_classes: int, label=None, seed: int = 0, classifier=None, scale: float = 1.0):
+    def __init__(self, num_classes: int, label=None, classifier=None, scale: float = 1.0):
         self.num_classes = num_classes
         self.fixed = parse_class(label, num_classes)
-        self.seed = seed
         self.classifier = classifier
         self.scale = float(scale)
         # scale 0 means no guidance at all: the exact same computation as without a classifier
         self.cond_fn = self._cond_fn if classifier is not None and self.scale != 0 else None
 
-    def label_for(self, stem: str) -> int:
-        return self.fixed if self.fixed is not None else random_class(self.seed, stem, self.num_classes)
+    def label_for(self, job) -> int:
+        """The given class, else the one drawn for the image: its job's label key (seed and name only)."""
+        return self.fixed if self.fixed is not None else job.keys.label % self.num_classes
 
     def model_kwargs(self, batch, device) -> dict:
-        labels = [self.label_for(p.job.stem) for p in batch]
+        labels = [self.label_for(p.job) for p in batch]
         return {"y": torch.tensor(labels, dtype=torch.int64, device=device)}
 
     def _cond_fn(self, x, t, y=None, **_):

@@ -1,7 +1,7 @@
 """Inputs to jobs: files, folders, globs or stdin; masks paired by stem; skips and shards.
 
 Knows nothing of models or tensors. A job is one image with where its mask
-comes from, its noise key and its output path.
+comes from, its keys (noise, mask, class: computed here, once) and its output path.
 
 Which files are images and which are masks (decided here, before any model loads):
 - the ``--out`` folder is never scanned as input (a rerun must not read its own results back);
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..core.keys import ImageKeys
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MASK_NAME = re.compile(r".[_.-]mask", re.IGNORECASE)  # cat_mask001, cat.mask, cat-mask
 QUOTE_HINT = "quote globs so that the shell does not expand them (--mask 'masks/*.png')"
@@ -45,6 +47,11 @@ class Job:
     mask_file: Optional[Path] = None  # a mask file on disk
     mask_kind: Optional[str] = None  # or a generated mask: a kind name or a preset path
     error: Optional[str] = None  # a problem found while pairing (reported, job not run)
+    keys: Optional[ImageKeys] = None  # noise, mask and class keys (core.keys); make_jobs sets them for its seed
+
+    def __post_init__(self):
+        if self.keys is None:
+            self.keys = ImageKeys.of(0, self.stem)
 
 
 @dataclass
@@ -287,134 +294,185 @@ def _file_id(path) -> Optional[tuple[int, int]]:
     return st.st_dev, st.st_ino
 
 
-def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: bool, overwrite: bool = False,
-              shard: Optional[tuple[int, int]] = None, stdin=None, recursive: bool = False,
-              out_ext: str = ".png", side_suffixes: Iterable[str] = ()) -> JobList:
-    """Resolve inputs and masks into jobs; every problem that concerns the whole run goes in ``errors``.
+@dataclass
+class MaskSource:
+    """Where a run's masks come from, resolved once: a kind, one file, or a folder or glob paired by stem."""
 
-    ``side_suffixes``: the other files written per image (``_mask.png``, ``_concat.png``...),
-    appended to the output's stem; no output or side file may land on an input or mask file.
-    """
-    out_real = _real(out_dir)
-    mask_path = Path(mask)
-    mask_is_dir = not mask_is_kind and mask_path.is_dir()
-    mask_is_glob = not mask_is_kind and not mask_path.exists() and _has_glob(mask)
-    single_mask = None if mask_is_kind or mask_is_dir or mask_is_glob else mask_path
-    input_list = list(inputs)
-    # the mask source is an input source: then only files named like masks are masks
-    shared = ((mask_is_dir and any(Path(i).is_dir() and _real(i) == _real(mask) for i in input_list if i != "-"))
-              or (mask_is_glob and mask in input_list))
-    skip_dirs = [out_real] + ([_real(mask)] if mask_is_dir and not shared else [])
-    found, ignored, errors = _scan(input_list, stdin, recursive, skip_dirs)
-    result = JobList(ignored=ignored, errors=errors)
-    if single_mask is not None and not single_mask.is_file():
-        result.errors.append(f"--mask {mask}: mask file not found; give a mask file, a folder of masks named like the "
-                             f"images, a glob, or a mask kind (see 'repaint masks list')")
-    masks_by_stem: Optional[dict[str, Path]] = None
-    if mask_is_dir or mask_is_glob:
-        masks_by_stem = index_masks(mask, recursive=recursive and mask_is_dir)
-        if shared:
-            masks_by_stem = {k: v for k, v in masks_by_stem.items() if is_mask_name(v)}
-        if not masks_by_stem:
-            what = ("no file named like a mask (<stem>_mask*.png) in it" if shared else
-                    "the pattern matches no file" if mask_is_glob else "no mask images in this folder")
-            result.errors.append(f"--mask {mask}: {what}; give the masks' folder or glob; {QUOTE_HINT}")
-    mask_real_of = {f: _real(f) for f in (masks_by_stem or {}).values()}  # resolved once: folders can be large
-    mask_reals = set(mask_real_of.values())
-    if single_mask is not None and single_mask.is_file():
-        mask_reals.add(_real(single_mask))
+    text: str  # the --mask value
+    is_kind: bool
+    single: Optional[Path] = None  # one mask file for every image
+    by_stem: Optional[dict[str, Path]] = None  # a folder's or glob's masks, by stem
+    shared: bool = False  # the mask source is an input source: only files named like masks are masks
+    real_of: dict = field(default_factory=dict)  # mask file -> its resolved path
+    reals: set = field(default_factory=set)  # every mask file's resolved path
 
-    # sort the images out from the masks
-    images: dict[str, Found] = {}
-    left_out = 0
-    mask_folder = _real(single_mask.parent) if single_mask is not None and single_mask.is_file() else None
+    @property
+    def sorted_keys(self) -> list[str]:
+        return sorted(self.by_stem or {})
+
+
+def _mask_source(mask: str, input_list: list[str], is_kind: bool, recursive: bool, errors: list[str]) -> MaskSource:
+    path = Path(mask)
+    is_dir = not is_kind and path.is_dir()
+    is_glob = not is_kind and not path.exists() and _has_glob(mask)
+    src = MaskSource(mask, is_kind, single=None if is_kind or is_dir or is_glob else path)
+    src.shared = ((is_dir and any(Path(i).is_dir() and _real(i) == _real(mask) for i in input_list if i != "-"))
+                  or (is_glob and mask in input_list))
+    if src.single is not None and not src.single.is_file():
+        errors.append(f"--mask {mask}: mask file not found; give a mask file, a folder of masks named like the "
+                      f"images, a glob, or a mask kind (see 'repaint masks list')")
+    if is_dir or is_glob:
+        src.by_stem = index_masks(mask, recursive=recursive and is_dir)
+        if src.shared:
+            src.by_stem = {k: v for k, v in src.by_stem.items() if is_mask_name(v)}
+        if not src.by_stem:
+            what = ("no file named like a mask (<stem>_mask*.png) in it" if src.shared else
+                    "the pattern matches no file" if is_glob else "no mask images in this folder")
+            errors.append(f"--mask {mask}: {what}; give the masks' folder or glob; {QUOTE_HINT}")
+    src.real_of = {f: _real(f) for f in (src.by_stem or {}).values()}  # resolved once: folders can be large
+    src.reals = set(src.real_of.values())
+    if src.single is not None and src.single.is_file():
+        src.reals.add(_real(src.single))
+    return src
+
+
+def _skip_dirs(out_dir: Path, mask: str, src: MaskSource) -> list[str]:
+    """Folders never scanned for inputs: --out, and a mask folder that is not also an input folder."""
+    return [_real(out_dir)] + ([_real(mask)] if src.by_stem is not None and Path(mask).is_dir() and not src.shared
+                               else [])
+
+
+def _sort_out_images(found: list[Found], input_list: list[str], src: MaskSource, result: JobList) -> dict[str, Found]:
+    """The inputs that are images (by resolved path); masks among them are left out, or stop the run when named
+    on the command line (an expanded --mask glob, see the module's docstring)."""
+    single = src.single if src.single is not None and src.single.is_file() else None
+    mask_folder = _real(single.parent) if single is not None else None
     # `--mask dir/*.png` unquoted: the shell passes dir/b.png... as inputs beside the user's own inputs, which lie
     # elsewhere or are folders, globs or '-'. Inputs that are all files named in the mask's folder
     # (`repaint inpaint photo.png --mask hole.png`) are taken as meant.
     split_around_mask = mask_folder is not None and any(
         item == "-" or not Path(item).is_file() or _real(Path(item).parent) != mask_folder for item in input_list)
     beside = {(_real(f.path.parent), f.path.stem) for f in found}  # (folder, stem) of every input
+    images: dict[str, Found] = {}
+    left_out = 0
     for f in found:
         r = _real(f.path)
         if r in images:
             continue
-        is_mask = r in mask_reals or (shared and is_mask_name(f.path))
-        if f.explicit and not mask_is_kind:
+        if f.explicit and not src.is_kind:
             # named on the command line: an image, unless it is a mask the shell's expansion put there
-            is_single_mask = single_mask is not None and r in mask_reals
+            is_single_mask = single is not None and r in src.reals
             in_mask_folder = (split_around_mask and _real(f.path.parent) == mask_folder
-                              and not _sorts_before(f.path.name, single_mask.name))
+                              and not _sorts_before(f.path.name, single.name))
             mask_of = _mask_of_another(f.path, beside)
             if is_single_mask or in_mask_folder or mask_of:
                 why = ("is the --mask file" if is_single_mask else
-                       f"lies in the folder of the --mask file {single_mask}" if in_mask_folder else
+                       f"lies in the folder of the --mask file {single}" if in_mask_folder else
                        f"is named like the mask of the input {mask_of}")
                 result.errors.append(f"{f.path}: an input that {why}: was a --mask glob expanded by the shell? "
                                      f"{QUOTE_HINT}; or move the mask out of the images' folder")
                 continue
-        elif is_mask:
+        elif r in src.reals or (src.shared and is_mask_name(f.path)):
             left_out += 1
             continue
         images[r] = f
-    if masks_by_stem:  # an input is an image, so never a mask
-        masks_by_stem = {k: v for k, v in masks_by_stem.items() if mask_real_of[v] not in images}
-    mask_keys = sorted(masks_by_stem or {})
     if left_out:
         result.notes.append(f"{left_out} mask file(s) found among the inputs are used as masks, not inpainted")
     if not images and not result.errors:
-        result.errors.append(f"no images to inpaint: every input is a mask of --mask {mask}; put masks in their own "
-                             f"folder, or name them <stem>_mask*.png beside their images and pass that folder as --mask"
-                             if left_out else "no images to inpaint: no input path given")
+        result.errors.append(f"no images to inpaint: every input is a mask of --mask {src.text}; put masks in their "
+                             f"own folder, or name them <stem>_mask*.png beside their images and pass that folder as "
+                             f"--mask" if left_out else "no images to inpaint: no input path given")
+    return images
+
+
+@dataclass
+class _Outputs:
+    """Where each image's output goes: ``OUT/<rel>/<stem><ext>``, and its resolved path for clash checks."""
+
+    out_dir: Path
+    out_real: str
+    ext: str
+
+    def of(self, f: Found) -> Path:
+        return Path(self.out_dir) / f.rel / f"{f.path.stem}{self.ext}"
+
+    def real(self, f: Found, suffix: Optional[str] = None) -> str:
+        # the resolved --out joined with the name: an output that is itself a link is caught by _file_id
+        return os.path.normpath(os.path.join(self.out_real, f.rel, f.path.stem + (suffix or self.ext)))
+
+
+def _outputs_onto_inputs(ordered: list[Found], protected: set, outputs: _Outputs, side_suffixes) -> list[str]:
+    """Errors for outputs or side files that would land on an input or mask (over all inputs, before sharding)."""
+    protected_ids = {i for i in map(_file_id, protected) if i is not None}  # hard links, case-insensitive names
+    errors = []
+    for f in ordered:
+        out = outputs.of(f)
+        for suffix in [outputs.ext, *side_suffixes]:
+            target = out.with_name(out.stem + suffix)
+            if outputs.real(f, suffix) in protected or _file_id(target) in protected_ids:
+                errors.append(f"{target}: an output that would overwrite an input or mask file; "
+                              f"choose another --out (inputs are never overwritten)")
+                break
+    return errors
+
+
+def _job_for(f: Found, src: MaskSource, outputs: _Outputs, twins: list[Path], image_real: str, seed: int) -> Job:
+    """One image's job: its key name, output, keys and mask (or the one-line error that keeps it from running)."""
+    img = f.path
+    stem = f"{f.rel}/{img.stem}" if f.rel else img.stem
+    job = Job(image=img, stem=stem, output=outputs.of(f), keys=ImageKeys.of(seed, stem))
+    if len(twins) > 1:
+        others = ", ".join(str(t) for t in twins if t != img)
+        job.error = (f"{img}: another input has the same name stem ({others}) and would write the same output; "
+                     f"rename one or run them separately")
+    elif src.is_kind:
+        job.mask_kind = src.text
+    elif src.single is not None:
+        job.mask_file = src.single
+    else:
+        keys = src.sorted_keys
+        job.mask_file = mask_for_stem(stem, src.by_stem, keys) or (
+            mask_for_stem(img.stem, src.by_stem, keys) if f.rel else None)
+        if job.mask_file is not None and src.real_of.get(job.mask_file) == image_real:
+            job.mask_file = None  # never its own mask
+        if job.mask_file is None:
+            job.error = (f"{img}: no mask named {img.stem}.* (or {img.stem}_mask*) in {src.text}; add one or pass "
+                         f"--mask KIND to generate masks")
+    return job
+
+
+def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: bool, overwrite: bool = False,
+              shard: Optional[tuple[int, int]] = None, stdin=None, recursive: bool = False,
+              out_ext: str = ".png", side_suffixes: Iterable[str] = (), seed: int = 0) -> JobList:
+    """Resolve inputs and masks into jobs, each with its keys for ``seed``; every problem that concerns the whole
+    run goes in ``errors``.
+
+    ``side_suffixes``: the other files written per image (``_mask.png``, ``_concat.png``...),
+    appended to the output's stem; no output or side file may land on an input or mask file.
+    """
+    input_list = list(inputs)
+    errors: list[str] = []
+    src = _mask_source(mask, input_list, mask_is_kind, recursive, errors)
+    found, ignored, scan_errors = _scan(input_list, stdin, recursive, _skip_dirs(out_dir, mask, src))
+    result = JobList(ignored=ignored, errors=scan_errors + errors)
+    images = _sort_out_images(found, input_list, src, result)
+    if src.by_stem:  # an input is an image, so never a mask
+        src.by_stem = {k: v for k, v in src.by_stem.items() if src.real_of[v] not in images}
     real_of = {id(f): r for r, f in images.items()}
     ordered = sorted(images.values(), key=lambda f: str(f.path))
-
-    def output_of(f: Found) -> Path:
-        return Path(out_dir) / f.rel / f"{f.path.stem}{out_ext}"
-
-    def real_output(f: Found, suffix: str = out_ext) -> str:
-        # the resolved --out joined with the name: an output that is itself a link is caught by _file_id
-        return os.path.normpath(os.path.join(out_real, f.rel, f.path.stem + suffix))
-
-    # no output or side file on an input or mask (checked over all inputs, before sharding)
-    protected = set(images) | mask_reals
-    protected_ids = {i for i in map(_file_id, protected) if i is not None}  # hard links, case-insensitive names
-    for f in ordered:
-        out = output_of(f)
-        for suffix in [out_ext, *side_suffixes]:
-            target = out.with_name(out.stem + suffix)
-            if real_output(f, suffix) in protected or _file_id(target) in protected_ids:
-                result.errors.append(f"{target}: an output that would overwrite an input or mask file; "
-                                     f"choose another --out (inputs are never overwritten)")
-                break
+    outputs = _Outputs(out_dir, _real(out_dir), out_ext)
+    result.errors += _outputs_onto_inputs(ordered, set(images) | src.reals, outputs, list(side_suffixes))
     if result.errors:
         return result
-
     by_output: dict[str, list[Path]] = {}
     for f in ordered:  # over all inputs, before sharding: twins in two shards would overwrite each other
-        by_output.setdefault(real_output(f), []).append(f.path)
+        by_output.setdefault(outputs.real(f), []).append(f.path)
     for f in take_shard(ordered, shard):
-        img = f.path
-        stem = f"{f.rel}/{img.stem}" if f.rel else img.stem
-        job = Job(image=img, stem=stem, output=output_of(f))
-        twins = by_output[real_output(f)]
-        if len(twins) > 1:
-            others = ", ".join(str(t) for t in twins if t != img)
-            job.error = f"{img}: another input has the same name stem ({others}) and would write the same output; rename one or run them separately"
-        elif mask_is_kind:
-            job.mask_kind = mask
-        elif single_mask is not None:
-            job.mask_file = single_mask
-        else:
-            job.mask_file = mask_for_stem(stem, masks_by_stem, mask_keys) or (
-                mask_for_stem(img.stem, masks_by_stem, mask_keys) if f.rel else None)
-            if job.mask_file is not None and mask_real_of.get(job.mask_file) == real_of[id(f)]:
-                job.mask_file = None  # never its own mask
-            if job.mask_file is None:
-                job.error = f"{img}: no mask named {img.stem}.* (or {img.stem}_mask*) in {mask}; add one or pass --mask KIND to generate masks"
+        job = _job_for(f, src, outputs, by_output[outputs.real(f)], real_of[id(f)], seed)
         if job.error is None and job.output.exists() and not overwrite:
             result.skipped_done.append(job)
-            continue
-        result.jobs.append(job)
+        else:
+            result.jobs.append(job)
     return result
 
 

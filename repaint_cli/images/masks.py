@@ -28,8 +28,8 @@ Determinism
 Mask number ``index`` of a run depends only on (kind, size, seed, index,
 parameters): each mask gets its own :class:`numpy.random.Generator` seeded
 from ``[seed, index, crc32(kind)]``.  So the first 5 masks of a 400-mask run
-equal a 5-mask run, on any machine.  :func:`mask_for_image` seeds from the run
-seed and a stable hash (BLAKE2b) of the image's file stem instead.
+equal a 5-mask run, on any machine.  :func:`mask_for_image` seeds from an image's
+mask key instead (``core.keys``: one hash of the run seed and the image's name).
 
 Presets
 -------
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import math
 import os
 import zlib
@@ -477,27 +476,20 @@ def generate_mask(
     return _draw(p, h, w, rng)
 
 
-def _stem_words(stem: str) -> list[int]:
-    digest = hashlib.blake2b(stem.encode("utf-8"), digest_size=8).digest()
-    return [int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")]
-
-
 def mask_for_image(
     kind_or_preset: str | os.PathLike[str] | Mapping[str, Any],
     height: int,
     width: int,
-    seed: int,
-    stem: str,
+    key: tuple[int, int],
 ) -> np.ndarray:
-    """Keep mask for the image whose file stem is ``stem`` in a run seeded ``seed``.
+    """Keep mask for an image whose mask key (``ImageKeys.mask``: from the run seed and the image's name) is ``key``.
 
     Same image name + same seed + same size -> same mask, whatever order or
     subset of images a run processes.
     """
     p = _params_of(kind_or_preset)
     h, w = _check_size(height, width)
-    seed = _check_seed(seed)
-    words = [seed, zlib.crc32(p["kind"].encode("utf-8")), *_stem_words(str(stem)), _STEM_DOMAIN]
+    words = [zlib.crc32(p["kind"].encode("utf-8")), *(int(k) for k in key), _STEM_DOMAIN]
     rng = np.random.default_rng(words)
     return _draw(p, h, w, rng)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 from ..runtime.device import EngineOptions
@@ -13,10 +13,22 @@ class RunError(Exception):
 
 
 @dataclass
-class InpaintOptions:
+class ReadOptions:
+    """What to read: the masks and how they are read, which inputs, and how an image meets the model's size."""
+
     mask: str = "thick"  # a file, a folder or glob of masks (paired by stem), or a mask kind / preset YAML
     mask_convention: str = "keep"  # keep: 255 = known (RePaint); hole: white = hole (LaMa, IOPaint)
-    out_dir: Path = Path("out")
+    recursive: bool = False
+    shard: Optional[str] = None  # "i/n": this process's part of the sorted inputs
+    fit: str = "crop"
+    context: float = 0.5
+    allow_empty: bool = False  # a mask with no hole (or no known pixel) warns instead of failing
+
+
+@dataclass
+class SampleOptions:
+    """How to sample: the model, its schedule, the reverse step, the seed and the class guidance."""
+
     model: Optional[str] = None  # registry name or checkpoint path; None = the embedded default
     config: object = None  # RePaint conf YAML path or dict
     preset: Optional[str] = None
@@ -27,21 +39,51 @@ class InpaintOptions:
     jump_n_sample: Optional[int] = None
     n_sample: Optional[int] = None
     seed: int = 0
-    batch_size: object = "auto"
-    fit: str = "crop"
-    context: float = 0.5
-    paste: bool = True
-    overwrite: bool = False
-    save_mask: bool = False
-    allow_empty: bool = False
-    recursive: bool = False
-    shard: Optional[str] = None
-    engine: EngineOptions = field(default_factory=EngineOptions)
     class_label: Optional[str] = None  # class-conditional models: index, ImageNet name, or random (default)
     classifier: Optional[str] = None  # classifier checkpoint (default: the model card's, or conf classifier_path)
     classifier_scale: Optional[float] = None  # default: conf classifier_scale, the card's, else 1.0
+
+
+@dataclass
+class WriteOptions:
+    """What to write, and where."""
+
+    out_dir: Path = Path("out")
+    paste: bool = True  # known pixels pasted back exactly
+    overwrite: bool = False
+    save_mask: bool = False
     manifest: Optional[str] = None  # JSON lines file, one record per image (appended)
-    extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see BatchHook
+    extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see hooks.BatchHook
+
+
+_PARTS = {"read": ReadOptions, "sample": SampleOptions, "engine": EngineOptions, "write": WriteOptions}
+
+
+class InpaintOptions:
+    """A run's options in four parts, each handed to the code that uses it: ``read`` (what to read), ``sample``
+    (how to sample), ``engine`` (where it runs: device, precision, batch size) and ``write`` (what to write).
+
+    Built from the parts, or from their fields by name (``InpaintOptions(mask="thick", out_dir="filled")``), which
+    each go to the one part that has them.
+    """
+
+    __slots__ = tuple(_PARTS)
+
+    def __init__(self, read: Optional[ReadOptions] = None, sample: Optional[SampleOptions] = None,
+                 engine: Optional[EngineOptions] = None, write: Optional[WriteOptions] = None, **fields):
+        given = {"read": read, "sample": sample, "engine": engine, "write": write}
+        by_part: dict = {name: {} for name in _PARTS}
+        for key, value in fields.items():
+            part = next((name for name, cls in _PARTS.items() if key in cls.__dataclass_fields__), None)
+            if part is None:
+                raise TypeError(f"InpaintOptions: unknown option {key!r}")
+            by_part[part][key] = value
+        for name, cls in _PARTS.items():
+            base = given[name] if given[name] is not None else cls()
+            setattr(self, name, replace(base, **by_part[name]) if by_part[name] else base)
+
+    def __repr__(self) -> str:
+        return f"InpaintOptions({', '.join(f'{n}={getattr(self, n)!r}' for n in _PARTS)})"
 
 
 @dataclass

@@ -9,10 +9,10 @@ from . import image_files
 from . import masks
 from .jobs import Job
 from .hooks import Prepared
-from .options import InpaintOptions
+from .options import ReadOptions
 
 
-def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
+def prepare(job: Job, read: ReadOptions, S: int) -> Prepared:
     """Read, check and fit one image and its mask; raises image_files.InputError."""
     img = image_files.read_image(job.image)
     warnings = list(img.warnings)
@@ -22,7 +22,7 @@ def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
     if job.mask_kind is not None:
         label = job.mask_kind
         try:
-            keep = masks.mask_for_image(job.mask_kind, h, w, opts.seed, job.stem) > 127
+            keep = masks.mask_for_image(job.mask_kind, h, w, job.keys.mask) > 127
         except masks.MaskError as e:
             raise image_files.InputError(f"{job.image}: cannot draw a '{label}' mask for a {w}x{h} image ({e}); "
                                      f"use a mask file or another --mask kind") from None
@@ -31,26 +31,26 @@ def prepare(job: Job, opts: InpaintOptions, S: int) -> Prepared:
             raise image_files.InputError(f"{job.image}: the generated '{label}' mask has {what} at {w}x{h}; "
                                      f"use a mask file or another --mask kind")
     else:
-        keep, mask_warnings = image_files.read_mask(job.mask_file, opts.mask_convention, size=(h, w))
+        keep, mask_warnings = image_files.read_mask(job.mask_file, read.mask_convention, size=(h, w))
         warnings += mask_warnings
         label = str(job.mask_file)
-        warnings += image_files.check_mask(keep, job.mask_file, allow_empty=opts.allow_empty)
-    plan = image_files.plan_fit(keep, S, opts.fit, opts.context, path=job.image)
+        warnings += image_files.check_mask(keep, job.mask_file, allow_empty=read.allow_empty)
+    plan = image_files.plan_fit(keep, S, read.fit, read.context, path=job.image)
     rgb_S, keep_S = image_files.apply_fit(plan, img.rgb, keep)
     return Prepared(job, img, keep, plan, rgb_S, keep_S, label, warnings)
 
 
-def _prepare_or_error(job: Job, opts: "InpaintOptions", S: int) -> tuple[Optional[Prepared], Optional[str]]:
+def _prepare_or_error(job: Job, read: ReadOptions, S: int) -> tuple[Optional[Prepared], Optional[str]]:
     """prepare() for the prefetch thread: the result, or the one-line error for the main thread to report."""
     if job.error:
         return None, job.error
     try:
-        return prepare(job, opts, S), None
+        return prepare(job, read, S), None
     except image_files.InputError as e:
         return None, str(e)
 
 
-def prefetched(jobs: list, opts: "InpaintOptions", S: int, ahead: int) -> Iterator[tuple[Job, Optional[Prepared], Optional[str]]]:
+def prefetched(jobs: list, read: ReadOptions, S: int, ahead: int) -> Iterator[tuple[Job, Optional[Prepared], Optional[str]]]:
     """(job, prepared or None, error or None) in input order, read and fitted up to ``ahead`` images in advance.
 
     The reading and fitting (decode, masks, crops: NumPy and Pillow, no torch)
@@ -65,7 +65,7 @@ def prefetched(jobs: list, opts: "InpaintOptions", S: int, ahead: int) -> Iterat
         def submit_next():
             job = next(todo, None)
             if job is not None:
-                pending.append((job, pool.submit(_prepare_or_error, job, opts, S)))
+                pending.append((job, pool.submit(_prepare_or_error, job, read, S)))
 
         for _ in range(max(1, ahead)):
             submit_next()

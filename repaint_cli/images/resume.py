@@ -8,13 +8,13 @@ from . import image_files
 from . import masks
 from .jobs import Job
 from .provenance import (job_settings, recorded_settings, settings_changes)
-from .options import ImageResult, InpaintOptions, Reporter
+from .options import ImageResult, ReadOptions, Reporter, WriteOptions
 from .prepare import prepare
 
 
-def side_suffixes(opts: InpaintOptions) -> list[str]:
+def side_suffixes(write: WriteOptions) -> list[str]:
     """The files written beside each output, as suffixes of its stem."""
-    return (["_mask.png"] if opts.save_mask else []) + [s for h in opts.extras for s in h.side_suffixes]
+    return (["_mask.png"] if write.save_mask else []) + [s for h in write.extras for s in h.side_suffixes]
 
 
 def mask_output(job: Job) -> Path:
@@ -22,27 +22,28 @@ def mask_output(job: Job) -> Path:
     return job.output.with_name(f"{job.output.stem}_mask.png")
 
 
-def files_on_disk(job: Job, opts: InpaintOptions) -> list[str]:
+def files_on_disk(job: Job, write: WriteOptions) -> list[str]:
     """The files of one image that this run asks for and that exist: output, mask, concat, animation, frames."""
-    paths = [job.output] + ([mask_output(job)] if opts.save_mask else []) + [p for h in opts.extras for p in h.files_for(job)]
+    paths = [job.output] + ([mask_output(job)] if write.save_mask else []) + [p for h in write.extras
+                                                                              for p in h.files_for(job)]
     return [str(p) for p in paths if p.exists()]
 
 
-def extras_from_disk(job: Job, opts: InpaintOptions, S: int) -> list[str]:
+def extras_from_disk(job: Job, read: ReadOptions, write: WriteOptions, S: int) -> list[str]:
     """Make the missing --save-mask / --concat files of a finished image from its input, mask and output;
     returns warnings."""
-    hooks = [h for h in opts.extras if h.from_disk and any(not p.exists() for p in h.files_for(job))]
-    need_mask = opts.save_mask and not mask_output(job).exists()
+    hooks = [h for h in write.extras if h.from_disk and any(not p.exists() for p in h.files_for(job))]
+    need_mask = write.save_mask and not mask_output(job).exists()
     if not hooks and not need_mask:
         return []
     warnings: list[str] = []
     try:
-        item = prepare(job, opts, S)
+        item = prepare(job, read, S)
         out = image_files.read_image(job.output)
         if out.rgb.shape != item.image.rgb.shape:
             raise image_files.InputError(f"{job.output}: another size than its input")
         if need_mask:
-            mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), opts.mask_convention)
+            mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), read.mask_convention)
             image_files.write_image_atomic(mask_output(job), mask_img, None, gray=True)
         for hook in hooks:
             hook.finish(item, None, out.rgb, lambda fn, *a, **k: warnings.extend(fn(*a, **k) or []))
@@ -51,7 +52,7 @@ def extras_from_disk(job: Job, opts: InpaintOptions, S: int) -> list[str]:
     return warnings
 
 
-def skip_finished(jobs: list[Job], opts: InpaintOptions, S: int, settings: dict, hashes: dict,
+def skip_finished(jobs: list[Job], read: ReadOptions, write: WriteOptions, S: int, settings: dict, hashes: dict,
                   reporter: Reporter, record: Callable[[ImageResult], None]) -> None:
     """Outputs that exist (no --overwrite) are kept, never redone silently: say how many were made with other
     settings (and which) or with unknown ones; make the extras asked for that need no sampling from the files
@@ -72,18 +73,18 @@ def skip_finished(jobs: list[Job], opts: InpaintOptions, S: int, settings: dict,
         else:
             warns = ["output exists; --overwrite redoes it"]
         if not changes:  # made as this run would (or unknown): the extras can come from the files on disk
-            for w in extras_from_disk(job, opts, S):
+            for w in extras_from_disk(job, read, write, S):
                 reporter.log(w, "warning")
                 warns.append(w)
-        if any(not p.exists() for h in opts.extras if not h.from_disk for p in h.files_for(job)):
+        if any(not p.exists() for h in write.extras if not h.from_disk for p in h.files_for(job)):
             not_sampled += 1
-        record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), str(job.output), opts.seed,
-                           "skipped", warnings=warns, files=files_on_disk(job, opts)))
+        record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), str(job.output), job.keys.seed,
+                           "skipped", warnings=warns, files=files_on_disk(job, write)))
     reporter.log(f"skipping {len(jobs)} image(s) whose outputs exist (--overwrite redoes them)")
     if differ:
         shown = "; ".join(seen[:4]) + ("; ..." if len(seen) > 4 else "")
-        extras = ", without the --save-mask/--concat files asked for" if opts.save_mask or any(
-            h.from_disk for h in opts.extras) else ""
+        extras = ", without the --save-mask/--concat files asked for" if write.save_mask or any(
+            h.from_disk for h in write.extras) else ""
         reporter.log(f"{differ} existing output(s) were made with other settings ({shown}): kept as they are{extras}; "
                      f"--overwrite redoes them", "warning")
     if unknown:

@@ -7,10 +7,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from ..runtime.device import is_oom, make_steps
-from ..core.noise import image_key, keys_tensor
+from ..core.noise import keys_tensor
 from ..core.sampler import Conditioning, StepInfo, repaint, reverse_step
 from .hooks import Prepared
-from .options import InpaintOptions, Reporter
+from .options import Reporter, SampleOptions
+from ..runtime.device import EngineOptions
 from .setup import Setup
 
 
@@ -19,17 +20,18 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def sample_batch(model, st: Setup, batch: list[Prepared], opts: InpaintOptions, reporter: Reporter,
-                 callbacks=(), model_kwargs=None, cond_fn=None, graph_cache: Optional[dict] = None) -> torch.Tensor:
+def sample_batch(model, st: Setup, batch: list[Prepared], sample: SampleOptions, engine: EngineOptions,
+                 reporter: Reporter, callbacks=(), model_kwargs=None, cond_fn=None,
+                 graph_cache: Optional[dict] = None) -> torch.Tensor:
     """Run RePaint on one batch; returns x_0 as (B, 3, S, S) in [-1, 1]."""
     dev = st.device
     gt = torch.from_numpy(np.stack([p.rgb_S for p in batch])).to(dev).permute(0, 3, 1, 2).float() / 127.5 - 1
     keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
-    keys = keys_tensor([image_key(opts.seed, p.job.stem) for p in batch], dev)
-    coefs = st.diffusion.coefficients(dev, eta=opts.eta if opts.method == "ddim" else None)
+    keys = keys_tensor([p.job.keys.noise for p in batch], dev)
+    coefs = st.diffusion.coefficients(dev, eta=sample.eta if sample.method == "ddim" else None)
     cond = Conditioning(gt, keep, keys, coefs, model_kwargs or {}, cond_fn, torch.arange(gt[0].numel(), device=dev),
-                        opts.method)
-    steps = make_steps(model, cond, opts.engine, reporter.log, graph_cache, with_undo=has_undo(st.times))
+                        sample.method)
+    steps = make_steps(model, cond, engine, reporter.log, graph_cache, with_undo=has_undo(st.times))
     hooks = [cb for cb in callbacks if cb is not None]
     progress = DeviceProgress(reporter.advance_steps, dev)
 

@@ -39,7 +39,8 @@ class EngineOptions:
     channels_last: Optional[bool] = None
     compile: bool = False
     threads: Optional[int] = None
-    batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (invariant.py)
+    batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (batch_invariant.py)
+    batch_size: object = "auto"  # images per batch, or "auto": sized from memory and resolution
 
 
 def pick_device(name: str = "auto") -> torch.device:
