@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -15,6 +16,7 @@ F64 = torch.float64
 
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
+FIXED_VARIANCES = ("large", "small")
 NOISE_SCHEDULES = ("linear", "cosine", "squaredcos_cap_v2", "scaled_linear", "sigmoid")
 
 
@@ -83,19 +85,29 @@ def space_timesteps(num_steps: int, section_counts) -> list[int]:
 
 @dataclass
 class Diffusion:
-    """A (possibly respaced) diffusion process with learned-range variance."""
+    """A (possibly respaced) diffusion process, with learned-range variance or a fixed one.
+
+    The reverse step's variance: learned (interpolated between beta and the posterior's, when
+    the model outputs twice its input's channels) or ``fixed_variance``: 'large' (beta,
+    guided-diffusion's FIXED_LARGE, the images' default) or 'small' (the posterior's, FIXED_SMALL).
+    ``clip_x0`` bounds the predicted x0: one number for every value (1.0: images in [-1, 1]), or
+    one per column / channel (a sequence broadcast against one sample, e.g. a table's columns),
+    or None (not clamped).
+    """
 
     betas: torch.Tensor  # float64, one per kept step
     timestep_map: torch.Tensor  # int64: the training step index the UNet receives for each kept step
     learn_sigma: bool = True
     num_train_steps: int = 1000
-    clip_x0: float | None = 1.0  # the predicted x0 is clamped to [-clip_x0, clip_x0]; None: not clamped
+    clip_x0: float | Sequence[float] | None = 1.0  # x0 is clamped to [-clip_x0, clip_x0]; None: not clamped
     prediction_type: str = "epsilon"  # what the model predicts: epsilon (all RePaint's models), sample (x0) or v
+    fixed_variance: str = "large"  # the variance when the model does not learn it: large (beta) or small
 
     @classmethod
     def create(cls, steps: int = 1000, noise_schedule: str = "linear", timestep_respacing="",
                learn_sigma: bool = True, beta_start: float | None = None, beta_end: float | None = None,
-               clip_x0: float | None = 1.0, prediction_type: str = "epsilon", **_ignored) -> "Diffusion":
+               clip_x0: float | Sequence[float] | None = 1.0, prediction_type: str = "epsilon",
+               fixed_variance: str = "large", **_ignored) -> "Diffusion":
         base = beta_schedule(noise_schedule, steps, beta_start, beta_end)
         kept = space_timesteps(steps, timestep_respacing)
         alphas_cumprod = torch.cumprod(1 - base, 0)
@@ -105,8 +117,10 @@ class Diffusion:
             last = alphas_cumprod[i]
         if prediction_type not in PREDICTIONS:
             raise ValueError(f"unknown prediction_type {prediction_type!r}: use one of {', '.join(PREDICTIONS)}")
+        if fixed_variance not in FIXED_VARIANCES:
+            raise ValueError(f"unknown fixed_variance {fixed_variance!r}: use one of {', '.join(FIXED_VARIANCES)}")
         return cls(torch.stack(betas), torch.tensor(kept, dtype=torch.int64), learn_sigma, steps, clip_x0,
-                   prediction_type)
+                   prediction_type, fixed_variance)
 
     @property
     def num_steps(self) -> int:
@@ -129,6 +143,7 @@ class Diffusion:
         # schedule has no next one (guided-diffusion raises): beta_0 stands in, so every array keeps one
         # entry per step (a step at t=0 adds no noise either way)
         after_0 = post_var[1:2] if len(b) > 1 else b[0:1]
+        posterior_log_var = torch.log(torch.cat([after_0, post_var[1:]]))
         return {
             "betas": b,
             "alphas_cumprod": ac,
@@ -138,12 +153,13 @@ class Diffusion:
             "sqrt_recip_alphas_cumprod": (1 / ac).sqrt(),
             "sqrt_recipm1_alphas_cumprod": (1 / ac - 1).sqrt(),
             "posterior_variance": post_var,
-            "posterior_log_variance_clipped": torch.log(torch.cat([after_0, post_var[1:]])),
+            "posterior_log_variance_clipped": posterior_log_var,
             "posterior_mean_coef1": b * ac_prev.sqrt() / (1 - ac),
             "posterior_mean_coef2": (1 - ac_prev) * a.sqrt() / (1 - ac),
             "log_betas": b.log(),
-            # guided-diffusion's FIXED_LARGE variance, for models without learned sigma
-            "fixed_log_variance": torch.log(torch.cat([after_0, b[1:]])),
+            # for models without learned sigma: guided-diffusion's FIXED_LARGE (beta) or FIXED_SMALL (posterior)
+            "fixed_log_variance": (posterior_log_var if self.fixed_variance == "small"
+                                   else torch.log(torch.cat([after_0, b[1:]]))),
             # x0 = x0_from_x * x_t + x0_from_out * model output, for what the model predicts
             **_x0_coefficients(self.prediction_type, ac),
         }
@@ -155,8 +171,15 @@ class Diffusion:
         out = {k: v.to(device=device, dtype=dtype) for k, v in arrays.items()}
         out["timestep_map"] = self.timestep_map.to(device)
         # a tensor, not a Python branch, so one captured CUDA graph serves either setting
-        out["x0_clip"] = torch.tensor([math.inf if self.clip_x0 is None else self.clip_x0], dtype=dtype, device=device)
+        out["x0_clip"] = self.x0_clip(device, dtype)
         return out
+
+    def x0_clip(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``clip_x0`` as a tensor that broadcasts against one sample: (1,) for one bound (inf: none),
+        (columns,) for one per column."""
+        if self.clip_x0 is None or isinstance(self.clip_x0, (int, float)):
+            return torch.tensor([math.inf if self.clip_x0 is None else self.clip_x0], dtype=dtype, device=device)
+        return torch.as_tensor(self.clip_x0, dtype=dtype).to(device)
 
     def ddim_arrays(self, eta: float) -> dict[str, torch.Tensor]:
         """DDIM's step (Song et al. 2021) with noise scale ``eta``: x_{t-1} = sqrt(abar_prev) x0
@@ -188,7 +211,8 @@ class Diffusion:
             log_var = _take(arr["fixed_log_variance"], t, x_t)
         x0 = _take(arr["x0_from_x"], t, x_t) * x_t + _take(arr["x0_from_out"], t, x_t) * pred
         if clip and self.clip_x0 is not None:
-            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+            bound = self.x0_clip(x0.device, x0.dtype)
+            x0 = torch.maximum(torch.minimum(x0, bound), -bound)
         mean = _take(arr["posterior_mean_coef1"], t, x_t) * x0 + _take(arr["posterior_mean_coef2"], t, x_t) * x_t
         return mean, log_var, x0
 

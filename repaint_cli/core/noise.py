@@ -178,3 +178,13 @@ def draw_noise(keys: torch.Tensor, draw, shape: tuple, index: torch.Tensor | Non
     if fused is None and keys.is_cuda and keys.device not in _FUSED and not torch.cuda.is_current_stream_capturing():
         fused = prepare_fused_noise(keys.device)
     return gaussian(keys, torch.as_tensor(draw, device=keys.device), shape, index, uniforms=fused)
+
+
+def per_image_noise(keys: torch.Tensor, draw, shape: tuple, index: torch.Tensor | None = None) -> torch.Tensor:
+    """The images' noise source (the sampler's default): draw ``draw`` of shape ``shape`` = (B, ...),
+    one key per image, so an image gets the same noise alone or in any batch position.
+
+    A noise source is any function ``(keys, draw, shape, index) -> tensor of shape``: the sampler
+    calls it for every draw (the start x_T, then each step's), with ``draw`` a number or an int64
+    device tensor and ``index`` the Conditioning's ``noise_index`` (or None)."""
+    return draw_noise(keys, draw, tuple(shape[1:]), index)

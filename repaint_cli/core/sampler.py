@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .noise import draw_noise
+from .noise import per_image_noise
 
 # Noise draw numbers: draw 0 is the starting noise x_T; schedule step s owns draws
 # 4s+4 .. 4s+7, one per purpose below (the fourth is spare).
@@ -27,19 +27,25 @@ def draw_id(step: torch.Tensor | int, purpose: int):
 
 @dataclass
 class Conditioning:
-    """What stays fixed over a batch's whole run."""
+    """What stays fixed over a batch's whole run.
 
-    gt: torch.Tensor  # (B, C, H, W) float32 in [-1, 1]
+    The noise comes from ``noise_source`` (see :func:`noise.per_image_noise`, the default: one
+    key per image); tables pass their own (one key per block of rows) with ``keys`` to match.
+    """
+
+    gt: torch.Tensor  # (B, C, H, W) float32 in [-1, 1] (tables: (rows, encoded width))
     keep: torch.Tensor  # (B, 1, H, W) bool, True = known pixel
-    keys: torch.Tensor  # (B, 2) int64 noise keys, one per image
+    keys: torch.Tensor  # (B, 2) int64 noise keys, as the noise source wants them (per image by default)
     coefs: dict  # Diffusion.coefficients(device)
     model_kwargs: dict = field(default_factory=dict)  # e.g. {"y": labels}
     cond_fn: Optional[Callable] = None  # classifier guidance: grad log p(y|x_t) * scale
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
     method: str = "repaint"  # the reverse step: a key of METHODS
+    noise_source: Callable = per_image_noise  # (keys, draw, shape, index) -> noise of gt's shape
 
     def noise(self, draw) -> torch.Tensor:
-        return draw_noise(self.keys, draw, tuple(self.gt.shape[1:]), self.noise_index)
+        """Draw number ``draw`` (see :func:`draw_id`) from the noise source."""
+        return self.noise_source(self.keys, draw, self.gt.shape, self.noise_index)
 
 
 def reverse_step(model, x, cond: Conditioning, t, step, inject):

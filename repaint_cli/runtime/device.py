@@ -313,7 +313,7 @@ class CudaGraphSteps:
         self.cond = Conditioning(
             cond.gt.clone(), cond.keep.clone(), cond.keys.clone(), {k: v.clone() for k, v in cond.coefs.items()},
             {k: v.clone() for k, v in cond.model_kwargs.items()}, None,
-            torch.arange(cond.gt[0].numel(), device=dev), cond.method,
+            torch.arange(cond.gt[0].numel(), device=dev), cond.method, cond.noise_source,
         )
         self.x = torch.zeros_like(cond.gt)
         # t = 0 during warm-up and capture: a valid index for every schedule (with t_T 1 there is only
@@ -472,8 +472,9 @@ class EagerReplay:
 
 
 def graph_signature(model, cond: Conditioning, with_undo: bool = True) -> tuple:
-    """What a captured graph depends on besides buffer contents: the model and every shape."""
+    """What a captured graph depends on besides buffer contents: the model, the method, the noise source, every shape."""
     return (id(model), tuple(cond.gt.shape), tuple(cond.keep.shape), str(cond.gt.device), with_undo, cond.method,
+            cond.noise_source,
             tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(cond.model_kwargs.items())),
             tuple((k, tuple(v.shape)) for k, v in sorted(cond.coefs.items())))
 

@@ -90,10 +90,12 @@ class TableDenoiser(nn.Module):
         return self.out(h)
 
 
-def make_diffusion(cfg: TableModelConfig, respacing="") -> Diffusion:
-    """The diffusion the table models use: eps prediction, fixed variance, x0 not clipped here
-    (the sampler clips it per column to the data's range)."""
-    return Diffusion.create(cfg.diffusion_steps, cfg.noise_schedule, respacing, learn_sigma=False, clip_x0=None)
+def make_diffusion(cfg: TableModelConfig, respacing="", clip_x0=None, fixed_variance: str = "large") -> Diffusion:
+    """The diffusion the table models use: eps prediction, a fixed variance ('large': beta, or
+    'small': the posterior's; training does not depend on it), x0 not clipped unless ``clip_x0``
+    gives a bound (sampling gives one per encoded column: the data's range)."""
+    return Diffusion.create(cfg.diffusion_steps, cfg.noise_schedule, respacing, learn_sigma=False, clip_x0=clip_x0,
+                            fixed_variance=fixed_variance)
 
 
 def train_table_model(x: np.ndarray, keep: np.ndarray, cfg: TableModelConfig, settings: TrainSettings,

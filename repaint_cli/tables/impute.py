@@ -2,9 +2,12 @@
 
 Orchestration only: the table codec is ``tables``, the model ``table_model``,
 and the sampling is the images' own RePaint loop (``sampler.repaint`` over a
-``schedule.jump_schedule``), run on (rows, encoded width) tensors. Each row
-block draws its noise from one key made of the seed, the sample number and the
-block's first row, so a seed gives the same table on any machine.
+``schedule.jump_schedule``), run on (rows, encoded width) tensors. The core is
+used as it is, through its parameters: the diffusion's ``fixed_variance`` and
+per-column ``clip_x0``, and the Conditioning's ``noise_source``. Each row block
+draws its noise from one key made of the seed, the sample number and the
+block's first row (:func:`row_block_noise`), so a seed gives the same table on
+any machine.
 """
 from __future__ import annotations
 
@@ -86,11 +89,10 @@ class Imputed:
     stats: dict
 
 
-class _RowBlock(Conditioning):
-    """A block of rows as one noise 'image': one key, one generator draw per purpose and step."""
-
-    def noise(self, draw) -> torch.Tensor:
-        return gaussian_seeded(self.keys, int(draw), (self.gt.numel(),)).reshape(self.gt.shape)
+def row_block_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch.Tensor:
+    """The tables' noise source (see ``noise.per_image_noise``): a block of rows is one noise
+    'image', with one key (``keys`` is (1, 2)) and one generator draw per purpose and step."""
+    return gaussian_seeded(keys, int(draw), (math.prod(shape),)).reshape(shape)
 
 
 def check_options(opts: ImputeOptions) -> None:
@@ -128,11 +130,10 @@ def sample_rows(model, x: np.ndarray, keep: np.ndarray, clip: np.ndarray, opts: 
     """One RePaint imputation of encoded rows: kept cells exactly as given, the others sampled."""
     cfg = model.cfg
     jp = opts.jump_params()
-    diffusion = make_diffusion(cfg, respacing=str(jp.t_T))
+    # x0 clipped per column to the data's own range
+    diffusion = make_diffusion(cfg, respacing=str(jp.t_T), clip_x0=np.asarray(clip, np.float32),
+                               fixed_variance=opts.variance)
     coefs = diffusion.coefficients(eta=opts.eta if opts.method == "ddim" else None)
-    coefs["x0_clip"] = torch.from_numpy(np.asarray(clip, np.float32))  # per column: the data's own range
-    if opts.variance == "small":
-        coefs["fixed_log_variance"] = coefs["posterior_log_variance_clipped"]
     times = jump_schedule(jp)
     out = np.empty_like(x, dtype=np.float32)
     callback = (lambda info: on_step(1)) if on_step is not None else None
@@ -140,7 +141,7 @@ def sample_rows(model, x: np.ndarray, keep: np.ndarray, clip: np.ndarray, opts: 
         gt = torch.from_numpy(np.ascontiguousarray(x[start:start + BLOCK_ROWS], np.float32))
         kp = torch.from_numpy(np.ascontiguousarray(keep[start:start + BLOCK_ROWS]))
         key = keys_tensor([image_key(opts.seed, f"table/{sample}/{start}")])
-        cond = _RowBlock(gt=gt, keep=kp, keys=key, coefs=coefs, method=opts.method)
+        cond = Conditioning(gt=gt, keep=kp, keys=key, coefs=coefs, method=opts.method, noise_source=row_block_noise)
         net = model
         if opts.guidance > 0:
             net = _KeepsGraph(model)
