@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import FIXTURES, ROOT, needs_fixtures, write_png
 from repaint_cli.cli.app import app
-from repaint_cli.images.image_files import is_atomic_temp
+from repaint_cli.files import is_atomic_temp
 
 runner = CliRunner()
 

@@ -123,11 +123,13 @@ def test_masks_generate_words(tmp_path):
 
 
 def test_cli_and_engine_agree_on_option_values():
+    from repaint_cli import choices
     from repaint_cli.runtime.device import PRECISIONS
 
     from repaint_cli.core.sampler import METHODS
 
-    assert cli.PRECISIONS == PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS and cli.METHODS == tuple(METHODS)
+    assert cli.PRECISIONS == PRECISIONS == choices.PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS == choices.ANIMATIONS
+    assert cli.METHODS == tuple(METHODS) == choices.METHODS
 
 
 def test_mp4_codec_is_probed_once_and_named(tmp_path):

@@ -112,7 +112,7 @@ def test_frames_gif_and_concat_end_to_end(images, small_checkpoint, tmp_path):
     concat = np.asarray(Image.open(out / "sq_concat.png").convert("RGB"))
     hole = concat[:, 16 + fr.SEPARATION:32 + fr.SEPARATION, 0] == 0
     assert np.array_equal(last[hole], output[hole])
-    assert not any(fr.image_files.is_atomic_temp(p) for p in out.rglob("*"))
+    assert not any(fr.is_atomic_temp(p) for p in out.rglob("*"))
 
 
 def test_mp4_end_to_end_and_rerun_replaces_frames(images, small_checkpoint, tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import make_images, oom_over_one_image
 from repaint_cli.images import inpaint as inpaint_mod
-from repaint_cli.images.image_files import is_atomic_temp
+from repaint_cli.files import is_atomic_temp
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
 
 

@@ -28,7 +28,7 @@ from repaint_cli.images import image_files as imageio
 from repaint_cli.images import inpaint as pipeline
 from repaint_cli.images import setup as setup_mod
 from repaint_cli.cli.app import app
-from repaint_cli.images.image_files import is_atomic_temp
+from repaint_cli.files import is_atomic_temp
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
 from repaint_cli.images.provenance import RUN_RECORD, SETTINGS_KEY, recorded_settings, settings_changes
 

@@ -17,20 +17,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
 from .. import __version__
+from .output import die, die_unless_choice, err, error_line, rich_reporter
 from .sheet import register as register_sheet
 from .impute import register as register_impute
 from .masks import masks_app
-from ..choices import MASK_KINDS
+from ..choices import ANIMATIONS, CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, MASK_KINDS, METHODS, PRECISIONS
 from ..core.schedule import PRESETS
 
-# Kept in step with engine.PRECISIONS, frames.ANIMATIONS and sampler.METHODS (tests check), so that bad values
-# are refused before anything heavy is imported.
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-ANIMATIONS = ("gif", "mp4")
-METHODS = ("repaint", "ddnm", "ddim")
 HELP = {"help_option_names": ["-h", "--help"]}
 
 APP_HELP = ("Fill masked regions of images (repaint inpaint) and missing cells of tables (repaint impute) "
@@ -40,15 +35,6 @@ app = typer.Typer(help=APP_HELP, no_args_is_help=True,
 app.add_typer(masks_app, name="masks", help="Generate, list and preview masks.")
 models_app = typer.Typer(help="Known models and their checkpoints.", no_args_is_help=True, context_settings=HELP)
 app.add_typer(models_app, name="models")
-
-err = Console(stderr=True, highlight=False)
-
-
-def die(message: str, code: int = 2):
-    err.print("[red]error:[/red] ", end="", markup=True)
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
 
 def version_text() -> str:
     """repaint-cli's version and the PyTorch (and CUDA) it runs on."""
@@ -94,57 +80,6 @@ def main_options(
 ):
     """Fill masked regions of images (repaint inpaint) and missing cells of tables (repaint impute) with
     RePaint, in batches."""
-
-
-def rich_reporter(json_lines: bool, quiet: bool = False):
-    """Progress bar and log lines on stderr; one line per finished image on stdout."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from ..images.options import ImageResult, Reporter
-
-    class RichReporter(Reporter):
-        def __init__(self):
-            super().__init__()
-            self.json_lines = json_lines
-            self.quiet = quiet
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-                                     disable=quiet)
-            self.task = None
-            self.images_done = 0
-            self.n_images = 0
-
-        def log(self, msg: str, level: str = "info") -> None:
-            if level == "info" and self.quiet:
-                return
-            prefix = {"error": "[red]error:[/red] ", "warning": "[yellow]warning:[/yellow] "}.get(level, "")
-            self.progress.console.print(prefix, end="", markup=True)
-            self.progress.console.print(msg, markup=False, highlight=False, soft_wrap=True)
-
-        def start(self, n_images: int, total_steps: int) -> None:
-            self.n_images = n_images
-            self.progress.start()
-            self.task = self.progress.add_task(f"images 0/{n_images}", total=total_steps or None)
-
-        def advance_steps(self, n: int = 1) -> None:
-            if self.task is not None:
-                self.progress.advance(self.task, n)
-
-        def image_done(self, result: ImageResult) -> None:
-            if result.status == "done":
-                self.images_done += 1
-            if self.task is not None:
-                self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
-            if self.json_lines:
-                print(result.json(), flush=True)
-            elif result.status in ("done", "skipped"):  # every finished output, so stdout lists all results
-                print(result.output, flush=True)
-
-        def stop(self):
-            if self.task is not None:  # a progress never started would print an empty line
-                self.progress.stop()
-
-    return RichReporter()
 
 
 def _install_sigint(stop):
@@ -282,22 +217,18 @@ def inpaint_cmd(
         die(f"--context {context}: must be a finite number >= 0 (a fraction of the hole's box)")
     if threads is not None and threads < 1:
         die(f"--threads {threads}: must be at least 1")
-    if precision not in PRECISIONS:
-        die(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
-    if mask_convention not in ("keep", "hole"):
-        die(f"--mask-convention {mask_convention}: use keep (white = keep) or hole (white = hole)")
-    if fit not in ("crop", "resize", "pad"):
-        die(f"--fit {fit}: use crop, resize or pad")
-    if animate is not None and animate.lower() not in ANIMATIONS:
-        die(f"--animate {animate}: use gif or mp4")
+    die_unless_choice(precision, PRECISIONS, "--precision")
+    die_unless_choice(mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
+    die_unless_choice(fit, FIT_MODES, "--fit")
+    if animate is not None:
+        die_unless_choice(animate.lower(), ANIMATIONS, "--animate")
     if frames < 0:
         die(f"--frames {frames}: must be 0 or more")
-    if method not in METHODS:
-        die(f"--method {method}: use one of {', '.join(METHODS)}")
+    die_unless_choice(method, METHODS, "--method")
     if not 0 <= eta <= 1 or (eta and method != "ddim"):
         die(f"--eta {eta}: a number from 0 to 1, for --method ddim only")
-    if preset is not None and preset not in PRESETS:
-        die(f"--preset {preset}: use one of {', '.join(PRESETS)}")
+    if preset is not None:
+        die_unless_choice(preset, PRESETS, "--preset")
     bs = batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size")
     _check_inputs_exist(inputs)
 
@@ -368,8 +299,7 @@ def _check_inputs_exist(inputs: List[str]) -> None:
 
     problems = missing_inputs(inputs)
     for message in problems[1:]:
-        err.print("[red]error:[/red] ", end="", markup=True)
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
+        error_line(message)
     if problems:
         die(problems[0] + (f" (and {len(problems) - 1} more problem(s), above)" if len(problems) > 1 else ""))
 
@@ -521,7 +451,7 @@ def merge_manifests_cmd(
         die(str(e))
     text = "".join(json.dumps(r) + "\n" for r in records)
     if out:
-        from ..images.image_files import write_bytes_atomic
+        from ..files import write_bytes_atomic
         write_bytes_atomic(out, text.encode())
     else:
         sys.stdout.write(text)

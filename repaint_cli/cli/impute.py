@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 
 from ..core.schedule import PRESETS
+from .output import TableProgress, die, err
 
 P_IN, P_MODEL, P_SAMPLE, P_OUT = "Input", "Model", "Sampling", "Outputs"
 FLAG = dict(metavar="")
@@ -36,13 +36,6 @@ Prediction as imputation (the test rows' price is treated as missing):
 
 
 def register(app: typer.Typer) -> None:
-    err = Console(stderr=True, highlight=False)
-
-    def die(message: str, code: int = 2):
-        err.print("[red]error:[/red] ", end="", markup=True)
-        err.print(message, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(code)
-
     @app.command("impute", epilog=IMPUTE_EXAMPLES)
     def impute_cmd(
         table: Path = typer.Argument(..., metavar="TABLE", help="A CSV (or Parquet, with pyarrow) table with missing cells."),
@@ -98,13 +91,13 @@ def register(app: typer.Typer) -> None:
                 die(f"{out}: a folder; --out takes a file name (.csv or .parquet)")
             if out.exists() and not overwrite:
                 die(f"{out}: exists; --overwrite replaces it")
-            _die_unless_writable(out.parent, "--out", die)
+            _die_unless_writable(out.parent, "--out")
         if draws is not None and draws.exists() and not draws.is_dir():
             die(f"{draws}: not a folder; --draws takes a folder")
         if draws is not None:  # made at the end: the nearest folder that exists must take it
-            _die_unless_writable(next(p for p in [draws, *draws.parents] if p.exists()), "--draws", die)
+            _die_unless_writable(next(p for p in [draws, *draws.parents] if p.exists()), "--draws")
         if save_model is not None:
-            _check_save_model(save_model, overwrite, die)
+            _check_save_model(save_model, overwrite)
 
         from ..tables.impute import ImputeOptions, TableError, impute_table, predict_table
         from ..tables.denoiser import TableModelConfig, TrainSettings
@@ -143,7 +136,7 @@ def register(app: typer.Typer) -> None:
         from ..tables.impute import Interrupted
 
         style = (test_table if predict is not None else train_table).style
-        progress = _RichProgress(err, quiet)
+        progress = TableProgress(err, quiet)
         try:
             with progress:
                 if predict is not None:
@@ -164,7 +157,7 @@ def register(app: typer.Typer) -> None:
         if draws is not None:
             draws.mkdir(parents=True, exist_ok=True)
             for path, frame in zip(draw_paths, result.draws):
-                write_table(frame, path, fmt, style)
+                write_table(frame, path, fmt, style, option="--draws")
         if out is not None:
             write_table(result.frame, out, fmt, style)
             summary = {"input": str(table), "output": str(out), **({"predict": str(predict)} if predict else {}),
@@ -184,7 +177,7 @@ def register(app: typer.Typer) -> None:
                       f"({trained}imputed {s.get('impute_s', 0):.1f} s; {s['model_calls_per_row']} model calls per row)")
 
 
-def _die_unless_writable(folder: Path, what: str, die) -> None:
+def _die_unless_writable(folder: Path, what: str) -> None:
     """One line and exit 2 now, before training, when files cannot be created in ``folder``."""
     import tempfile
 
@@ -201,7 +194,7 @@ def _die_unless_writable(folder: Path, what: str, die) -> None:
         die(f"{folder}: cannot write there, for {what} ({e.strerror}); choose another folder")
 
 
-def _check_save_model(save_model: Path, overwrite: bool, die) -> None:
+def _check_save_model(save_model: Path, overwrite: bool) -> None:
     from ..tables.denoiser import model_paths
 
     for path in model_paths(save_model):
@@ -209,99 +202,20 @@ def _check_save_model(save_model: Path, overwrite: bool, die) -> None:
             die(f"{path}: a folder; --save-model takes a file name (PATH gives PATH.safetensors and PATH.yaml)")
         if path.exists() and not overwrite:
             die(f"{path}: exists; --overwrite replaces it, or give --save-model another name")
-    _die_unless_writable(model_paths(save_model)[0].parent, "--save-model", die)
+    _die_unless_writable(model_paths(save_model)[0].parent, "--save-model")
 
 
 def _keep_interrupted_model(stop, path: Path, err: Console) -> None:
     """Ctrl-C while imputing: save the trained model so that a rerun with --model skips training; exit 130."""
+    from ..files import InputError
     from ..tables.denoiser import save_table_model
 
     try:
         _, card = save_table_model(path, stop.model, stop.columns, stop.extra)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, InputError) as e:
         err.print(f"interrupted while imputing; the trained model could not be kept ({e}); nothing written",
                   markup=False, highlight=False, soft_wrap=True)
     else:
         err.print(f"interrupted while imputing; nothing written; the trained model is kept in {card}: "
                   f"rerun with --model {card} to skip training", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(130)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
-class _RichProgress:
-    """impute.Progress on stderr: Rich bars on a terminal (one per phase, and an overall one), plain
-    lines elsewhere (every 10% of a phase or every 10 s), both with an estimate for the whole run."""
-
-    EVERY_S = 10.0
-
-    def __init__(self, console: Console, quiet: bool):
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.console, self.quiet = console, quiet
-        self.plain = not console.is_terminal
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=console, disable=quiet or self.plain)
-        self.task = self.overall = None
-        self.costs: list[tuple[str, float]] = []  # the planned phases ahead: (name, cost of a unit)
-        self.total_work = self.done_work = 0.0
-        self.name, self.total, self.done, self.cost = "", 0, 0, 1.0
-
-    def __enter__(self):
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.stop()
-
-    def log(self, msg: str, level: str = "info") -> None:
-        if level == "info" and self.quiet:
-            return
-        prefix = {"error": "[red]error:[/red] ", "warning": "[yellow]warning:[/yellow] "}.get(level, "")
-        self.bar.console.print(prefix, end="", markup=True)
-        self.bar.console.print(msg, markup=False, highlight=False, soft_wrap=True)
-
-    def plan(self, phases) -> None:
-        self.costs = [(name, cost) for name, _, cost in phases]
-        self.total_work = sum(units * cost for _, units, cost in phases)
-        self.overall = self.bar.add_task("overall", total=self.total_work, info="")
-
-    def phase(self, name: str, total: int) -> None:
-        if self.task is not None:
-            self.bar.update(self.task, completed=self.total)
-        at = next((i for i, (n, _) in enumerate(self.costs) if n == name), None)
-        self.cost = self.costs[at][1] if at is not None else 1.0
-        del self.costs[:0 if at is None else at + 1]
-        self.name, self.total, self.done = name, total, 0
-        self.started = self.last_print = time.monotonic()
-        self.last_decile = 0
-        self.task = self.bar.add_task(name, total=total, info="")
-
-    def advance(self, n: int = 1, **fields) -> None:
-        if self.task is None:
-            return
-        self.done += n
-        self.done_work += n * self.cost
-        info = f"{self.done}/{self.total}" + (f", loss {fields['loss']}" if "loss" in fields else "")
-        self.bar.update(self.task, advance=n, info=info)
-        if self.overall is not None:
-            self.bar.update(self.overall, completed=self.done_work)
-        now = time.monotonic()
-        decile = self.done * 10 // max(1, self.total)
-        if self.plain and not self.quiet and (decile > self.last_decile or now - self.last_print >= self.EVERY_S):
-            self.last_decile, self.last_print = decile, now
-            self.console.print(f"{self.name}: {100 * self.done // max(1, self.total)}% ({info}){self._overall(now)}",
-                               markup=False, highlight=False, soft_wrap=True)
-
-    def _overall(self, now: float) -> str:
-        """The whole run's share done and time left, at the current phase's measured speed (in row-passes)."""
-        if not self.total_work:
-            return ""
-        rate = self.done * self.cost / max(now - self.started, 1e-9)
-        left = (self.total_work - self.done_work) / rate if rate > 0 else float("nan")
-        share = 100 * self.done_work / self.total_work
-        return f"; overall {share:.0f}%, about {_duration(left)} left" if left == left else f"; overall {share:.0f}%"

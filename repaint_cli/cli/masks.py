@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.console import Console
 
-from ..choices import CONVENTIONS, MASK_KINDS
+from ..choices import CONVENTIONS, CONVENTIONS_HINT, MASK_KINDS
+from .output import die, die_unless_choice, err
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,22 +31,11 @@ masks_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# stderr console; Rich looks up sys.stderr at write time, so test runners that
-# swap sys.stderr still capture it.
-err = Console(stderr=True, highlight=False)
-
 # Show a progress bar from this many masks on (and only on a terminal).
 _PROGRESS_FROM = 200
 
 _SEP = 2  # separator width in preview sheets (px)
 _SEP_BGR = (200, 110, 0)  # separator colour (blue), distinct from any mask pixel
-
-
-def _fail(message: str, code: int = 2) -> "typer.Exit":
-    """One line 'error: ...' on stderr (as every repaint command); exit 2 for usage errors."""
-    err.print("[red]error:[/red] ", end="", markup=True)
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
@@ -67,28 +55,28 @@ def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, An
             raise UnknownKindError(_unknown_kind_message(kind))
         return load_preset(kind)
     except MaskError as exc:
-        raise _fail(str(exc)) from None
+        die(str(exc))
 
 
 def _at_least(low: int, **values: Optional[int]) -> None:
     """Whole-number options with a lower bound (checked here, for the one-line error style)."""
     for name, value in values.items():
         if value is not None and value < low:
-            raise _fail(f"--{name} {value}: must be at least {low}")
+            die(f"--{name} {value}: must be at least {low}")
 
 
 def _check_out_folder(out: Path, names: list[str], overwrite: bool) -> None:
     """--out must be a folder, and (without --overwrite) hold none of the masks about to be written:
     replacing masks of another size or seed would leave a mixed folder."""
     if out.exists() and not out.is_dir():
-        raise _fail(f"--out {out}: is a file, not a folder; choose a folder for the masks")
+        die(f"--out {out}: is a file, not a folder; choose a folder for the masks")
     if not out.is_dir():
         return
     existing = [n for n in names if (out / n).exists()]
     if existing and not overwrite:
-        raise _fail(f"{out / existing[0]}: exists ({len(existing)} mask(s) of this run are already in {out}); "
-                    f"pass --overwrite to replace them, --start {_next_free_index(out, names[0])} to add after "
-                    f"them, or another --out")
+        die(f"{out / existing[0]}: exists ({len(existing)} mask(s) of this run are already in {out}); "
+            f"pass --overwrite to replace them, --start {_next_free_index(out, names[0])} to add after "
+            f"them, or another --out")
 
 
 def _next_free_index(out: Path, first_name: str) -> int:
@@ -99,39 +87,39 @@ def _next_free_index(out: Path, first_name: str) -> int:
 
 
 def _check_convention(convention: str) -> str:
-    if convention not in CONVENTIONS:
-        raise _fail(f"--convention {convention}: use keep (white = keep) or hole (white = hole)")
-    return convention
+    return die_unless_choice(convention, CONVENTIONS, "--convention", CONVENTIONS_HINT)
 
 
 def _size(size: int, height: Optional[int], width: Optional[int]) -> tuple[int, int]:
     h = size if height is None else height
     w = size if width is None else width
     if h < 1 or w < 1:
-        raise _fail(f"mask size must be positive, got {w}x{h} (WxH)")
+        die(f"mask size must be positive, got {w}x{h} (WxH)")
     return h, w
 
 
 def _write_png_atomic(path: Path, image: np.ndarray) -> None:
-    """Encode to PNG and write via a temp file in the same folder + os.replace."""
+    """Encode to PNG and write it atomically (repaint_cli.files)."""
     import cv2
+
+    from ..files import write_bytes_atomic
 
     ok, buf = cv2.imencode(".png", image)
     if not ok:  # pragma: no cover - cv2 failure
         raise OSError(f"could not encode PNG for {path}")
-    # A unique name in the same folder (so os.replace is atomic); opened with
-    # "xb" so the file gets the usual umask permissions, unlike mkstemp's 0600.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def _write_png_or_die(path: Path, image: np.ndarray) -> None:
+    """Write one PNG (its folder made if missing); a failure is one line and exit 1."""
+    from ..files import InputError
+
     try:
-        with open(tmp, "xb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        _write_png_atomic(path, image)
+    except InputError as exc:  # an unwritable folder, named with its fix
+        die(str(exc), 1)
+    except OSError as exc:
+        die(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1)
 
 
 @masks_app.command("generate")
@@ -164,7 +152,7 @@ def generate_cmd(
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _fail(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another --out") from None
+        die(f"--out {out}: cannot create the folder ({exc.strerror or exc}); choose another --out")
     if kind is None and preset is None:  # said once nothing else can go wrong
         err.print("no --kind given: drawing thick masks", markup=False)
 
@@ -185,13 +173,10 @@ def generate_cmd(
             try:
                 keep = generate_mask(params, h, w, seed, index)
             except MaskError as exc:
-                raise _fail(str(exc)) from None
+                die(str(exc))
             fractions.append(hole_fraction(keep))
             path = out / f"{name}_{index:05d}.png"
-            try:
-                _write_png_atomic(path, to_convention(keep, convention))
-            except OSError as exc:
-                raise _fail(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1) from None
+            _write_png_or_die(path, to_convention(keep, convention))
             sys.stdout.write(f"{path}\n")
             sys.stdout.flush()
             progress.advance(task)
@@ -302,17 +287,12 @@ def preview_cmd(
     name = "all" if labelled else kinds[0]
     path = out if out is not None else Path(f"masks_preview_{name}.png")
     if path.suffix.lower() != ".png":
-        raise _fail(f"--out must end in .png, got {str(path)!r}")
+        die(f"--out must end in .png, got {str(path)!r}")
     try:
         sheet = _preview_sheet(kinds, params_for, n, h, w, seed, convention, labelled)
     except MaskError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        _write_png_atomic(path, sheet)
-    except OSError as exc:
-        raise _fail(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1) from None
+        die(str(exc))
+    _write_png_or_die(path, sheet)
     sys.stdout.write(f"{path}\n")
     err.print(
         f"Wrote {name} preview ({n} mask(s) {'per kind' if labelled else ''} {w}x{h}, seed {seed}, "

@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from .output import die
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``sheet`` command to ``app``."""
-    err = Console(stderr=True, highlight=False)
-
     @app.command("sheet")
     def sheet_cmd(
         outdir: Path = typer.Argument(..., metavar="OUTDIR", help="An output folder of 'repaint inpaint' (its <stem>.png results)."),
@@ -25,13 +23,11 @@ def register(app: typer.Typer) -> None:
         cell: int = typer.Option(128, metavar="PX", help="Thumbnail cell size in pixels."),
     ):
         """Write one contact sheet PNG of the results in OUTDIR, each labelled with its file stem."""
+        from ..files import InputError
         from ..images.frames import sheet_for_dir
-        from ..images.image_files import InputError
 
         try:
             path = sheet_for_dir(outdir, out, cols=cols, cell=cell)
         except (ValueError, InputError) as e:
-            err.print("[red]error:[/red] ", end="", markup=True)
-            err.print(str(e), markup=False, soft_wrap=True)
-            raise typer.Exit(2)
+            die(str(e))
         print(path, flush=True)

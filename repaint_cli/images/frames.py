@@ -20,7 +20,7 @@ Naming
   (white = keep) | output, at the original size, 4 px of white between them.
 * Contact sheet: ``<out>/sheet.png`` by default.
 
-Every file is written atomically (``image_files.atomic_path``).
+Every file is written atomically (``repaint_cli.files.atomic_path``).
 """
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ import numpy as np
 from PIL import Image
 
 from . import image_files
+from ..choices import ANIMATIONS, check_choice
+from ..files import InputError, atomic_path, is_atomic_temp, write_bytes_atomic
 from .hooks import BatchHook, Prepared
 
-ANIMATIONS = ("gif", "mp4")
 DEFAULT_ANIMATION_FRAMES = 24
 TINT_COLOR = (40, 110, 255)  # RGB of the overlay on the unknown region
 TINT_STRENGTH = 0.35
@@ -197,7 +198,7 @@ def write_gif(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:
     buf = io.BytesIO()
     ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], loop=0,
                 duration=max(int(round(1000 / fps)), 20), disposal=1)
-    image_files.write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
 
 
 class _WriterUnavailable(Exception):
@@ -273,7 +274,7 @@ def write_mp4(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:
     if codec is None:
         raise _WriterUnavailable(f"OpenCV cannot write MP4 video (neither H.264 nor MPEG-4) to {path}")
     h, w = frames[0].shape[:2]
-    with image_files.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec[0]), float(fps), (w, h))
         try:
             if not vw.isOpened():
@@ -369,8 +370,8 @@ class FrameHook(BatchHook):
 
     def __init__(self, out_dir, n_frames: int, animate: Optional[str] = None, fps: float = 12,
                  save_pngs: bool = True):
-        if animate not in (None,) + ANIMATIONS:
-            raise ValueError(f"animate must be one of {ANIMATIONS} or None, not {animate!r}")
+        if animate is not None:
+            check_choice(animate, ANIMATIONS, "animate")
         self.out_dir = Path(out_dir)
         self.n_frames = int(n_frames)
         self.animate = animate
@@ -481,8 +482,7 @@ def hooks_from_options(out_dir, frames: Optional[int] = None, animate: Optional[
     """
     if animate is not None:
         animate = str(animate).lower()
-        if animate not in ANIMATIONS:
-            raise ValueError(f"--animate {animate}: use gif or mp4")
+        check_choice(animate, ANIMATIONS, "--animate")
     if frames is not None and int(frames) < 0:
         raise ValueError(f"--frames {frames}: must be 0 or more")
     if fps <= 0:
@@ -545,7 +545,7 @@ def make_sheet(image_paths, out_path, cols: Optional[int] = None, cell: int = 12
         x, y = pad + c * cw, pad + r * ch
         try:
             thumb = _fit_cell(image_files.read_image(p).rgb, cell)
-        except (image_files.InputError, OSError, ValueError):
+        except (InputError, OSError, ValueError):
             thumb = np.full((cell, cell, 3), 200, np.uint8)
             cv2.line(thumb, (0, 0), (cell - 1, cell - 1), (220, 40, 40), 2)
             cv2.line(thumb, (0, cell - 1), (cell - 1, 0), (220, 40, 40), 2)
@@ -566,7 +566,7 @@ def result_images(out_dir) -> list[Path]:
     for p in sorted(out_dir.iterdir()):
         if not p.is_file() or p.suffix.lower() != ".png" or p.name.startswith("."):
             continue
-        if p.stem == "sheet" or p.stem.endswith(_SHEET_EXCLUDE) or image_files.is_atomic_temp(p):
+        if p.stem == "sheet" or p.stem.endswith(_SHEET_EXCLUDE) or is_atomic_temp(p):
             continue
         found.append(p)
     return found

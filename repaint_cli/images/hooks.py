@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 import numpy as np
-from . import image_files
+from . import fit, image_files
 from .jobs import Job
 from ..core.sampler import StepInfo
 
@@ -15,7 +15,7 @@ class Prepared:
     job: Job
     image: image_files.LoadedImage
     keep: np.ndarray  # bool (H, W) at the original size
-    plan: image_files.FitPlan
+    plan: fit.FitPlan
     rgb_S: np.ndarray
     keep_S: np.ndarray
     mask_label: str

@@ -1,4 +1,4 @@
-"""Reading and writing images and masks, and fitting them to the model's square resolution.
+"""Reading and writing images and masks.
 
 This module knows nothing about diffusion or models: it depends on numpy, Pillow and
 OpenCV only.
@@ -53,58 +53,26 @@ Reading masks
   * Values other than 0/255 warn only above 1 % of the pixels (soft edges are normal).
 
 Writing
-  * Temporary files live in the destination folder and are named
-    ``.<name>.<8 random chars>.tmp<ext>`` (e.g. ``.cat.png.k3f9a0qz.tmp.png``): hidden,
-    recognisable by :func:`is_atomic_temp`, and still ending in the real extension for
-    writers (OpenCV, imageio) that pick the format from it.  They are fsynced and then
-    renamed over the final name with ``os.replace``; on any error they are removed.
-  * Missing parent folders are created.  Permission / read-only-filesystem errors become
-    :class:`InputError`; other OS errors (disk full...) propagate unchanged, since
-    continuing with the next image would not help.
+  * Every file is written atomically by :func:`repaint_cli.files.atomic_path` (a hidden
+    temp file beside it, fsynced, renamed; removed on any error; unwritable folders raise
+    :class:`InputError`).
   * Default encoder settings: JPEG ``quality=95, subsampling=0``; WebP ``lossless=True``
     (unless the caller passes ``quality`` or ``lossless``).  Known pixels are only
     byte-identical on disk for lossless formats (PNG, TIFF, BMP, lossless WebP).
   * Alpha is dropped with a warning for formats that cannot store it (JPEG, ...).
 
-Fitting to the model resolution S (see :func:`plan_fit`)
-  * Resampling never touches a known pixel of the final output: ``unfit`` returns
-    ``where(keep_orig, rgb_orig, resampled_sample)``.
-  * Padding is reflection (``numpy.pad(mode='reflect')``) of both the image and the keep
-    mask: a padded pixel is known iff the pixel it mirrors is known.  Padding is thus
-    treated as context, but the content under a hole (often the object to remove) is
-    never mirrored into "known" padding.
-  * Hole mapping is conservative: an S-resolution pixel is a hole if any hole pixel of
-    the original contributes to it under the resampling kernel (INTER_AREA footprint
-    when shrinking, a 2-pixel cubic support when enlarging).  When shrinking the hole is
-    then dilated by one more pixel at S, so the way back (cubic) mostly reads generated
-    pixels.  Therefore every original hole pixel maps to a hole at S (a 1-pixel hole in
-    a 1000x700 image survives), and no known pixel at S carries hole content.
-  * crop (default): if the image fits in SxS it is padded (like ``pad``).  Otherwise a
-    window of side ``max(ceil(max(box_h, box_w) * (1 + 2*context)), S)`` centred on the
-    hole's bounding box, clipped to the image per axis (so it may be a rectangle), is
-    reflect-padded to a square and shrunk to S.  The window never is smaller than S
-    where the image allows, so crops are never enlarged (model sees native-scale
-    pixels), and it always contains the whole hole box; when the window covers the whole
-    image this is the same as ``resize``.
-  * resize: the whole image is letterboxed to a square (reflect padding, see above) and
-    resized to S (INTER_AREA when shrinking, INTER_CUBIC when enlarging); aspect ratio is
-    kept.  Small images are enlarged (useful for models trained on full-frame content).
-  * pad: images at most SxS are reflect-padded to SxS with no resampling at all; larger
-    images raise InputError suggesting ``--fit crop`` or ``--fit resize``.
+Fitting images to the model's square resolution lives in :mod:`.fit`; atomic writing
+in :mod:`repaint_cli.files`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
-import re
-import secrets
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 try:
     import fcntl
@@ -115,6 +83,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
+from ..choices import CONVENTIONS, check_choice
+from ..files import InputError, atomic_path
+from ..files import display_path as _disp, input_error as _err
+from .fit import as_keep as _as_keep
+
 __all__ = [
     "InputError",
     "LoadedImage",
@@ -122,43 +95,14 @@ __all__ = [
     "read_mask",
     "check_mask",
     "write_image_atomic",
-    "write_bytes_atomic",
-    "atomic_path",
-    "is_atomic_temp",
     "OutputLock",
     "lock_output",
-    "FitPlan",
-    "plan_fit",
-    "apply_fit",
-    "unfit",
+    "read_png_text",
     "fill_and_border_colours",
-    "FIT_MODES",
-    "MASK_CONVENTIONS",
 ]
-
-FIT_MODES = ("crop", "resize", "pad")
-MASK_CONVENTIONS = ("keep", "hole")
 
 #: Share of non-binary mask pixels above which :func:`read_mask` warns.
 NONBINARY_WARN_FRACTION = 0.01
-
-
-class InputError(Exception):
-    """A problem with one input (or output) file; the message is one line: file, problem, fix."""
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None):
-        message = " ".join(str(message).splitlines())
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-
-
-def _disp(path) -> str:
-    """The path as shown in messages, kept on one line."""
-    return str(path).replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _err(path, problem: str, fix: str) -> InputError:
-    return InputError(f"{_disp(path)}: {problem}; {fix}", path)
 
 
 # --------------------------------------------------------------------------- reading
@@ -458,8 +402,7 @@ def read_mask(path, convention: Literal["keep", "hole"], size: tuple[int, int] |
                 warning naming both sizes.
     Emptiness is not checked here; see :func:`check_mask`.
     """
-    if convention not in MASK_CONVENTIONS:
-        raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, not {convention!r}")
+    check_choice(convention, CONVENTIONS, "mask convention")
     img = opened = _open_loaded(path, "mask")
     warnings: list[str] = []
     try:
@@ -497,13 +440,6 @@ def read_mask(path, convention: Literal["keep", "hole"], size: tuple[int, int] |
     return np.ascontiguousarray(keep), warnings
 
 
-def _as_keep(keep_mask) -> np.ndarray:
-    k = np.asarray(keep_mask)
-    if k.ndim != 2:
-        raise ValueError(f"keep mask must be 2-D (H, W), got shape {k.shape}")
-    return k if k.dtype == bool else k > 127 if k.dtype == np.uint8 else k.astype(bool)
-
-
 def check_mask(keep_mask, path, allow_empty: bool = False) -> list[str]:
     """Raise InputError if the mask has no hole or keeps no pixel.
 
@@ -524,109 +460,6 @@ def check_mask(keep_mask, path, allow_empty: bool = False) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- writing
-
-_TEMP_RE = re.compile(r"^\..+\.[0-9a-z]{8}\.tmp(\.[^.]*)?$")
-_ALPHABET = string.ascii_lowercase + string.digits
-_READONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-
-def is_atomic_temp(path) -> bool:
-    """True for the names of this module's temporary files (to skip or clean them up)."""
-    return bool(_TEMP_RE.match(Path(path).name))
-
-
-def _temp_name(final: Path) -> Path:
-    token = "".join(secrets.choice(_ALPHABET) for _ in range(8))
-    return final.with_name(f".{final.name}.{token}.tmp{final.suffix}")
-
-
-def _folder_error(folder: Path, e: OSError) -> InputError:
-    return _err(
-        f"{folder}{os.sep}",
-        f"cannot write in this folder ({e.strerror or e.__class__.__name__})",
-        "choose a writable --output folder or fix its permissions",
-    )
-
-
-def _create_temp(final: Path) -> Path:
-    """Create an empty, exclusive temp file next to ``final`` (umask-respecting mode)."""
-    for _ in range(100):
-        tmp = _temp_name(final)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(errno.EEXIST, "could not create a unique temporary file", str(final))
-
-
-def _fsync_path(p: Path) -> None:
-    fd = os.open(p, os.O_RDWR | getattr(os, "O_BINARY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(d: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is fsynced and renamed to
-    ``path``, on any exception it is removed and the exception re-raised.
-
-    The temp file already exists (empty) when yielded; writers may overwrite it.
-    Missing parent folders are created.  Unwritable folders raise InputError.
-    """
-    final = Path(path)
-    folder = final.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise _err(folder, "exists but is not a folder", "remove it or choose another output folder") from None
-    except NotADirectoryError:
-        raise _err(folder, "a parent of this output folder is a file", "choose another output folder") from None
-    except OSError as e:
-        if e.errno in _READONLY_ERRNOS:
-            raise _folder_error(folder, e) from None
-        raise
-    try:
-        tmp = _create_temp(final)
-    except OSError as e:
-        if e.errno in _READONLY_ERRNOS:
-            raise _folder_error(folder, e) from None
-        raise
-    try:
-        yield tmp
-        _fsync_path(tmp)
-        try:
-            os.replace(tmp, final)
-        except IsADirectoryError:
-            raise _err(final, "a folder with this name exists", "remove it or choose another output name") from None
-        except OSError as e:
-            if e.errno in _READONLY_ERRNOS:
-                raise _err(final, f"cannot replace this file ({e.strerror})", "fix its permissions or choose another --output folder") from None
-            raise
-        _fsync_dir(folder)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
 
 class OutputLock:
     """An exclusive lock on one output while a run makes it: ``fcntl.flock`` on a hidden
@@ -674,13 +507,6 @@ def lock_output(path) -> OutputLock | None:
             pass
         os.close(fd)  # we locked a file its holder has just removed
     return None
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
 
 
 # Formats whose Pillow writers store an alpha channel.
@@ -767,186 +593,6 @@ def read_png_text(path, key: str) -> str | None:
     except (OSError, ValueError, SyntaxError):
         return None
     return str(value) if value is not None else None
-
-
-# ----------------------------------------------------------------------------- fitting
-
-
-@dataclass(frozen=True)
-class FitPlan:
-    """How one image maps to the model's SxS input and back.
-
-    The image region ``[y0:y1, x0:x1]`` is reflect-padded by ``pad`` (top, bottom, left,
-    right) to a ``padded`` x ``padded`` square, which is resized to S x S (identity when
-    ``padded == S``).
-
-    mode:      the mode actually used ('crop', 'resize' or 'pad'); ``requested`` is the
-               one asked for (crop becomes pad for images that fit in SxS).
-    image_size (H, W) of the original.
-    region:    (y0, y1, x0, x1) in the original; contains every hole pixel.
-    note:      a one-line explanation when the plan differs from the request, else None.
-    """
-
-    mode: str
-    requested: str
-    S: int
-    image_size: tuple[int, int]
-    region: tuple[int, int, int, int]
-    pad: tuple[int, int, int, int]
-    padded: int
-    context: float
-    note: str | None = None
-
-    @property
-    def scale(self) -> float:
-        """S / padded: < 1 shrinks, > 1 enlarges, 1 is pixel-exact."""
-        return self.S / self.padded
-
-
-def _hole_bbox(hole: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows = np.flatnonzero(hole.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(hole.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def _window(b0: int, b1: int, length: int, limit: int) -> tuple[int, int]:
-    """A window of ``length`` (<= limit) containing [b0, b1), centred on it, inside [0, limit)."""
-    start = b0 - (length - (b1 - b0)) // 2
-    start = min(max(start, 0), limit - length)
-    return start, start + length
-
-
-def _square_pad(h: int, w: int, side: int) -> tuple[int, int, int, int]:
-    dh, dw = side - h, side - w
-    return dh // 2, dh - dh // 2, dw // 2, dw - dw // 2
-
-
-def plan_fit(keep_mask, S: int, mode: str = "crop", context: float = 0.5, *, path=None) -> FitPlan:
-    """Plan how to fit an image with this keep mask into S x S (see the module notes).
-
-    ``path`` only names the file in InputError messages (pad mode on a large image).
-    """
-    if mode not in FIT_MODES:
-        raise ValueError(f"mode must be one of {FIT_MODES}, not {mode!r}")
-    S = int(S)
-    if S < 1:
-        raise ValueError(f"S must be positive, got {S}")
-    if not (context >= 0 and math.isfinite(context)):
-        raise ValueError(f"context must be a finite number >= 0, got {context}")
-    keep = _as_keep(keep_mask)
-    H, W = keep.shape
-    if H < 1 or W < 1:
-        raise ValueError("empty mask")
-    whole = (0, H, 0, W)
-    fits = H <= S and W <= S
-    name = _disp(path) if path is not None else "image"
-
-    if mode == "pad" or (mode == "crop" and fits):
-        if not fits:
-            raise InputError(
-                f"{name}: image is {W}x{H} but --fit pad needs at most {S}x{S}; use --fit crop or --fit resize",
-                path,
-            )
-        note = None if mode == "pad" else f"image is at most {S}x{S}: padded instead of cropped"
-        return FitPlan("pad", mode, S, (H, W), whole, _square_pad(H, W, S), S, context, note)
-
-    if mode == "resize":
-        side = max(H, W)
-        return FitPlan("resize", mode, S, (H, W), whole, _square_pad(H, W, side), side, context)
-
-    # crop
-    box = _hole_bbox(~keep)
-    if box is None:  # nothing to inpaint: centre window (check_mask normally stops this)
-        box = (H // 2, H // 2 + 1, W // 2, W // 2 + 1)
-    by0, by1, bx0, bx1 = box
-    side = max(math.ceil(max(by1 - by0, bx1 - bx0) * (1 + 2 * context)), S)
-    rh, rw = min(side, H), min(side, W)
-    y0, y1 = _window(by0, by1, rh, H)
-    x0, x1 = _window(bx0, bx1, rw, W)
-    padded = max(rh, rw)  # >= S because the image does not fit in S x S
-    note = None
-    if (rh, rw) == (H, W):
-        note = "the crop window covers the whole image (same as --fit resize)"
-    return FitPlan("crop", mode, S, (H, W), (y0, y1, x0, x1), _square_pad(rh, rw, padded), padded, context, note)
-
-
-def _pad_reflect(a: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
-    t, b, l, r = pad
-    if not any(pad):
-        return a
-    widths = ((t, b), (l, r)) + ((0, 0),) * (a.ndim - 2)
-    return np.pad(a, widths, mode="reflect")
-
-
-def _hole_at_S(hole_p: np.ndarray, S: int) -> np.ndarray:
-    """Conservative hole mask at S for a square hole mask at its padded size."""
-    P = hole_p.shape[0]
-    if P == S:
-        return hole_p.copy()
-    if P > S:  # shrinking with INTER_AREA: any overlap -> hole, then one more pixel
-        frac = cv2.resize(hole_p.astype(np.float32), (S, S), interpolation=cv2.INTER_AREA)
-        hole = frac > 0
-        return cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    # enlarging with INTER_CUBIC (support: 2 source pixels each side)
-    grown = cv2.dilate(hole_p.astype(np.uint8), np.ones((5, 5), np.uint8))
-    return cv2.resize(grown.astype(np.float32), (S, S), interpolation=cv2.INTER_LINEAR) > 0
-
-
-def _check_image(plan: FitPlan, rgb, keep_mask) -> tuple[np.ndarray, np.ndarray]:
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
-    keep = _as_keep(keep_mask)
-    if rgb.shape[:2] != tuple(plan.image_size) or keep.shape != tuple(plan.image_size):
-        raise ValueError(f"plan is for {plan.image_size}, got image {rgb.shape[:2]} and mask {keep.shape}")
-    return rgb, keep
-
-
-def apply_fit(plan: FitPlan, rgb, keep_mask) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(rgb_S uint8 (S, S, 3), keep_S bool (S, S))`` for the model."""
-    rgb, keep = _check_image(plan, rgb, keep_mask)
-    y0, y1, x0, x1 = plan.region
-    S, P = plan.S, plan.padded
-    rgb_p = _pad_reflect(rgb[y0:y1, x0:x1], plan.pad)
-    hole_p = _pad_reflect(~keep[y0:y1, x0:x1], plan.pad)
-    if P == S:
-        rgb_S = np.ascontiguousarray(rgb_p)
-    else:
-        interp = cv2.INTER_AREA if P > S else cv2.INTER_CUBIC
-        rgb_S = cv2.resize(np.ascontiguousarray(rgb_p), (S, S), interpolation=interp)
-    keep_S = ~_hole_at_S(hole_p, S)
-    return rgb_S, keep_S
-
-
-def unfit(plan: FitPlan, sample_S, rgb_orig, keep_orig, paste: bool = True) -> np.ndarray:
-    """Map the model's S x S output back: ``where(keep_orig, rgb_orig, resampled_sample)``.
-
-    The result has the original size; every known pixel is byte-identical to ``rgb_orig``.
-    ``paste=False`` keeps the raw sample over the whole fitted region instead (the paper's
-    code never pastes the known pixels back); pixels outside the region stay original.
-    """
-    rgb, keep = _check_image(plan, rgb_orig, keep_orig)
-    sample = np.asarray(sample_S)
-    S, P = plan.S, plan.padded
-    if sample.dtype != np.uint8 or sample.shape != (S, S, 3):
-        raise ValueError(f"sample must be uint8 ({S}, {S}, 3), got {sample.dtype} {sample.shape}")
-    if P != S:
-        interp = cv2.INTER_CUBIC if P > S else cv2.INTER_AREA
-        sample = cv2.resize(np.ascontiguousarray(sample), (P, P), interpolation=interp)
-    t, _, l, _ = plan.pad
-    y0, y1, x0, x1 = plan.region
-    back = sample[t : t + (y1 - y0), l : l + (x1 - x0)]
-    full = rgb.copy()
-    if not paste:
-        full[y0:y1, x0:x1] = back
-        return full
-    region_hole = ~keep[y0:y1, x0:x1]
-    if np.count_nonzero(region_hole) != np.count_nonzero(~keep):
-        raise ValueError("keep_orig has holes outside the plan's region; plan with the same mask")
-    full[y0:y1, x0:x1][region_hole] = back[region_hole]
-    return np.where(keep[..., None], rgb, full)
 
 
 def fill_and_border_colours(rgb, keep_mask, ring: int = 3) -> tuple[np.ndarray, np.ndarray] | None:

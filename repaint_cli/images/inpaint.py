@@ -27,7 +27,8 @@ import torch
 
 from ..runtime.device import EngineOptions, GraphCache, auto_batch_size, prepare_model
 from ..core.schedule import schedule_summary
-from . import image_files, masks
+from ..files import InputError
+from . import fit, image_files, masks
 from .guidance import Guidance
 from .hooks import Prepared
 from .jobs import Job, check_out_dir
@@ -243,7 +244,7 @@ class _Run:
                 self.fail(item.job, f"{item.job.image}: the model's sample holds NaN/Inf (in fp32); nothing written; "
                                     f"try another --seed, or check the model's weights")
                 continue
-            out_rgb = image_files.unfit(item.plan, sample, item.image.rgb, item.keep, paste=write.paste)
+            out_rgb = fit.unfit(item.plan, sample, item.image.rgb, item.keep, paste=write.paste)
             note = fill_colour_note(item, out_rgb)
             if note:
                 self.fill_notes[str(item.job.output)] = note
@@ -269,7 +270,7 @@ class _Run:
             for f in futs:
                 try:
                     warns += f.result() or []
-                except image_files.InputError as e:
+                except InputError as e:
                     errors.append(str(e))
                 except OSError as e:
                     errors.append(f"{item.job.output}: cannot write ({e.strerror or e}); free space or choose another "

@@ -53,7 +53,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..choices import CONVENTIONS, MASK_KINDS
+from ..choices import CONVENTIONS, CONVENTIONS_HINT, MASK_KINDS, choice_message
 from ..resources import bundled_masks_dir
 
 __all__ = [
@@ -510,4 +510,4 @@ def to_convention(keep_mask: np.ndarray, convention: str = "keep") -> np.ndarray
         return binary
     if convention == "hole":
         return (KEEP - binary).astype(np.uint8)
-    raise MaskError(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+    raise MaskError(choice_message(convention, CONVENTIONS, "convention", CONVENTIONS_HINT))

@@ -5,7 +5,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
 import numpy as np
-from . import image_files
+from ..files import InputError
+from . import fit, image_files
 from . import masks
 from .jobs import Job
 from .hooks import Prepared
@@ -13,7 +14,7 @@ from .options import ReadOptions
 
 
 def prepare(job: Job, read: ReadOptions, S: int) -> Prepared:
-    """Read, check and fit one image and its mask; raises image_files.InputError."""
+    """Read, check and fit one image and its mask; raises InputError."""
     img = image_files.read_image(job.image)
     warnings = list(img.warnings)
     h, w = img.size
@@ -24,19 +25,19 @@ def prepare(job: Job, read: ReadOptions, S: int) -> Prepared:
         try:
             keep = masks.mask_for_image(job.mask_kind, h, w, job.keys.mask) > 127
         except masks.MaskError as e:
-            raise image_files.InputError(f"{job.image}: cannot draw a '{label}' mask for a {w}x{h} image ({e}); "
+            raise InputError(f"{job.image}: cannot draw a '{label}' mask for a {w}x{h} image ({e}); "
                                      f"use a mask file or another --mask kind") from None
         if keep.all() or not keep.any():
             what = "no hole" if keep.all() else "no known pixel"
-            raise image_files.InputError(f"{job.image}: the generated '{label}' mask has {what} at {w}x{h}; "
+            raise InputError(f"{job.image}: the generated '{label}' mask has {what} at {w}x{h}; "
                                      f"use a mask file or another --mask kind")
     else:
         keep, mask_warnings = image_files.read_mask(job.mask_file, read.mask_convention, size=(h, w))
         warnings += mask_warnings
         label = str(job.mask_file)
         warnings += image_files.check_mask(keep, job.mask_file, allow_empty=read.allow_empty)
-    plan = image_files.plan_fit(keep, S, read.fit, read.context, path=job.image)
-    rgb_S, keep_S = image_files.apply_fit(plan, img.rgb, keep)
+    plan = fit.plan_fit(keep, S, read.fit, read.context, path=job.image)
+    rgb_S, keep_S = fit.apply_fit(plan, img.rgb, keep)
     return Prepared(job, img, keep, plan, rgb_S, keep_S, label, warnings)
 
 
@@ -46,7 +47,7 @@ def _prepare_or_error(job: Job, read: ReadOptions, S: int) -> tuple[Optional[Pre
         return None, job.error
     try:
         return prepare(job, read, S), None
-    except image_files.InputError as e:
+    except InputError as e:
         return None, str(e)
 
 

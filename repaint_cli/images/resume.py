@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 import numpy as np
+from ..files import InputError
 from . import image_files
 from . import masks
 from .jobs import Job
@@ -41,13 +42,13 @@ def extras_from_disk(job: Job, read: ReadOptions, write: WriteOptions, S: int) -
         item = prepare(job, read, S)
         out = image_files.read_image(job.output)
         if out.rgb.shape != item.image.rgb.shape:
-            raise image_files.InputError(f"{job.output}: another size than its input")
+            raise InputError(f"{job.output}: another size than its input")
         if need_mask:
             mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8), read.mask_convention)
             image_files.write_image_atomic(mask_output(job), mask_img, None, gray=True)
         for hook in hooks:
             hook.finish(item, None, out.rgb, lambda fn, *a, **k: warnings.extend(fn(*a, **k) or []))
-    except (image_files.InputError, OSError) as e:
+    except (InputError, OSError) as e:
         return [f"{job.image}: --save-mask/--concat not made from the finished output ({e}); --overwrite redoes it"]
     return warnings
 

@@ -26,7 +26,7 @@ from ..models.batch_invariant import set_batch_invariant
 from ..core.noise import prepare_fused_noise
 from ..core.sampler import Conditioning, EagerSteps, reverse_step, undo_step
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+from ..choices import PRECISIONS  # defined once, in repaint_cli/choices.py
 
 
 @dataclass

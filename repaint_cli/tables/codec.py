@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -536,19 +535,18 @@ def _number(v: float, col: Column, fmt: str):
     return f"{v:.{col.decimals}f}"
 
 
-def write_table(frame, path, fmt: Optional[str] = None, style: Optional[CsvStyle] = None) -> None:
-    """Write atomically: a temporary file beside the target, renamed over it when complete.
-    A CSV keeps ``style`` (the input's delimiter, byte-order mark and line ending)."""
+def write_table(frame, path, fmt: Optional[str] = None, style: Optional[CsvStyle] = None,
+                option: str = "--out") -> None:
+    """Write atomically (repaint_cli.files): a temporary file beside the target, renamed over it
+    when complete. A CSV keeps ``style`` (the input's delimiter, byte-order mark and line ending)."""
+    from ..files import atomic_path
+
     path = Path(path)
     fmt = fmt or table_format(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, option) as tmp:
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             style = style or CsvStyle()
             frame.to_csv(tmp, index=False, sep=style.sep, lineterminator=style.newline,
-                         encoding="utf-8-sig" if style.bom else "utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+                         encoding="utf-8-sig" if style.bom else "utf-8", compression=None)

@@ -9,8 +9,6 @@ column's quantile map) beside a YAML card with the column schema.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -186,6 +184,8 @@ def save_table_model(path, model: TableDenoiser, columns, extra: dict) -> tuple[
     """PATH.safetensors (weights, quantile maps) and PATH.yaml (card: schema, sizes); both atomic."""
     from safetensors.torch import save_file
 
+    from ..files import atomic_paths
+
     weights, card = model_paths(path)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for col in columns:
@@ -193,16 +193,10 @@ def save_table_model(path, model: TableDenoiser, columns, extra: dict) -> tuple[
             tensors[f"column.{col.name}.values"] = torch.from_numpy(np.asarray(col.values, np.float64))
             tensors[f"column.{col.name}.scores"] = torch.from_numpy(np.asarray(col.scores, np.float64))
     body = card_text(columns, {"weights": weights.name, "dim": model.dim, "model": asdict(model.cfg), **extra})
-    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    tmp_weights, tmp_card = (p.with_name(f".{p.name}.{tag}.tmp") for p in (weights, card))
-    try:  # both written in full before either is renamed into place
+    with atomic_paths(weights, card, option="--save-model") as (tmp_weights, tmp_card):
+        # both written in full before either is renamed into place: both or neither
         save_file(tensors, str(tmp_weights))
         tmp_card.write_text(body, encoding="utf-8")
-        os.replace(tmp_weights, weights)
-        os.replace(tmp_card, card)
-    finally:
-        tmp_weights.unlink(missing_ok=True)
-        tmp_card.unlink(missing_ok=True)
     return weights, card
 
 

@@ -27,6 +27,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from ..files import atomic_path
+
 HELDOUT_EVERY = 16
 EDGE_CORR_THRESHOLD = 0.85
 EDGE_SIZE = 32  # side of the grayscale images the edge maps are computed on
@@ -182,9 +184,7 @@ def split_heldout(
 
 def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Like np.savez_compressed, but with fixed zip timestamps so the bytes never change."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for key in sorted(arrays):
             info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -192,7 +192,6 @@ def _save_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.asarray(arrays[key]), allow_pickle=False)
             zf.writestr(info, buf.getvalue(), compresslevel=9)
-    tmp.replace(path)
 
 
 def build_emoji_arrays(size: int = 32, font_path=None) -> dict:
@@ -263,7 +262,8 @@ def write_examples(out_dir, gids: np.ndarray, images: np.ndarray, n: int = 8, ex
     paths = []
     for i in pick_examples(gids, images, n, exclude):
         p = out_dir / f"emoji_{int(gids[i])}.png"
-        Image.fromarray(images[i], "RGB").save(p, optimize=True)
+        with atomic_path(p) as tmp:
+            Image.fromarray(images[i], "RGB").save(tmp, format="PNG", optimize=True)
         paths.append(p)
     return paths
 

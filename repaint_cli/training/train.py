@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ import torch
 import yaml
 
 from ..core.diffusion import Diffusion
+from ..files import atomic_path, write_bytes_atomic
 from ..models.unet import UNetConfig, UNetModel
 
 
@@ -83,17 +83,15 @@ def _to_model_range(batch_u8: torch.Tensor) -> torch.Tensor:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_weights(model: torch.nn.Module, path: Path, dtype=torch.float16) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 @torch.no_grad()
@@ -126,9 +124,8 @@ def sample_grid(model, diffusion_cfg: dict, n: int, path: Path, seed: int = 0, s
     for k, im in enumerate(img):
         r, c = divmod(k, cols)
         grid[r * (size + 2): r * (size + 2) + size, c * (size + 2): c * (size + 2) + size] = im
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.Resampling.NEAREST).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.Resampling.NEAREST).save(tmp)
 
 
 def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, log=None, on_step=None) -> Path:
@@ -163,7 +160,7 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
         step, best = state["step"], state["best"]
         torch.set_rng_state(state["rng"])
         log(f"resumed from {state_path} at step {step} (best held-out loss {best:.4f})")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
@@ -227,11 +224,8 @@ def export(run_dir, out_path, name: str | None = None) -> Path:
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no best EMA weights yet; train longer (they are written at each evaluation)")
     cfg = TrainConfig(**yaml.safe_load((run_dir / "config.yaml").read_text()))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_bytes(src.read_bytes())
-    os.replace(tmp, out_path)
+    write_bytes_atomic(out_path, src.read_bytes(), option="--export")
     side = out_path.with_suffix(".yaml")
     if not side.exists():
-        side.write_text(yaml.safe_dump(cfg.model_card_hparams(), sort_keys=False))
+        write_bytes_atomic(side, yaml.safe_dump(cfg.model_card_hparams(), sort_keys=False).encode(), option="--export")
     return out_path
