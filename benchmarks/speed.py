@@ -35,7 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from repaint_cli.runtime.device import EngineOptions, GraphCache, make_steps, pick_device, prepare_model  # noqa: E402
+from repaint_cli.runtime.cuda_graphs import GraphCache, make_steps  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions, pick_device, prepare_model  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
 from repaint_cli.core.reference_loop import paper_attention, plain_repaint  # noqa: E402

@@ -137,7 +137,7 @@ def test_tables_use_the_core_as_it_is(monkeypatch):
 def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
     """runtime/device.py copies the Conditioning into static buffers: the copy draws from the same source,
     and a graph captured for one source is never reused for another."""
-    from repaint_cli.runtime.device import CudaGraphSteps, EagerReplay, graph_signature
+    from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, graph_signature
     from repaint_cli.tables.impute import row_block_noise
 
     gt, keep, keys = images()

@@ -4,8 +4,9 @@ import torch
 
 from conftest import randomize, small_unet_config
 from repaint_cli.core.diffusion import Diffusion
-from repaint_cli.runtime.device import (CudaGraphSteps, EagerReplay, EngineOptions, GraphCache, auto_batch_size, is_oom,
-                                make_steps, pick_device, prepare_model, resolve_precision)
+from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, GraphCache, make_steps
+from repaint_cli.runtime.device import EngineOptions, pick_device, prepare_model, resolve_precision
+from repaint_cli.runtime.memory import auto_batch_size, is_oom
 from repaint_cli.core.noise import image_key, keys_tensor
 from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint
 from repaint_cli.core.schedule import JumpParams, jump_schedule
@@ -197,7 +198,7 @@ def test_invariance_self_check_passes_on_this_cpu():
     (4, 1.5, 4, 2),     # 1.5 rounds to 2 busy cores
 ])
 def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
-    import repaint_cli.runtime.device as engine
+    import repaint_cli.runtime.threads as engine
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
@@ -222,7 +223,7 @@ def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
 
 
 def test_default_threads_leave_omp_num_threads_and_systems_without_load(monkeypatch):
-    import repaint_cli.runtime.device as engine
+    import repaint_cli.runtime.threads as engine
 
     monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
     monkeypatch.setattr(engine, "_TORCH_THREADS", 1)

@@ -5,7 +5,6 @@ import threading
 import types
 import weakref
 
-import pytest
 import torch
 
 from conftest import make_images, randomize, small_unet_config

@@ -258,7 +258,7 @@ def test_whole_small_unet_as_the_engine_runs_it(n_threads):
 def test_whole_unet_same_bits_at_any_thread_count():
     """A 64 px model (GroupNorm split between threads, SiLU's split cutting vector blocks at 3 and 5
     threads): the same bits at 1 to 5 threads, so the thread count chosen from the free cores
-    (engine.default_threads) never changes an output; batches of 4 and lone images alike."""
+    (runtime.threads.default_threads) never changes an output; batches of 4 and lone images alike."""
     model = randomize(UNetModel(small_unet_config(image_size=64, attention_resolutions="16"))).eval()
     run = _prepared(model)
     x, t = randn(4, 3, 64, 64), torch.tensor([999, 500, 10, 1])

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest import write_png
 from repaint_cli.cli.app import app
 from repaint_cli.core.diffusion import Diffusion
-from repaint_cli.runtime.device import graph_signature
+from repaint_cli.runtime.cuda_graphs import graph_signature
 from repaint_cli.core.noise import image_key, keys_tensor
 from repaint_cli.core.sampler import (METHODS, Conditioning, ddim_step, ddnm_step, draw_id, repaint,
                                  repaint_step)

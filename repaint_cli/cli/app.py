@@ -209,7 +209,7 @@ def inpaint_cmd(
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", **FLAG, help="Capture each step as a CUDA graph.", rich_help_panel=P_SPEED),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", **FLAG, show_default="CPU: on, CUDA: off", help="Memory layout of the UNet.", rich_help_panel=P_SPEED),
     compile_model: bool = typer.Option(False, "--compile", **FLAG, help="torch.compile the UNet (pays off only on long runs).", rich_help_panel=P_SPEED),
-    threads: Optional[int] = typer.Option(None, metavar="N", show_default="one per core", help="CPU threads for PyTorch.", rich_help_panel=P_SPEED),
+    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for PyTorch. Default: the free cores (usable cores less the 1-minute load average). On a shared machine, set 1 or the cores you own; results do not change.", rich_help_panel=P_SPEED),
 ):
     """Inpaint images with RePaint: each output is DIR/<stem>.png, its path printed on stdout."""
     # option values first, before anything heavy is imported: a typo answers at once
@@ -307,7 +307,7 @@ def _check_inputs_exist(inputs: List[str]) -> None:
 def _run_showing_warnings(run, reporter):
     """Our own fallbacks (precision, compile, CUDA graphs) become one-line warnings; other libraries'
     chatter is not shown. PyTorch's warnings during a CUDA graph capture are recorded by the engine
-    itself (engine._cuda_capture), so this filter cannot hide them."""
+    itself (runtime.cuda_graphs._cuda_capture), so this filter cannot hide them."""
     import warnings
 
     with warnings.catch_warnings():
@@ -365,7 +365,8 @@ def schedule_cmd(
 @models_app.command("list")
 def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Hash present checkpoints and compare with their cards.")):
     """Known models and whether their checkpoints are present (one line each on stdout)."""
-    from ..models.cards import list_cards, sha256_file
+    from ..files import sha256_file
+    from ..models.cards import list_cards
     from ..resources import bundled_weights_dir, user_weights_dirs
 
     looked = [f"{'' if d.is_absolute() else './'}{d}{'' if d.is_dir() else ' (absent)'}" for d in user_weights_dirs()]

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         draws: Optional[Path] = typer.Option(None, "--draws", metavar="DIR", help="Also write all K completed tables here (multiple imputation).", rich_help_panel=P_OUT),
         json_out: bool = typer.Option(False, "--json", **FLAG, help="Print a JSON summary line on stdout (needs --out).", rich_help_panel=P_OUT),
         quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bars or info lines.", rich_help_panel=P_OUT),
-        threads: Optional[int] = typer.Option(None, metavar="N", show_default="one per core", help="CPU threads for imputing (training runs on one, so that the result does not depend on it).", rich_help_panel=P_OUT),
+        threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for imputing (training runs on one, so that the result does not depend on it). Default: the free cores (usable cores less the 1-minute load average); on a shared machine, set 1 or the cores you own.", rich_help_panel=P_OUT),
     ):
         """Fill the missing cells of TABLE with RePaint, using a small diffusion model trained on TABLE itself.
 

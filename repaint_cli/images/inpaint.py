@@ -25,7 +25,9 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from ..runtime.device import EngineOptions, GraphCache, auto_batch_size, prepare_model
+from ..runtime.cuda_graphs import GraphCache
+from ..runtime.device import EngineOptions, prepare_model
+from ..runtime.memory import auto_batch_size
 from ..core.schedule import schedule_summary
 from ..files import InputError
 from . import fit, image_files, masks

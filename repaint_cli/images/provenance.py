@@ -9,11 +9,11 @@ reading what made an output stays quick.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+from ..files import sha256_file
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -25,25 +25,6 @@ RUN_RECORD = ".repaint-run.jsonl"  # in --out: one JSON line per run
 COMPARED = ("model_sha256", "schedule", "method", "eta", "seed", "mask", "mask_convention", "fit", "context", "paste",
             "class_label", "classifier_scale", "device")
 IMPLIED = {"method": "repaint"}  # what an output recorded before a setting existed was made with
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_model(path: Path) -> str:
-    """sha256 of a checkpoint file; for a model folder (diffusers), of its files' names and contents."""
-    path = Path(path)
-    if not path.is_dir():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(f)))
-    return h.hexdigest()
 
 
 def job_settings(run: dict, job: "Job", hashes: dict) -> dict:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 import numpy as np
 import torch
-from ..runtime.device import is_oom, make_steps
+from ..runtime.cuda_graphs import make_steps
+from ..runtime.memory import is_oom
 from ..core.noise import keys_tensor
 from ..core.sampler import Conditioning, StepInfo, repaint, reverse_step
 from .hooks import Prepared

@@ -13,8 +13,9 @@ from ..runtime.device import EngineOptions, pick_device
 from .guidance import Guidance
 from .jobs import JobList, _has_glob, make_jobs, parse_shard, unknown_mask_message
 from ..models.cards import DEFAULT_MODEL
-from ..models.checkpoints import LoadedModel, ModelError, load, load_classifier, read_conf, resolve
-from .provenance import (sha256_model)
+from ..models.checkpoints import load, load_classifier, read_conf, resolve
+from ..models.loaded import LoadedModel, ModelError
+from ..files import sha256_model
 from ..core.sampler import METHODS
 from ..core.schedule import JumpParams, jump_schedule, resolve_jump_params
 from ..models.unet import UNetConfig

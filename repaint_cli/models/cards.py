@@ -6,7 +6,6 @@ the file. Reading cards needs only PyYAML, so ``repaint models list`` answers at
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,20 +99,3 @@ def find_card(name: str) -> Optional[ModelCard]:
     return next((c for c in list_cards() if c.name == name), None)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_model(path: Path) -> str:
-    """sha256 of a checkpoint file; for a model folder (diffusers), of its files' names and contents."""
-    path = Path(path)
-    if not path.is_dir():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        h.update(str(f.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(f)))
-    return h.hexdigest()

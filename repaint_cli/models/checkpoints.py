@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import difflib
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import yaml
 
-from .cards import DEFAULT_MODEL, ModelCard, find_card, list_cards, sha256_file  # noqa: F401 (re-exported)
+from .cards import DEFAULT_MODEL, ModelCard, find_card, list_cards  # noqa: F401 (re-exported)
 from ..core.diffusion import Diffusion, diffusion_from_hparams
 from ..core.schedule import JumpParams
+from .loaded import LoadedModel, ModelError
 from .unet import ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel
-
-
-class ModelError(Exception):
-    """A one-line, user-facing problem with a model, card or checkpoint."""
 
 
 # Every top-level key that RePaint's own conf files (its 19 confs/*.yml) and code read: all are
@@ -140,15 +136,6 @@ def load_strict(module: torch.nn.Module, state: dict, path) -> None:
         raise ModelError(f"{path}: checkpoint does not match the architecture ({'; '.join(parts)}); "
                          f"check the model hyper-parameters (--config or the model card)")
     module.load_state_dict(state, strict=True)
-
-
-@dataclass
-class LoadedModel:
-    model: UNetModel
-    diffusion: Diffusion
-    hparams: dict
-    card: Optional[ModelCard]
-    path: Path
 
 
 def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:

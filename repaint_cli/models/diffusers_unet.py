@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from ..core.diffusion import PREDICTIONS
-from .checkpoints import ModelError
+from .loaded import LoadedModel, ModelError
 from ..resources import cached_snapshot, hf_hub_cache
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -245,7 +245,6 @@ def read_configs(folder: Path) -> tuple[Layout, dict]:
 def load_diffusers(name: str, device="cpu", card=None):
     """``LoadedModel`` for a diffusers folder or hub id; raises DiffusersError with one line."""
     from ..core.diffusion import diffusion_from_hparams
-    from .checkpoints import LoadedModel
 
     folder = locate(name)
     layout, hp = read_configs(folder)  # every check that needs no weights, before any weights download

@@ -27,6 +27,7 @@ from .denoiser import (TableModelConfig, TrainSettings, card_text, load_table_mo
                           save_table_model, train_table_model)
 from .codec import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
                      filled_frame, infer_columns, schema_difference)
+from ..runtime.threads import set_threads
 
 TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
 BLOCK_ROWS = 4096  # rows per sampling block; fixed, so that the noise (and the result) does not depend on the machine
@@ -216,8 +217,7 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     progress = progress or Progress()
     opts = dataclasses.replace(opts)  # the caller's options stay as given (a loaded model sets opts.model)
     check_options(opts)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    set_threads(opts.threads)  # None: the free cores (runtime.threads)
     cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
     model, loaded = None, False
     if model_path is not None:
