@@ -39,7 +39,8 @@ from repaint_cli.runtime.cuda_graphs import GraphCache, make_steps  # noqa: E402
 from repaint_cli.runtime.device import EngineOptions, pick_device, prepare_model  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
-from repaint_cli.core.reference_loop import paper_attention, plain_repaint  # noqa: E402
+from repaint_cli.core.reference_loop import plain_repaint  # noqa: E402
+from repaint_cli.models.reference_attention import paper_attention  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
 from repaint_cli.core.diffusion import Diffusion  # noqa: E402
 from repaint_cli.core.schedule import JumpParams, PRESETS, jump_schedule, schedule_summary  # noqa: E402

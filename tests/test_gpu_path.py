@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize, small_unet_config
-from repaint_cli.core.reference_loop import explicit_attention
+from repaint_cli.models.reference_attention import explicit_attention
 from repaint_cli.models.unet import AttentionBlock, AttentionPool2d, ClassifierConfig, EncoderUNetModel, UNetModel
 
 

@@ -234,7 +234,8 @@ def inpaint_cmd(
 
     from ..runtime import torchrun
     from ..runtime.device import EngineOptions
-    from ..images.frames import hooks_from_options, sheet_for_dir
+    from ..images.frames import hooks_from_options
+    from ..images.sheet import sheet_for_dir
     from ..images.inpaint import inpaint
     from ..images.options import InpaintOptions, RunError, StopFlag
 

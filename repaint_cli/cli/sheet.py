@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Write one contact sheet PNG of the results in OUTDIR, each labelled with its file stem."""
         from ..files import InputError
-        from ..images.frames import sheet_for_dir
+        from ..images.sheet import sheet_for_dir
 
         try:
             path = sheet_for_dir(outdir, out, cols=cols, cell=cell)
