@@ -98,7 +98,7 @@ def test_inpaint_help_at_80_columns_has_panels_flags_and_examples():
     for panel in ("Inputs", "Masks", "Model", "Sampling", "Outputs", "Speed"):
         assert f"─ {panel} ─" in text, panel
     assert "<bool>" not in text  # flags take no value: none is shown
-    for default in ("[default: thick]", "[default: auto]", "[default: the model's]", "[default: one per core]"):
+    for default in ("[default: thick]", "[default: auto]", "[default: the model's]", "[default: the free cores]"):
         assert default in " ".join(text.replace("│", " ").split()), default
     assert text.count("repaint inpaint ") >= 3 and "Examples" in text
     assert "Quote globs" in " ".join(text.replace("│", " ").split())  # words may wrap

@@ -66,9 +66,9 @@ def test_ddim_step_refuses_a_guidance_it_would_drop():
 
 def test_eta_has_one_default_in_both_commands():
     from repaint_cli.tables.impute import ImputeOptions
-    from repaint_cli.images.inpaint import InpaintOptions
+    from repaint_cli.images.options import InpaintOptions
 
-    assert ImputeOptions().eta == InpaintOptions().eta == 0.0
+    assert ImputeOptions().eta == InpaintOptions().sample.eta == 0.0
     r = runner.invoke(app, ["impute", "--help"], env={"COLUMNS": "200"})
     assert "--eta" in r.stdout
 

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional
 
 import typer
@@ -212,86 +213,113 @@ def inpaint_cmd(
     threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for PyTorch. Default: the free cores (usable cores less the 1-minute load average). On a shared machine, set 1 or the cores you own; results do not change.", rich_help_panel=P_SPEED),
 ):
     """Inpaint images with RePaint: each output is DIR/<stem>.png, its path printed on stdout."""
-    # option values first, before anything heavy is imported: a typo answers at once
-    if not (context >= 0 and context < float("inf")):
-        die(f"--context {context}: must be a finite number >= 0 (a fraction of the hole's box)")
-    if threads is not None and threads < 1:
-        die(f"--threads {threads}: must be at least 1")
-    die_unless_choice(precision, PRECISIONS, "--precision")
-    die_unless_choice(mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
-    die_unless_choice(fit, FIT_MODES, "--fit")
-    if animate is not None:
-        die_unless_choice(animate.lower(), ANIMATIONS, "--animate")
-    if frames < 0:
-        die(f"--frames {frames}: must be 0 or more")
-    die_unless_choice(method, METHODS, "--method")
-    if not 0 <= eta <= 1 or (eta and method != "ddim"):
-        die(f"--eta {eta}: a number from 0 to 1, for --method ddim only")
-    if preset is not None:
-        die_unless_choice(preset, PRESETS, "--preset")
-    bs = batch_size if batch_size == "auto" else _int_option(batch_size, "--batch-size")
+    args = SimpleNamespace(**locals())  # every option by name, for the helpers below
+    _check_inpaint_values(args)  # before anything heavy is imported: a typo answers at once
     _check_inputs_exist(inputs)
+    raise typer.Exit(_inpaint_run(args))
 
+
+def _check_inpaint_values(a) -> None:
+    """Exit 2 with one line for an option value that cannot work; sets ``a.batch_size`` to its int or 'auto'."""
+    if not (a.context >= 0 and a.context < float("inf")):
+        die(f"--context {a.context}: must be a finite number >= 0 (a fraction of the hole's box)")
+    if a.threads is not None and a.threads < 1:
+        die(f"--threads {a.threads}: must be at least 1")
+    die_unless_choice(a.precision, PRECISIONS, "--precision")
+    die_unless_choice(a.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
+    die_unless_choice(a.fit, FIT_MODES, "--fit")
+    if a.animate is not None:
+        die_unless_choice(a.animate.lower(), ANIMATIONS, "--animate")
+    if a.frames < 0:
+        die(f"--frames {a.frames}: must be 0 or more")
+    die_unless_choice(a.method, METHODS, "--method")
+    if not 0 <= a.eta <= 1 or (a.eta and a.method != "ddim"):
+        die(f"--eta {a.eta}: a number from 0 to 1, for --method ddim only")
+    if a.preset is not None:
+        die_unless_choice(a.preset, PRESETS, "--preset")
+    a.batch_size = a.batch_size if a.batch_size == "auto" else _int_option(a.batch_size, "--batch-size")
+
+
+def _inpaint_options(a, rank):
+    """The run's InpaintOptions from the command's options (and, under torchrun, this rank's shard and device)."""
+    from ..images.frames import hooks_from_options
+    from ..images.options import InpaintOptions, ReadOptions, SampleOptions, WriteOptions
     from ..runtime import torchrun
     from ..runtime.device import EngineOptions
-    from ..images.frames import hooks_from_options
-    from ..images.sheet import sheet_for_dir
-    from ..images.inpaint import inpaint
-    from ..images.options import InpaintOptions, RunError, StopFlag
 
-    rank = torchrun.from_env()
+    shard, device = a.shard, a.device
     if rank.world > 1:
         if shard:
             die("--shard and torchrun together: torchrun already splits the inputs by rank")
-        shard = rank.shard
-        device = torchrun.init(rank, device)
-        quiet = quiet or rank.rank != 0
-    manifest = str(torchrun.manifest_path(manifest, rank)) if manifest else None
-    opts = InpaintOptions(
-        mask=mask, mask_convention=mask_convention, out_dir=out, model=model, config=str(config) if config else None,
-        preset=preset, method=method, eta=eta, t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
-        batch_size=bs, fit=fit, context=context, paste=paste, overwrite=overwrite, save_mask=save_mask,
-        allow_empty=allow_empty, recursive=recursive, shard=shard, manifest=manifest, class_label=class_label,
-        classifier=classifier, classifier_scale=classifier_scale,
-        engine=EngineOptions(device=device, precision=precision, cuda_graphs=cuda_graphs,
-                             channels_last=channels_last, compile=compile_model, threads=threads),
-    )
+        shard, device = rank.shard, torchrun.init(rank, device)
     try:
-        opts.write.extras = hooks_from_options(out, frames=frames, animate=animate, concat=concat)
+        extras = hooks_from_options(a.out, frames=a.frames, animate=a.animate, concat=a.concat)
     except ValueError as e:
         die(str(e))
-    if animate and animate.lower() == "mp4" and rank.rank == 0 and not quiet:
-        from ..images.frames import mp4_codec
+    return InpaintOptions(
+        read=ReadOptions(mask=a.mask, mask_convention=a.mask_convention, recursive=a.recursive, shard=shard,
+                         fit=a.fit, context=a.context, allow_empty=a.allow_empty),
+        sample=SampleOptions(model=a.model, config=str(a.config) if a.config else None, preset=a.preset,
+                             method=a.method, eta=a.eta, t_T=a.t_T, jump_length=a.jump_length,
+                             jump_n_sample=a.jump_n_sample, n_sample=a.n_sample, seed=a.seed,
+                             class_label=a.class_label, classifier=a.classifier,
+                             classifier_scale=a.classifier_scale),
+        engine=EngineOptions(device=device, precision=a.precision, cuda_graphs=a.cuda_graphs,
+                             channels_last=a.channels_last, compile=a.compile_model, threads=a.threads,
+                             batch_size=a.batch_size),
+        write=WriteOptions(out_dir=a.out, paste=a.paste, overwrite=a.overwrite, save_mask=a.save_mask,
+                           manifest=str(torchrun.manifest_path(a.manifest, rank)) if a.manifest else None,
+                           extras=extras))
 
-        codec = mp4_codec()
-        err.print("mp4 animations: " + (f"{codec[1]} ({codec[0]})" if codec else "no MP4 encoder here, GIFs instead")
-                  + ("" if codec is None or codec[0] == "avc1" else "; this OpenCV build has no H.264 encoder"))
-    reporter = rich_reporter(json_lines, quiet)
+
+def _inpaint_run(a) -> int:
+    """Run ``inpaint()`` with a progress bar and the summary line; the exit code (0, 1 failed, 130 stopped)."""
+    from ..images.inpaint import inpaint
+    from ..images.options import RunError, StopFlag
+    from ..runtime import torchrun
+
+    rank = torchrun.from_env()
+    quiet = a.quiet or rank.rank != 0
+    opts = _inpaint_options(a, rank)
+    if a.animate and a.animate.lower() == "mp4" and not quiet:
+        _say_mp4_codec()
+    reporter = rich_reporter(a.json_lines, quiet)
     stop = StopFlag()
     _install_sigint(stop)
     try:
-        summary = _run_showing_warnings(lambda: inpaint(inputs, opts, reporter, stop=stop), reporter)
+        summary = _run_showing_warnings(lambda: inpaint(a.inputs, opts, reporter, stop=stop), reporter)
     except RunError as e:
         reporter.stop()
         die(str(e))
     except KeyboardInterrupt:
         reporter.stop()
         err.print("interrupted; rerun the same command to finish the rest (done images are skipped)")
-        raise typer.Exit(130)
+        return 130
     reporter.stop()
     parts = torchrun.gather((summary.done, summary.failed, summary.skipped, summary.interrupted, summary.seconds), rank)
     torchrun.finish(rank)
+    return _inpaint_summary(parts, rank, a.out, a.sheet)
+
+
+def _say_mp4_codec() -> None:
+    from ..images.frames import mp4_codec
+
+    codec = mp4_codec()
+    err.print("mp4 animations: " + (f"{codec[1]} ({codec[0]})" if codec else "no MP4 encoder here, GIFs instead")
+              + ("" if codec is None or codec[0] == "avc1" else "; this OpenCV build has no H.264 encoder"))
+
+
+def _inpaint_summary(parts: list, rank, out: Path, sheet: bool) -> int:
+    """The summary line over all ranks (rank 0 prints it), the contact sheet; the exit code."""
+    from ..images.sheet import sheet_for_dir
+
     done, failed, skipped = (sum(p[i] for p in parts) for i in range(3))
-    interrupted = any(p[3] for p in parts)
     if rank.rank == 0:
         ranks = f" over {rank.world} ranks" if rank.world > 1 else ""
         err.print(f"done {done}, failed {failed}, skipped {skipped}{ranks} in {max(p[4] for p in parts):.1f} s -> {out}")
     if sheet and rank.rank == 0 and (done or skipped):
         err.print(f"contact sheet: {sheet_for_dir(out)}")
-    if interrupted:
-        raise typer.Exit(130)
-    if failed:
-        raise typer.Exit(1)
+    return 130 if any(p[3] for p in parts) else 1 if failed else 0
 
 
 def _check_inputs_exist(inputs: List[str]) -> None:
