@@ -138,40 +138,78 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     images = torch.from_numpy(load_training_images(data, cfg.size))
+    held = _held_out_images(data, heldout, images, cfg, log)
+    run = _TrainingRun.start(cfg, run_dir, log)
+    t0, seen, losses = time.time(), 0, []
+    while run.step < cfg.steps:
+        losses.append(run.one_step(images))
+        seen += cfg.batch_size
+        step = run.step
+        if on_step is not None:
+            on_step(step, cfg.steps, losses[-1])
+        if step % 50 == 0:
+            log(f"step {step} loss {np.mean(losses):.4f} {seen / (time.time() - t0):.1f} img/s")
+            losses = []
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            run.evaluate(held, log)
+        if step % cfg.sample_every == 0:
+            sample_grid(run.ema, {"steps": cfg.diffusion_steps, "noise_schedule": cfg.noise_schedule},
+                        16, run_dir / f"samples_{step:06d}.png")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            run.checkpoint()
+    return run_dir / "best_ema.safetensors"
+
+
+def _held_out_images(data, heldout, images: torch.Tensor, cfg: TrainConfig, log) -> torch.Tensor:
+    """The images the held-out loss is measured on: the .npz's held-out set, else the first training images."""
     if heldout is None and Path(data).suffix == ".npz":
         with np.load(data) as z:
             heldout = z["heldout"] if "heldout" in z else None
     held = torch.from_numpy(heldout[:128]) if heldout is not None else images[:128]
     source = "held-out images" if heldout is not None else "training images (no held-out set given)"
     log(f"training on {len(images)} images of {cfg.size}x{cfg.size}; evaluating on {len(held)} {source}")
+    return held
 
-    torch.manual_seed(cfg.seed)
-    model = UNetModel(cfg.unet_config())
-    ema = copy.deepcopy(model).requires_grad_(False)
-    diffusion = Diffusion.create(cfg.diffusion_steps, cfg.noise_schedule, "", learn_sigma=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    step, best = 0, float("inf")
-    state_path = run_dir / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step, best = state["step"], state["best"]
-        torch.set_rng_state(state["rng"])
-        log(f"resumed from {state_path} at step {step} (best held-out loss {best:.4f})")
-    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {n_params / 1e6:.2f}M parameters")
 
-    def checkpoint():
-        _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                      "step": step, "best": best, "rng": torch.get_rng_state()}, state_path)
+@dataclass
+class _TrainingRun:
+    """The model, its EMA, the optimiser and where they stand: made fresh or resumed from ``state.pt``."""
 
-    t0, seen, losses = time.time(), 0, []
-    while step < cfg.steps:
+    cfg: TrainConfig
+    run_dir: Path
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    diffusion: Diffusion
+    step: int = 0
+    best: float = float("inf")
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, run_dir: Path, log) -> "_TrainingRun":
+        torch.manual_seed(cfg.seed)
+        model = UNetModel(cfg.unet_config())
+        ema = copy.deepcopy(model).requires_grad_(False)
+        diffusion = Diffusion.create(cfg.diffusion_steps, cfg.noise_schedule, "", learn_sigma=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        run = cls(cfg, run_dir, model, ema, opt, diffusion)
+        state_path = run_dir / "state.pt"
+        if state_path.exists():
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            run.step, run.best = state["step"], state["best"]
+            torch.set_rng_state(state["rng"])
+            log(f"resumed from {state_path} at step {run.step} (best held-out loss {run.best:.4f})")
+        write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False).encode())
+        if cfg.channels_last:
+            run.model = model.to(memory_format=torch.channels_last)
+        log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        return run
+
+    def one_step(self, images: torch.Tensor) -> float:
+        """One optimiser step on a random batch (warm-up, clipping, EMA); returns its loss."""
+        cfg, model = self.cfg, self.model
         idx = torch.randint(0, len(images), (cfg.batch_size,))
         x0 = _to_model_range(images[idx])
         if cfg.hflip:
@@ -179,42 +217,35 @@ def train(data, run_dir, cfg: TrainConfig, heldout: np.ndarray | None = None, lo
             x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
         if cfg.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        t = torch.randint(0, diffusion.num_steps, (cfg.batch_size,))
-        loss = diffusion.training_losses(model, x0, t)["loss"].mean()
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-        opt.zero_grad(set_to_none=True)
+        t = torch.randint(0, self.diffusion.num_steps, (cfg.batch_size,))
+        loss = self.diffusion.training_losses(model, x0, t)["loss"].mean()
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        self.opt.step()
         # EMA with a warm-up: early on the average would otherwise stay close to the random init
-        decay = min(cfg.ema_rate, (1 + step) / (10 + step))
+        decay = min(cfg.ema_rate, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in zip(self.ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - decay)
-        step += 1
-        seen += cfg.batch_size
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step(step, cfg.steps, losses[-1])
-        if step % 50 == 0:
-            rate = seen / (time.time() - t0)
-            log(f"step {step} loss {np.mean(losses):.4f} {rate:.1f} img/s")
-            losses = []
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            ev = heldout_loss(ema, diffusion, held)
-            with open(run_dir / "eval.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "heldout_loss": ev, "time": time.time()}) + "\n")
-            if ev < best:
-                best = ev
-                save_weights(ema, run_dir / "best_ema.safetensors")
-            log(f"step {step} held-out loss {ev:.4f} (best {best:.4f})")
-        if step % cfg.sample_every == 0:
-            sample_grid(ema, {"steps": cfg.diffusion_steps, "noise_schedule": cfg.noise_schedule},
-                        16, run_dir / f"samples_{step:06d}.png")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            checkpoint()
-    return run_dir / "best_ema.safetensors"
+        self.step += 1
+        return loss.item()
+
+    def evaluate(self, held: torch.Tensor, log) -> None:
+        """The EMA's held-out loss, logged to eval.jsonl; the best EMA weights so far kept."""
+        ev = heldout_loss(self.ema, self.diffusion, held)
+        with open(self.run_dir / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "heldout_loss": ev, "time": time.time()}) + "\n")
+        if ev < self.best:
+            self.best = ev
+            save_weights(self.ema, self.run_dir / "best_ema.safetensors")
+        log(f"step {self.step} held-out loss {ev:.4f} (best {self.best:.4f})")
+
+    def checkpoint(self) -> None:
+        _save_atomic({"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                      "step": self.step, "best": self.best, "rng": torch.get_rng_state()}, self.run_dir / "state.pt")
 
 
 def export(run_dir, out_path, name: str | None = None) -> Path:
