@@ -50,7 +50,7 @@ emoji-data: install
 	@fc-list 2>/dev/null | grep -q NotoColorEmoji || test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
 		(apt-get update -q && apt-get install -y -q fonts-noto-color-emoji)
 	@$(PY) -c "import fontTools" 2>/dev/null || $(PIP) install -q "fonttools>=4.40"
-	$(PY) -m repaint_cli.emoji --out data/emoji32.npz --size 32
+	$(PY) -m repaint_cli.training.emoji_data --out data/emoji32.npz --size 32
 
 # Rebuilds the embedded model: resumes runs/emoji32, or the training state committed in
 # weights/train-state/ (so training goes on across machines), or starts from scratch.

@@ -26,9 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from repaint_cli.engine import EngineOptions, prepare_model  # noqa: E402
-from repaint_cli.invariant import set_batch_invariant  # noqa: E402
-from repaint_cli.models import load  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
+from repaint_cli.models.batch_invariant import set_batch_invariant  # noqa: E402
+from repaint_cli.models.checkpoints import load  # noqa: E402
 
 TINY = ROOT.parent / "shared" / "fixtures" / "guided_diffusion"
 MODELS = {"emoji32": ("emoji32", None), "tiny": (str(TINY / "tiny.pt"), str(TINY / "tiny.yaml"))}

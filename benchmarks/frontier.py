@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import evaluate, fmt, masks_for, opencv_inpaint, repaint_batch, update_results  # noqa: E402
-from repaint_cli.engine import EngineOptions, prepare_model  # noqa: E402
-from repaint_cli.models import load  # noqa: E402
-from repaint_cli.schedule import JumpParams, jump_schedule, schedule_summary  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
+from repaint_cli.models.checkpoints import load  # noqa: E402
+from repaint_cli.core.schedule import JumpParams, jump_schedule, schedule_summary  # noqa: E402
 
 KINDS = ["thick", "thin", "hole-right", "hole-left", "hole-top", "hole-bottom"]
 HALVES = {"hole-right": (slice(None), slice(0.5, None)), "hole-left": (slice(None), slice(None, 0.5)),

@@ -30,14 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from repaint_cli.diffusion import diffusion_from_hparams  # noqa: E402
-from repaint_cli.engine import EngineOptions, prepare_model  # noqa: E402
-from repaint_cli.masks import generate_mask  # noqa: E402
-from repaint_cli.models import load  # noqa: E402
-from repaint_cli.noise import image_key, keys_tensor  # noqa: E402
-from repaint_cli.pipeline import to_uint8  # noqa: E402
-from repaint_cli.sampler import Conditioning, repaint  # noqa: E402
-from repaint_cli.schedule import PRESETS, JumpParams, jump_schedule, schedule_summary  # noqa: E402
+from repaint_cli.core.diffusion import diffusion_from_hparams  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
+from repaint_cli.images.masks import generate_mask  # noqa: E402
+from repaint_cli.models.checkpoints import load  # noqa: E402
+from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
+from repaint_cli.images.sampling import to_uint8  # noqa: E402
+from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
+from repaint_cli.core.schedule import PRESETS, JumpParams, jump_schedule, schedule_summary  # noqa: E402
 
 KINDS = ["thick", "thin", "genhalf", "ex64", "nn2", "ev2li"]
 

@@ -3,7 +3,7 @@
 For each batch size: UNet calls per image, seconds per UNet call (the UNet
 alone, timed separately at that batch size), share of wall time outside the
 UNet, images per second, and peak memory; for our engine and for the plain
-loop of ``repaint_cli.plain`` (coefficients gathered per step, no fusion).
+loop of ``repaint_cli.core.reference_loop`` (coefficients gathered per step, no fusion).
 
     python benchmarks/speed.py                       # tiny fixture, t_T 50 / 5 / 2
     python benchmarks/speed.py --batch-sizes 1 4 8 --threads 2 --channels-last
@@ -35,14 +35,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from repaint_cli.engine import EngineOptions, GraphCache, make_steps, pick_device, prepare_model  # noqa: E402
-from repaint_cli.models import load  # noqa: E402
-from repaint_cli.noise import image_key, keys_tensor  # noqa: E402
-from repaint_cli.plain import paper_attention, plain_repaint  # noqa: E402
-from repaint_cli.sampler import Conditioning, repaint  # noqa: E402
-from repaint_cli.diffusion import Diffusion  # noqa: E402
-from repaint_cli.schedule import JumpParams, PRESETS, jump_schedule, schedule_summary  # noqa: E402
-from repaint_cli.unet import UNetConfig, UNetModel  # noqa: E402
+from repaint_cli.runtime.cuda_graphs import GraphCache, make_steps  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions, pick_device, prepare_model  # noqa: E402
+from repaint_cli.models.checkpoints import load  # noqa: E402
+from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
+from repaint_cli.core.reference_loop import plain_repaint  # noqa: E402
+from repaint_cli.models.reference_attention import paper_attention  # noqa: E402
+from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
+from repaint_cli.core.diffusion import Diffusion  # noqa: E402
+from repaint_cli.core.schedule import JumpParams, PRESETS, jump_schedule, schedule_summary  # noqa: E402
+from repaint_cli.models.unet import UNetConfig, UNetModel  # noqa: E402
 
 TINY = ROOT.parent / "shared" / "fixtures" / "guided_diffusion"
 

@@ -141,9 +141,9 @@ def _scaled(data):
 
 def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, variant: dict):
     """repaint impute with its defaults, through the same functions as the command."""
-    from repaint_cli.impute import ImputeOptions, impute_table
-    from repaint_cli.table_model import TableModelConfig, TrainSettings
-    from repaint_cli.tables import read_table
+    from repaint_cli.tables.impute import ImputeOptions, impute_table
+    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
+    from repaint_cli.tables.codec import read_table
 
     n, p = x.shape
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,9 +216,9 @@ def cost(args) -> str:
     """Seconds to train (default steps) and to impute, against rows, on a 20-column table with 30% MCAR."""
     import torch
 
-    from repaint_cli.impute import ImputeOptions, calls_per_row, sample_rows
-    from repaint_cli.table_model import TableModelConfig, TrainSettings, train_table_model
-    from repaint_cli.tables import cell_values, clip_range, encode, infer_columns, read_table
+    from repaint_cli.tables.impute import ImputeOptions, calls_per_row, sample_rows
+    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings, train_table_model
+    from repaint_cli.tables.codec import cell_values, clip_range, encode, infer_columns, read_table
 
     torch.set_num_threads(args.threads)
     lines = [f"Threads: {args.threads}. A 20-column table (16 numeric, 4 categorical with 3 values; encoded width 28), "

@@ -13,7 +13,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 __all__ = ["load_model", "inpaint", "InpaintOptions", "__version__"]
 
-_LAZY = {"load_model": "models", "inpaint": "pipeline", "InpaintOptions": "pipeline"}
+_LAZY = {"load_model": "models.checkpoints", "inpaint": "images.inpaint", "InpaintOptions": "images.inpaint"}
 
 
 def __getattr__(name: str):

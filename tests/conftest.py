@@ -22,7 +22,7 @@ def tiny_paths():
 
 def small_unet_config(**over):
     """A small random model of the guided-diffusion family for fast tests (16x16)."""
-    from repaint_cli.unet import UNetConfig
+    from repaint_cli.models.unet import UNetConfig
 
     base = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
                 num_heads=2, num_head_channels=-1, resblock_updown=True, use_scale_shift_norm=True,
@@ -45,7 +45,7 @@ def small_checkpoint(tmp_path):
     """A random 16x16 model saved as .pt with a sidecar YAML of RePaint conf keys."""
     import yaml
     from dataclasses import asdict
-    from repaint_cli.unet import UNetModel
+    from repaint_cli.models.unet import UNetModel
 
     cfg = small_unet_config()
     model = randomize(UNetModel(cfg))

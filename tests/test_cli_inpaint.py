@@ -7,8 +7,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, ROOT, needs_fixtures, write_png
-from repaint_cli.cli import app
-from repaint_cli.imageio import is_atomic_temp
+from repaint_cli.cli.app import app
+from repaint_cli.files import is_atomic_temp
 
 runner = CliRunner()
 

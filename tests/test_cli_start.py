@@ -11,8 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import ROOT, write_png
-from repaint_cli import cli, frames as fr
-from repaint_cli.cli import app
+from repaint_cli.cli import app as cli
+from repaint_cli.images import frames as fr
+from repaint_cli.cli.app import app
 
 runner = CliRunner()
 HEAVY = ("torch", "cv2")
@@ -20,7 +21,7 @@ HEAVY = ("torch", "cv2")
 # Runs the CLI in a fresh interpreter and reports which heavy modules it imported.
 DRIVER = """
 import sys
-from repaint_cli.cli import main
+from repaint_cli.cli.app import main
 sys.argv = ["repaint"] + sys.argv[1:]
 code = 0
 try:
@@ -57,7 +58,7 @@ def test_quick_commands_import_neither_torch_nor_opencv(args, tmp_path):
 
 
 def test_schedule_lists_every_preset_with_its_cost():
-    from repaint_cli.schedule import PRESETS
+    from repaint_cli.core.schedule import PRESETS
 
     r = runner.invoke(app, ["schedule", "--list"])
     assert r.exit_code == 0 and [ln.split("\t")[0] for ln in r.stdout.splitlines()] == list(PRESETS)
@@ -97,7 +98,7 @@ def test_inpaint_help_at_80_columns_has_panels_flags_and_examples():
     for panel in ("Inputs", "Masks", "Model", "Sampling", "Outputs", "Speed"):
         assert f"─ {panel} ─" in text, panel
     assert "<bool>" not in text  # flags take no value: none is shown
-    for default in ("[default: thick]", "[default: auto]", "[default: the model's]", "[default: one per core]"):
+    for default in ("[default: thick]", "[default: auto]", "[default: the model's]", "[default: the free cores]"):
         assert default in " ".join(text.replace("│", " ").split()), default
     assert text.count("repaint inpaint ") >= 3 and "Examples" in text
     assert "Quote globs" in " ".join(text.replace("│", " ").split())  # words may wrap
@@ -122,11 +123,13 @@ def test_masks_generate_words(tmp_path):
 
 
 def test_cli_and_engine_agree_on_option_values():
-    from repaint_cli.engine import PRECISIONS
+    from repaint_cli import choices
+    from repaint_cli.runtime.device import PRECISIONS
 
-    from repaint_cli.sampler import METHODS
+    from repaint_cli.core.sampler import METHODS
 
-    assert cli.PRECISIONS == PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS and cli.METHODS == tuple(METHODS)
+    assert cli.PRECISIONS == PRECISIONS == choices.PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS == choices.ANIMATIONS
+    assert cli.METHODS == tuple(METHODS) == choices.METHODS
 
 
 def test_mp4_codec_is_probed_once_and_named(tmp_path):

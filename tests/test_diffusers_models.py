@@ -12,15 +12,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import ROOT, write_png
-from repaint_cli.cli import app
-from repaint_cli.diffusion import diffusion_from_hparams
-from repaint_cli.sampler import Conditioning, reverse_step
+from repaint_cli.cli.app import app
+from repaint_cli.core.diffusion import diffusion_from_hparams
+from repaint_cli.core.sampler import Conditioning, reverse_step
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers not installed (pip install 'repaint-cli[diffusers]'; "
                                                    "make test installs it)")
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
 
-from repaint_cli.hf_models import DiffusersUNet, hparams_from_configs, load_diffusers  # noqa: E402
+from repaint_cli.models.diffusers_unet import DiffusersUNet, hparams_from_configs, load_diffusers  # noqa: E402
 
 runner = CliRunner()
 SCHEDULES = [("linear", 0.0001, 0.02), ("scaled_linear", 0.00085, 0.012), ("squaredcos_cap_v2", 0.0001, 0.02),
@@ -98,7 +98,7 @@ def test_diffusers_unet_is_batch_invariant_at_64px(n_threads):
     between threads, Linear on 3-D input in attention): an image's output the same bits alone and in a
     batch, and at any thread count. At 16 px GroupNorm is never split, so the end-to-end test above
     cannot show this."""
-    from repaint_cli.engine import EngineOptions, prepare_model
+    from repaint_cli.runtime.device import EngineOptions, prepare_model
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),

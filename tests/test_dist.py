@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_images
-from repaint_cli.cli import app
-from repaint_cli.dist import Rank, manifest_path, merge_manifests
-from repaint_cli.jobs import parse_shard, take_shard
+from repaint_cli.cli.app import app
+from repaint_cli.runtime.torchrun import Rank, manifest_path, merge_manifests
+from repaint_cli.images.jobs import parse_shard, take_shard
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def test_ranks_exchange_the_summary_over_gloo_with_a_long_timeout_also_on_gpus(m
     import torch
     import torch.distributed as tdist
 
-    from repaint_cli import dist
+    from repaint_cli.runtime import torchrun as dist
 
     calls, bound = [], []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

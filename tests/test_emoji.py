@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from repaint_cli import emoji
+from repaint_cli.training import emoji_data as emoji
 
 
 def _shape_image(kind: str, colour, size: int = 32) -> np.ndarray:

@@ -3,13 +3,14 @@ import pytest
 import torch
 
 from conftest import randomize, small_unet_config
-from repaint_cli.diffusion import Diffusion
-from repaint_cli.engine import (CudaGraphSteps, EagerReplay, EngineOptions, GraphCache, auto_batch_size, is_oom,
-                                make_steps, pick_device, prepare_model, resolve_precision)
-from repaint_cli.noise import image_key, keys_tensor
-from repaint_cli.sampler import Conditioning, EagerSteps, repaint
-from repaint_cli.schedule import JumpParams, jump_schedule
-from repaint_cli.unet import UNetModel
+from repaint_cli.core.diffusion import Diffusion
+from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, GraphCache, make_steps
+from repaint_cli.runtime.device import EngineOptions, pick_device, prepare_model, resolve_precision
+from repaint_cli.runtime.memory import auto_batch_size, is_oom
+from repaint_cli.core.noise import image_key, keys_tensor
+from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint
+from repaint_cli.core.schedule import JumpParams, jump_schedule
+from repaint_cli.models.unet import UNetModel
 
 
 def batch(model_seed_stems, seed=0):
@@ -92,8 +93,8 @@ def test_steps_never_synchronise_with_the_host(model):
     """No .item() in a step (it would break CUDA graph capture): counted with a dispatch mode."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from repaint_cli.noise import gaussian
-    from repaint_cli.sampler import reverse_step, undo_step
+    from repaint_cli.core.noise import gaussian
+    from repaint_cli.core.sampler import reverse_step, undo_step
 
     class CountSyncs(TorchDispatchMode):
         def __init__(self):
@@ -121,7 +122,7 @@ def test_compile_that_fails_at_its_first_call_warns_once_and_runs_eager(model, m
     that call and every later one run eager, batch-invariant on the CPU as without --compile."""
     import copy
     import warnings
-    from repaint_cli.invariant import is_batch_invariant
+    from repaint_cli.models.batch_invariant import is_batch_invariant
 
     calls = []
 
@@ -163,7 +164,7 @@ def test_failed_invariance_self_check_calls_the_unet_image_by_image(model, monke
     """A PyTorch whose kernels break the batch-invariant layers (here: GroupNorm32 made to depend on
     the batch size) is caught at start-up: a warning, plain layers, one UNet call per image."""
     import copy
-    import repaint_cli.invariant as inv
+    import repaint_cli.models.batch_invariant as inv
 
     monkeypatch.setattr(inv, "_SELF_CHECKED", {})
     monkeypatch.setattr(inv.InvariantGroupNorm32, "forward",
@@ -178,7 +179,7 @@ def test_failed_invariance_self_check_calls_the_unet_image_by_image(model, monke
 
 
 def test_invariance_self_check_passes_on_this_cpu():
-    import repaint_cli.invariant as inv
+    import repaint_cli.models.batch_invariant as inv
 
     old = torch.get_num_threads()
     try:
@@ -197,7 +198,7 @@ def test_invariance_self_check_passes_on_this_cpu():
     (4, 1.5, 4, 2),     # 1.5 rounds to 2 busy cores
 ])
 def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
-    import repaint_cli.engine as engine
+    import repaint_cli.runtime.threads as engine
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
@@ -222,7 +223,7 @@ def test_default_threads_are_the_free_cores(monkeypatch, cpus, load, cap, want):
 
 
 def test_default_threads_leave_omp_num_threads_and_systems_without_load(monkeypatch):
-    import repaint_cli.engine as engine
+    import repaint_cli.runtime.threads as engine
 
     monkeypatch.setattr(engine, "_DEFAULT_THREADS", [])
     monkeypatch.setattr(engine, "_TORCH_THREADS", 1)

@@ -1,4 +1,4 @@
-"""Intermediate frames, animations, concat images and contact sheets (repaint_cli.frames)."""
+"""Intermediate frames, animations, concat images and contact sheets (repaint_cli.images.frames)."""
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,13 +12,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import write_png
-from repaint_cli import frames as fr
-from repaint_cli.cli_frames import register
-from repaint_cli.frames import (ConcatHook, FrameHook, compose_frame, concat_image, frame_indices, hooks_from_options,
-                                make_sheet, sheet_for_dir, timeline_bar, write_animation)
-from repaint_cli.pipeline import InpaintOptions, inpaint
-from repaint_cli.sampler import StepInfo
-from repaint_cli.schedule import PRESETS, jump_schedule
+from repaint_cli.images import frames as fr
+from repaint_cli.cli.sheet import register
+from repaint_cli.files import is_atomic_temp
+from repaint_cli.images import sheet
+from repaint_cli.images.frames import (ConcatHook, FrameHook, compose_frame, concat_image, frame_indices, hooks_from_options,
+                                       timeline_bar, write_animation)
+from repaint_cli.images.inpaint import inpaint
+from repaint_cli.images.options import InpaintOptions
+from repaint_cli.images.sheet import make_sheet, sheet_for_dir
+from repaint_cli.core.sampler import StepInfo
+from repaint_cli.core.schedule import PRESETS, jump_schedule
 
 NAME_RE = re.compile(r"^(\d{4})_t(\d{3})_(xt|x0)\.png$")
 DRAFT_TIMES = jump_schedule(PRESETS["draft"])
@@ -112,7 +116,7 @@ def test_frames_gif_and_concat_end_to_end(images, small_checkpoint, tmp_path):
     concat = np.asarray(Image.open(out / "sq_concat.png").convert("RGB"))
     hole = concat[:, 16 + fr.SEPARATION:32 + fr.SEPARATION, 0] == 0
     assert np.array_equal(last[hole], output[hole])
-    assert not any(fr.imageio.is_atomic_temp(p) for p in out.rglob("*"))
+    assert not any(is_atomic_temp(p) for p in out.rglob("*"))
 
 
 def test_mp4_end_to_end_and_rerun_replaces_frames(images, small_checkpoint, tmp_path):
@@ -259,13 +263,13 @@ def test_make_sheet_and_sheet_for_dir(tmp_path):
     write_png(out / "frames" / "r0" / "0000_t049_xt.png", np.zeros((4, 4, 3)))
     (out / "broken.png").write_bytes(b"not a png")
 
-    assert [p.name for p in fr.result_images(out)] == ["broken.png"] + [f"r{i}.png" for i in range(5)]
+    assert [p.name for p in sheet.result_images(out)] == ["broken.png"] + [f"r{i}.png" for i in range(5)]
     path = sheet_for_dir(out)
     assert path == out / "sheet.png"
     im = Image.open(path)
     im.load()
     assert im.size[0] > 3 * 128 and im.size[1] > 2 * 128  # 6 images: 3 x 2 cells
-    assert [p.name for p in fr.result_images(out)] == ["broken.png"] + [f"r{i}.png" for i in range(5)]  # sheet.png excluded
+    assert [p.name for p in sheet.result_images(out)] == ["broken.png"] + [f"r{i}.png" for i in range(5)]  # sheet.png excluded
 
     p2 = make_sheet(sorted(out.glob("r?.png")), tmp_path / "s.png", cols=5, cell=32, labels=False)
     im2 = Image.open(p2)

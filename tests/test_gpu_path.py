@@ -1,15 +1,13 @@
 """The CUDA path's defects that the CPU can show (issue 14): attention layout, OOM recovery, graph guards,
 fp16 weights, the meta-device step. Each test fails on the code before the fix."""
-import gc
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import randomize, small_unet_config
-from repaint_cli.plain import explicit_attention
-from repaint_cli.unet import AttentionBlock, AttentionPool2d, ClassifierConfig, EncoderUNetModel, UNetModel
+from repaint_cli.models.reference_attention import explicit_attention
+from repaint_cli.models.unet import AttentionBlock, AttentionPool2d, ClassifierConfig, EncoderUNetModel, UNetModel
 
 
 @pytest.fixture
@@ -67,13 +65,13 @@ def test_attention_pool_equals_the_conv_formulation():
 
 # ----------------------------------------------------------------------------- graphs: guards and cache
 
-from repaint_cli.diffusion import Diffusion  # noqa: E402
-from repaint_cli.engine import (CaptureProblem, CudaGraphSteps, EagerReplay, EngineOptions, GraphCache,  # noqa: E402
-                                PrecisionModel, default_channels_last, fit_batch, is_oom, low_precision_copy,
-                                make_steps, pick_device, prepare_model)
-from repaint_cli.noise import image_key, keys_tensor  # noqa: E402
-from repaint_cli.sampler import Conditioning, EagerSteps, repaint, reverse_step, undo_step  # noqa: E402
-from repaint_cli.schedule import JumpParams, jump_schedule  # noqa: E402
+from repaint_cli.core.diffusion import Diffusion  # noqa: E402
+from repaint_cli.runtime.cuda_graphs import CaptureProblem, CudaGraphSteps, EagerReplay, GraphCache, make_steps  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions, PrecisionModel, default_channels_last, low_precision_copy, pick_device, prepare_model  # noqa: E402
+from repaint_cli.runtime.memory import fit_batch, is_oom  # noqa: E402
+from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
+from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint, reverse_step, undo_step  # noqa: E402
+from repaint_cli.core.schedule import JumpParams, jump_schedule  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +161,7 @@ def test_a_good_capture_is_checked_cached_and_gives_eager_results(unet):
 @pytest.mark.parametrize("t_T,jump_length", [(1, 1), (2, 1), (3, 2)])
 def test_tiny_schedules_capture_within_bounds(unet, t_T, jump_length):
     """t_T 1 and 2: the warm-up and the check index betas in range; no undo graph where there is no undo."""
-    from repaint_cli.pipeline import has_undo
+    from repaint_cli.images.sampling import has_undo
 
     times = jump_schedule(JumpParams(t_T=t_T, jump_length=jump_length, jump_n_sample=2))
     cond = make_cond(steps=str(t_T))
@@ -339,7 +337,7 @@ class FakeCuda:
 
 
 def test_capture_end_raising_restores_the_stream(monkeypatch):
-    from repaint_cli.engine import _cuda_capture
+    from repaint_cli.runtime.cuda_graphs import _cuda_capture
 
     cuda = FakeCuda(monkeypatch, end_raises=RuntimeError("CUDA error: operation not permitted when stream is capturing"))
     with pytest.raises(RuntimeError, match="not permitted"):
@@ -356,7 +354,7 @@ def test_capture_end_raising_restores_the_stream(monkeypatch):
 def test_an_empty_graph_warning_is_a_failure_even_under_the_clis_warning_filter(monkeypatch):
     import warnings
 
-    from repaint_cli.engine import _cuda_capture
+    from repaint_cli.runtime.cuda_graphs import _cuda_capture
 
     FakeCuda(monkeypatch, end_warns="The CUDA Graph is empty. This usually means that the graph was attempted "
                                     "to be captured on wrong device or stream.")

@@ -5,13 +5,14 @@ import threading
 import types
 import weakref
 
-import pytest
 import torch
 
 from conftest import make_images, randomize, small_unet_config
-from repaint_cli import pipeline
-from repaint_cli.pipeline import (DeviceProgress, InpaintOptions, Reporter, SplitState, _split_retry, has_undo, inpaint,
-                                  step_probe)
+from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import prepare as prepare_mod
+from repaint_cli.images.inpaint import inpaint
+from repaint_cli.images.options import InpaintOptions, Reporter
+from repaint_cli.images.sampling import DeviceProgress, SplitState, _split_retry, has_undo, step_probe
 
 
 def opts(ckpt, out, **kw):
@@ -73,7 +74,7 @@ def test_the_next_batch_is_read_while_the_current_one_runs(tmp_path, small_check
     imgs = make_images(tmp_path / "imgs", 4)
     next_batch_started = threading.Event()
     threads = set()
-    real_prepare, real_sample = pipeline.prepare, pipeline.sample_batch
+    real_prepare, real_sample = prepare_mod.prepare, pipeline.sample_batch
 
     def prepare(job, o, S):
         threads.add(threading.current_thread().name)
@@ -88,7 +89,7 @@ def test_the_next_batch_is_read_while_the_current_one_runs(tmp_path, small_check
             overlapped.append(next_batch_started.wait(timeout=20))
         return real_sample(model, st, batch, *a, **k)
 
-    monkeypatch.setattr(pipeline, "prepare", prepare)
+    monkeypatch.setattr(prepare_mod, "prepare", prepare)
     monkeypatch.setattr(pipeline, "sample_batch", sample)
     assert inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out", batch_size=2)).done == 4
     assert overlapped == [True]
@@ -137,16 +138,16 @@ def test_progress_counts_steps_the_device_finished():
 
 
 def test_schedules_without_an_undo_capture_no_undo_graph():
-    from repaint_cli.schedule import JumpParams, jump_schedule
+    from repaint_cli.core.schedule import JumpParams, jump_schedule
 
     assert not has_undo(jump_schedule(JumpParams(t_T=1, jump_length=1, jump_n_sample=1)))
     assert has_undo(jump_schedule(JumpParams(t_T=10, jump_length=3, jump_n_sample=2)))
 
 
 def test_batch_sizing_probe_runs_the_classifier_forward_and_backward():
-    from repaint_cli.diffusion import Diffusion
-    from repaint_cli.guidance import Guidance
-    from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
+    from repaint_cli.core.diffusion import Diffusion
+    from repaint_cli.images.guidance import Guidance
+    from repaint_cli.models.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 
     model = randomize(UNetModel(small_unet_config(class_cond=True, num_classes=5))).eval()
     clf = randomize(EncoderUNetModel(ClassifierConfig(image_size=16, classifier_width=64, classifier_depth=1,
@@ -156,7 +157,7 @@ def test_batch_sizing_probe_runs_the_classifier_forward_and_backward():
     clf.input_blocks[0].register_full_backward_hook(lambda m, gi, go: grads.append(go[0].shape[0]))
     st = types.SimpleNamespace(device=torch.device("cpu"), diffusion=Diffusion.create(1000, "linear", "10"),
                                loaded=types.SimpleNamespace(model=model))
-    guidance = Guidance(5, None, 0, clf, 1.0)
+    guidance = Guidance(5, None, clf, 1.0)
     with torch.no_grad():
         x, x0 = step_probe(model, st, guidance.cond_fn)(3)
     assert x.shape == (3, 3, 16, 16) and grads == [3]

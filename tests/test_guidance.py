@@ -1,5 +1,6 @@
 """Class labels and classifier guidance on small random class-conditional models."""
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,9 +8,11 @@ import torch
 import yaml
 
 from conftest import randomize, small_unet_config, write_png
-from repaint_cli.guidance import imagenet_classes, parse_class, random_class
-from repaint_cli.pipeline import InpaintOptions, RunError, inpaint
-from repaint_cli.unet import ClassifierConfig, EncoderUNetModel, UNetModel
+from repaint_cli.images.guidance import Guidance, imagenet_classes, parse_class
+from repaint_cli.images.jobs import Job
+from repaint_cli.core.keys import ImageKeys
+from repaint_cli.images.inpaint import InpaintOptions, RunError, inpaint
+from repaint_cli.models.unet import ClassifierConfig, EncoderUNetModel, UNetModel
 
 CLF = dict(image_size=16, classifier_width=32, classifier_depth=1, classifier_attention_resolutions="8",
            classifier_channel_mult="1,2", classifier_use_scale_shift_norm=True, classifier_resblock_updown=True,
@@ -54,8 +57,15 @@ def test_class_names_and_parsing():
         parse_class("gold", 1000)
     with pytest.raises(ValueError, match="out of range"):
         parse_class("1000", 1000)
-    assert random_class(0, "x", 1000) == random_class(0, "x", 1000)
-    assert len({random_class(0, f"s{i}", 1000) for i in range(50)}) > 30
+    drawn = Guidance(1000)
+
+    def job(seed, name):
+        return Job(Path(f"{name}.png"), name, Path(f"out/{name}.png"), keys=ImageKeys.of(seed, name))
+
+    assert drawn.label_for(job(0, "x")) == drawn.label_for(job(0, "x"))
+    assert len({drawn.label_for(job(0, f"s{i}")) for i in range(50)}) > 30
+    assert [drawn.label_for(job(s, "x")) for s in range(5)] != [drawn.label_for(job(0, "x"))] * 5  # the seed counts
+    assert Guidance(1000, "207").label_for(job(0, "x")) == 207
 
 
 def test_scale_zero_is_exactly_no_classifier(cond_setup):
@@ -95,7 +105,7 @@ def test_labels_change_the_sample_and_errors(cond_setup, small_checkpoint, tmp_p
 
 
 def test_fp16_request_on_cpu_falls_back(cond_setup):
-    from repaint_cli.engine import EngineOptions
+    from repaint_cli.runtime.device import EngineOptions
     mpath, cpath = cond_setup[:2]
     fp32 = run(cond_setup, "p32", class_label="3", classifier=str(cpath))
     with pytest.warns(UserWarning, match="fp16"):
@@ -107,7 +117,7 @@ def test_repaint_inet_style_conf_with_registry_card(cond_setup, tmp_path, monkey
     """A conf shaped like RePaint's test_inet256_*.yml (paths in its own layout) runs via the model card."""
     import shutil
     from typer.testing import CliRunner
-    from repaint_cli.cli import app
+    from repaint_cli.cli.app import app
 
     mpath, cpath, clf, imgs, _ = cond_setup
     weights = tmp_path / "weights"
@@ -142,7 +152,7 @@ def test_repaint_inet_style_conf_with_registry_card(cond_setup, tmp_path, monkey
 
 def test_labels_follow_an_out_of_memory_split(cond_setup, monkeypatch):
     from conftest import oom_over_one_image
-    from repaint_cli import pipeline
+    from repaint_cli.images import inpaint as pipeline
     whole = run(cond_setup, "whole")  # random class per image
     monkeypatch.setattr(pipeline, "sample_batch", oom_over_one_image(pipeline.sample_batch))
     split = run(cond_setup, "split")

@@ -1,4 +1,5 @@
-"""Tests for repaint_cli.imageio: reading, masks, atomic writes, fit / unfit."""
+"""Tests for repaint_cli.images.image_files (reading, masks), repaint_cli.files (atomic writes) and
+repaint_cli.images.fit (fit / unfit)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from repaint_cli import imageio as rio
-from repaint_cli.imageio import (
-    InputError,
-    apply_fit,
-    atomic_path,
-    check_mask,
-    is_atomic_temp,
-    plan_fit,
-    read_image,
-    read_mask,
-    unfit,
-    write_bytes_atomic,
-    write_image_atomic,
-)
+from repaint_cli import files as rfiles
+from repaint_cli.files import InputError, atomic_path, is_atomic_temp, write_bytes_atomic
+from repaint_cli.images.fit import apply_fit, plan_fit, unfit
+from repaint_cli.images.image_files import check_mask, read_image, read_mask, write_image_atomic
 
 RNG = np.random.default_rng(1234)
 
@@ -367,7 +358,7 @@ def test_unwritable_dir_raises_input_error(tmp_path, monkeypatch):
         def refuse(final):
             raise PermissionError(errno.EACCES, "Permission denied", str(final))
 
-        monkeypatch.setattr(rio, "_create_temp", refuse)
+        monkeypatch.setattr(rfiles, "_create_temp", refuse)
     try:
         with pytest.raises(InputError) as e:
             write_image_atomic(ro / "x.png", noise(4, 4))

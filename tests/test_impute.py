@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from repaint_cli.cli import app
-from repaint_cli.impute import ImputeOptions, impute_table, predict_table
-from repaint_cli.table_model import TableModelConfig, TrainSettings
-from repaint_cli.tables import (Column, TableError, category_codes, decode, encode, quantile_map, read_table)
+from repaint_cli.cli.app import app
+from repaint_cli.tables.impute import ImputeOptions, impute_table, predict_table
+from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
+from repaint_cli.tables.codec import (Column, TableError, category_codes, decode, encode, quantile_map, read_table)
 
 runner = CliRunner()
 # small and quick: 150 training steps, 20 respaced steps with jumps back
@@ -296,8 +296,8 @@ def test_reconstruction_guidance_is_the_gradient_of_the_observed_error():
     forward pass is reused."""
     import torch
 
-    from repaint_cli.impute import _KeepsGraph, reconstruction_guidance
-    from repaint_cli.table_model import TableDenoiser, make_diffusion
+    from repaint_cli.tables.impute import _KeepsGraph, reconstruction_guidance
+    from repaint_cli.tables.denoiser import TableDenoiser, make_diffusion
 
     cfg = TableModelConfig(width=8, blocks=1)
     model = TableDenoiser(3, cfg)  # its output layer starts at zero: eps = 0

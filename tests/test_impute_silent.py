@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from repaint_cli.cli import app
+from repaint_cli.cli.app import app
 
 runner = CliRunner()
 TINY = ["--train-steps", 40, "--t-T", 10, "--jump-length", 5, "--jump-n-sample", 1, "--samples", 1, "--width", 32,
@@ -56,7 +56,7 @@ def test_ddim_with_guidance_is_refused_like_inpaint(tmp_path):
 
 
 def test_ddim_step_refuses_a_guidance_it_would_drop():
-    from repaint_cli.sampler import Conditioning, ddim_step
+    from repaint_cli.core.sampler import Conditioning, ddim_step
 
     cond = Conditioning(gt=torch.zeros(2, 3), keep=torch.ones(2, 3, dtype=torch.bool), keys=torch.zeros(1, 2),
                         coefs={}, cond_fn=lambda *a, **k: 0, method="ddim")
@@ -65,10 +65,10 @@ def test_ddim_step_refuses_a_guidance_it_would_drop():
 
 
 def test_eta_has_one_default_in_both_commands():
-    from repaint_cli.impute import ImputeOptions
-    from repaint_cli.pipeline import InpaintOptions
+    from repaint_cli.tables.impute import ImputeOptions
+    from repaint_cli.images.options import InpaintOptions
 
-    assert ImputeOptions().eta == InpaintOptions().eta == 0.0
+    assert ImputeOptions().eta == InpaintOptions().sample.eta == 0.0
     r = runner.invoke(app, ["impute", "--help"], env={"COLUMNS": "200"})
     assert "--eta" in r.stdout
 
@@ -129,7 +129,7 @@ def test_parquet_timestamp_column_model_card_round_trips(tmp_path):
 def test_save_table_model_writes_both_or_neither(tmp_path, monkeypatch):
     import yaml
 
-    from repaint_cli.table_model import TableDenoiser, TableModelConfig, save_table_model
+    from repaint_cli.tables.denoiser import TableDenoiser, TableModelConfig, save_table_model
 
     model = TableDenoiser(2, TableModelConfig(width=8, blocks=1))
 
@@ -159,7 +159,7 @@ def test_missing_weights_behind_model_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("spelling", ["null", "nan", "N/A", "NULL", "None"])
 def test_common_missing_spellings_keep_a_column_numeric(tmp_path, spelling):
-    from repaint_cli.tables import infer_columns, read_table
+    from repaint_cli.tables.codec import infer_columns, read_table
 
     src = tmp_path / "t.csv"
     src.write_text("x,y\n" + "".join(f"{i},{spelling if i == 3 else 2 * i}\n" for i in range(10)))
@@ -183,7 +183,7 @@ def test_a_numeric_column_with_a_few_odd_cells_is_named_in_a_warning(tmp_path):
 # --- A6 --------------------------------------------------------------------------------------------
 
 def test_read_table_closes_its_file(tmp_path):
-    from repaint_cli.tables import read_table
+    from repaint_cli.tables.codec import read_table
 
     src = tmp_path / "t.csv"
     linear_table(src)
@@ -195,7 +195,7 @@ def test_read_table_closes_its_file(tmp_path):
 
 
 def test_training_leaves_torch_global_rng_alone():
-    from repaint_cli.table_model import TableModelConfig, TrainSettings, train_table_model
+    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings, train_table_model
 
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -207,9 +207,9 @@ def test_training_leaves_torch_global_rng_alone():
 
 
 def test_impute_table_leaves_the_callers_options_alone(tmp_path):
-    from repaint_cli.impute import ImputeOptions, impute_table
-    from repaint_cli.table_model import TableModelConfig, TrainSettings
-    from repaint_cli.tables import read_table
+    from repaint_cli.tables.impute import ImputeOptions, impute_table
+    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
+    from repaint_cli.tables.codec import read_table
 
     src, saved = tmp_path / "t.csv", tmp_path / "m"
     linear_table(src)
@@ -278,7 +278,7 @@ def test_progress_lines_without_a_terminal(tmp_path):
 
 
 def test_ctrl_c_while_imputing_keeps_the_trained_model(tmp_path, monkeypatch):
-    import repaint_cli.impute as impute
+    import repaint_cli.tables.impute as impute
 
     src, out = tmp_path / "t.csv", tmp_path / "o.csv"
     linear_table(src)

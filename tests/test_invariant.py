@@ -17,11 +17,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import GD, make_images, needs_fixtures, randomize, small_unet_config
-from repaint_cli.cli import app
-from repaint_cli.engine import EngineOptions, prepare_model
-from repaint_cli.invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
+from repaint_cli.cli.app import app
+from repaint_cli.runtime.device import EngineOptions, prepare_model
+from repaint_cli.models.batch_invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
                                    is_batch_invariant, set_batch_invariant)
-from repaint_cli.unet import AttentionBlock, GroupNorm32, PointwiseConv1d, UNetConfig, UNetModel
+from repaint_cli.models.unet import AttentionBlock, GroupNorm32, PointwiseConv1d, UNetConfig, UNetModel
 
 CL = torch.channels_last
 
@@ -139,7 +139,7 @@ def test_groupnorm_channels_last_batches_not_a_multiple_of_the_threads(n_threads
 def test_groupnorm_large_maps_run_on_one_thread(n_threads, monkeypatch):
     """Maps from GROUPNORM_PER_IMAGE elements (lowered here to keep the test small) run on one thread:
     exact at any batch, the same bits as on one thread, and the thread count is restored after."""
-    import repaint_cli.invariant as inv
+    import repaint_cli.models.batch_invariant as inv
     monkeypatch.setattr(inv, "GROUPNORM_PER_IMAGE", 64 * 32 * 32)
     norm = GroupNorm32(32, 64)
     set_batch_invariant(norm)
@@ -258,7 +258,7 @@ def test_whole_small_unet_as_the_engine_runs_it(n_threads):
 def test_whole_unet_same_bits_at_any_thread_count():
     """A 64 px model (GroupNorm split between threads, SiLU's split cutting vector blocks at 3 and 5
     threads): the same bits at 1 to 5 threads, so the thread count chosen from the free cores
-    (engine.default_threads) never changes an output; batches of 4 and lone images alike."""
+    (runtime.threads.default_threads) never changes an output; batches of 4 and lone images alike."""
     model = randomize(UNetModel(small_unet_config(image_size=64, attention_resolutions="16"))).eval()
     run = _prepared(model)
     x, t = randn(4, 3, 64, 64), torch.tensor([999, 500, 10, 1])

@@ -1,4 +1,4 @@
-"""Tests for repaint_cli.masks and the `repaint masks` sub-commands."""
+"""Tests for repaint_cli.images.masks and the `repaint masks` sub-commands."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from repaint_cli import masks as M
-from repaint_cli.cli_masks import masks_app
+from repaint_cli.images import masks as M
+from repaint_cli.cli.masks import masks_app
 
 REPO = Path(__file__).resolve().parent.parent
 LAMA = ("thick", "medium", "thin")
@@ -167,17 +167,19 @@ def test_known_values_are_stable():
 
 
 def test_mask_for_image_is_keyed_by_seed_and_stem():
-    a = M.mask_for_image("thick", 256, 256, 0, "img_001")
-    b = M.mask_for_image("thick", 256, 256, 0, "img_001")
+    from repaint_cli.core.keys import ImageKeys
+
+    a = M.mask_for_image("thick", 256, 256, ImageKeys.of(0, "img_001").mask)
+    b = M.mask_for_image("thick", 256, 256, ImageKeys.of(0, "img_001").mask)
     np.testing.assert_array_equal(a, b)
-    c = M.mask_for_image("thick", 256, 256, 0, "img_002")
-    d = M.mask_for_image("thick", 256, 256, 1, "img_001")
+    c = M.mask_for_image("thick", 256, 256, ImageKeys.of(0, "img_002").mask)
+    d = M.mask_for_image("thick", 256, 256, ImageKeys.of(1, "img_001").mask)
     assert not np.array_equal(a, c)
     assert not np.array_equal(a, d)
     assert a.dtype == np.uint8 and a.shape == (256, 256)
     # Works with a preset path and a params dict too.
-    e = M.mask_for_image(str(REPO / "masks" / "thick.yaml"), 256, 256, 0, "img_001")
-    f = M.mask_for_image({"kind": "thick"}, 256, 256, 0, "img_001")
+    e = M.mask_for_image(str(REPO / "masks" / "thick.yaml"), 256, 256, ImageKeys.of(0, "img_001").mask)
+    f = M.mask_for_image({"kind": "thick"}, 256, 256, ImageKeys.of(0, "img_001").mask)
     np.testing.assert_array_equal(a, e)
     np.testing.assert_array_equal(a, f)
 

@@ -8,13 +8,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import write_png
-from repaint_cli.cli import app
-from repaint_cli.diffusion import Diffusion
-from repaint_cli.engine import graph_signature
-from repaint_cli.noise import image_key, keys_tensor
-from repaint_cli.sampler import (METHODS, Conditioning, ddim_step, ddnm_step, draw_id, repaint,
+from repaint_cli.cli.app import app
+from repaint_cli.core.diffusion import Diffusion
+from repaint_cli.runtime.cuda_graphs import graph_signature
+from repaint_cli.core.noise import image_key, keys_tensor
+from repaint_cli.core.sampler import (METHODS, Conditioning, ddim_step, ddnm_step, draw_id, repaint,
                                  repaint_step)
-from repaint_cli.schedule import JumpParams, jump_schedule
+from repaint_cli.core.schedule import JumpParams, jump_schedule
 
 
 class Oracle(torch.nn.Module):

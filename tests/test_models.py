@@ -7,8 +7,8 @@ import yaml
 
 from conftest import GD, needs_fixtures
 from repaint_cli import load_model
-from repaint_cli.models import ModelError, find_card, list_cards, load, read_state_dict
-from repaint_cli.unet import UNetModel
+from repaint_cli.models.checkpoints import ModelError, find_card, list_cards, load, read_state_dict
+from repaint_cli.models.unet import UNetModel
 
 
 @needs_fixtures
@@ -111,7 +111,8 @@ def test_repaint_conf_model_path_is_found_by_file_name(tmp_path, monkeypatch, sm
 
 
 def test_embedded_default_model_matches_its_card():
-    from repaint_cli.models import DEFAULT_MODEL, sha256_file
+    from repaint_cli.files import sha256_file
+    from repaint_cli.models.checkpoints import DEFAULT_MODEL
     card = find_card(DEFAULT_MODEL)
     path = card.find_file()
     assert path is not None, "the embedded default model must ship in weights/"

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from repaint_cli import noise
-from repaint_cli.noise import (check_fused, draw_noise, gaussian, image_key, keys_tensor, mix32, prepare_fused_noise,
+from repaint_cli.core import noise
+from repaint_cli.core.noise import (check_fused, draw_noise, gaussian, image_key, keys_tensor, mix32, prepare_fused_noise,
                                uniform_pairs)
 
 _M32 = 0xFFFFFFFF

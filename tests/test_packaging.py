@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import ROOT, write_png
 from repaint_cli import resources
-from repaint_cli.cli import app
+from repaint_cli.cli.app import app
 
 
 def run(cmd, cwd, env=None, timeout=600):
@@ -105,7 +105,7 @@ def test_user_weights_are_searched_in_order(tmp_path, monkeypatch):
     assert [str(d) for d in dirs[:3]] == [str(env_dir), str(cache), "weights"]
     assert dirs[3] == resources.bundled_weights_dir() and len(dirs) == 4
 
-    from repaint_cli.cards import find_card
+    from repaint_cli.models.cards import find_card
 
     card = find_card("emoji32")
     # the same checkpoint name in two user folders: the earlier folder wins; the shipped copy comes last
@@ -132,7 +132,7 @@ def test_a_broken_card_is_named_not_silently_dropped(tmp_path, monkeypatch):
     exported model (valid YAML, not a card) is still skipped quietly."""
     import warnings
 
-    from repaint_cli.cards import list_cards
+    from repaint_cli.models.cards import list_cards
 
     (tmp_path / "broken.yaml").write_text("name: broken\ntraining:\n  hardware: one core: 80 minutes\n")
     (tmp_path / "sidecar.yaml").write_text("image_size: 32\nnum_channels: 32\n")

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from conftest import make_images, oom_over_one_image
-from repaint_cli import pipeline as inpaint_mod
-from repaint_cli.imageio import is_atomic_temp
-from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
+from repaint_cli.images import inpaint as inpaint_mod
+from repaint_cli.files import is_atomic_temp
+from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
 
 
 def opts(ckpt, out, **kw):
@@ -115,7 +115,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, small_checkpoint):
 
 
 def test_memory_stays_flat_over_a_long_run(tmp_path, small_checkpoint):
-    code = ("import resource,sys;from repaint_cli.pipeline import InpaintOptions,inpaint;"
+    code = ("import resource,sys;from repaint_cli.images.inpaint import InpaintOptions,inpaint;"
             "s=inpaint([sys.argv[1]],InpaintOptions(mask='box',model=sys.argv[2],t_T=2,jump_length=1,jump_n_sample=1,"
             "out_dir=sys.argv[3],batch_size=4));assert s.done==int(sys.argv[4]),s;"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")

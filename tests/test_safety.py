@@ -12,13 +12,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, write_png
-from repaint_cli import pipeline
-from repaint_cli.cli import app
-from repaint_cli.imageio import read_png_text
-from repaint_cli.jobs import make_jobs
-from repaint_cli.models import REPAINT_CONF_KEYS, ModelError, check_conf_keys
-from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
-from repaint_cli.records import RUN_RECORD, SETTINGS_KEY
+from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import setup as setup_mod
+from repaint_cli.cli.app import app
+from repaint_cli.images.image_files import read_png_text
+from repaint_cli.images.jobs import make_jobs
+from repaint_cli.models.checkpoints import REPAINT_CONF_KEYS, ModelError, check_conf_keys
+from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
+from repaint_cli.images.provenance import RUN_RECORD, SETTINGS_KEY
 
 runner = CliRunner()
 FAST = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
@@ -52,7 +53,7 @@ def no_model_load(monkeypatch):
     """Fails the test if the model is loaded: run-wide mistakes must be found before."""
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(pipeline, "load", refuse)
+    monkeypatch.setattr(setup_mod, "load", refuse)
 
 
 def assert_one_line_exit_2(r, *fragments):

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from conftest import randomize, small_unet_config
-from repaint_cli.diffusion import Diffusion
-from repaint_cli.noise import gaussian, image_key, keys_tensor
-from repaint_cli.plain import plain_repaint
-from repaint_cli.sampler import Conditioning, repaint
-from repaint_cli.schedule import JumpParams, jump_schedule
-from repaint_cli.unet import UNetModel
+from repaint_cli.core.diffusion import Diffusion
+from repaint_cli.core.noise import gaussian, image_key, keys_tensor
+from repaint_cli.core.reference_loop import plain_repaint
+from repaint_cli.core.sampler import Conditioning, repaint
+from repaint_cli.core.schedule import JumpParams, jump_schedule
+from repaint_cli.models.unet import UNetModel
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_noise_is_standard_normal_and_independent():
 
 
 def test_cpu_noise_is_per_image_and_standard_normal():
-    from repaint_cli.noise import draw_noise, gaussian_seeded
+    from repaint_cli.core.noise import draw_noise, gaussian_seeded
     keys = keys_tensor([image_key(0, "a"), image_key(0, "b"), image_key(3, "a")])
     z = gaussian_seeded(keys, 9, (3, 64, 64))
     assert torch.equal(gaussian_seeded(keys[2:], 9, (3, 64, 64))[0], z[2])  # independent of the batch

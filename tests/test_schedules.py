@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import FIXTURES, needs_fixtures
-from repaint_cli.diffusion import Diffusion, beta_schedule, space_timesteps
-from repaint_cli.schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, schedule_summary
+from repaint_cli.core.diffusion import Diffusion, beta_schedule, space_timesteps
+from repaint_cli.core.schedule import PRESETS, JumpParams, jump_schedule, resolve_jump_params, schedule_summary
 
 
 @needs_fixtures

@@ -7,9 +7,9 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import write_png
-from repaint_cli.cli import app
-from repaint_cli.models import load
-from repaint_cli.train import TrainConfig, export, train
+from repaint_cli.cli.app import app
+from repaint_cli.models.checkpoints import load
+from repaint_cli.training.train import TrainConfig, export, train
 
 
 @pytest.fixture

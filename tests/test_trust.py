@@ -23,11 +23,14 @@ from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
 from conftest import ROOT, make_images, write_png
-from repaint_cli import dist, imageio, pipeline
-from repaint_cli.cli import app
-from repaint_cli.imageio import is_atomic_temp
-from repaint_cli.pipeline import InpaintOptions, Reporter, inpaint
-from repaint_cli.records import RUN_RECORD, SETTINGS_KEY, recorded_settings, settings_changes
+from repaint_cli.runtime import torchrun as dist
+from repaint_cli.images import image_files as imageio
+from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import setup as setup_mod
+from repaint_cli.cli.app import app
+from repaint_cli.files import is_atomic_temp
+from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
+from repaint_cli.images.provenance import RUN_RECORD, SETTINGS_KEY, recorded_settings, settings_changes
 
 runner = CliRunner()
 FAST = dict(mask="box", t_T=4, jump_length=2, jump_n_sample=1)
@@ -123,7 +126,7 @@ def test_rerun_on_another_device_keeps_outputs_and_names_the_device(tmp_path, sm
     imgs = make_images(tmp_path / "imgs", 2)
     inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out"))
     assert recorded_settings(tmp_path / "out" / "img0000.png")["device"] == "cpu"
-    monkeypatch.setattr(pipeline, "pick_device", lambda name: torch.device("cuda"))  # no sampling happens
+    monkeypatch.setattr(setup_mod, "pick_device", lambda name: torch.device("cuda"))  # no sampling happens
     rep = Reporter()
     summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out"), rep)
     assert summary.skipped == 2
@@ -148,7 +151,7 @@ def test_the_file_actually_loaded_is_hashed_not_the_card_trusted(tmp_path, small
 
 
 def test_records_loads_neither_torch_nor_opencv():
-    code = "import sys, repaint_cli.records; print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))"
+    code = "import sys, repaint_cli.images.provenance; print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.strip() == "[]"
@@ -209,7 +212,7 @@ def test_a_writer_bug_fails_its_image_and_the_run_goes_on(tmp_path, small_checkp
 def test_the_mp4_probe_leaves_this_process_stderr_alone(capfd):
     """Another thread's messages while the probe runs all reach stderr (the probe once pointed the whole
     process's file descriptor 2 at the null device), and the probe's own complaints do not."""
-    from repaint_cli import frames
+    from repaint_cli.images import frames
 
     probing, written = threading.Event(), []
 
@@ -248,7 +251,7 @@ def test_rank_timeout_comes_from_the_environment(monkeypatch):
 
 RANK_SCRIPT = textwrap.dedent("""
     import sys, time
-    from repaint_cli import dist
+    from repaint_cli.runtime import torchrun as dist
     rank = dist.from_env()
     dist.init(rank, "cpu")
     if rank.rank == 1:  # outside torchrun no agent ends the job when a rank dies or hangs
@@ -368,7 +371,7 @@ def test_an_output_finished_by_another_run_meanwhile_is_not_redone(tmp_path, sma
 
 def test_a_lock_of_a_killed_run_does_not_block(tmp_path):
     target = tmp_path / "a.png"
-    code = (f"import os, sys; from repaint_cli.imageio import lock_output; l = lock_output({str(target)!r}); "
+    code = (f"import os, sys; from repaint_cli.images.image_files import lock_output; l = lock_output({str(target)!r}); "
             f"os._exit(0 if l is not None else 3)")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (tmp_path / ".a.png.lock").exists()  # left behind by the killed process...
@@ -390,7 +393,7 @@ def test_a_rerun_with_every_output_present_loads_no_model(tmp_path, small_checkp
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(pipeline, "load", refuse)
+    monkeypatch.setattr(setup_mod, "load", refuse)
     monkeypatch.setattr(pipeline, "prepare_model", refuse)
     r = invoke(*args)
     assert r.exit_code == 0, r.output

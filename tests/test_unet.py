@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from conftest import GD, needs_fixtures, randomize, small_unet_config
-from repaint_cli.plain import explicit_attention
-from repaint_cli.unet import (AttentionBlock, ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel,
+from repaint_cli.models.reference_attention import explicit_attention
+from repaint_cli.models.unet import (AttentionBlock, ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel,
                               parse_channel_mult)
 
 

@@ -1,0 +1,253 @@
+"""``repaint impute TABLE``: fill missing cells with RePaint and a model trained on the table.
+
+Wired into the main app with ``register(app)``. Every check (the table, the
+output paths, the options) runs before training starts; outputs are written
+atomically at the end, so a failed run leaves nothing behind. The filled table
+goes to ``--out`` or, without it, to stdout; logs and progress go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from ..core.schedule import PRESETS
+from .output import TableProgress, die, err
+
+P_IN, P_MODEL, P_SAMPLE, P_OUT = "Input", "Model", "Sampling", "Outputs"
+FLAG = dict(metavar="")
+
+IMPUTE_EXAMPLES = """[bold]Examples[/bold]
+
+Fill every missing cell, five imputations averaged:
+  [cyan]repaint impute survey.csv --out survey-filled.csv[/cyan]
+
+Multiple imputation: ten completed tables for downstream statistics:
+  [cyan]repaint impute survey.csv --out filled.csv --samples 10 --draws draws/[/cyan]
+
+Prediction as imputation (the test rows' price is treated as missing):
+  [cyan]repaint impute train.csv --target price --predict test.csv --out pred.csv[/cyan]
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("impute", epilog=IMPUTE_EXAMPLES)(impute_cmd)
+
+
+def impute_cmd(
+    table: Path = typer.Argument(..., metavar="TABLE", help="A CSV (or Parquet, with pyarrow) table with missing cells."),
+    na_values: List[str] = typer.Option([], "--na-values", metavar="TEXT", help="More cell texts that mean missing (besides empty, NA, NaN, null, N/A, None and pandas' other defaults); repeatable.", rich_help_panel=P_IN),
+    sep: Optional[str] = typer.Option(None, "--sep", metavar="C", show_default="sniffed; tab for .tsv", help="The CSV delimiter: ',', ';', tab, '|' or another character.", rich_help_panel=P_IN),
+    categorical: List[str] = typer.Option([], "--categorical", metavar="COLUMN", help="Treat this column as categorical even if its cells are numbers; repeatable.", rich_help_panel=P_IN),
+    target: Optional[str] = typer.Option(None, "--target", metavar="COLUMN", help="With --predict: the column to predict.", rich_help_panel=P_IN),
+    predict: Optional[Path] = typer.Option(None, "--predict", metavar="TABLE", help="Rows whose --target is predicted (treated as missing); the output holds these rows.", rich_help_panel=P_IN),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Use a table model saved by --save-model instead of training one.", rich_help_panel=P_MODEL),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", metavar="PATH", help="Save the trained model: PATH.safetensors and PATH.yaml (its column schema).", rich_help_panel=P_MODEL),
+    train_steps: int = typer.Option(3000, metavar="N", help="Training steps.", rich_help_panel=P_MODEL),
+    rounds: int = typer.Option(1, metavar="N", help="EM rounds: re-train on the imputed table, then impute again (N-1 times).", rich_help_panel=P_MODEL),
+    width: int = typer.Option(256, metavar="N", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
+    blocks: int = typer.Option(3, metavar="N", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
+    samples: int = typer.Option(5, "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode (categories). (-k, its old short name, still works.)", rich_help_panel=P_SAMPLE),
+    samples_k: Optional[int] = typer.Option(None, "-k", hidden=True),  # the old short name of --samples
+    combine: str = typer.Option("mean", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=P_SAMPLE),
+    preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="quick", help=f"Sampling preset: {', '.join(PRESETS)}.", rich_help_panel=P_SAMPLE),
+    t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
+    jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
+    jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
+    method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint, ddnm or ddim (ddim takes no guidance: with --guidance 0).", rich_help_panel=P_SAMPLE),
+    eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1; as in repaint inpaint.", rich_help_panel=P_SAMPLE),
+    guidance: float = typer.Option(10.0, metavar="S", help="Reconstruction guidance scale: pulls the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
+    seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table, at any --threads.", rich_help_panel=P_SAMPLE),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line endings.", rich_help_panel=P_OUT),
+    overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws, --save-model files).", rich_help_panel=P_OUT),
+    draws: Optional[Path] = typer.Option(None, "--draws", metavar="DIR", help="Also write all K completed tables here (multiple imputation).", rich_help_panel=P_OUT),
+    json_out: bool = typer.Option(False, "--json", **FLAG, help="Print a JSON summary line on stdout (needs --out).", rich_help_panel=P_OUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bars or info lines.", rich_help_panel=P_OUT),
+    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for imputing (training runs on one, so that the result does not depend on it). Default: the free cores (usable cores less the 1-minute load average); on a shared machine, set 1 or the cores you own.", rich_help_panel=P_OUT),
+):
+    """Fill the missing cells of TABLE with RePaint, using a small diffusion model trained on TABLE itself.
+
+    Observed cells are written back exactly as read; numeric columns stay numeric (integers stay integers) and categorical columns get one of their observed values."""
+    args = SimpleNamespace(**locals())  # every option by name, for the helpers below
+    _check_impute_values(args)  # before anything heavy is imported, and before training
+    _check_impute_outputs(args)
+    raise typer.Exit(_impute_run(args))
+
+
+def _check_impute_values(a) -> None:
+    """Exit 2 with one line for option values that cannot work; normalises ``a.samples`` and ``a.sep``."""
+    if a.samples_k is not None:
+        a.samples = a.samples_k
+    a.sep = {"tab": "\t", "\\t": "\t"}.get(a.sep, a.sep) if a.sep is not None else None
+    if a.sep is not None and len(a.sep) != 1:
+        die(f"--sep {a.sep!r}: give one character (',', ';', '|') or tab")
+    if a.json_out and a.out is None:
+        die("--json prints a summary on stdout, where the table goes without --out; give --out PATH")
+    if (a.target is None) != (a.predict is None):
+        die("--target and --predict go together: repaint impute train.csv --target COLUMN --predict test.csv")
+
+
+def _check_impute_outputs(a) -> None:
+    """Every output checked before training: not onto an input, not existing without --overwrite, writable;
+    sets ``a.fmt`` (csv or parquet) and ``a.draw_paths``."""
+    from ..tables.codec import table_format
+
+    inputs = [a.table] + ([a.predict] if a.predict else [])
+    for o in ([a.out] if a.out else []) + ([a.draws] if a.draws else []):
+        for i in inputs:
+            if i.exists() and o.exists() and os.path.samefile(i, o):
+                die(f"{o}: the output would overwrite the input {i}; choose another --out (inputs are never overwritten)")
+    if a.out is not None:
+        if a.out.is_dir():
+            die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
+        if a.out.exists() and not a.overwrite:
+            die(f"{a.out}: exists; --overwrite replaces it")
+        _die_unless_writable(a.out.parent, "--out")
+    if a.draws is not None and a.draws.exists() and not a.draws.is_dir():
+        die(f"{a.draws}: not a folder; --draws takes a folder")
+    if a.draws is not None:  # made at the end: the nearest folder that exists must take it
+        _die_unless_writable(next(p for p in [a.draws, *a.draws.parents] if p.exists()), "--draws")
+    if a.save_model is not None:
+        _check_save_model(a.save_model, a.overwrite)
+    a.fmt = table_format(a.out) if a.out else "csv"
+    if a.fmt == "parquet":  # found out now, not after training
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            die(f"{a.out}: writing Parquet needs pyarrow; pip install pyarrow, or give --out a .csv name")
+    a.draw_paths = []
+    if a.draws is not None:
+        suffix = ".parquet" if a.fmt == "parquet" else ".csv"
+        name = a.predict or a.table
+        a.draw_paths = [a.draws / f"{name.stem}_draw{k + 1:0{len(str(a.samples))}d}{suffix}" for k in range(a.samples)]
+        clash = [p for p in a.draw_paths if p.exists()]
+        if clash and not a.overwrite:
+            die(f"{clash[0]}: exists; --overwrite replaces the draws")
+
+
+def _impute_options(a):
+    from ..tables.denoiser import TableModelConfig, TrainSettings
+    from ..tables.impute import ImputeOptions
+
+    return ImputeOptions(samples=a.samples, combine=a.combine, preset=a.preset, t_T=a.t_T, jump_length=a.jump_length,
+                         jump_n_sample=a.jump_n_sample, method=a.method, eta=a.eta, seed=a.seed, rounds=a.rounds,
+                         guidance=a.guidance, train=TrainSettings(steps=a.train_steps, seed=a.seed),
+                         model=TableModelConfig(width=a.width, blocks=a.blocks), threads=a.threads,
+                         categorical=tuple(a.categorical))
+
+
+def _read_tables(a, opts):
+    """(training table, test table or None), read and checked before training."""
+    from ..tables.codec import read_table
+    from ..tables.impute import TableError, check_options
+
+    try:
+        check_options(opts)
+        if a.predict is not None:
+            return (read_table(a.table, a.na_values, sep=a.sep),
+                    read_table(a.predict, a.na_values, allow_missing_columns=True, sep=a.sep))
+        return read_table(a.table, a.na_values, allow_missing_columns=a.model is not None, sep=a.sep), None
+    except TableError as e:
+        die(str(e))
+
+
+def _impute_run(a) -> int:
+    """Train (or load), impute, write; the exit code (0, or 130 on Ctrl-C)."""
+    from ..tables.impute import Interrupted, TableError, impute_table, predict_table
+
+    opts = _impute_options(a)
+    train_table, test_table = _read_tables(a, opts)
+    progress = TableProgress(err, a.quiet)
+    try:
+        with progress:
+            if a.predict is not None:
+                result = predict_table(train_table, test_table, a.target, opts, progress, model_path=a.model,
+                                       save_model=a.save_model, keep_draws=bool(a.draws))
+            else:
+                if train_table.n_missing == 0:
+                    progress.log(f"{a.table}: no missing cell; the table is written unchanged", "warning")
+                result = impute_table(train_table, opts, progress, model_path=a.model, save_model=a.save_model,
+                                      keep_draws=bool(a.draws))
+    except TableError as e:
+        die(str(e))
+    except Interrupted as stop:
+        _keep_interrupted_model(stop, a.save_model or Path(f"{a.out or (a.predict or a.table)}.model"), err)
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing written")
+        return 130
+    _write_results(a, result, (test_table if a.predict is not None else train_table).style)
+    return 0
+
+
+def _write_results(a, result, style) -> None:
+    """The filled table to --out (or stdout), the draws, the summary lines."""
+    from ..tables.codec import write_table
+
+    if a.draws is not None:
+        a.draws.mkdir(parents=True, exist_ok=True)
+        for path, frame in zip(a.draw_paths, result.draws):
+            write_table(frame, path, a.fmt, style, option="--draws")
+    if a.out is not None:
+        write_table(result.frame, a.out, a.fmt, style)
+        summary = {"input": str(a.table), "output": str(a.out), **({"predict": str(a.predict)} if a.predict else {}),
+                   **({"draws": [str(p) for p in a.draw_paths]} if a.draws else {}), **result.stats}
+        print(json.dumps(summary) if a.json_out else a.out, flush=True)
+    else:
+        if style.bom:
+            sys.stdout.write("\ufeff")
+        result.frame.to_csv(sys.stdout, index=False, sep=style.sep, lineterminator=style.newline)
+    s = result.stats
+    if not a.quiet:
+        trained = f"trained {s['train_s']:.1f} s, " if "train_s" in s else ""
+        err.print(f"filled {s['missing']} cells in {s['rows']} rows x {s['columns']} columns in {s['seconds']:.1f} s "
+                  f"({trained}imputed {s.get('impute_s', 0):.1f} s; {s['model_calls_per_row']} model calls per row)")
+
+
+def _die_unless_writable(folder: Path, what: str) -> None:
+    """One line and exit 2 now, before training, when files cannot be created in ``folder``."""
+    import tempfile
+
+    if not folder.is_dir():
+        die(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'} for {what}; "
+            "give a path in an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        die(f"{folder}: not writable, for {what}; choose another folder")
+    try:  # root passes os.access everywhere: try it (a read-only mount, /proc)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".repaint-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        die(f"{folder}: cannot write there, for {what} ({e.strerror}); choose another folder")
+
+
+def _check_save_model(save_model: Path, overwrite: bool) -> None:
+    from ..tables.denoiser import model_paths
+
+    for path in model_paths(save_model):
+        if path.is_dir():
+            die(f"{path}: a folder; --save-model takes a file name (PATH gives PATH.safetensors and PATH.yaml)")
+        if path.exists() and not overwrite:
+            die(f"{path}: exists; --overwrite replaces it, or give --save-model another name")
+    _die_unless_writable(model_paths(save_model)[0].parent, "--save-model")
+
+
+def _keep_interrupted_model(stop, path: Path, err: Console) -> None:
+    """Ctrl-C while imputing: save the trained model so that a rerun with --model skips training; exit 130."""
+    from ..files import InputError
+    from ..tables.denoiser import save_table_model
+
+    try:
+        _, card = save_table_model(path, stop.model, stop.columns, stop.extra)
+    except (OSError, ValueError, InputError) as e:
+        err.print(f"interrupted while imputing; the trained model could not be kept ({e}); nothing written",
+                  markup=False, highlight=False, soft_wrap=True)
+    else:
+        err.print(f"interrupted while imputing; nothing written; the trained model is kept in {card}: "
+                  f"rerun with --model {card} to skip training", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)

@@ -1,0 +1,610 @@
+"""Reading and writing images and masks.
+
+This module knows nothing about diffusion or models: it depends on numpy, Pillow and
+OpenCV only.
+
+Conventions
+-----------
+* Images in memory are ``uint8`` RGB arrays of shape (H, W, 3).  Grayscale inputs are
+  expanded to three equal channels; :attr:`LoadedImage.gray` records that they were grey
+  so that the writer can store them as single-channel images again.
+* Masks in memory are *keep masks* (as in RePaint): ``bool`` (H, W) where True means
+  "known pixel, keep it" and False means "hole, generate it".  A ``uint8`` mask with
+  255 = keep is accepted wherever a keep mask is taken.
+* On disk a mask uses either ``convention='keep'`` (white = keep; RePaint) or
+  ``convention='hole'`` (white = hole; LaMa / IOPaint).  The caller always says which.
+* Every problem caused by an input file (or an unwritable output folder) raises
+  :class:`InputError`, whose message is a single line naming the file and the fix, so a
+  batch driver can log it and go on with the next image.
+
+Decisions (documented here once)
+--------------------------------
+Reading images
+  * The whole file is decoded (``img.load()``) before anything else, so truncated files
+    fail here, not later.  Multi-frame files (GIF, APNG, TIFF) use their first frame and
+    say so in ``LoadedImage.warnings``.
+  * EXIF orientation is applied (``ImageOps.exif_transpose``), so arrays are in display
+    orientation.  EXIF is not copied to the output (orientation would be wrong, and it
+    may hold private data).  The ICC profile is kept in ``LoadedImage.icc_profile`` when
+    it still describes the returned pixels; pass it to the writer as ``icc_profile=`` (a
+    colour-managed photo must not change colour because it was inpainted).  The DPI is
+    kept in ``LoadedImage.dpi``; pass it as ``dpi=``.
+  * Colour modes (RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV, RGBX, RGBa) give colour output;
+    grey modes (1, L, LA, La, I;16*, I, F and 16-bit grey PNGs) give ``gray=True``.
+    Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs.
+  * Alpha (RGBA, LA, PA, P with transparency, 16-bit grey+alpha and RGBA PNG) is returned
+    separately in ``LoadedImage.alpha`` and is put back by the writer; it is never
+    fitted or inpainted.
+  * 16-bit data is scaled with ``round(v / 257)``.  Pillow truncates 16-bit colour PNGs
+    to their high byte, so those (and 16-bit grey+alpha PNGs) are decoded with OpenCV.
+    Mode ``I`` (32-bit int) is clipped to 0..65535 and scaled like 16-bit; mode ``F`` is
+    taken as 0..1 when its maximum is <= 1, else as 0..255 (clipped).
+  * CMYK is converted by Pillow's plain formula (no colour management).
+
+Reading masks
+  * Any mode is reduced to one 8-bit grey channel and thresholded: value > 127 is white.
+    RGB uses luminance (ITU-R 601, Pillow's ``L``).  RGBA / LA: if alpha is fully opaque
+    the colour luminance is used; otherwise colour is composited over black
+    (``lum * alpha / 255``), which turns "white strokes on a transparent layer" into
+    white-on-black; if that composite is uniform while alpha is not (for instance black
+    strokes on a transparent layer) the alpha channel itself is the mask.
+  * EXIF orientation is applied to masks too (an editor shows and saves them that way).
+  * A mask of another size is resized with nearest-neighbour, with a warning.
+  * Values other than 0/255 warn only above 1 % of the pixels (soft edges are normal).
+
+Writing
+  * Every file is written atomically by :func:`repaint_cli.files.atomic_path` (a hidden
+    temp file beside it, fsynced, renamed; removed on any error; unwritable folders raise
+    :class:`InputError`).
+  * Default encoder settings: JPEG ``quality=95, subsampling=0``; WebP ``lossless=True``
+    (unless the caller passes ``quality`` or ``lossless``).  Known pixels are only
+    byte-identical on disk for lossless formats (PNG, TIFF, BMP, lossless WebP).
+  * Alpha is dropped with a warning for formats that cannot store it (JPEG, ...).
+
+Fitting images to the model's square resolution lives in :mod:`.fit`; atomic writing
+in :mod:`repaint_cli.files`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+try:
+    import fcntl
+except ImportError:  # Windows: outputs are not locked
+    fcntl = None
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin
+
+from ..choices import CONVENTIONS, check_choice
+from ..files import InputError, atomic_path
+from ..files import display_path as _disp, input_error as _err
+from .fit import as_keep as _as_keep
+
+__all__ = [
+    "InputError",
+    "LoadedImage",
+    "read_image",
+    "read_mask",
+    "check_mask",
+    "write_image_atomic",
+    "OutputLock",
+    "lock_output",
+    "read_png_text",
+    "fill_and_border_colours",
+]
+
+#: Share of non-binary mask pixels above which :func:`read_mask` warns.
+NONBINARY_WARN_FRACTION = 0.01
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class LoadedImage:
+    """An image as read from disk.
+
+    rgb:         uint8 (H, W, 3), display orientation (EXIF applied); grey inputs have
+                 three equal channels.
+    alpha:       uint8 (H, W) or None.
+    path:        the path it was read from.
+    mode:        the Pillow mode of the file as opened (before any conversion), e.g.
+                 "RGB", "P", "I;16", "CMYK".
+    bit_depth:   bits per channel in the file: 1, 8, 16 or 32.
+    gray:        True for grayscale inputs; write them back as L / LA.
+    icc_profile: the embedded ICC profile when it still describes ``rgb`` (None for
+                 converted modes such as CMYK); pass it on as ``icc_profile=``.
+    warnings:    one-line notes (first frame of an animation, unreadable EXIF...).
+    dpi:         the resolution the file records, (x, y) dots per inch, or None; pass it
+                 on as ``dpi=``.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    path: str
+    mode: str
+    bit_depth: int
+    gray: bool = False
+    icc_profile: bytes | None = None
+    warnings: list[str] = field(default_factory=list)
+    dpi: tuple[float, float] | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+_COLOUR_CONVERT_MODES = {"CMYK", "YCbCr", "LAB", "HSV"}
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
+
+
+def _open_loaded(path, what: str) -> Image.Image:
+    """Open and fully decode ``path``; every failure becomes an InputError."""
+    p = Path(path)
+    try:
+        if p.is_file() and p.stat().st_size == 0:
+            raise _err(path, "empty file (0 bytes)", "re-export it or remove it from the input")
+        img = Image.open(p)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise _err(path, f"{what} file not found", "check the path") from None
+    except IsADirectoryError:
+        raise _err(path, "is a folder, not an image file", "pass image files or a folder to scan") from None
+    except PermissionError:
+        raise _err(path, "cannot read the file (permission denied)", "fix its permissions or remove it from the input") from None
+    except Image.DecompressionBombError as e:
+        raise _err(path, f"image is too large to decode safely ({e.__class__.__name__})", "downscale it first") from None
+    except Image.UnidentifiedImageError:
+        raise _err(
+            path,
+            f"not a readable {what} (unknown or unsupported format)",
+            "convert it to PNG or JPEG, or remove it from the input",
+        ) from None
+    except Exception as e:  # Pillow raises many types on broken headers
+        raise _err(
+            path,
+            f"cannot decode {what} header ({e.__class__.__name__}: {_short(e)})",
+            "re-export it or remove it from the input",
+        ) from None
+    try:
+        img.load()  # force a full decode: truncated / corrupt data fails here
+    except Image.DecompressionBombError as e:
+        img.close()
+        raise _err(path, f"image is too large to decode safely ({_short(e)})", "downscale it first") from None
+    except Exception as e:
+        img.close()
+        raise _err(
+            path,
+            f"cannot decode {what} (truncated or corrupt file: {_short(e)})",
+            "re-export it or remove it from the input",
+        ) from None
+    return img
+
+
+def _short(e: BaseException, limit: int = 120) -> str:
+    s = " ".join(str(e).split()) or e.__class__.__name__
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1
+
+
+def _orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an array, as ImageOps.exif_transpose does."""
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:  # transpose
+        arr = np.swapaxes(arr, 0, 1)
+    elif orientation == 6:  # rotate 90 clockwise
+        arr = np.rot90(arr, -1)
+    elif orientation == 7:  # transverse
+        arr = np.rot90(arr, 2).swapaxes(0, 1)
+    elif orientation == 8:  # rotate 90 counter-clockwise
+        arr = np.rot90(arr, 1)
+    return np.ascontiguousarray(arr)
+
+
+def _exif_transpose(img: Image.Image, path, warnings: list[str]) -> Image.Image:
+    try:
+        out = ImageOps.exif_transpose(img)
+        return img if out is None else out
+    except Exception as e:
+        warnings.append(f"{_disp(path)}: unreadable EXIF orientation ({_short(e, 60)}); used the stored orientation")
+        return img
+
+
+def _png_ihdr(path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG header, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _scale16(a: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 as round(v / 257) (exact integer form, no ties exist)."""
+    a = np.clip(a.astype(np.int64), 0, 65535)
+    return ((a + 128) // 257).astype(np.uint8)
+
+
+def _float_to_u8(a: np.ndarray) -> np.ndarray:
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if a.size and a.max() <= 1.0:
+        a = a * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _gray_to_u8(img: Image.Image) -> tuple[np.ndarray, int]:
+    """One grey channel as uint8 plus the file's bit depth, for every grey mode."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return _scale16(np.asarray(img)), 16
+    if mode == "I":
+        return _scale16(np.asarray(img)), 32
+    if mode == "F":
+        return _float_to_u8(np.asarray(img)), 32
+    if mode == "1":
+        return np.asarray(img.convert("L")), 1
+    return np.asarray(img.convert("L")), 8
+
+
+def _read_png16_cv2(path, orientation: int):
+    """16-bit colour / grey+alpha PNG via OpenCV (Pillow truncates those to the high byte)."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        return None
+    arr = _orient_array(arr, orientation)
+    if arr.ndim == 2:
+        return _scale16(arr), None, True
+    ch = arr.shape[2]
+    if ch == 2:  # grey + alpha (if a build returns it that way)
+        return _scale16(arr[..., 0]), _scale16(arr[..., 1]), True
+    if ch == 3:
+        return _scale16(arr[..., ::-1]), None, False
+    if ch == 4:
+        return _scale16(arr[..., 2::-1]), _scale16(arr[..., 3]), False
+    return None
+
+
+def _dpi(info: dict) -> tuple[float, float] | None:
+    """The file's (x, y) dots per inch when it records a usable one."""
+    try:
+        x, y = (float(v) for v in info.get("dpi") or ())
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
+
+
+def read_image(path) -> LoadedImage:
+    """Read an image file as uint8 RGB (+ separate alpha); see the module notes."""
+    img = opened = _open_loaded(path, "image")
+    warnings: list[str] = []
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            warnings.append(f"{_disp(path)}: has {img.n_frames} frames; only the first is used")
+        mode = img.mode
+        fmt = img.format
+        icc = img.info.get("icc_profile") or None
+        dpi = _dpi(img.info)
+        orientation = _exif_orientation(img)
+
+        if fmt == "PNG":
+            ihdr = _png_ihdr(path)
+            if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
+                got = _read_png16_cv2(path, orientation)
+                if got is not None:
+                    gray, alpha, is_gray = got
+                    rgb = np.repeat(gray[..., None], 3, axis=2) if is_gray else np.ascontiguousarray(gray)
+                    return LoadedImage(rgb, alpha, str(path), mode, 16, is_gray, icc, warnings, dpi)
+
+        img = _exif_transpose(img, path, warnings)
+        alpha = None
+        bit_depth = 8
+        if mode in ("RGB",):
+            rgb = np.asarray(img)
+        elif mode in ("RGBA", "RGBa", "PA") or (
+            mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA"))
+        ):
+            rgba = np.asarray(img.convert("RGBA"))
+            rgb, alpha = rgba[..., :3], rgba[..., 3]
+        elif mode in ("P", "RGBX") or mode in _COLOUR_CONVERT_MODES:
+            rgb = np.asarray(img.convert("RGB"))
+            if mode in _COLOUR_CONVERT_MODES:
+                icc = None  # profile describes the original colour space
+        elif mode in ("LA", "La"):
+            la = np.asarray(img.convert("LA"))
+            gray8, alpha = la[..., 0], la[..., 1]
+            rgb = np.repeat(gray8[..., None], 3, axis=2)
+        elif mode in _GRAY_MODES or mode.startswith("I;16"):
+            gray8, bit_depth = _gray_to_u8(img)
+            rgb = np.repeat(gray8[..., None], 3, axis=2)
+            if mode == "L" and "transparency" in img.info:
+                alpha = np.asarray(img.convert("LA"))[..., 1]
+        else:
+            try:
+                rgb = np.asarray(img.convert("RGB"))
+                icc = None
+            except Exception:
+                raise _err(path, f"unsupported image mode {mode!r}", "convert it to an 8-bit RGB PNG or JPEG") from None
+        is_gray = mode in _GRAY_MODES or mode.startswith("I;16")
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if alpha is not None:
+            alpha = np.ascontiguousarray(alpha, dtype=np.uint8)
+        return LoadedImage(rgb, alpha, str(path), mode, bit_depth, is_gray, icc, warnings, dpi)
+    finally:
+        img.close()
+        opened.close()
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _mask_to_gray8(img: Image.Image) -> np.ndarray:
+    """One 8-bit grey channel for any mask mode; see the module notes for RGBA/LA."""
+    mode = img.mode
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA"))
+    ):
+        if mode in ("LA", "La"):
+            la = np.asarray(img.convert("LA"))
+            lum, a = la[..., 0], la[..., 1]
+        else:
+            rgba = img.convert("RGBA")
+            lum = np.asarray(rgba.convert("RGB").convert("L"))
+            a = np.asarray(rgba)[..., 3]
+        if a.min() == 255:
+            return np.ascontiguousarray(lum)
+        comp = ((lum.astype(np.uint32) * a + 127) // 255).astype(np.uint8)
+        if comp.min() == comp.max() and a.min() != a.max():
+            return np.ascontiguousarray(a)
+        return comp
+    if mode in _GRAY_MODES or mode.startswith("I;16"):
+        return np.ascontiguousarray(_gray_to_u8(img)[0])
+    return np.asarray(img.convert("RGB").convert("L"))
+
+
+def _colour_fraction(img: Image.Image) -> float:
+    if img.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "RGBX", "YCbCr"):
+        return 0.0
+    rgb = np.asarray(img.convert("RGB")).astype(np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return float(np.count_nonzero(spread > 32)) / max(spread.size, 1)
+
+
+def read_mask(path, convention: Literal["keep", "hole"], size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read a mask file and return ``(keep_mask bool (H, W), warnings)``.
+
+    convention: 'keep' (white = keep, RePaint) or 'hole' (white = hole, LaMa/IOPaint).
+    size:       the image's (H, W); a mask of another size is resized (nearest) with a
+                warning naming both sizes.
+    Emptiness is not checked here; see :func:`check_mask`.
+    """
+    check_choice(convention, CONVENTIONS, "mask convention")
+    img = opened = _open_loaded(path, "mask")
+    warnings: list[str] = []
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            warnings.append(f"{_disp(path)}: mask has {img.n_frames} frames; only the first is used")
+        img = _exif_transpose(img, path, warnings)
+        gray = _mask_to_gray8(img)
+        colour = _colour_fraction(img)
+    finally:
+        img.close()
+        opened.close()
+
+    if colour > NONBINARY_WARN_FRACTION:
+        warnings.append(
+            f"{_disp(path)}: mask is coloured ({colour:.1%} of pixels); converted to grey by luminance "
+            f"(pure red counts as black) — save masks as black and white"
+        )
+    nonbinary = float(np.count_nonzero((gray != 0) & (gray != 255))) / max(gray.size, 1)
+    if nonbinary > NONBINARY_WARN_FRACTION:
+        warnings.append(
+            f"{_disp(path)}: mask is not binary ({nonbinary:.1%} of pixels are neither black nor white); "
+            f"thresholded at 127 (brighter counts as white)"
+        )
+    white = gray > 127
+    if size is not None:
+        h, w = int(size[0]), int(size[1])
+        mh, mw = white.shape
+        if (mh, mw) != (h, w):
+            white = cv2.resize(white.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST_EXACT) > 0
+            warnings.append(
+                f"{_disp(path)}: mask is {mw}x{mh} but the image is {w}x{h} (width x height); "
+                f"resized the mask with nearest-neighbour — check that they belong together"
+            )
+    keep = white if convention == "keep" else ~white
+    return np.ascontiguousarray(keep), warnings
+
+
+def check_mask(keep_mask, path, allow_empty: bool = False) -> list[str]:
+    """Raise InputError if the mask has no hole or keeps no pixel.
+
+    With ``allow_empty=True`` the same one-line message is returned as a warning instead.
+    Returns the list of warnings (empty when the mask is fine).
+    """
+    keep = _as_keep(keep_mask)
+    hint = "check --mask-convention (keep: white = keep; hole: white = hole)"
+    if keep.all():
+        msg = f"{_disp(path)}: mask has no hole (every pixel is kept); nothing to inpaint — {hint}"
+    elif not keep.any():
+        msg = f"{_disp(path)}: mask keeps no pixel (every pixel is a hole); nothing to condition on — {hint}"
+    else:
+        return []
+    if allow_empty:
+        return [msg]
+    raise InputError(msg, path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+class OutputLock:
+    """An exclusive lock on one output while a run makes it: ``fcntl.flock`` on a hidden
+    ``.<name>.lock`` beside it.  The kernel drops the lock when its process dies, so a
+    killed run leaves at most an unlocked file, which the next run takes over."""
+
+    def __init__(self, path: Path | None, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it, so no one locks the name in between) and unlock."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock_output(path) -> OutputLock | None:
+    """Lock the output ``path`` for this run; None when another run holds it.  Where no lock
+    can be taken (no ``fcntl``, an unwritable folder) the lock is a no-op: the write then
+    says what is wrong."""
+    if fcntl is None:
+        return OutputLock(None, None)
+    final = Path(path)
+    lock_path = final.with_name(f".{final.name}.lock")
+    for _ in range(10):  # the holder may remove the file between our open and our lock: then again
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return OutputLock(None, None)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None  # held by another run
+            return OutputLock(None, None)  # a file system without locks (ENOLCK...): unlocked, as before
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return OutputLock(lock_path, fd)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file its holder has just removed
+    return None
+
+
+# Formats whose Pillow writers store an alpha channel.
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "TGA", "JPEG2000", "ICO", "ICNS", "DDS"}
+
+
+def _format_for(path: Path) -> str:
+    ext = path.suffix.lower()
+    fmt = Image.registered_extensions().get(ext)
+    if not ext or fmt is None or fmt not in Image.SAVE:
+        raise _err(
+            path,
+            f"cannot write images with extension {ext or '(none)'!r}",
+            "use .png, .jpg, .webp, .tif or .bmp",
+        )
+    return fmt
+
+
+def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False,
+                       text: dict | None = None, **save_kwargs) -> list[str]:
+    """Encode ``rgb`` (uint8 (H, W, 3), or (H, W) grey) to ``path`` atomically.
+
+    The format comes from the extension.  ``alpha`` (uint8 (H, W)) is put back as RGBA /
+    LA where the format supports it; ``gray=True`` writes L / LA (luminance of ``rgb``,
+    exact for equal channels).  ``text`` ({key: str}) is stored as PNG text chunks
+    (other formats: ignored); read it back with :func:`read_png_text`.  ``save_kwargs``
+    go to Pillow (``quality=``, ``icc_profile=``, ``dpi=``...; None values are left out).
+    Returns warnings (e.g. alpha dropped for JPEG).
+    """
+    final = Path(path)
+    fmt = _format_for(final)
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"rgb must be uint8 (H, W, 3) or (H, W), got {arr.dtype} {arr.shape}")
+    warnings: list[str] = []
+    if arr.ndim == 2:
+        gray = True
+        g = arr
+    elif gray:
+        # Pillow's L = (19595 R + 38470 G + 7471 B + 32768) >> 16: exact when R == G == B.
+        a32 = arr.astype(np.uint32)
+        g = ((19595 * a32[..., 0] + 38470 * a32[..., 1] + 7471 * a32[..., 2] + 32768) >> 16).astype(np.uint8)
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        if alpha.dtype == bool:
+            alpha = alpha.astype(np.uint8) * 255
+        if alpha.dtype != np.uint8 or alpha.shape != arr.shape[:2]:
+            raise ValueError(f"alpha must be uint8 {arr.shape[:2]}, got {alpha.dtype} {alpha.shape}")
+        if fmt not in _ALPHA_FORMATS:
+            warnings.append(f"{_disp(final)}: {fmt} cannot store transparency; alpha channel dropped (use .png to keep it)")
+            alpha = None
+    if gray:
+        img = Image.fromarray(np.dstack([g, alpha]), "LA") if alpha is not None else Image.fromarray(g, "L")
+    else:
+        img = Image.fromarray(np.dstack([arr, alpha]), "RGBA") if alpha is not None else Image.fromarray(arr, "RGB")
+
+    kw = dict(save_kwargs)
+    if fmt == "JPEG":
+        kw.setdefault("quality", 95)
+        kw.setdefault("subsampling", 0)
+    elif fmt == "WEBP" and "quality" not in kw and "lossless" not in kw:
+        kw["lossless"] = True
+    for key in ("icc_profile", "dpi"):  # None: the input had none
+        if not kw.get(key):
+            kw.pop(key, None)
+    if text and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, str(value))  # iTXt: UTF-8 (file names need not be Latin-1)
+        kw["pnginfo"] = info
+
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as f:
+            img.save(f, format=fmt, **kw)
+    return warnings
+
+
+def read_png_text(path, key: str) -> str | None:
+    """A text chunk of a PNG (written by ``write_image_atomic(text=...)``), or None (absent,
+    not a PNG, unreadable).  Reads the chunks before the pixels only."""
+    try:
+        with Image.open(path) as img:
+            value = img.info.get(key)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return str(value) if value is not None else None
+
+
+def fill_and_border_colours(rgb, keep_mask, ring: int = 3) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean colour of the hole as filled, mean colour of the known pixels within ``ring`` px
+    of it), float RGB; None when there is no hole or no known pixel beside it."""
+    keep = _as_keep(keep_mask)
+    hole = ~keep
+    if not hole.any():
+        return None
+    near = cv2.dilate(hole.astype(np.uint8), np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)) > 0
+    border = near & keep
+    if not border.any():
+        return None
+    rgb = np.asarray(rgb)
+    return rgb[hole].astype(np.float64).mean(axis=0), rgb[border].astype(np.float64).mean(axis=0)

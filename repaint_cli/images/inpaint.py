@@ -1,0 +1,342 @@
+"""``inpaint()``: the orchestration behind ``repaint inpaint``.
+
+jobs -> load + fit -> batches -> sampler -> unfit + paste -> atomic writes.
+Bad input costs only its own image: each problem is one line naming the file
+and the fix, the rest of the run goes on, and the summary says what failed.
+Mistakes that concern the whole run (a missing input, a mask taken for an image,
+an output onto an input, an unknown conf key) stop it before the model loads
+(:func:`setup.resolve_jobs`). Each output records what made it (``provenance.py``).
+
+The run's parts each go where they are used: ``opts.read`` to reading and fitting
+(:mod:`prepare`), ``opts.sample`` to the model and schedule (:mod:`setup`) and the
+sampler (:mod:`sampling`), ``opts.engine`` to the device, ``opts.write`` to the files.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from ..runtime.cuda_graphs import GraphCache
+from ..runtime.device import EngineOptions, prepare_model
+from ..runtime.memory import auto_batch_size
+from ..core.schedule import schedule_summary
+from ..files import InputError
+from . import fit, image_files, masks
+from .guidance import Guidance
+from .hooks import Prepared
+from .jobs import Job, check_out_dir
+from .options import ImageResult, InpaintOptions, Reporter, RunError, RunSummary, StopFlag
+from .prepare import fill_colour_note, prefetched, upscale_warning
+from .provenance import SETTINGS_KEY, append_run_record, job_settings
+from .resume import OutputLocks, files_on_disk, mask_output, skip_finished
+from .sampling import SplitState, _fp32_fits_beside, _split_retry, non_finite_rows, sample_batch, step_probe, to_uint8
+from .setup import (DEFAULT_MODEL_NOTE, Setup, describe_masks, make_guidance, resolve_jobs, run_settings, setup,
+                    setup_without_weights)
+
+
+def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
+            stop: Optional[StopFlag] = None) -> RunSummary:
+    """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
+    t_start = time.time()
+    reporter = reporter or Reporter()
+    # everything that can be checked without the model first: a mistake costs no model load and no --out folder
+    conf, joblist = resolve_jobs(inputs, opts, stdin, reporter)
+    reporter.log(describe_masks(opts.read, opts.sample.seed))
+    if opts.sample.model is None and not conf.get("model_path"):
+        reporter.log(DEFAULT_MODEL_NOTE)
+    _check_out(opts.write.out_dir, create=False)
+    # a rerun whose outputs all exist compares their settings, which needs the model's card, not its weights
+    light = (setup_without_weights(opts.sample, opts.engine, conf)
+             if joblist.skipped_done and not joblist.jobs else None)
+    st = light or setup(opts.sample, opts.engine, conf)
+    guidance = make_guidance(st, opts.sample, with_classifier=light is None)
+    if opts.sample.method == "ddim" and guidance is not None and guidance.cond_fn is not None:
+        raise RunError("--method ddim takes no classifier guidance: pass --classifier-scale 0, or use --method repaint or ddnm")
+    _check_out(opts.write.out_dir)
+    run = _Run(st, opts, guidance, reporter, stop or StopFlag())
+    for note in joblist.ignored:
+        reporter.log(note, "warning")
+    for note in joblist.notes:
+        reporter.log(note)
+    try:
+        skip_finished(joblist.skipped_done, opts.read, opts.write, run.S, run.settings, run.mask_hashes, reporter,
+                      run.record)
+    except BaseException:
+        run.close_manifest()
+        raise
+    if light is not None:
+        reporter.log(f"all {len(joblist.skipped_done)} outputs exist: nothing to do, the model was not loaded "
+                     f"(--overwrite redoes them)")
+        run.close_manifest()
+    else:
+        run.sample_all(joblist.jobs)
+    run.summary.seconds = time.time() - t_start
+    return run.summary
+
+
+def _check_out(out_dir, create: bool = True) -> None:
+    problem = check_out_dir(Path(out_dir), create=create)
+    if problem:
+        raise RunError(problem)
+
+
+class _Run:
+    """One run's sampling and writing: batches through the device, files through one writer thread, results
+    reported in input order; whatever stops it, the cleanup runs (:meth:`finish`)."""
+
+    def __init__(self, st: Setup, opts: InpaintOptions, guidance: Optional[Guidance], reporter: Reporter,
+                 stop: StopFlag):
+        self.st, self.opts, self.guidance, self.reporter, self.stop = st, opts, guidance, reporter, stop
+        self.S = st.loaded.model.cfg.image_size
+        self.settings = run_settings(st, opts, guidance, reporter)
+        self.mask_hashes: dict = {}
+        self.summary = RunSummary()
+        self.manifest = open(opts.write.manifest, "a", encoding="utf-8") if opts.write.manifest else None
+        self.locks = OutputLocks()
+        self.pending: list[tuple[Prepared, float, list[Future]]] = []  # sampled, files being written
+        self.fill_notes: dict = {}  # output -> a note on its fill's colour (prepare.fill_colour_note)
+        self.far_fills: list = []  # images whose fill is far in colour from the hole's border
+        self.busy: list = []  # images another run on this --out is making
+        self.upscale_warned = False
+
+    # ------------------------------------------------------------------------- results
+
+    def record(self, res: ImageResult) -> None:
+        if res.status == "done":
+            self.summary.done += 1
+        elif res.status == "failed":
+            self.summary.failed += 1
+        else:
+            self.summary.skipped += 1
+        self.summary.results.append(res)
+        self.reporter.image_done(res)
+        if self.manifest is not None:
+            self.manifest.write(res.json() + "\n")
+            self.manifest.flush()
+
+    def fail(self, job: Job, message: str) -> None:
+        self.locks.release(job)
+        self.reporter.log(message, "error")
+        self.record(ImageResult(str(job.image), str(job.mask_file or job.mask_kind or ""), None, job.keys.seed,
+                                "failed", error=message))
+
+    def close_manifest(self) -> None:
+        if self.manifest is not None:
+            self.manifest.close()
+            self.manifest = None
+
+    # ------------------------------------------------------------------------- sampling
+
+    def sample_all(self, jobs: list[Job]) -> None:
+        """Sample the jobs batch by batch and write their files; closes the manifest and adds the run record."""
+        st, engine = self.st, self.opts.engine
+        self.model = prepare_model(st.loaded.model, st.device, engine)
+        self.model_fp32 = None  # made from the fp32 master when a batch is not finite under fp16/bf16
+        self.graph_cache = GraphCache()  # CUDA graph captures per model and batch shape, reused across batches
+        self.split = SplitState()  # after an out-of-memory, later batches start at the size that worked
+        bs = self._batch_size(len(jobs))
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repaint-writer")
+        items = self._prepared_items(jobs, bs)
+        try:
+            while True:
+                batch = _take(items, bs if self.split.limit is None else min(bs, self.split.limit))
+                if not batch:
+                    break
+                t0 = time.time()
+                x = self._sample(batch)
+                self._write(batch, x, (time.time() - t0) / len(batch))
+                self.collect(block=False)
+                if self.stop.requested:
+                    self.summary.interrupted = True
+                    self.reporter.log("stopped after the current batch (Ctrl-C); rerun the same command to finish "
+                                      "the rest", "warning")
+                    break
+        finally:
+            self.finish(items)
+        self._report_run_notes()
+
+    def _batch_size(self, n: int) -> int:
+        st, guidance = self.st, self.guidance
+        if self.opts.engine.batch_size == "auto":
+            bs = auto_batch_size(self.model, self.S, st.device, max(n, 1),
+                                 probe=step_probe(self.model, st, guidance.cond_fn if guidance else None))
+        else:
+            bs = max(1, int(self.opts.engine.batch_size))
+        summ = schedule_summary(st.times)
+        self.reporter.log(
+            f"model {st.loaded.card.name if st.loaded.card else st.loaded.path.name} ({self.S}x{self.S}) on "
+            f"{st.device}; schedule t_T={st.jump.t_T} jump_length={st.jump.jump_length} "
+            f"jump_n_sample={st.jump.jump_n_sample}: {summ['unet_calls']} UNet calls per image; batch {bs}")
+        self.reporter.start(n, -(-n // bs) * (len(st.times) - 1))  # schedule steps over all batches
+        return bs
+
+    def _prepared_items(self, jobs: list[Job], bs: int) -> Iterator[Prepared]:
+        """The images read and fitted ahead (a worker thread), those that cannot be read failed, those another run
+        is making skipped."""
+        for job, item, error in prefetched(jobs, self.opts.read, self.S, ahead=bs):
+            if error is not None:
+                self.fail(job, error)
+                continue
+            why = self.locks.take(job, self.opts.write.overwrite)
+            if why is not None:
+                self.busy.append(job.image)
+                self.record(ImageResult(str(job.image), item.mask_label, str(job.output), job.keys.seed, "skipped",
+                                        warnings=[why], files=files_on_disk(job, self.opts.write)))
+                continue
+            note = None if self.upscale_warned else upscale_warning(item)
+            if note:
+                self.upscale_warned = True  # once per run
+                self.reporter.log(note, "warning")
+            yield item
+
+    def _sample(self, batch: list[Prepared]) -> torch.Tensor:
+        """x_0 of a batch; on out-of-memory it is split and retried, a batch not finite under fp16/bf16 is redone
+        in fp32."""
+        kwargs = self.guidance.model_kwargs(batch, self.st.device) if self.guidance else None
+        cond_fn = self.guidance.cond_fn if self.guidance else None
+        callbacks = [h.step_callback(batch) for h in self.opts.write.extras]
+
+        def run(idx: list[int], m=self.model):  # idx: positions in the batch (all, or a split part)
+            sub_kw = {k: v[idx] for k, v in (kwargs or {}).items()}
+            sub_cbs = callbacks if len(idx) == len(batch) else []  # frames only for whole batches
+            return sample_batch(m, self.st, [batch[i] for i in idx], self.opts.sample, self.opts.engine,
+                                self.reporter, sub_cbs, sub_kw, cond_fn, self.graph_cache)
+
+        everything = list(range(len(batch)))
+        x = _split_retry(run, everything, self.reporter, self.split, self._free_after_oom)
+        if torch.isfinite(x).all() or getattr(self.model, "dtype", torch.float32) == torch.float32:
+            return x
+        self.reporter.log(f"NaN/Inf under {self.model.dtype} in the batch starting {batch[0].job.image}; retrying "
+                          f"it in fp32", "warning")
+        if self.model_fp32 is None:  # the fp32 master, kept on the host until a batch needs it
+            self.model_fp32 = prepare_model(self.st.loaded.model, self.st.device,
+                                            EngineOptions(**{**asdict(self.opts.engine), "precision": "fp32"}))
+        x = _split_retry(lambda idx: run(idx, self.model_fp32), everything, self.reporter, self.split,
+                         self._free_after_oom)
+        if not _fp32_fits_beside(self.model_fp32, self.st.device):  # memory is short: back to the host
+            self.graph_cache.clear()  # its graphs read the weights about to move
+            self.model_fp32.inner.to("cpu")
+            self.model_fp32 = None
+            self._free_after_oom()
+        return x
+
+    def _free_after_oom(self) -> None:
+        self.graph_cache.clear()  # their private pools hold a step's activations each
+        gc.collect()
+        if self.st.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------- writing
+
+    def _write(self, batch: list[Prepared], x: torch.Tensor, secs: float) -> None:
+        """Hand each image's files to the writer thread; an image whose sample is not finite (also in fp32: it
+        would be written as black pixels) fails alone."""
+        write = self.opts.write
+        for item, sample, is_bad in zip(batch, to_uint8(x), non_finite_rows(x)):
+            if is_bad:
+                self.fail(item.job, f"{item.job.image}: the model's sample holds NaN/Inf (in fp32); nothing written; "
+                                    f"try another --seed, or check the model's weights")
+                continue
+            out_rgb = fit.unfit(item.plan, sample, item.image.rgb, item.keep, paste=write.paste)
+            note = fill_colour_note(item, out_rgb)
+            if note:
+                self.fill_notes[str(item.job.output)] = note
+            text = {SETTINGS_KEY: json.dumps(job_settings(self.settings, item.job, self.mask_hashes),
+                                             separators=(",", ":"))}
+            futs = [self.writer.submit(image_files.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
+                                       gray=item.image.gray, text=text, icc_profile=item.image.icc_profile,
+                                       dpi=item.image.dpi)]
+            if write.save_mask:
+                mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8),
+                                               self.opts.read.mask_convention)
+                futs.append(self.writer.submit(image_files.write_image_atomic, mask_output(item.job),
+                                               np.repeat(mask_img[..., None], 3, axis=2), None, gray=True))
+            for hook in write.extras:
+                hook.finish(item, sample, out_rgb, lambda fn, *a, **k: futs.append(self.writer.submit(fn, *a, **k)))
+            self.pending.append((item, secs, futs))
+
+    def collect(self, block: bool) -> None:
+        """Report images whose files are written (in order); a writer's error fails its image only."""
+        while self.pending and (block or all(f.done() for f in self.pending[0][2])):
+            item, secs, futs = self.pending.pop(0)
+            errors, warns = [], list(item.warnings)
+            for f in futs:
+                try:
+                    warns += f.result() or []
+                except InputError as e:
+                    errors.append(str(e))
+                except OSError as e:
+                    errors.append(f"{item.job.output}: cannot write ({e.strerror or e}); free space or choose another "
+                                  f"--out")
+                except Exception as e:  # a bug in a writer: named, and the other images go on
+                    errors.append(f"{item.job.output}: cannot write ({type(e).__name__}: {e})")
+            note = self.fill_notes.pop(str(item.job.output), None)
+            if errors:
+                self.fail(item.job, errors[0])
+                continue
+            self._done(item, secs, warns, note)
+
+    def _done(self, item: Prepared, secs: float, warns: list, note: Optional[str]) -> None:
+        job = item.job
+        self.locks.release(job)
+        for w in warns:
+            self.reporter.log(f"{job.image}: {w}" if not str(w).startswith(str(job.image)) else w, "warning")
+        if note:
+            self.far_fills.append(job.image)
+        self.record(ImageResult(str(job.image), item.mask_label, str(job.output), job.keys.seed, "done",
+                                round(secs, 3), warnings=warns + ([note] if note else []),
+                                label=self.guidance.label_for(job) if self.guidance else None,
+                                files=files_on_disk(job, self.opts.write)))
+
+    # ------------------------------------------------------------------------- the end
+
+    def finish(self, items) -> None:
+        """The cleanup of a run, whatever stopped it: report what was written, stop the writer, release the locks,
+        close the manifest, add the run record. Runs inside ``finally``: an error of its own must not hide the one
+        on its way (if any), nor skip the rest of the cleanup; it is raised at the end when nothing else is."""
+        late = None
+        try:
+            items.close()  # stops the prefetch thread (it reads no further than the next batch)
+            self.collect(block=True)
+        except Exception as e:
+            late = e
+        self.writer.shutdown(wait=True)
+        self.locks.release_all()
+        self.close_manifest()
+        summary, read = self.summary, self.opts.read
+        if summary.done:  # a run that wrote nothing leaves nothing
+            append_run_record(Path(self.opts.write.out_dir), {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": self.settings, "mask": read.mask,
+                "shard": read.shard, "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
+                "interrupted": summary.interrupted})
+        if late is not None and sys.exc_info()[1] is None:
+            raise late
+
+    def _report_run_notes(self) -> None:
+        """One line each, per run: images left to another run, fills far in colour from their holes' borders."""
+        if self.busy:
+            self.reporter.log(f"{len(self.busy)} image(s) skipped, in progress by another run on this --out (first: "
+                              f"{self.busy[0]}); that run writes them", "warning")
+        if self.far_fills:
+            self.reporter.log(f"{len(self.far_fills)} image(s) filled far from their hole border's colour (first: "
+                              f"{self.far_fills[0]}; each image's --json or --manifest line has both colours): this "
+                              f"model may not suit these images; see README, Models", "warning")
+
+
+def _take(items: Iterator[Prepared], size: int) -> list[Prepared]:
+    """The next batch: up to ``size`` items."""
+    batch: list[Prepared] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            break
+    return batch

@@ -1,0 +1,230 @@
+"""Making a fast step from a model and a batch: device, precision, CUDA graphs, threads.
+
+The sampler's math lives in :mod:`sampler`; this module only decides *how* it
+runs. On CUDA: the UNet's conv and linear weights converted to fp16 once and
+run under autocast (the sampler's state stays fp32), and the reverse and undo
+steps captured once per batch shape as CUDA graphs, checked against an eager
+step, and replayed. On the CPU: fp32, ``channels_last``, eager, optional
+``torch.compile``. Every choice can be switched off and falls back cleanly,
+and every fallback is said out loud: a wrong graph is never used silently.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..models.batch_invariant import self_check as invariant_self_check
+from ..models.batch_invariant import set_batch_invariant
+
+from ..choices import PRECISIONS  # defined once, in repaint_cli/choices.py
+from .threads import set_threads
+from .memory import is_oom
+
+
+@dataclass
+class EngineOptions:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    cuda_graphs: bool = True
+    # None = on on the CPU (1.1-1.3x here, benchmarks/RESULTS.md), off on CUDA: CUDA's GroupNorm converts
+    # channels_last to NCHW and back at every norm, and no GPU benchmark has shown a gain yet
+    channels_last: Optional[bool] = None
+    compile: bool = False
+    threads: Optional[int] = None
+    batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (batch_invariant.py)
+    batch_size: object = "auto"  # images per batch, or "auto": sized from memory and resolution
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise RuntimeError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if dev.type == "cuda":
+        return use_cuda_device(dev)
+    return dev
+
+
+def use_cuda_device(dev: torch.device) -> torch.device:
+    """Make ``dev`` the current CUDA device; returns it with its index.
+
+    CUDA graphs capture on the *current* device's streams: with work on cuda:1
+    while cuda:0 is current, the capture records nothing and every replay does
+    nothing, so the device a run picks must also be the current one.
+    """
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise RuntimeError(f"--device {dev}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def default_channels_last(device: torch.device) -> bool:
+    """channels_last unless asked otherwise: measured faster on the CPU; not (yet) on CUDA (see EngineOptions)."""
+    return device.type == "cpu"
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The UNet's compute dtype. Half precision on the CPU is refused: it is ~300x slower there."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if device.type != "cuda" and precision != "fp32":
+        warnings.warn(f"--precision {precision} is for CUDA; running fp32 on {device.type}")
+        return torch.float32
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        warnings.warn("this GPU has no bf16 support; using fp16")
+        return torch.float16
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+
+
+class PrecisionModel(torch.nn.Module):
+    """Calls the UNet under autocast (and channels_last input); returns fp32.
+
+    For fp16/bf16 the inner model's conv and linear weights are already in that
+    dtype (:func:`low_precision_copy`): autocast caches casts only of weights that
+    require grad, so fp32 weights would be cast again on every call.
+
+    ``per_image``: call the UNet one image at a time (the CPU's batch-invariant
+    layers failed their self-check: a lone image's result never depends on a batch).
+    ``compiled``: the ``torch.compile`` form of :meth:`eager`, used until it fails
+    (see :meth:`use_compiled`).
+    """
+
+    def __init__(self, model, dtype: torch.dtype, device: torch.device, channels_last: bool, per_image: bool = False):
+        super().__init__()
+        self.inner = model
+        self.dtype = dtype
+        self.device_type = device.type
+        self.channels_last = channels_last
+        self.per_image = per_image
+        self.compiled: Optional[Callable] = None
+        self.on_compile_failure: Optional[Callable[[], None]] = None
+
+    def forward(self, x, t, **kw):
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, t, **kw)
+            except Exception as e:  # compile is an optimisation: never fatal
+                if is_oom(e):
+                    raise  # the batch is too big, not the compiler: let the caller split it
+                self.compiled = None  # warn once; every later call runs eager
+                first = (str(e).splitlines() or [""])[0][:200]
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {first}); running eager")
+                if self.on_compile_failure is not None:
+                    self.on_compile_failure()
+        return self.eager(x, t, **kw)
+
+    def eager(self, x, t, **kw):
+        if not self.per_image or x.shape[0] == 1:
+            return self._call(x, t, **kw)
+        # each image copied out of the batch, so that its layout never depends on where it sat
+        return torch.cat([self._call(x[i:i + 1].clone(), t[i:i + 1].clone(),
+                                     **{k: v[i:i + 1].clone() for k, v in kw.items()}) for i in range(x.shape[0])])
+
+    def _call(self, x, t, **kw):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            return self.inner(x, t, **kw).float()
+        # cache off: required under CUDA graph capture; the weights need no cast (see the class docstring)
+        with torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False):
+            return self.inner(x, t, **kw).float()
+
+
+LOW_PRECISION_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+
+
+def low_precision_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """A copy of ``model`` on ``device`` whose conv and linear weights are ``dtype``.
+
+    guided-diffusion's ``convert_to_fp16`` extended to the linear layers (the
+    timestep and class embeddings' MLPs and the ResBlocks' ``emb_layers``);
+    norms and embeddings stay fp32. Under autocast this gives the same numbers as
+    casting fp32 weights on every call (autocast casts conv and linear weights to
+    ``dtype`` anyway), without the per-call cast. The copy is built on the host and
+    moved once, so the device never holds the fp32 and the low-precision weights
+    at the same time; ``model``, the fp32 master for the NaN retry, keeps its fp32
+    weights (and is moved to the host if it was elsewhere).
+    """
+    host = torch.device("cpu")
+    source = model.to(host) if next(model.parameters()).device.type != "meta" else model
+    low = copy.deepcopy(source)
+    for m in low.modules():
+        if isinstance(m, LOW_PRECISION_LAYERS):
+            for name in ("weight", "bias"):
+                p = getattr(m, name, None)
+                if p is not None and p.is_floating_point():
+                    p.data = p.data.to(dtype)
+    if hasattr(low, "dtype"):  # the UNet casts its input to this; its norms compute in fp32 whatever it is
+        low.dtype = dtype
+    return low.to(device)
+
+
+def prepare_model(model, device: torch.device, opts: EngineOptions) -> PrecisionModel:
+    """Put the model on its device in the engine's layout; wrap it for precision.
+
+    fp32 moves ``model`` itself; fp16/bf16 use a low-precision copy and leave
+    ``model`` on the host as the fp32 master (:func:`low_precision_copy`).
+    """
+    set_threads(opts.threads)
+    dtype = resolve_precision(opts.precision, device)
+    channels_last = opts.channels_last if opts.channels_last is not None else default_channels_last(device)
+    if dtype != torch.float32:
+        model = low_precision_copy(model, dtype, device)
+    else:
+        if getattr(model, "dtype", torch.float32) != torch.float32 and hasattr(model, "convert_to_fp32"):
+            model.convert_to_fp32()  # loaded with the card's use_fp16 on CUDA (models.load): fp32 asked for
+        model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    per_image = False
+    if device.type == "cpu":
+        per_image = use_batch_invariant(model, opts.batch_invariant and not opts.compile)  # compile: own kernels
+    wrapped = PrecisionModel(model, dtype, device, channels_last, per_image)
+    if opts.compile:
+        compile_guarded(wrapped, invariant_if_eager=device.type == "cpu" and opts.batch_invariant)
+    return wrapped
+
+
+def compile_guarded(wrapped: PrecisionModel, invariant_if_eager: bool) -> None:
+    """``torch.compile`` for ``wrapped``; where it fails, now or at its first call (where the
+    compiling happens), a warning and eager calls, batch-invariant on the CPU as without --compile."""
+    def back_to_eager():
+        if invariant_if_eager:
+            wrapped.per_image = use_batch_invariant(wrapped.inner, True)
+
+    wrapped.on_compile_failure = back_to_eager
+    try:
+        wrapped.compiled = torch.compile(wrapped.eager, dynamic=False)
+    except Exception as e:  # compile is an optimisation: never fatal
+        warnings.warn(f"torch.compile unavailable ({e}); running eager")
+        back_to_eager()
+
+
+def use_batch_invariant(model, on: bool) -> bool:
+    """Switch the CPU model's batch-invariant layers on (or off); True when the UNet must instead be
+    called image by image: the layers failed their start-up self-check on this CPU (said once)."""
+    problem = invariant_self_check() if on else None
+    set_batch_invariant(model, on and problem is None)
+    if problem is None:
+        return False
+    warnings.warn(f"the batch-invariant CPU layers failed their self-check at {torch.get_num_threads()} threads "
+                  f"({problem}); calling the UNet one image at a time instead (same results at any batch size, slower)")
+    return True
+
+

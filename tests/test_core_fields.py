@@ -1,0 +1,153 @@
+"""The core takes what tables need as parameters: the sampler's noise source, the diffusion's
+fixed variance and a per-column x0 clip; tables/impute.py uses them without subclassing or patching."""
+import numpy as np
+import pytest
+import torch
+
+from repaint_cli.core.diffusion import Diffusion
+from repaint_cli.core.noise import image_key, keys_tensor, per_image_noise
+from repaint_cli.core.sampler import Conditioning, draw_id, repaint
+from repaint_cli.core.schedule import JumpParams, jump_schedule
+
+
+class Sine(torch.nn.Module):
+    """Any deterministic eps-predictor of x's shape (fixed variance)."""
+
+    def forward(self, x, t, **_):
+        return torch.sin(3 * x) + 0.001 * t.float().reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def images():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand((2, 3, 6, 6), generator=g) * 2 - 1
+    keep = torch.rand((2, 1, 6, 6), generator=g) > 0.5
+    return gt, keep, keys_tensor([image_key(0, "a"), image_key(0, "b")])
+
+
+TIMES = jump_schedule(JumpParams(t_T=8, jump_length=2, jump_n_sample=2))
+
+
+def sample(cond):
+    with torch.no_grad():
+        return repaint(Sine(), cond, TIMES)
+
+
+def test_the_default_noise_source_is_the_per_image_keyed_noise():
+    gt, keep, keys = images()
+    coefs = Diffusion.create(1000, "linear", "8", learn_sigma=False).coefficients()
+    implicit = sample(Conditioning(gt, keep, keys, coefs))
+    explicit = sample(Conditioning(gt, keep, keys, coefs, noise_source=per_image_noise))
+    assert torch.equal(implicit, explicit)
+
+
+def test_the_sampler_draws_every_noise_from_the_given_source():
+    gt, keep, keys = images()
+    coefs = Diffusion.create(1000, "linear", "8", learn_sigma=False).coefficients()
+    asked = []
+
+    def recording(keys_, draw, shape, index):
+        asked.append(int(draw))
+        assert keys_ is keys and tuple(shape) == tuple(gt.shape)
+        return per_image_noise(keys_, draw, shape, index) * 0.5  # a different noise than the default
+
+    out = sample(Conditioning(gt, keep, keys, coefs, noise_source=recording))
+    assert asked[0] == 0 and draw_id(0, 0) in asked  # the start x_T, then the known part at step 0
+    assert not torch.equal(out, sample(Conditioning(gt, keep, keys, coefs)))
+
+
+def test_fixed_variance_small_is_the_posterior_variance_and_large_is_beta():
+    small = Diffusion.create(1000, "linear", "10", learn_sigma=False, fixed_variance="small")
+    large = Diffusion.create(1000, "linear", "10", learn_sigma=False)
+    cs, cl = small.coefficients(), large.coefficients()
+    assert torch.equal(cs["fixed_log_variance"], cs["posterior_log_variance_clipped"])
+    assert torch.equal(cl["fixed_log_variance"][1:], cl["log_betas"][1:])  # guided-diffusion's FIXED_LARGE
+    x, t = torch.zeros(2, 4), torch.tensor([3, 7])
+    _, log_var, _ = small.p_mean_variance(torch.zeros(2, 4), x, t)
+    assert torch.equal(log_var[:, 0], small.arrays()["posterior_log_variance_clipped"][t].to(log_var.dtype))
+    with pytest.raises(ValueError, match="fixed_variance"):
+        Diffusion.create(1000, "linear", "10", fixed_variance="medium")
+
+
+class Constant(torch.nn.Module):
+    """Predicts x0 itself (prediction_type 'sample'): the same row for every input."""
+
+    def __init__(self, row):
+        super().__init__()
+        self.row = torch.tensor(row)
+
+    def forward(self, x, t, **_):
+        return self.row.expand_as(x).clone()
+
+
+def test_a_per_column_clip_clamps_each_column_to_its_own_range():
+    d = Diffusion.create(1000, "linear", "5", learn_sigma=False, prediction_type="sample", clip_x0=[0.5, 3.0, 1.0])
+    c = d.coefficients()
+    assert torch.equal(c["x0_clip"], torch.tensor([0.5, 3.0, 1.0]))
+    x = torch.zeros(4, 3)
+    cond = Conditioning(x, torch.zeros(4, 3, dtype=torch.bool), keys_tensor([(1, 2)]), c,
+                        noise_source=lambda k, draw, shape, i: torch.zeros(shape))
+    _, x0 = repaint_once(Constant([2.0, -2.0, 0.25]), cond)
+    assert torch.equal(x0, torch.tensor([[0.5, -2.0, 0.25]] * 4))
+    _, _, x0_ref = d.p_mean_variance(torch.tensor([[2.0, -2.0, 0.25]] * 4), x, torch.tensor([2] * 4))
+    assert torch.equal(x0_ref.float(), x0)
+
+
+def repaint_once(model, cond):
+    from repaint_cli.core.sampler import reverse_step
+
+    with torch.no_grad():
+        return reverse_step(model, cond.gt.clone(), cond, torch.tensor(2), torch.tensor(0), torch.tensor(False))
+
+
+class ReadOnly(dict):
+    def __setitem__(self, k, v):
+        raise AssertionError(f"the coefficients were edited ({k})")
+
+
+def test_tables_use_the_core_as_it_is(monkeypatch):
+    """No subclass of Conditioning, no edited coefficients: the variance and the clip are asked for."""
+    from repaint_cli.tables import impute
+    from repaint_cli.tables.denoiser import TableModelConfig
+
+    made = []
+    original = Diffusion.coefficients
+    monkeypatch.setattr(Diffusion, "coefficients", lambda self, *a, **k: ReadOnly(original(self, *a, **k)))
+
+    def fake_repaint(model, cond, times, callback=None):
+        made.append(cond)
+        return cond.noise(torch.tensor(0))
+
+    monkeypatch.setattr(impute, "repaint", fake_repaint)
+
+    class Model:
+        cfg = TableModelConfig(width=8, blocks=1)
+
+    x = np.zeros((5, 2), np.float32)
+    keep = np.array([[True, False]] * 5)
+    clip = np.array([1.5, 2.5], np.float32)
+    opts = impute.ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, guidance=0.0, variance="small")
+    out = impute.sample_rows(Model(), x, keep, clip, opts, 0)
+    cond = made[0]
+    assert type(cond) is Conditioning
+    assert torch.equal(cond.coefs["x0_clip"], torch.from_numpy(clip))
+    assert torch.equal(cond.coefs["fixed_log_variance"], cond.coefs["posterior_log_variance_clipped"])
+    assert out.shape == x.shape and (out[:, 0] == 0).all() and (out[:, 1] != 0).all()
+
+
+def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
+    """runtime/device.py copies the Conditioning into static buffers: the copy draws from the same source,
+    and a graph captured for one source is never reused for another."""
+    from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, graph_signature
+    from repaint_cli.tables.impute import row_block_noise
+
+    gt, keep, keys = images()
+    d = Diffusion.create(1000, "linear", "8", learn_sigma=False)
+    custom = Conditioning(gt, keep, keys[:1], d.coefficients(), noise_source=row_block_noise)
+    with torch.no_grad():
+        eager = repaint(Sine(), custom, TIMES)
+        runner = CudaGraphSteps(Sine(), custom, capture=EagerReplay.capture)
+        graphed = repaint(Sine(), custom, TIMES, steps=runner)
+    assert runner.cond.noise_source is row_block_noise
+    assert torch.equal(graphed, eager)
+    default = Conditioning(gt, keep, keys[:1], d.coefficients())
+    assert graph_signature(Sine, custom) != graph_signature(Sine, default)
