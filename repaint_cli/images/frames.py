@@ -43,6 +43,7 @@ from . import image_files
 from ..choices import ANIMATIONS, check_choice
 from ..files import atomic_path, write_bytes_atomic
 from .hooks import BatchHook, Prepared
+from .mp4_probe import first_working
 
 DEFAULT_ANIMATION_FRAMES = 24
 TINT_COLOR = (40, 110, 255)  # RGB of the overlay on the unknown region
@@ -208,27 +209,9 @@ class _WriterUnavailable(Exception):
 MP4_CODECS = (("avc1", "H.264"), ("mp4v", "MPEG-4 Part 2"))
 
 
-# Probes each fourcc by writing a tiny video; prints the first that works. Run in a child process: the encoder
+# The probe (mp4_probe.py) runs in a child process: the encoder
 # libraries (FFmpeg, OpenCV) complain about a missing codec on file descriptor 2 directly, and only the child's
 # descriptor 2 can be pointed at the null device without hiding other threads' messages of this process.
-_PROBE = """
-import os, sys
-import cv2, numpy as np
-for fourcc in sys.argv[2:]:
-    path = os.path.join(sys.argv[1], "probe_" + fourcc + ".mp4")
-    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 12.0, (16, 16))
-    try:
-        if not vw.isOpened():
-            continue
-        vw.write(np.zeros((16, 16, 3), np.uint8))
-    finally:
-        vw.release()
-    if os.path.getsize(path) > 0:
-        print(fourcc)
-        break
-"""
-
-
 @functools.lru_cache(maxsize=None)
 def mp4_codec() -> Optional[tuple[str, str]]:
     """(fourcc, name) of the best MP4 codec this OpenCV can write, or None. Probed once, in a
@@ -238,8 +221,9 @@ def mp4_codec() -> Optional[tuple[str, str]]:
     env = {**os.environ, "OPENCV_LOG_LEVEL": "SILENT", "OPENCV_FFMPEG_LOGLEVEL": "-8"}  # -8: FFmpeg's quiet
     with tempfile.TemporaryDirectory() as d:
         try:
-            done = subprocess.run([sys.executable, "-c", _PROBE, d, *names], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, timeout=120, text=True)
+            done = subprocess.run([sys.executable, "-m", "repaint_cli.images.mp4_probe", d, *names], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                  timeout=120, text=True)
         except (OSError, subprocess.SubprocessError):
             return _probe_here(d)
         if done.returncode != 0:
@@ -250,18 +234,8 @@ def mp4_codec() -> Optional[tuple[str, str]]:
 
 def _probe_here(d: str) -> Optional[tuple[str, str]]:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    for fourcc, name in MP4_CODECS:
-        path = str(Path(d) / f"probe_{fourcc}.mp4")
-        vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 12.0, (16, 16))
-        try:
-            if not vw.isOpened():
-                continue
-            vw.write(np.zeros((16, 16, 3), np.uint8))
-        finally:
-            vw.release()
-        if os.path.getsize(path) > 0:
-            return fourcc, name
-    return None
+    fourcc = first_working(d, [f for f, _ in MP4_CODECS])
+    return (fourcc, dict(MP4_CODECS)[fourcc]) if fourcc else None
 
 
 def write_mp4(path, frames: Sequence[np.ndarray], fps: float = 12) -> None:
