@@ -95,6 +95,15 @@ PRESETS: dict[str, JumpParams] = {
 }
 
 
+# The reconstruction guidance scale a preset samples with (``--guidance`` overrides it); a preset
+# not named here has none: 'paper' is the paper's algorithm, guidance 0.
+PRESET_GUIDANCE: dict[str, float] = {}
+
+
+def preset_guidance(preset: str | None) -> float:
+    return PRESET_GUIDANCE.get(preset or "paper", 0.0)
+
+
 def resolve_jump_params(preset: str | None = None, conf: dict | None = None, **overrides) -> JumpParams:
     """Preset, then a RePaint conf's ``schedule_jump_params``, then explicit overrides (None = unset)."""
     if preset is not None and preset not in PRESETS:
