@@ -38,7 +38,7 @@ class Conditioning:
     keys: torch.Tensor  # (B, 2) int64 noise keys, as the noise source wants them (per image by default)
     coefs: dict  # Diffusion.coefficients(device)
     model_kwargs: dict = field(default_factory=dict)  # e.g. {"y": labels}
-    cond_fn: Optional[Callable] = None  # classifier guidance: grad log p(y|x_t) * scale
+    cond_fn: Optional[Callable] = None  # guidance: a gradient of log p (a classifier's, core/guidance.py's) * scale
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
     method: str = "repaint"  # the reverse step: a key of METHODS
     noise_source: Callable = per_image_noise  # (keys, draw, shape, index) -> noise of gt's shape
@@ -121,7 +121,7 @@ def _predict(model, x, cond: Conditioning, i):
 
 
 def _ancestral(x, x0, log_var, cond: Conditioning, t, i, step, t_model):
-    """x_{t-1} ~ N(posterior mean of (x0, x_t) [+ classifier guidance], exp(log_var))."""
+    """x_{t-1} ~ N(posterior mean of (x0, x_t) [+ variance * guidance], exp(log_var))."""
     c = cond.coefs
     mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
     if cond.cond_fn is not None:
