@@ -197,6 +197,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="ignore results kept from an earlier run")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md, the plot or the presets' numbers")
+    p.add_argument("--report", action="store_true", help="sample nothing: write the report from the images kept")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with np.load(args.data) as z:
@@ -206,9 +207,10 @@ def main(argv=None):
     size = loaded.model.cfg.image_size
     out_json = ROOT / "benchmarks" / "frontier-paired.json"  # frontier.json: the unpaired run of 2026-11-29
     kept = json.loads(out_json.read_text()) if out_json.exists() and not args.fresh else {}
-    # per-image results are kept whatever --n: a larger --n adds images, a smaller one reads the first N
+    # per-image results are kept whatever --n: a larger --n adds images; the report pairs all the images kept
     results = kept.get("results", {}) if kept.get("model") == args.model and kept.get("paired") else {}
     cmd = "python benchmarks/frontier.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    cmd = kept.get("command", cmd) if args.report else cmd  # the report names the run that sampled
 
     def save():
         out_json.write_text(json.dumps({"model": args.model, "paired": True, "date": datetime.date.today().isoformat(),
@@ -217,10 +219,11 @@ def main(argv=None):
     holes_by_kind = {kind: holes_for(kind, len(images), size) for kind in args.kinds}
     for kind in args.kinds:
         results.setdefault(kind, {})
-    for stop in range(args.chunk, len(images) + args.chunk, args.chunk):
+    for stop in range(args.chunk, 0 if args.report else len(images) + args.chunk, args.chunk):
         run_chunk(model, loaded.hparams, images, holes_by_kind, results, stop - args.chunk, min(stop, len(images)),
                   args.only, save)
-    save()
+    if not args.report:
+        save()
     if not args.no_write:
         write_report(results, args, cmd)
 
