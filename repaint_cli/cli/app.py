@@ -410,7 +410,7 @@ def _list_presets() -> None:
         elif m and m.get("schedule") == p.as_dict() and m.get("guidance", 0.0) == g:
             masks = m["masks"]
             n = min(v["images"] for v in masks.values())
-            line += (f"; minus paper, paired over {n}+ images per mask ({m['date']}): hole PSNR "
+            line += (f"; minus paper, paired over {n} images per mask ({m['date']}): hole PSNR "
                      + ", ".join(f"{k} {v['psnr'][0]:+.2f} ± {v['psnr'][1]:.2f} dB" for k, v in masks.items())
                      + "; SSIM " + ", ".join(f"{k} {v['ssim'][0]:+.3f}" for k, v in masks.items()))
         else:
