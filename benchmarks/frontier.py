@@ -1,13 +1,17 @@
-"""Quality against cost: hole PSNR / SSIM / seam error per UNet call, for every sampler candidate.
+"""Quality against cost, paired: each sampler candidate minus the paper's schedule, image by image.
 
 On the held-out emoji (never trained on) and six mask kinds (LaMa's thick and thin strokes, and
-the four half-image holes), each candidate (a reverse step, `--method`, and a jump schedule)
-inpaints the same images with the same masks and noise keys. Writes benchmarks/frontier.json,
-a plot (benchmarks/frontier.png: hole PSNR against UNet calls, log axis, one panel per mask)
-and a table in benchmarks/RESULTS.md. Results are kept per (mask, candidate) in the JSON as they
-come, so a run that is stopped resumes where it was (--fresh starts over).
+the four half-image holes), each candidate (a reverse step, `--method`, a jump schedule and a
+reconstruction guidance scale) inpaints the same images with the same masks and noise keys as the
+paper's schedule (250/10/10, 2,410 calls), so their per-image differences cancel what the images
+themselves vary by. Reports the mean difference and its 95% interval (Student's t) per mask.
+Writes benchmarks/frontier-paired.json (every image's metrics), a plot
+(benchmarks/frontier-paired.png), a section of benchmarks/RESULTS.md and the presets' numbers
+read by `repaint schedule --list` (repaint_cli/data/preset_quality.json). The images run in
+parts of --chunk: every candidate gets a part on every mask before the next part starts, and a
+stopped run resumes where it was (a larger --n adds images; --fresh starts over).
 
-    python benchmarks/frontier.py --n 24           # make frontier
+    python benchmarks/frontier.py --n 96           # make frontier
 """
 from __future__ import annotations
 
@@ -27,10 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import evaluate, fmt, masks_for, opencv_inpaint, repaint_batch, update_results  # noqa: E402
+import scipy.stats  # noqa: E402
+from quality import fmt, masks_for, mean_ci, opencv_inpaint, per_image, repaint_batch, update_results  # noqa: E402
 from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
-from repaint_cli.core.schedule import JumpParams, jump_schedule, schedule_summary  # noqa: E402
+from repaint_cli.core.schedule import PRESET_GUIDANCE, PRESETS, JumpParams, jump_schedule, schedule_summary  # noqa: E402
+
+PRESET_NUMBERS = ROOT / "repaint_cli" / "data" / "preset_quality.json"  # read by `repaint schedule --list`
 
 KINDS = ["thick", "thin", "hole-right", "hole-left", "hole-top", "hole-bottom"]
 HALVES = {"hole-right": (slice(None), slice(0.5, None)), "hole-left": (slice(None), slice(None, 0.5)),
@@ -41,19 +48,23 @@ def J(t_T, jump_length=10, jump_n_sample=1, **kw) -> JumpParams:
     return JumpParams(t_T=t_T, jump_length=jump_length, jump_n_sample=jump_n_sample, **kw)
 
 
-# (label, method, schedule, eta): the paper's schedule is the reference; the rest spend at most ~460 calls
+G = 10.0  # the reconstruction guidance scale measured (chosen on 8 images: RESULTS.md)
+PAPER = "repaint 250/10/10 (paper)"
+# (label, method, schedule, eta, guidance), in the order they run: the paper's schedule is the reference
+# every candidate is paired with; the others spend 95-460 calls, with and without guidance
 CANDIDATES = [
-    ("repaint 250/10/10 (paper)", "repaint", J(250, 10, 10), 0.0),
-    ("repaint 100/10/5 (fast until 2026-11-29)", "repaint", J(100, 10, 5), 0.0),
-    ("repaint 50/5/5 (quick)", "repaint", J(50, 5, 5), 0.0),
-    ("repaint 100/10/5 resample t<=25", "repaint", J(100, 10, 5, start_resampling=25), 0.0),
-    ("repaint 30/5/5 (fast)", "repaint", J(30, 5, 5), 0.0),
-    ("repaint 50/5/2 (draft)", "repaint", J(50, 5, 2), 0.0),
-    ("repaint 240, no resampling", "repaint", J(240, 1, 1), 0.0),
-    ("ddnm 50/5/5", "ddnm", J(50, 5, 5), 0.0),
-    ("ddnm 30/5/5", "ddnm", J(30, 5, 5), 0.0),
-    ("ddim 50/5/5 eta 0", "ddim", J(50, 5, 5), 0.0),
-    ("ddim 50/5/5 eta 1", "ddim", J(50, 5, 5), 1.0),
+    (PAPER, "repaint", J(250, 10, 10), 0.0, 0.0),
+    ("repaint 50/5/5 (quick)", "repaint", J(50, 5, 5), 0.0, 0.0),
+    ("ddim 50/5/5 eta 1", "ddim", J(50, 5, 5), 1.0, 0.0),
+    (f"repaint 50/5/5 guidance {G:g}", "repaint", J(50, 5, 5), 0.0, G),
+    (f"ddim 50/5/5 eta 1 guidance {G:g}", "ddim", J(50, 5, 5), 1.0, G),
+    ("repaint 30/5/5 (fast)", "repaint", J(30, 5, 5), 0.0, 0.0),
+    (f"repaint 30/5/5 guidance {G:g}", "repaint", J(30, 5, 5), 0.0, G),
+    (f"repaint 240, no resampling, guidance {G:g}", "repaint", J(240, 1, 1), 0.0, G),
+    ("repaint 50/5/2 (draft)", "repaint", J(50, 5, 2), 0.0, 0.0),
+    (f"ddim 50/5/2 eta 1 guidance {G:g}", "ddim", J(50, 5, 2), 1.0, G),
+    ("repaint 240, no resampling", "repaint", J(240, 1, 1), 0.0, 0.0),
+    ("repaint 100/10/5", "repaint", J(100, 10, 5), 0.0, 0.0),
 ]
 BASELINES = ["Telea", "NS"]  # OpenCV, 0 UNet calls
 COLOURS = {"repaint": (200, 90, 30), "ddnm": (40, 150, 40), "ddim": (40, 40, 200), "opencv": (120, 120, 120)}  # BGR
@@ -74,24 +85,47 @@ def calls_of(jump: JumpParams) -> int:
     return schedule_summary(jump_schedule(jump))["unet_calls"]
 
 
-def plot(path: Path, results: dict, kinds: list[str], paper_label: str) -> None:
-    """One panel per mask: hole PSNR (mean, 95% CI bar) against UNet calls per image (log axis)."""
+def paired(values: list, ref: list) -> tuple[float, float, int]:
+    """Mean of the per-image differences values - ref (over the images both have) and its 95%
+    interval's half-width (Student's t), and how many images that is."""
+    m = min(len(values), len(ref))
+    d = np.asarray(values[:m], np.float64) - np.asarray(ref[:m], np.float64)
+    if m < 2:
+        return float(d.mean()) if m else float("nan"), float("nan"), m
+    return float(d.mean()), float(scipy.stats.t.ppf(0.975, m - 1) * d.std(ddof=1) / math.sqrt(m)), m
+
+
+def paired_table(results: dict, kinds: list[str]) -> dict:
+    """{kind: {label: {"psnr": (mean, half, n), "ssim": ...}}} against the paper's schedule, per image."""
+    out = {}
+    for kind in kinds:
+        ref = results.get(kind, {}).get(PAPER)
+        if not ref:
+            continue
+        out[kind] = {label: {m: paired(r["per_image"][m], ref["per_image"][m]) for m in ("psnr", "ssim")}
+                     for label, r in results[kind].items() if label != PAPER and r["per_image"]["psnr"]}
+    return out
+
+
+def plot(path: Path, results: dict, diffs: dict, kinds: list[str]) -> None:
+    """One panel per mask: hole PSNR minus the paper's, per image (mean, 95% interval bar), against
+    UNet calls per image (log axis). Filled dots: no guidance; rings: reconstruction guidance."""
     pw, ph, m = 360, 250, 44  # panel size, margin
     cols = 3
     rows = math.ceil(len(kinds) / cols)
     canvas = np.full((rows * ph + 40, cols * pw, 3), 255, np.uint8)
-    cv2.putText(canvas, "hole PSNR (dB) vs UNet calls per image (log); blue RePaint, green DDNM, red DDIM, grey OpenCV",
-                (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, "hole PSNR - paper's (dB, paired) vs UNet calls (log); blue RePaint, red DDIM, grey OpenCV; "
+                "ring = guided", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     xmin, xmax = math.log10(20), math.log10(4000)
     for k, kind in enumerate(kinds):
         ox, oy = (k % cols) * pw, 40 + (k // cols) * ph
-        res = results[kind]
-        ys = [r["psnr"][0] for r in res.values()]
-        lo, hi = math.floor(min(ys) - 1), math.ceil(max(ys) + 1)
+        res = diffs.get(kind, {})
+        ys = [0.0] + [d["psnr"][0] for label, d in res.items() if results[kind][label]["method"] != "opencv"]
+        lo, hi = math.floor(min(ys) - 0.5), math.ceil(max(ys) + 0.5)
 
-        def px(calls, psnr):
+        def px(calls, v):
             x = ox + m + (math.log10(max(calls, 20)) - xmin) / (xmax - xmin) * (pw - m - 12)
-            y = oy + ph - m + (lo - psnr) / (hi - lo) * (ph - m - 24)
+            y = oy + ph - m + (lo - min(max(v, lo), hi)) / (hi - lo) * (ph - m - 24)  # bars clipped to the panel
             return int(round(x)), int(round(y))
 
         cv2.rectangle(canvas, (ox + m, oy + 20), (ox + pw - 12, oy + ph - m), (0, 0, 0), 1)
@@ -103,37 +137,67 @@ def plot(path: Path, results: dict, kinds: list[str], paper_label: str) -> None:
         for v in range(lo, hi + 1, max(1, (hi - lo) // 5)):
             x, y = px(20, v)
             cv2.putText(canvas, str(v), (ox + 14, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (0, 0, 0), 1, cv2.LINE_AA)
-        if paper_label in res:  # the paper's quality as a dashed line
-            y = px(20, res[paper_label]["psnr"][0])[1]
-            for x in range(ox + m, ox + pw - 12, 8):
-                cv2.line(canvas, (x, y), (x + 4, y), (200, 90, 30), 1)
-        for label, r in res.items():
-            method = r["method"]
-            calls = max(r["calls"], 20)
-            x, y = px(calls, r["psnr"][0])
-            _, y1 = px(calls, r["psnr"][0] - r["psnr"][1])
-            _, y0 = px(calls, r["psnr"][0] + r["psnr"][1])
-            colour = COLOURS.get(method, (0, 0, 0))
-            cv2.line(canvas, (x, y0), (x, y1), colour, 1)
-            if method == "opencv":
+        y = px(20, 0.0)[1]  # the paper's quality: 0 by construction
+        for x in range(ox + m, ox + pw - 12, 8):
+            cv2.line(canvas, (x, y), (x + 4, y), (200, 90, 30), 1)
+        for label, d in res.items():
+            r = results[kind][label]
+            mean, half, _ = d["psnr"]
+            x, y = px(r["calls"], mean)
+            colour = COLOURS.get(r["method"], (0, 0, 0))
+            if half == half:  # not NaN
+                cv2.line(canvas, (x, px(r["calls"], mean + half)[1]), (x, px(r["calls"], mean - half)[1]), colour, 1)
+            if r["method"] == "opencv":
                 cv2.drawMarker(canvas, (x, y), colour, cv2.MARKER_TILTED_CROSS, 8, 1)
             else:
-                cv2.circle(canvas, (x, y), 3, colour, -1, cv2.LINE_AA)
+                cv2.circle(canvas, (x, y), 3, colour, 1 if r.get("guidance") else -1, cv2.LINE_AA)
     cv2.imwrite(str(path), canvas)
+
+
+def run_chunk(model, hp, images, holes_by_kind, results, start, stop, only, save) -> None:
+    """Images start..stop-1 of every (candidate, mask) that lacks them, candidate by candidate."""
+    for name, flag in zip(BASELINES, (cv2.INPAINT_TELEA, cv2.INPAINT_NS)):
+        for kind, holes in holes_by_kind.items():
+            r = results[kind].setdefault(name, {"method": "opencv", "calls": 0, "guidance": 0.0,
+                                                "per_image": {"psnr": [], "ssim": [], "seam": []}})
+            for j in range(len(r["per_image"]["psnr"]), stop):
+                row = per_image([opencv_inpaint(images[j], holes[j], flag)], images[j:j + 1], holes[j:j + 1])
+                for k, v in row.items():
+                    r["per_image"][k] += v
+    for label, method, jump, eta, guidance in CANDIDATES:
+        if only and not any(o in label for o in only) and label != PAPER:
+            continue
+        for kind, holes in holes_by_kind.items():
+            r = results[kind].setdefault(label, {"method": method, "calls": calls_of(jump), "schedule": jump.as_dict(),
+                                                 "eta": eta, "guidance": guidance, "seconds": 0.0,
+                                                 "per_image": {"psnr": [], "ssim": [], "seam": []}})
+            done = len(r["per_image"]["psnr"])
+            if done >= stop:
+                continue
+            t0 = time.time()
+            outs = repaint_batch(model, hp, images[done:stop], holes[done:stop], jump, method=method, eta=eta,
+                                 guidance=guidance, offset=done)
+            secs = time.time() - t0
+            r["seconds"] = round((r["seconds"] * done + secs) / stop, 3)  # per image, over all done so far
+            for k, v in per_image(outs, images[done:stop], holes[done:stop]).items():
+                r["per_image"][k] += v
+            print(f"{kind:11s} {label:40s} images {done}-{stop - 1}  {secs / (stop - done):.2f} s/img", flush=True)
+            save()
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT / "data" / "emoji32.npz"))
     p.add_argument("--model", default="emoji32")
-    p.add_argument("--n", type=int, default=24, help="held-out images (the first N by glyph id)")
+    p.add_argument("--n", type=int, default=96, help="held-out images per mask (the first N by glyph id)")
+    p.add_argument("--chunk", type=int, default=16, help="images per part: every candidate gets a part before the next")
     p.add_argument("--kinds", nargs="+", default=KINDS)
-    p.add_argument("--paper-kinds", nargs="+", default=["thick", "thin", "hole-right"],
-                   help="masks on which the paper's schedule (2,410 calls) runs; it costs as much as all others")
-    p.add_argument("--only", nargs="+", default=None, help="run only candidates whose label contains one of these")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", nargs="+", default=None, help="run only candidates whose label contains one of these "
+                   "(and the paper's schedule, which the others are paired with)")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="ignore results kept from an earlier run")
-    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md, the plot or the presets' numbers")
+    p.add_argument("--report", action="store_true", help="sample nothing: write the report from the images kept")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with np.load(args.data) as z:
@@ -141,67 +205,78 @@ def main(argv=None):
     loaded = load(args.model)
     model = prepare_model(loaded.model, torch.device("cpu"), EngineOptions(threads=args.threads))  # as the CLI
     size = loaded.model.cfg.image_size
-    out_json = ROOT / "benchmarks" / "frontier.json"
-    key = {"model": args.model, "n": len(images)}
+    out_json = ROOT / "benchmarks" / "frontier-paired.json"  # frontier.json: the unpaired run of 2026-11-29
     kept = json.loads(out_json.read_text()) if out_json.exists() and not args.fresh else {}
-    results = kept.get("results", {}) if all(kept.get(k) == v for k, v in key.items()) else {}
+    # per-image results are kept whatever --n: a larger --n adds images; the report pairs all the images kept
+    results = kept.get("results", {}) if kept.get("model") == args.model and kept.get("paired") else {}
     cmd = "python benchmarks/frontier.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    paper_label = CANDIDATES[0][0]
+    cmd = kept.get("command", cmd) if args.report else cmd  # the report names the run that sampled
 
     def save():
-        out_json.write_text(json.dumps({**key, "date": datetime.date.today().isoformat(), "command": cmd,
-                                        "results": results}, indent=1))
+        out_json.write_text(json.dumps({"model": args.model, "paired": True, "date": datetime.date.today().isoformat(),
+                                        "command": cmd, "results": results}))
 
     holes_by_kind = {kind: holes_for(kind, len(images), size) for kind in args.kinds}
-    for kind, holes in holes_by_kind.items():
-        res = results.setdefault(kind, {})
-        for name, flag in zip(BASELINES, (cv2.INPAINT_TELEA, cv2.INPAINT_NS)):
-            if name not in res:
-                outs = np.stack([opencv_inpaint(g, h, flag) for g, h in zip(images, holes)])
-                res[name] = {"method": "opencv", "calls": 0, "seconds": 0.0, **evaluate(outs, images, holes)}
-    # the cheapest candidates first: a run stopped early has the most of the frontier
-    for label, method, jump, eta in sorted(CANDIDATES, key=lambda c: calls_of(c[2])):
-        if args.only and not any(o in label for o in args.only):
-            continue
-        for kind, holes in holes_by_kind.items():
-            res = results[kind]
-            if label in res or (label == paper_label and kind not in args.paper_kinds):
-                continue
-            t0 = time.time()
-            outs = repaint_batch(model, loaded.hparams, images, holes, jump, method=method, eta=eta)
-            secs = (time.time() - t0) / len(images)
-            res[label] = {"method": method, "calls": calls_of(jump), "seconds": round(secs, 3),
-                          "schedule": jump.as_dict(), "eta": eta, **evaluate(outs, images, holes)}
-            r = res[label]
-            print(f"{kind:11s} {label:34s} {r['calls']:5d} calls  PSNR {fmt(r['psnr'])}  SSIM {fmt(r['ssim'])}  "
-                  f"seam {fmt(r['seam'])}  {secs:.2f} s/img", flush=True)
-            save()
+    for kind in args.kinds:
+        results.setdefault(kind, {})
+    for stop in range(args.chunk, 0 if args.report else len(images) + args.chunk, args.chunk):
+        run_chunk(model, loaded.hparams, images, holes_by_kind, results, stop - args.chunk, min(stop, len(images)),
+                  args.only, save)
+    if not args.report:
+        save()
+    if not args.no_write:
+        write_report(results, args, cmd)
 
-    plot(ROOT / "benchmarks" / "frontier.png", results, [k for k in args.kinds if k in results], paper_label)
-    if args.no_write:
-        return
+
+def write_report(results: dict, args, cmd: str) -> None:
+    kinds = [k for k in args.kinds if results.get(k, {}).get(PAPER)]
+    diffs = paired_table(results, kinds)
+    plot(ROOT / "benchmarks" / "frontier-paired.png", results, diffs, kinds)
+    update_results("frontier-paired", report(results, diffs, kinds, args, cmd))
+    PRESET_NUMBERS.write_text(json.dumps(preset_numbers(results, diffs, kinds), indent=1) + "\n")
+
+
+def _fmt3(d, digits=2):
+    mean, half, _ = d
+    return f"{mean:+.{digits}f} ± {half:.{digits}f}"
+
+
+def report(results: dict, diffs: dict, kinds: list[str], args, cmd: str) -> str:
     date = datetime.date.today().isoformat()
-    labels = [c[0] for c in CANDIDATES] + BASELINES
-    lines = [f"Quality against cost on the first {len(images)} held-out emoji, model `{args.model}`, {date} "
-             f"(`{cmd}`; {args.threads} thread(s)). Hole PSNR in dB, mean ± 95% CI; UNet calls per image. The paper's "
-             f"schedule ran on {', '.join(args.paper_kinds)} only (it costs as much as all the others together).", "",
-             "| candidate | UNet calls | " + " | ".join(k for k in args.kinds if k in results) + " |",
-             "|---|---|" + "---|" * len([k for k in args.kinds if k in results])]
+    ns = sorted({d["psnr"][2] for k in diffs.values() for d in k.values()})
+    lines = [f"## Paired frontier: quality against cost, each candidate minus `paper` image by image ({date})", "",
+             f"Model `{args.model}` (the shipped weights), the first held-out emoji, the same masks and noise keys for "
+             f"every candidate (`{cmd}`; one thread). Each cell: the mean over images of (candidate - `paper`) and "
+             f"its 95% interval (Student's t over the per-image differences), on {', '.join(map(str, ns))} images "
+             f"per mask. Hole PSNR in dB, then hole SSIM; UNet calls per image; s/img: one thread.", "",
+             "| candidate | UNet calls | s/img | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    labels = [c[0] for c in CANDIDATES[1:]] + BASELINES
     for label in labels:
-        row = [results[k].get(label) for k in args.kinds if k in results]
+        row = [diffs.get(k, {}).get(label) for k in kinds]
         if not any(row):
             continue
-        calls = next(r["calls"] for r in row if r)
-        lines.append(f"| {label} | {calls} | " + " | ".join(fmt(r["psnr"]) if r else "" for r in row) + " |")
-    lines += ["", "Hole SSIM (mean ± 95% CI):", "",
-              "| candidate | " + " | ".join(k for k in args.kinds if k in results) + " |",
-              "|---|" + "---|" * len([k for k in args.kinds if k in results])]
-    for label in labels:
-        row = [results[k].get(label) for k in args.kinds if k in results]
-        if any(row):
-            lines.append(f"| {label} | " + " | ".join(fmt(r["ssim"]) if r else "" for r in row) + " |")
-    lines += ["", "![frontier](frontier.png)"]
-    update_results("frontier", "\n".join(lines))
+        r = next(results[k][label] for k in kinds if label in results[k])
+        lines.append(f"| {label} | {r['calls']} | {r.get('seconds', 0):.2f} | "
+                     + " | ".join(f"{_fmt3(d['psnr'])}<br>{_fmt3(d['ssim'], 3)}" if d else "" for d in row) + " |")
+    lines += ["", "Unpaired, for reference: hole PSNR of `paper` itself, mean ± 95% interval over images: "
+              + ", ".join(f"{k} {fmt(mean_ci(results[k][PAPER]['per_image']['psnr']))}" for k in kinds) + ".",
+              "", "![paired frontier](frontier-paired.png)"]
+    return "\n".join(lines)
+
+
+def preset_numbers(results: dict, diffs: dict, kinds: list[str]) -> dict:
+    """The presets' measured paired differences to `paper`, for `repaint schedule --list`."""
+    out = {"source": "benchmarks/frontier.py", "date": datetime.date.today().isoformat(), "presets": {}}
+    for name, jp in PRESETS.items():
+        g = PRESET_GUIDANCE.get(name, 0.0)
+        label = next((c[0] for c in CANDIDATES if c[1] == "repaint" and c[2] == jp and c[4] == g), None)
+        if label is None or label == PAPER:
+            continue
+        per_mask = {k: {"psnr": diffs[k][label]["psnr"][:2], "ssim": diffs[k][label]["ssim"][:2],
+                        "images": diffs[k][label]["psnr"][2]} for k in kinds if label in diffs.get(k, {})}
+        if per_mask:
+            out["presets"][name] = {"candidate": label, "schedule": jp.as_dict(), "guidance": g, "masks": per_mask}
+    return out
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E40
 from repaint_cli.images.masks import generate_mask  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
+from repaint_cli.images.guidance import reconstruction  # noqa: E402
 from repaint_cli.images.sampling import to_uint8  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
 from repaint_cli.core.schedule import PRESETS, JumpParams, jump_schedule, schedule_summary  # noqa: E402
@@ -104,19 +105,24 @@ def opencv_inpaint(gt, hole, flag):
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
 
-def repaint_batch(model, hp, images, holes, jump: JumpParams, seed=0, batch=64, method="repaint", eta=0.0):
-    """Inpaint held-out images with a jump schedule and a reverse step (``--method``), as the CLI samples."""
+def repaint_batch(model, hp, images, holes, jump: JumpParams, seed=0, batch=64, method="repaint", eta=0.0,
+                  guidance=0.0, offset=0):
+    """Inpaint held-out images with a jump schedule, a reverse step (``--method``) and reconstruction
+    guidance (``--guidance``), as the CLI samples. ``offset``: the index of ``images[0]`` among the
+    held-out images (its noise key is ``heldout{index}``), so a run in parts draws the same noise."""
     diffusion = diffusion_from_hparams(hp, str(jump.t_T))
     times = jump_schedule(jump)
     outs = []
     for i in range(0, len(images), batch):
         gt = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
         keep = torch.from_numpy(~holes[i:i + batch])[:, None]
-        keys = keys_tensor([image_key(seed, f"heldout{j}") for j in range(i, i + len(gt))])
+        keys = keys_tensor([image_key(seed, f"heldout{j}") for j in range(offset + i, offset + i + len(gt))])
         coefs = diffusion.coefficients(eta=eta if method == "ddim" else None)
-        cond = Conditioning(gt, keep, keys, coefs, noise_index=torch.arange(gt[0].numel()), method=method)
+        net, cond_fn = reconstruction(model, diffusion, gt, keep, guidance)
+        cond = Conditioning(gt, keep, keys, coefs, cond_fn=cond_fn, noise_index=torch.arange(gt[0].numel()),
+                            method=method)
         with torch.no_grad():
-            x = repaint(model, cond, times)
+            x = repaint(net, cond, times)
         samples = to_uint8(x)
         outs.append(np.where(holes[i:i + batch, :, :, None], samples, images[i:i + batch]))  # paste known
     return np.concatenate(outs)
@@ -126,13 +132,18 @@ def masks_for(kind, n, size, seed=0):
     return np.stack([generate_mask(kind, size, size, seed, i) < 128 for i in range(n)])  # True = hole
 
 
-def evaluate(outputs, images, holes):
+def per_image(outputs, images, holes) -> dict[str, list[float]]:
+    """Each image's hole PSNR, hole SSIM and seam error, in image order."""
     rows = {"psnr": [], "ssim": [], "seam": []}
     for out, gt, hole in zip(outputs, images, holes):
         rows["psnr"].append(hole_psnr(out, gt, hole))
         rows["ssim"].append(hole_ssim(out, gt, hole))
         rows["seam"].append(seam_score(out, gt, hole))
-    return {k: mean_ci(v) for k, v in rows.items()}
+    return rows
+
+
+def evaluate(outputs, images, holes):
+    return {k: mean_ci(v) for k, v in per_image(outputs, images, holes).items()}
 
 
 def grid_picture(path, images, holes_by_kind, outs_by_kind, methods, n_show=4, scale=4):

@@ -79,3 +79,15 @@ def cached_snapshot(repo_id: str) -> Optional[Path]:
         return snapshots / ref.read_text().strip()
     found = sorted((d for d in snapshots.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
     return found[-1] if found else None
+
+
+def preset_quality() -> dict:
+    """{preset: its measured paired difference to paper} from ``data/preset_quality.json`` (written by
+    benchmarks/frontier.py), or {} where the file is missing or unreadable."""
+    import json
+
+    try:
+        data = json.loads((PACKAGE_DIR / "data" / "preset_quality.json").read_text())
+        return {name: {**v, "date": data.get("date", "")} for name, v in data["presets"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

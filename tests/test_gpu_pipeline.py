@@ -155,7 +155,7 @@ def test_batch_sizing_probe_runs_the_classifier_forward_and_backward():
                                                       classifier_channel_mult="1,2", num_classes=5))).eval()
     grads = []
     clf.input_blocks[0].register_full_backward_hook(lambda m, gi, go: grads.append(go[0].shape[0]))
-    st = types.SimpleNamespace(device=torch.device("cpu"), diffusion=Diffusion.create(1000, "linear", "10"),
+    st = types.SimpleNamespace(device=torch.device("cpu"), guidance=0.0, diffusion=Diffusion.create(1000, "linear", "10"),
                                loaded=types.SimpleNamespace(model=model))
     guidance = Guidance(5, None, clf, 1.0)
     with torch.no_grad():

@@ -296,7 +296,8 @@ def test_reconstruction_guidance_is_the_gradient_of_the_observed_error():
     forward pass is reused."""
     import torch
 
-    from repaint_cli.tables.impute import _KeepsGraph, reconstruction_guidance
+    from repaint_cli.core.guidance import KeepsGraph as _KeepsGraph
+    from repaint_cli.tables.impute import reconstruction_guidance
     from repaint_cli.tables.denoiser import TableDenoiser, make_diffusion
 
     cfg = TableModelConfig(width=8, blocks=1)

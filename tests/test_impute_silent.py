@@ -43,25 +43,37 @@ def one_error_line(r):
 
 # --- A1: --method ddim and guidance; one --eta default ----------------------------------------
 
-def test_ddim_with_guidance_is_refused_like_inpaint(tmp_path):
+def test_ddim_with_guidance_runs_like_inpaint(tmp_path):
     src = tmp_path / "t.csv"
     linear_table(src)
-    r = invoke(src, "--out", tmp_path / "o.csv", "--method", "ddim", *TINY)
-    assert r.exit_code == 2 and "--guidance 0" in one_error_line(r)
-    assert "training" not in r.stderr and not (tmp_path / "o.csv").exists()
+    r = invoke(src, "--out", tmp_path / "g.csv", "--method", "ddim", *TINY)
+    assert r.exit_code == 0, r.output
     r = invoke(src, "--out", tmp_path / "o.csv", "--method", "ddim", "--guidance", 0, "--eta", 0.5, *TINY)
     assert r.exit_code == 0, r.output
     r = invoke(src, "--out", tmp_path / "p.csv", "--eta", 0.5, *TINY)
     assert r.exit_code == 2 and "--method ddim" in one_error_line(r)
 
 
-def test_ddim_step_refuses_a_guidance_it_would_drop():
+def test_ddim_step_uses_the_guidance_term():
+    """The DDIM step moves its predicted noise by -sqrt(1 - abar) * term: x0 by (1 - abar) / sqrt(abar) * term."""
+    from repaint_cli.core.diffusion import Diffusion
     from repaint_cli.core.sampler import Conditioning, ddim_step
 
-    cond = Conditioning(gt=torch.zeros(2, 3), keep=torch.ones(2, 3, dtype=torch.bool), keys=torch.zeros(1, 2),
-                        coefs={}, cond_fn=lambda *a, **k: 0, method="ddim")
-    with pytest.raises(ValueError, match="guidance"):
-        ddim_step(None, torch.zeros(2, 3), cond, torch.tensor(1), torch.tensor(0), torch.tensor(True))
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    coefs = Diffusion.create(steps=1000, timestep_respacing="10").coefficients(eta=0.0)
+    args = dict(gt=torch.zeros(2, 3), keep=torch.zeros(2, 3, dtype=torch.bool), keys=torch.zeros(2, 2, dtype=torch.int64),
+                coefs=coefs, method="ddim")
+    x, t = torch.full((2, 3), 0.1), torch.tensor(5)
+    plain, x0 = ddim_step(Zero(), x, Conditioning(**args), t, torch.tensor(0), torch.tensor(True))
+    term = torch.full((2, 3), 0.01)
+    guided, gx0 = ddim_step(Zero(), x, Conditioning(**args, cond_fn=lambda x, t: term), t, torch.tensor(0),
+                            torch.tensor(True))
+    i = t.reshape(1)
+    shift = coefs["sqrt_one_minus_alphas_cumprod"][i] ** 2 * coefs["sqrt_recip_alphas_cumprod"][i] * term
+    assert torch.allclose(gx0, x0 + shift) and not torch.equal(guided, plain)
 
 
 def test_eta_has_one_default_in_both_commands():

@@ -10,6 +10,7 @@ rest load inside the commands that need them, so ``--help``, ``masks list``,
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -186,6 +187,7 @@ def inpaint_cmd(
     preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="the model's", help=f"Sampling preset: {', '.join(PRESETS)} (emoji32: fast; the paper's models: paper).", rich_help_panel=P_SAMPLE),
     method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint (the paper's), ddnm (known pixels put into the predicted x0) or ddim (RePaint's blending, DDIM's step).", rich_help_panel=P_SAMPLE),
     eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1.", rich_help_panel=P_SAMPLE),
+    guidance: Optional[float] = typer.Option(None, metavar="S", show_default="the preset's; 0 for paper", help="Reconstruction guidance scale: pulls each step's predicted image towards the known pixels (MCG); 0 = the paper's algorithm. Adds a backward pass per UNet call.", rich_help_panel=P_SAMPLE),
     t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
     jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
     jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
@@ -235,6 +237,8 @@ def _check_inpaint_values(a) -> None:
     die_unless_choice(a.method, METHODS, "--method")
     if not 0 <= a.eta <= 1 or (a.eta and a.method != "ddim"):
         die(f"--eta {a.eta}: a number from 0 to 1, for --method ddim only")
+    if a.guidance is not None and not (a.guidance >= 0 and math.isfinite(a.guidance)):
+        die(f"--guidance {a.guidance}: a number 0 (the paper's algorithm) or more")
     if a.preset is not None:
         die_unless_choice(a.preset, PRESETS, "--preset")
     a.batch_size = a.batch_size if a.batch_size == "auto" else _int_option(a.batch_size, "--batch-size")
@@ -263,7 +267,7 @@ def _inpaint_options(a, rank):
                              method=a.method, eta=a.eta, t_T=a.t_T, jump_length=a.jump_length,
                              jump_n_sample=a.jump_n_sample, n_sample=a.n_sample, seed=a.seed,
                              class_label=a.class_label, classifier=a.classifier,
-                             classifier_scale=a.classifier_scale),
+                             classifier_scale=a.classifier_scale, guidance=a.guidance),
         engine=EngineOptions(device=device, precision=a.precision, cuda_graphs=a.cuda_graphs,
                              channels_last=a.channels_last, compile=a.compile_model, threads=a.threads,
                              batch_size=a.batch_size),
@@ -371,10 +375,7 @@ def schedule_cmd(
     from ..core.schedule import jump_schedule, resolve_jump_params, schedule_summary
 
     if list_presets:
-        for name, p in PRESETS.items():
-            s = schedule_summary(jump_schedule(p))
-            print(f"{name}\tt_T {p.t_T}, jump_length {p.jump_length}, jump_n_sample {p.jump_n_sample}: "
-                  f"{s['unet_calls']} UNet calls, {s['undo_steps']} undo steps")
+        _list_presets()
         return
 
     try:
@@ -389,6 +390,32 @@ def schedule_cmd(
     s = schedule_summary(times)
     print(f"t_T {params.t_T}, jump_length {params.jump_length}, jump_n_sample {params.jump_n_sample}: "
           f"{s['unet_calls']} UNet calls, {s['undo_steps']} undo steps, {s['entries']} schedule entries")
+
+
+def _list_presets() -> None:
+    """One line per preset: its schedule, guidance and cost, and its measured paired difference to paper
+    (benchmarks/frontier.py writes the numbers; a preset changed since is shown as not measured)."""
+    from ..core.schedule import jump_schedule, preset_guidance, schedule_summary
+    from ..resources import preset_quality
+
+    measured = preset_quality()
+    for name, p in PRESETS.items():
+        s = schedule_summary(jump_schedule(p))
+        g = preset_guidance(name)
+        line = (f"{name}\tt_T {p.t_T}, jump_length {p.jump_length}, jump_n_sample {p.jump_n_sample}"
+                + (f", guidance {g:g}" if g else "") + f": {s['unet_calls']} UNet calls, {s['undo_steps']} undo steps")
+        m = measured.get(name)
+        if name == "paper":
+            line += "; the reference the others are measured against"
+        elif m and m.get("schedule") == p.as_dict() and m.get("guidance", 0.0) == g:
+            masks = m["masks"]
+            n = min(v["images"] for v in masks.values())
+            line += (f"; minus paper, paired over {n} images per mask ({m['date']}): hole PSNR "
+                     + ", ".join(f"{k} {v['psnr'][0]:+.2f} ± {v['psnr'][1]:.2f} dB" for k, v in masks.items())
+                     + "; SSIM " + ", ".join(f"{k} {v['ssim'][0]:+.3f}" for k, v in masks.items()))
+        else:
+            line += "; not measured against paper yet"
+        print(line)
 
 
 @models_app.command("list")

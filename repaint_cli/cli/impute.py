@@ -60,7 +60,7 @@ def impute_cmd(
     t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
     jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
     jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
-    method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint, ddnm or ddim (ddim takes no guidance: with --guidance 0).", rich_help_panel=P_SAMPLE),
+    method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint, ddnm or ddim (guidance moves the DDIM step's predicted noise).", rich_help_panel=P_SAMPLE),
     eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1; as in repaint inpaint.", rich_help_panel=P_SAMPLE),
     guidance: float = typer.Option(10.0, metavar="S", help="Reconstruction guidance scale: pulls the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
     seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table, at any --threads.", rich_help_panel=P_SAMPLE),

@@ -38,7 +38,7 @@ class Conditioning:
     keys: torch.Tensor  # (B, 2) int64 noise keys, as the noise source wants them (per image by default)
     coefs: dict  # Diffusion.coefficients(device)
     model_kwargs: dict = field(default_factory=dict)  # e.g. {"y": labels}
-    cond_fn: Optional[Callable] = None  # classifier guidance: grad log p(y|x_t) * scale
+    cond_fn: Optional[Callable] = None  # guidance: a gradient of log p (a classifier's, core/guidance.py's) * scale
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
     method: str = "repaint"  # the reverse step: a key of METHODS
     noise_source: Callable = per_image_noise  # (keys, draw, shape, index) -> noise of gt's shape
@@ -77,18 +77,25 @@ def ddnm_step(model, x, cond: Conditioning, t, step, inject):
 def ddim_step(model, x, cond: Conditioning, t, step, inject):
     """RePaint's blending of the noised known part, then a DDIM step (Song et al. 2021) with
     noise scale eta (coefficients from ``Diffusion.coefficients(eta=...)``): eta 0 is deterministic between
-    resamplings, eta 1 has the ancestral step's variance. It has no guidance term: a ``cond_fn``
-    is refused rather than silently dropped (both commands refuse the combination up front)."""
-    if cond.cond_fn is not None:
-        raise ValueError("--method ddim takes no guidance: its step has no guidance term; "
-                         "use --method repaint or ddnm for guidance")
+    resamplings, eta 1 has the ancestral step's variance. Guidance (``cond_fn``, a gradient of
+    log p) moves the predicted noise, as guided-diffusion's ``condition_score`` does for DDIM."""
     c = cond.coefs
     i = t.reshape(1)
     x = torch.where(cond.keep & inject, _noised_known(cond, i, step), x)
-    x0, _, _ = _predict(model, x, cond, i)
+    x0, _, t_model = _predict(model, x, cond, i)
+    if cond.cond_fn is not None:
+        x0 = _guided_x0(x, x0, cond, i, t_model)
     eps = (c["sqrt_recip_alphas_cumprod"][i] * x - x0) / c["sqrt_recipm1_alphas_cumprod"][i]  # from the clipped x0
     x = c["sqrt_alphas_cumprod_prev"][i] * x0 + c["ddim_direction"][i] * eps
     return x + c["ddim_sigma"][i] * (t > 0) * cond.noise(draw_id(step, _STEP)), x0
+
+
+def _guided_x0(x, x0, cond: Conditioning, i, t_model):
+    """eps - sqrt(1 - abar) * term, as x0: x0 + (1 - abar) / sqrt(abar) * term, clipped again."""
+    c = cond.coefs
+    term = cond.cond_fn(x, t_model, **cond.model_kwargs)
+    x0 = x0 + c["sqrt_one_minus_alphas_cumprod"][i] ** 2 * c["sqrt_recip_alphas_cumprod"][i] * term
+    return torch.maximum(torch.minimum(x0, c["x0_clip"]), -c["x0_clip"])
 
 
 def _noised_known(cond: Conditioning, i, step):
@@ -114,7 +121,7 @@ def _predict(model, x, cond: Conditioning, i):
 
 
 def _ancestral(x, x0, log_var, cond: Conditioning, t, i, step, t_model):
-    """x_{t-1} ~ N(posterior mean of (x0, x_t) [+ classifier guidance], exp(log_var))."""
+    """x_{t-1} ~ N(posterior mean of (x0, x_t) [+ variance * guidance], exp(log_var))."""
     c = cond.coefs
     mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
     if cond.cond_fn is not None:

@@ -82,10 +82,11 @@ def schedule_summary(times: list[int]) -> dict:
             "t_T": max(times) + 1}
 
 
-# Named sampling presets. 'paper' is the paper's setting; the others trade quality for speed,
-# chosen from the quality-versus-cost frontier of the embedded model (benchmarks/frontier.py,
-# README): 'quick' is the closest to 'paper' within a tenth of its calls, 'fast' (emoji32's
-# default) matches the former 100/10/5 schedule's mean quality over six masks at 28% of its calls.
+# Named sampling presets. 'paper' is the paper's setting; 'quick' and 'fast' were chosen from the
+# paired frontier of the embedded model (benchmarks/frontier.py, 2026-12-03: each candidate minus
+# 'paper' image by image): with reconstruction guidance 10 (PRESET_GUIDANCE) both are ahead of
+# 'paper' in the mean on all six masks at a tenth ('quick', 230 calls) and a twentieth ('fast',
+# emoji32's default, 130 calls) of its UNet calls; each call then adds a backward pass.
 PRESETS: dict[str, JumpParams] = {
     "paper": JumpParams(t_T=250, jump_length=10, jump_n_sample=10),  # 2,410 UNet calls
     "quick": JumpParams(t_T=50, jump_length=5, jump_n_sample=5),  # 230
@@ -93,6 +94,15 @@ PRESETS: dict[str, JumpParams] = {
     "draft": JumpParams(t_T=50, jump_length=5, jump_n_sample=2),  # 95
     "noresample": JumpParams(t_T=250, jump_length=10, jump_n_sample=1),  # 250
 }
+
+
+# The reconstruction guidance scale a preset samples with (``--guidance`` overrides it); a preset
+# not named here has none: 'paper' is the paper's algorithm, guidance 0.
+PRESET_GUIDANCE: dict[str, float] = {"quick": 10.0, "fast": 10.0}
+
+
+def preset_guidance(preset: str | None) -> float:
+    return PRESET_GUIDANCE.get(preset or "paper", 0.0)
 
 
 def resolve_jump_params(preset: str | None = None, conf: dict | None = None, **overrides) -> JumpParams:

@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..core.guidance import KeepsGraph, reconstruction_guidance
+
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> list[str]:
@@ -65,3 +67,19 @@ class Guidance:
             log_probs = F.log_softmax(self.classifier(x_in, t).float(), dim=-1)
             selected = log_probs[torch.arange(len(y), device=y.device), y]
             return torch.autograd.grad(selected.sum(), x_in)[0] * self.scale
+
+
+def reconstruction(model, diffusion, gt: torch.Tensor, keep: torch.Tensor, scale: float, cond_fn=None):
+    """(model to sample with, cond_fn) for reconstruction guidance at ``scale`` on one batch
+    (``core/guidance.py``); scale 0 returns them unchanged, the exact computation without it.
+    A classifier's ``cond_fn`` and the reconstruction term add up (both are gradients of log p)."""
+    if not scale:
+        return model, cond_fn
+    # the model is given the kept steps' training times: abar at those times is all the term reads
+    abar = torch.ones(diffusion.num_train_steps, dtype=torch.float64)
+    abar[diffusion.timestep_map] = diffusion.arrays()["alphas_cumprod"].double()
+    net = KeepsGraph(model)
+    recon = reconstruction_guidance(net, gt, keep, float(scale), abar, diffusion.prediction_type)
+    if cond_fn is None:
+        return net, recon
+    return net, lambda x, t, **kw: recon(x, t, **kw) + cond_fn(x, t, **kw)

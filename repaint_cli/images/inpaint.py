@@ -59,8 +59,6 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
              if joblist.skipped_done and not joblist.jobs else None)
     st = light or setup(opts.sample, opts.engine, conf)
     guidance = make_guidance(st, opts.sample, with_classifier=light is None)
-    if opts.sample.method == "ddim" and guidance is not None and guidance.cond_fn is not None:
-        raise RunError("--method ddim takes no classifier guidance: pass --classifier-scale 0, or use --method repaint or ddnm")
     _check_out(opts.write.out_dir)
     run = _Run(st, opts, guidance, reporter, stop or StopFlag())
     for note in joblist.ignored:

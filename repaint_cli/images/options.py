@@ -27,7 +27,7 @@ class ReadOptions:
 
 @dataclass
 class SampleOptions:
-    """How to sample: the model, its schedule, the reverse step, the seed and the class guidance."""
+    """How to sample: the model, its schedule, the reverse step, the seed, the reconstruction and class guidance."""
 
     model: Optional[str] = None  # registry name or checkpoint path; None = the embedded default
     config: object = None  # RePaint conf YAML path or dict
@@ -42,6 +42,7 @@ class SampleOptions:
     class_label: Optional[str] = None  # class-conditional models: index, ImageNet name, or random (default)
     classifier: Optional[str] = None  # classifier checkpoint (default: the model card's, or conf classifier_path)
     classifier_scale: Optional[float] = None  # default: conf classifier_scale, the card's, else 1.0
+    guidance: Optional[float] = None  # reconstruction guidance scale; None: the preset's (schedule.PRESET_GUIDANCE), 0 for paper
 
 
 @dataclass

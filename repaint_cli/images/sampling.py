@@ -10,6 +10,7 @@ from ..runtime.cuda_graphs import make_steps
 from ..runtime.memory import is_oom
 from ..core.noise import keys_tensor
 from ..core.sampler import Conditioning, StepInfo, repaint, reverse_step
+from .guidance import reconstruction
 from .hooks import Prepared
 from .options import Reporter, SampleOptions
 from ..runtime.device import EngineOptions
@@ -30,6 +31,7 @@ def sample_batch(model, st: Setup, batch: list[Prepared], sample: SampleOptions,
     keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
     keys = keys_tensor([p.job.keys.noise for p in batch], dev)
     coefs = st.diffusion.coefficients(dev, eta=sample.eta if sample.method == "ddim" else None)
+    model, cond_fn = reconstruction(model, st.diffusion, gt, keep, st.guidance, cond_fn)  # unchanged at 0
     cond = Conditioning(gt, keep, keys, coefs, model_kwargs or {}, cond_fn, torch.arange(gt[0].numel(), device=dev),
                         sample.method)
     steps = make_steps(model, cond, engine, reporter.log, graph_cache, with_undo=has_undo(st.times))
@@ -142,7 +144,8 @@ def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Rep
 
 def step_probe(model, st: "Setup", cond_fn=None) -> Callable[[int], object]:
     """One reverse step at batch b as a run makes it (the prepared model, the classifier's forward
-    and backward under guidance), for sizing batches by what actually runs."""
+    and backward under guidance, the UNet's backward under reconstruction guidance), for sizing
+    batches by what actually runs."""
     dev, S = st.device, st.loaded.model.cfg.image_size
 
     def probe(b: int):
@@ -150,10 +153,11 @@ def step_probe(model, st: "Setup", cond_fn=None) -> Callable[[int], object]:
         keep = torch.zeros(b, 1, S, S, dtype=torch.bool, device=dev)
         keys = keys_tensor([(0, i) for i in range(b)], dev)
         kw = {"y": torch.zeros(b, dtype=torch.int64, device=dev)} if st.loaded.model.num_classes else {}
-        cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), kw, cond_fn,
+        net, fn = reconstruction(model, st.diffusion, gt, keep, st.guidance, cond_fn)
+        cond = Conditioning(gt, keep, keys, st.diffusion.coefficients(dev), kw, fn,
                             torch.arange(gt[0].numel(), device=dev))
         t = torch.tensor(st.diffusion.num_steps - 1, device=dev)
-        return reverse_step(model, gt, cond, t, torch.zeros_like(t), torch.ones((), dtype=torch.bool, device=dev))
+        return reverse_step(net, gt, cond, t, torch.zeros_like(t), torch.ones((), dtype=torch.bool, device=dev))
 
     return probe
 

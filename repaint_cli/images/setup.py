@@ -17,7 +17,7 @@ from ..models.checkpoints import load, load_classifier, read_conf, resolve
 from ..models.loaded import LoadedModel, ModelError
 from ..files import sha256_model
 from ..core.sampler import METHODS
-from ..core.schedule import JumpParams, jump_schedule, resolve_jump_params
+from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_jump_params
 from ..models.unet import UNetConfig
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
 from .resume import side_suffixes
@@ -32,6 +32,7 @@ class Setup:
     device: torch.device
     conf: dict  # the RePaint conf given with --config (empty without one), read once
     preset: Optional[str] = None  # the preset the schedule starts from (--preset, else the card's, else paper)
+    guidance: float = 0.0  # reconstruction guidance scale: --guidance, else the preset's (core/guidance.py)
 
 
 def setup(sample: SampleOptions, engine: EngineOptions, conf: Optional[dict] = None) -> Setup:
@@ -48,7 +49,7 @@ def setup(sample: SampleOptions, engine: EngineOptions, conf: Optional[dict] = N
     except ModelError as e:
         raise RunError(str(e)) from None
     jump, times, diffusion, preset = _schedule(sample, conf, loaded.card, loaded.hparams)
-    return Setup(loaded, diffusion, jump, times, device, conf, preset)
+    return Setup(loaded, diffusion, jump, times, device, conf, preset, _guidance(sample, preset))
 
 
 def setup_without_weights(sample: SampleOptions, engine: EngineOptions, conf: dict) -> Optional[Setup]:
@@ -65,7 +66,12 @@ def setup_without_weights(sample: SampleOptions, engine: EngineOptions, conf: di
     jump, times, diffusion, preset = _schedule(sample, conf, card, hp)
     config_only = SimpleNamespace(cfg=cfg, num_classes=cfg.num_classes if cfg.class_cond else None)
     return Setup(LoadedModel(config_only, diffusion, hp, card, path), diffusion, jump, times, _device(engine), conf,
-                 preset)
+                 preset, _guidance(sample, preset))
+
+
+def _guidance(sample: SampleOptions, preset: Optional[str]) -> float:
+    """--guidance, else the preset's scale (0 for paper, and for a schedule given without a preset)."""
+    return float(sample.guidance) if sample.guidance is not None else (preset_guidance(preset) if preset else 0.0)
 
 
 def _device(engine: EngineOptions) -> torch.device:
@@ -163,6 +169,8 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Re
         if read.mask_convention not in ("keep", "hole"):
             raise ValueError(f"--mask-convention {read.mask_convention}: use keep (white = keep) or hole (white = hole)")
         check_method(sample.method, sample.eta)
+        if sample.guidance is not None and not sample.guidance >= 0:
+            raise ValueError(f"--guidance {sample.guidance}: must be 0 (the paper's algorithm) or more")
         conf = read_conf(sample.config, check_keys=True)
     except (ValueError, ModelError) as e:
         raise RunError(str(e)) from None
@@ -218,6 +226,7 @@ def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance],
         "model_sha256": digest,
         "schedule": st.jump.as_dict(), "preset": st.preset, "seed": int(sample.seed), "method": sample.method,
         **({"eta": float(sample.eta)} if sample.method == "ddim" else {}),
+        **({"guidance": float(st.guidance)} if st.guidance else {}),  # absent at 0: outputs made before it compare
         "mask_convention": read.mask_convention, "fit": read.fit, "context": float(read.context),
         "paste": bool(opts.write.paste), "device": st.device.type, "version": __version__,
     }

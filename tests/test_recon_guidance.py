@@ -1,0 +1,152 @@
+"""Reconstruction guidance for images (--guidance, issue 24): the term, scale 0 as no guidance at
+all, its pull towards the known pixels, the CLI, presets that carry a scale, and
+`repaint schedule --list` with the measured paired numbers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import randomize, small_unet_config, write_png
+from repaint_cli.cli.app import app
+from repaint_cli.core.diffusion import Diffusion
+from repaint_cli.core.noise import image_key, keys_tensor
+from repaint_cli.core.sampler import Conditioning, repaint
+from repaint_cli.core.schedule import JumpParams, jump_schedule
+from repaint_cli.images.guidance import reconstruction
+
+runner = CliRunner()
+
+
+class ZeroNoise(torch.nn.Module):
+    """Predicts eps = 0, with learned-variance channels appended (as RePaint's models)."""
+
+    def forward(self, x, t, **_):
+        return torch.cat([torch.zeros_like(x), torch.full_like(x, 0.3)], 1) + 0 * x.sum()
+
+
+def test_the_image_term_is_the_gradient_of_the_known_pixels_error():
+    """eps = 0: x0 = x / sqrt(abar), so the term is -s * abar / (1 - abar) * keep * (x0 - gt) / sqrt(abar),
+    with abar at the training time the model is given (the schedule is respaced)."""
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="50")
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand((2, 3, 4, 4), generator=g) * 2 - 1
+    keep = torch.rand((2, 1, 4, 4), generator=g) > 0.5
+    x = torch.randn((2, 3, 4, 4), generator=g)
+    net, cond_fn = reconstruction(ZeroNoise(), diffusion, gt, keep, 2.0)
+    t = diffusion.timestep_map[10].repeat(2)
+    a = Diffusion.create(steps=1000).arrays()["alphas_cumprod"].float()[t[0]]
+    expected = -2.0 * a / (1 - a) * keep * (x / a.sqrt() - gt) / a.sqrt()
+    assert torch.allclose(cond_fn(x, t), expected, atol=1e-5)
+    with torch.no_grad():
+        net(x, t)  # the sampler's own forward pass, reused by the term
+    assert torch.allclose(cond_fn(x, t), expected, atol=1e-5)
+
+
+def test_scale_zero_is_no_guidance_at_all():
+    model, classifier_fn = torch.nn.Identity(), (lambda x, t, **_: x)
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="10")
+    gt, keep = torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    assert reconstruction(model, diffusion, gt, keep, 0.0) == (model, None)
+    assert reconstruction(model, diffusion, gt, keep, 0.0, classifier_fn) == (model, classifier_fn)
+
+
+def test_a_classifier_and_the_reconstruction_term_add_up():
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="10")
+    gt, keep = torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    x, t = torch.full((1, 3, 4, 4), 0.5), diffusion.timestep_map[3].reshape(1)
+    _, recon_only = reconstruction(ZeroNoise(), diffusion, gt, keep, 1.0)
+    _, both = reconstruction(ZeroNoise(), diffusion, gt, keep, 1.0, lambda x, t, **_: torch.ones_like(x))
+    assert torch.allclose(both(x, t), recon_only(x, t) + 1)
+
+
+@pytest.mark.parametrize("method", ["repaint", "ddim"])
+def test_guidance_pulls_the_sample_towards_the_known_pixels(method):
+    """On a random model the raw sample (nothing pasted) matches the known pixels better with guidance."""
+    model = randomize(__import__("repaint_cli.models.unet", fromlist=["UNetModel"]).UNetModel(small_unet_config()))
+    model.eval()
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="20")
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand((2, 3, 16, 16), generator=g) * 1.6 - 0.8
+    keep = torch.zeros((2, 1, 16, 16), dtype=torch.bool)
+    keep[..., :8] = True
+    keys = keys_tensor([image_key(0, f"im{i}") for i in range(2)])
+    times = jump_schedule(JumpParams(t_T=20, jump_length=5, jump_n_sample=2))
+    errors = {}
+    for scale in (0.0, 1.0):
+        net, cond_fn = reconstruction(model, diffusion, gt, keep, scale)
+        cond = Conditioning(gt, keep, keys, diffusion.coefficients(eta=1.0 if method == "ddim" else None),
+                            cond_fn=cond_fn, noise_index=torch.arange(gt[0].numel()), method=method)
+        with torch.no_grad():
+            x = repaint(net, cond, times)
+        errors[scale] = float((((x - gt) ** 2) * keep).sum() / (keep.sum() * 3))
+    assert errors[1.0] < errors[0.0], errors
+
+
+def _inpaint(tmp_path, checkpoint, out, *extra):
+    d = tmp_path / "imgs"
+    if not d.exists():
+        d.mkdir()
+        write_png(d / "a.png", np.random.default_rng(0).integers(0, 256, (16, 16, 3)))
+    r = runner.invoke(app, ["inpaint", str(d), "--model", str(checkpoint), "--preset", "draft", "--mask", "box",
+                            "--seed", "1", "--out", str(tmp_path / out), "--quiet", *extra])
+    assert r.exit_code == 0, r.output
+    png = Image.open(tmp_path / out / "a.png")
+    return np.asarray(png), json.loads(png.info["repaint"])
+
+
+def test_cli_guidance_zero_is_bit_identical_and_a_scale_is_recorded(tmp_path, small_checkpoint):
+    plain, plain_settings = _inpaint(tmp_path, small_checkpoint, "plain")
+    zero, zero_settings = _inpaint(tmp_path, small_checkpoint, "zero", "--guidance", "0")
+    guided, guided_settings = _inpaint(tmp_path, small_checkpoint, "guided", "--guidance", "2")
+    ddim, ddim_settings = _inpaint(tmp_path, small_checkpoint, "ddim", "--guidance", "2", "--method", "ddim")
+    assert np.array_equal(plain, zero) and "guidance" not in plain_settings and "guidance" not in zero_settings
+    assert not np.array_equal(plain, guided) and guided_settings["guidance"] == 2.0
+    assert ddim_settings["guidance"] == 2.0 and not np.array_equal(ddim, guided)
+    # a rerun with another scale says so instead of skipping silently
+    r = runner.invoke(app, ["inpaint", str(tmp_path / "imgs"), "--model", str(small_checkpoint), "--preset", "draft",
+                            "--mask", "box", "--seed", "1", "--out", str(tmp_path / "guided")])
+    assert r.exit_code == 0 and "guidance" in r.stderr, r.stderr
+    r = runner.invoke(app, ["inpaint", str(tmp_path / "imgs"), "--guidance", "-1", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--guidance -1" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_a_preset_carries_its_guidance_and_the_option_overrides_it(tmp_path, small_checkpoint, monkeypatch):
+    from repaint_cli.core import schedule
+
+    monkeypatch.setitem(schedule.PRESET_GUIDANCE, "draft", 2.0)
+    by_preset, settings = _inpaint(tmp_path, small_checkpoint, "preset")
+    explicit, _ = _inpaint(tmp_path, small_checkpoint, "explicit", "--guidance", "2")
+    off, off_settings = _inpaint(tmp_path, small_checkpoint, "off", "--guidance", "0")
+    assert settings["guidance"] == 2.0 and np.array_equal(by_preset, explicit)
+    assert "guidance" not in off_settings and not np.array_equal(off, by_preset)
+
+
+def test_paper_has_no_guidance():
+    from repaint_cli.core.schedule import preset_guidance
+
+    assert preset_guidance("paper") == 0.0 and preset_guidance(None) == 0.0
+
+
+def test_schedule_list_shows_the_measured_paired_difference_to_paper(monkeypatch):
+    from repaint_cli.core import schedule
+    from repaint_cli.resources import preset_quality
+
+    measured = preset_quality()
+    assert measured, "repaint_cli/data/preset_quality.json (written by benchmarks/frontier.py) is missing"
+    r = runner.invoke(app, ["schedule", "--list"])
+    lines = dict(line.split("\t", 1) for line in r.stdout.splitlines())
+    assert "reference" in lines["paper"]
+    for name, m in measured.items():
+        thick = m["masks"]["thick"]
+        assert "minus paper, paired" in lines[name], lines[name]
+        assert f"thick {thick['psnr'][0]:+.2f} ± {thick['psnr'][1]:.2f} dB" in lines[name]
+        assert f"{schedule.preset_guidance(name):g}" in lines[name] or not schedule.preset_guidance(name)
+    # numbers measured for another schedule or scale are not shown as this preset's
+    name = next(iter(measured))
+    monkeypatch.setitem(schedule.PRESET_GUIDANCE, name, 123.0)
+    r = runner.invoke(app, ["schedule", "--list"])
+    line = dict(ln.split("\t", 1) for ln in r.stdout.splitlines())[name]
+    assert "not measured" in line and "guidance 123" in line
