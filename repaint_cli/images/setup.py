@@ -21,6 +21,7 @@ from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_
 from ..models.unet import UNetConfig
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
 from .resume import side_suffixes
+from ..choices import CONVENTIONS, CONVENTIONS_HINT, check_choice
 
 
 @dataclass
@@ -166,8 +167,7 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Re
     read, sample, write = opts.read, opts.sample, opts.write
     try:
         parse_shard(read.shard)
-        if read.mask_convention not in ("keep", "hole"):
-            raise ValueError(f"--mask-convention {read.mask_convention}: use keep (white = keep) or hole (white = hole)")
+        check_choice(read.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
         check_method(sample.method, sample.eta)
         if sample.guidance is not None and not sample.guidance >= 0:
             raise ValueError(f"--guidance {sample.guidance}: must be 0 (the paper's algorithm) or more")
