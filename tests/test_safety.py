@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import FIXTURES, write_png
 from repaint_cli.images import inpaint as pipeline
-from repaint_cli.images import setup as setup_mod
+from repaint_cli.models import checkpoints
 from repaint_cli.cli.app import app
 from repaint_cli.images.image_files import read_png_text
 from repaint_cli.images.jobs import make_jobs
@@ -53,7 +53,7 @@ def no_model_load(monkeypatch):
     """Fails the test if the model is loaded: run-wide mistakes must be found before."""
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(setup_mod, "load", refuse)
+    monkeypatch.setattr(checkpoints, "load", refuse)
 
 
 def assert_one_line_exit_2(r, *fragments):

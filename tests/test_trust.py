@@ -27,6 +27,7 @@ from repaint_cli.runtime import torchrun as dist
 from repaint_cli.images import image_files as imageio
 from repaint_cli.images import inpaint as pipeline
 from repaint_cli.images import setup as setup_mod
+from repaint_cli.models import checkpoints
 from repaint_cli.cli.app import app
 from repaint_cli.files import is_atomic_temp
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
@@ -393,7 +394,7 @@ def test_a_rerun_with_every_output_present_loads_no_model(tmp_path, small_checkp
     def refuse(*a, **k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(setup_mod, "load", refuse)
+    monkeypatch.setattr(checkpoints, "load", refuse)
     monkeypatch.setattr(pipeline, "prepare_model", refuse)
     r = invoke(*args)
     assert r.exit_code == 0, r.output

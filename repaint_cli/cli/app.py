@@ -247,9 +247,8 @@ def _check_inpaint_values(a) -> None:
 def _inpaint_options(a, rank):
     """The run's InpaintOptions from the command's options (and, under torchrun, this rank's shard and device)."""
     from ..images.frames import hooks_from_options
-    from ..images.options import InpaintOptions, ReadOptions, SampleOptions, WriteOptions
+    from ..images.options import RunError
     from ..runtime import torchrun
-    from ..runtime.device import EngineOptions
 
     shard, device = a.shard, a.device
     if rank.world > 1:
@@ -260,6 +259,17 @@ def _inpaint_options(a, rank):
         extras = hooks_from_options(a.out, frames=a.frames, animate=a.animate, concat=a.concat)
     except ValueError as e:
         die(str(e))
+    manifest = str(torchrun.manifest_path(a.manifest, rank)) if a.manifest else None
+    try:
+        return _options_from(a, shard, device, extras, manifest)
+    except RunError as e:  # a value the parts refuse (images/options.py checks each once)
+        die(str(e))
+
+
+def _options_from(a, shard, device, extras, manifest):
+    from ..images.options import InpaintOptions, ReadOptions, SampleOptions, WriteOptions
+    from ..runtime.device import EngineOptions
+
     return InpaintOptions(
         read=ReadOptions(mask=a.mask, mask_convention=a.mask_convention, recursive=a.recursive, shard=shard,
                          fit=a.fit, context=a.context, allow_empty=a.allow_empty),
@@ -272,8 +282,7 @@ def _inpaint_options(a, rank):
                              channels_last=a.channels_last, compile=a.compile_model, threads=a.threads,
                              batch_size=a.batch_size),
         write=WriteOptions(out_dir=a.out, paste=a.paste, overwrite=a.overwrite, save_mask=a.save_mask,
-                           manifest=str(torchrun.manifest_path(a.manifest, rank)) if a.manifest else None,
-                           extras=extras))
+                           manifest=manifest, extras=extras))
 
 
 def _inpaint_run(a) -> int:

@@ -31,16 +31,14 @@ from ..runtime.memory import auto_batch_size
 from ..core.schedule import schedule_summary
 from ..files import InputError
 from . import fit, image_files, masks
-from .guidance import Guidance
 from .hooks import Prepared
-from .jobs import Job, check_out_dir
-from .options import ImageResult, InpaintOptions, Reporter, RunError, RunSummary, StopFlag
+from .jobs import Job
+from .options import ImageResult, InpaintOptions, Reporter, RunError, RunSummary, StopFlag  # noqa: F401 (RunError: the API raises it)
 from .prepare import fill_colour_note, prefetched, upscale_warning
 from .provenance import SETTINGS_KEY, append_run_record, job_settings
 from .resume import OutputLocks, files_on_disk, mask_output, skip_finished
 from .sampling import SplitState, _fp32_fits_beside, _split_retry, non_finite_rows, sample_batch, step_probe, to_uint8
-from .setup import (DEFAULT_MODEL_NOTE, Setup, describe_masks, make_guidance, resolve_jobs, run_settings, setup,
-                    setup_without_weights)
+from .setup import RunPlan, check_out, plan_run
 
 
 def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
@@ -48,63 +46,48 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
     """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
     t_start = time.time()
     reporter = reporter or Reporter()
-    # everything that can be checked without the model first: a mistake costs no model load and no --out folder
-    conf, joblist = resolve_jobs(inputs, opts, stdin, reporter)
-    reporter.log(describe_masks(opts.read, opts.sample.seed))
-    if opts.sample.model is None and not conf.get("model_path"):
-        reporter.log(DEFAULT_MODEL_NOTE)
-    _check_out(opts.write.out_dir, create=False)
-    # a rerun whose outputs all exist compares their settings, which needs the model's card, not its weights
-    light = (setup_without_weights(opts.sample, opts.engine, conf)
-             if joblist.skipped_done and not joblist.jobs else None)
-    st = light or setup(opts.sample, opts.engine, conf)
-    guidance = make_guidance(st, opts.sample, with_classifier=light is None)
-    _check_out(opts.write.out_dir)
-    run = _Run(st, opts, guidance, reporter, stop or StopFlag())
-    for note in joblist.ignored:
-        reporter.log(note, "warning")
-    for note in joblist.notes:
-        reporter.log(note)
-    try:
-        skip_finished(joblist.skipped_done, opts.read, opts.write, run.S, run.settings, run.mask_hashes, reporter,
-                      run.record)
-    except BaseException:
-        run.close_manifest()
-        raise
-    if light is not None:
-        reporter.log(f"all {len(joblist.skipped_done)} outputs exist: nothing to do, the model was not loaded "
-                     f"(--overwrite redoes them)")
-        run.close_manifest()
-    else:
-        run.sample_all(joblist.jobs)
+    run = _Run(plan_run(inputs, opts, stdin, reporter), reporter, stop or StopFlag())
+    run.go()
     run.summary.seconds = time.time() - t_start
     return run.summary
-
-
-def _check_out(out_dir, create: bool = True) -> None:
-    problem = check_out_dir(Path(out_dir), create=create)
-    if problem:
-        raise RunError(problem)
 
 
 class _Run:
     """One run's sampling and writing: batches through the device, files through one writer thread, results
     reported in input order; whatever stops it, the cleanup runs (:meth:`finish`)."""
 
-    def __init__(self, st: Setup, opts: InpaintOptions, guidance: Optional[Guidance], reporter: Reporter,
-                 stop: StopFlag):
-        self.st, self.opts, self.guidance, self.reporter, self.stop = st, opts, guidance, reporter, stop
-        self.S = st.loaded.model.cfg.image_size
-        self.settings = run_settings(st, opts, guidance, reporter)
+    def __init__(self, plan: RunPlan, reporter: Reporter, stop: StopFlag):
+        self.plan, self.reporter, self.stop = plan, reporter, stop
+        self.st, self.opts, self.guidance, self.settings = plan.st, plan.opts, plan.guidance, plan.settings
+        self.S = plan.st.loaded.model.cfg.image_size
         self.mask_hashes: dict = {}
         self.summary = RunSummary()
-        self.manifest = open(opts.write.manifest, "a", encoding="utf-8") if opts.write.manifest else None
+        self.manifest = None  # opened by go(), once --out exists
         self.locks = OutputLocks()
         self.pending: list[tuple[Prepared, float, list[Future]]] = []  # sampled, files being written
         self.fill_notes: dict = {}  # output -> a note on its fill's colour (prepare.fill_colour_note)
         self.far_fills: list = []  # images whose fill is far in colour from the hole's border
         self.busy: list = []  # images another run on this --out is making
         self.upscale_warned = False
+
+    def go(self) -> None:
+        """Report the outputs a rerun finds done, then sample the rest (none where the plan is light)."""
+        check_out(self.opts.write.out_dir)  # the folder is made only now that the model has loaded
+        if self.opts.write.manifest:
+            self.manifest = open(self.opts.write.manifest, "a", encoding="utf-8")
+        done = self.plan.joblist.skipped_done
+        try:
+            skip_finished(done, self.opts.read, self.opts.write, self.S, self.settings, self.mask_hashes,
+                          self.reporter, self.record)
+        except BaseException:
+            self.close_manifest()
+            raise
+        if self.plan.light:
+            self.reporter.log(f"all {len(done)} outputs exist: nothing to do, the model was not loaded "
+                              f"(--overwrite redoes them)")
+            self.close_manifest()
+        else:
+            self.sample_all(self.plan.joblist.jobs)
 
     # ------------------------------------------------------------------------- results
 

@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
+from ..choices import CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, METHODS, ChoiceError, check_choice
 from ..runtime.device import EngineOptions
 
 
 class RunError(Exception):
     """A problem that stops the whole run before any image (one line)."""
+
+
+def _choice(value, choices, what: str, hint: str = "") -> None:
+    try:
+        check_choice(value, choices, what, hint)
+    except ChoiceError as e:
+        raise RunError(str(e)) from None
 
 
 @dataclass
@@ -23,6 +32,24 @@ class ReadOptions:
     fit: str = "crop"
     context: float = 0.5
     allow_empty: bool = False  # a mask with no hole (or no known pixel) warns instead of failing
+
+    def __post_init__(self):
+        """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
+        _choice(self.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
+        _choice(self.fit, FIT_MODES, "--fit")
+        if not (self.context >= 0 and math.isfinite(self.context)):
+            raise RunError(f"--context {self.context}: must be a finite number >= 0 (a fraction of the hole's box)")
+        self.shard_part  # noqa: B018 (parsed once here, so a bad --shard stops the run before anything)
+
+    @property
+    def shard_part(self) -> Optional[tuple[int, int]]:
+        """--shard as (i, n), or None."""
+        from .jobs import parse_shard
+
+        try:
+            return parse_shard(self.shard)
+        except ValueError as e:
+            raise RunError(str(e)) from None
 
 
 @dataclass
@@ -43,6 +70,16 @@ class SampleOptions:
     classifier: Optional[str] = None  # classifier checkpoint (default: the model card's, or conf classifier_path)
     classifier_scale: Optional[float] = None  # default: conf classifier_scale, the card's, else 1.0
     guidance: Optional[float] = None  # reconstruction guidance scale; None: the preset's (schedule.PRESET_GUIDANCE), 0 for paper
+
+    def __post_init__(self):
+        """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
+        _choice(self.method, METHODS, "--method")
+        if not 0 <= self.eta <= 1:
+            raise RunError(f"--eta {self.eta}: must be between 0 and 1")
+        if self.eta and self.method != "ddim":
+            raise RunError(f"--eta applies to --method ddim only (not {self.method})")
+        if self.guidance is not None and not (self.guidance >= 0 and math.isfinite(self.guidance)):
+            raise RunError(f"--guidance {self.guidance}: must be 0 (the paper's algorithm) or more")
 
 
 @dataclass

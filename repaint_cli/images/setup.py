@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 import torch
 from . import masks
 from ..core.diffusion import Diffusion, diffusion_from_hparams
 from ..runtime.device import EngineOptions, pick_device
 from .guidance import Guidance
-from .jobs import JobList, _has_glob, make_jobs, parse_shard, unknown_mask_message
+from .jobs import JobList, _has_glob, check_out_dir, make_jobs, unknown_mask_message
 from ..models.cards import DEFAULT_MODEL
-from ..models.checkpoints import load, load_classifier, read_conf, resolve
+from ..models.checkpoints import load_for_run, read_conf
 from ..models.loaded import LoadedModel, ModelError
 from ..files import sha256_model
-from ..core.sampler import METHODS
 from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_jump_params
-from ..models.unet import UNetConfig
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
 from .resume import side_suffixes
-from ..choices import CONVENTIONS, CONVENTIONS_HINT, check_choice
 
 
 @dataclass
@@ -36,38 +32,19 @@ class Setup:
     guidance: float = 0.0  # reconstruction guidance scale: --guidance, else the preset's (core/guidance.py)
 
 
-def setup(sample: SampleOptions, engine: EngineOptions, conf: Optional[dict] = None) -> Setup:
-    """Model, diffusion and jump schedule for a run (shared by inpaint and bench); ``conf``: the
-    --config already read (by :func:`resolve_jobs`), else it is read here."""
-    if conf is None:
-        try:
-            conf = read_conf(sample.config, check_keys=True)
-        except ModelError as e:
-            raise RunError(str(e)) from None
+def setup(sample: SampleOptions, engine: EngineOptions, conf: dict, weights: bool = True) -> Setup:
+    """Device, model (with its classifier, for a class-conditional one) and schedule for a run; ``conf``: the
+    --config read (:func:`resolve_jobs`). Without ``weights`` (a rerun with nothing to sample) the model's card is
+    read but, where it tells enough, not its weights (``st.loaded.weights`` says which)."""
     device = _device(engine)
     try:
-        loaded = load(sample.model, conf or None, "cpu")
+        loaded = load_for_run(sample.model, conf, weights, sample.classifier, sample.classifier_scale)
     except ModelError as e:
         raise RunError(str(e)) from None
     jump, times, diffusion, preset = _schedule(sample, conf, loaded.card, loaded.hparams)
+    if not loaded.weights:
+        loaded.diffusion = diffusion
     return Setup(loaded, diffusion, jump, times, device, conf, preset, _guidance(sample, preset))
-
-
-def setup_without_weights(sample: SampleOptions, engine: EngineOptions, conf: dict) -> Optional[Setup]:
-    """The run's Setup from the model's card or sidecar alone, its weights not loaded (``loaded.model`` holds only
-    the architecture's config and classes), for a rerun with nothing to sample. None where only loading the
-    model tells (a diffusers folder or hub id, a model that does not resolve: loading it then says why)."""
-    try:
-        path, hp, card = resolve(sample.model, conf or None)
-        cfg = UNetConfig.from_dict({**hp, "use_fp16": False})
-    except (ModelError, ValueError, TypeError, KeyError):
-        return None
-    if path.is_dir():
-        return None
-    jump, times, diffusion, preset = _schedule(sample, conf, card, hp)
-    config_only = SimpleNamespace(cfg=cfg, num_classes=cfg.num_classes if cfg.class_cond else None)
-    return Setup(LoadedModel(config_only, diffusion, hp, card, path), diffusion, jump, times, _device(engine), conf,
-                 preset, _guidance(sample, preset))
 
 
 def _guidance(sample: SampleOptions, preset: Optional[str]) -> float:
@@ -118,61 +95,62 @@ def _mask_is_kind(mask: str) -> bool:
     return p.suffix.lower() in (".yaml", ".yml") and p.is_file()
 
 
-def check_method(method: str, eta: float) -> None:
-    """ValueError (one line) for a method or eta that cannot run."""
-    if method not in METHODS:
-        raise ValueError(f"--method {method}: use one of {', '.join(METHODS)}")
-    if not 0 <= eta <= 1:
-        raise ValueError(f"--eta {eta}: must be between 0 and 1")
-    if eta and method != "ddim":
-        raise ValueError(f"--eta applies to --method ddim only (not {method})")
-
-
-def make_guidance(st: Setup, sample: SampleOptions, with_classifier: bool = True) -> Optional[Guidance]:
-    """Labels (and classifier guidance) for class-conditional models; None for the others. Without
-    ``with_classifier`` (a run with nothing to sample) the scale is worked out but no classifier loads."""
-    conf = st.conf
-    card_clf = (st.loaded.card.classifier if st.loaded.card else None) or {}
-    clf_path = sample.classifier or conf.get("classifier_path")
-    scale = sample.classifier_scale
-    if scale is None:
-        scale = float(conf.get("classifier_scale", card_clf.get("scale", 1.0)))
-    if not st.loaded.model.num_classes:
+def make_guidance(st: Setup, sample: SampleOptions) -> Optional[Guidance]:
+    """Labels (and classifier guidance) for class-conditional models; None for the others."""
+    loaded = st.loaded
+    if not loaded.model.num_classes:
         if sample.classifier or sample.class_label is not None:
             raise RunError("--classifier/--class need a class-conditional model (e.g. --model imagenet256)")
         return None
-    classifier = None
-    if with_classifier and scale != 0 and (clf_path or card_clf):
-        hp = {**card_clf.get("hparams", {}), **{k: v for k, v in conf.items() if k.startswith("classifier_")},
-              "image_size": st.loaded.model.cfg.image_size, "num_classes": st.loaded.model.num_classes}
-        if clf_path is None or (not Path(clf_path).exists() and card_clf.get("file") == Path(clf_path).name):
-            # the card's classifier, also when a RePaint conf names it by a path of its own layout
-            found = st.loaded.card.find_file(card_clf["file"]) if card_clf else None
-            if found is None:
-                raise RunError(st.loaded.card.missing_message(card_clf["file"]) + "; or pass --classifier-scale 0 to run unguided")
-            clf_path = found
-        try:
-            classifier = load_classifier(clf_path, hp, st.device)
-        except ModelError as e:
-            raise RunError(str(e)) from None
+    classifier = loaded.classifier.to(st.device) if loaded.classifier is not None else None
     try:
-        return Guidance(st.loaded.model.num_classes, sample.class_label, classifier, scale)
+        return Guidance(loaded.model.num_classes, sample.class_label, classifier, loaded.classifier_scale)
     except ValueError as e:
         raise RunError(str(e)) from None
+
+
+@dataclass
+class RunPlan:
+    """A run settled before its first batch: the sampling loop works from this, not from the options."""
+    opts: InpaintOptions
+    joblist: JobList
+    st: Setup
+    guidance: Optional[Guidance]
+    settings: dict  # what every output records (:func:`run_settings`)
+    light: bool  # nothing to sample: the model's card was read, its weights were not loaded
+
+
+def plan_run(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Reporter] = None) -> RunPlan:
+    """Settle a run: the checks that need no model first (a mistake costs no model load and no --out folder), then
+    the device, model, schedule and guidance. Raises RunError (one line) for run-wide problems."""
+    reporter = reporter or Reporter()
+    conf, joblist = resolve_jobs(inputs, opts, stdin, reporter)
+    reporter.log(describe_masks(opts.read, opts.sample.seed))
+    if opts.sample.model is None and not conf.get("model_path"):
+        reporter.log(DEFAULT_MODEL_NOTE)
+    # a rerun whose outputs all exist compares their settings, which needs the model's card, not its weights
+    st = setup(opts.sample, opts.engine, conf, weights=bool(joblist.jobs or not joblist.skipped_done))
+    guidance = make_guidance(st, opts.sample)
+    for note in joblist.ignored:
+        reporter.log(note, "warning")
+    for note in joblist.notes:
+        reporter.log(note)
+    return RunPlan(opts, joblist, st, guidance, run_settings(st, opts, guidance, reporter), not st.loaded.weights)
+
+
+def check_out(out_dir, create: bool = True) -> None:
+    problem = check_out_dir(Path(out_dir), create=create)
+    if problem:
+        raise RunError(problem)
 
 
 def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Reporter] = None) -> tuple[dict, JobList]:
     """(the --config read, the jobs): every check that needs no model, done before it loads and before
     --out is created. Raises RunError (one line) for run-wide problems."""
-    read, sample, write = opts.read, opts.sample, opts.write
+    read, sample, write = opts.read, opts.sample, opts.write  # their values are checked (options.py)
     try:
-        parse_shard(read.shard)
-        check_choice(read.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
-        check_method(sample.method, sample.eta)
-        if sample.guidance is not None and not sample.guidance >= 0:
-            raise ValueError(f"--guidance {sample.guidance}: must be 0 (the paper's algorithm) or more")
         conf = read_conf(sample.config, check_keys=True)
-    except (ValueError, ModelError) as e:
+    except ModelError as e:
         raise RunError(str(e)) from None
     is_kind = _mask_is_kind(read.mask)
     if is_kind:
@@ -185,13 +163,14 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Re
     elif not Path(read.mask).exists() and not _has_glob(read.mask):
         raise RunError(unknown_mask_message(read.mask, list(masks.MASK_KINDS)))
     joblist = make_jobs(inputs, read.mask, Path(write.out_dir), mask_is_kind=is_kind, overwrite=write.overwrite,
-                        shard=parse_shard(read.shard), stdin=stdin, recursive=read.recursive,
+                        shard=read.shard_part, stdin=stdin, recursive=read.recursive,
                         side_suffixes=side_suffixes(write), seed=sample.seed)
     if joblist.errors:
         for message in joblist.errors[1:]:
             (reporter or Reporter()).log(message, "error")
         more = f" (and {len(joblist.errors) - 1} more problem(s), above)" if len(joblist.errors) > 1 else ""
         raise RunError(joblist.errors[0] + more)
+    check_out(write.out_dir, create=False)  # created once the model is loaded (inpaint._Run)
     return conf, joblist
 
 

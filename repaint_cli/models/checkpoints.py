@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -200,6 +201,53 @@ def load(checkpoint=None, hparams=None, device="cpu") -> LoadedModel:
         model.convert_to_fp16()  # guided-diffusion's use_fp16; on the CPU half precision is unusably slow
     diffusion = diffusion_from_hparams(hp, hp.get("timestep_respacing", ""))
     return LoadedModel(model, diffusion, hp, card, path)
+
+
+def load_for_run(checkpoint=None, conf: Optional[dict] = None, weights: bool = True, classifier=None,
+                 classifier_scale: Optional[float] = None) -> LoadedModel:
+    """The model a run samples with, on the CPU, with its classifier for a class-conditional model (``classifier``:
+    --classifier, else the conf's classifier_path, else the card's; none loads at scale 0).
+
+    Without ``weights`` (a rerun with nothing to sample: it needs the card and the architecture only) no weights
+    are read where the card or sidecar tells enough; a diffusers model, or one that does not resolve, is loaded
+    all the same (loading it then says why)."""
+    conf = conf or {}
+    loaded = (None if weights else _without_weights(checkpoint, conf or None)) or load(checkpoint, conf or None, "cpu")
+    if loaded.model.num_classes:
+        card_clf = (loaded.card.classifier if loaded.card else None) or {}
+        loaded.classifier_scale = float(classifier_scale if classifier_scale is not None else
+                                        conf.get("classifier_scale", card_clf.get("scale", 1.0)))
+        if loaded.weights and loaded.classifier_scale != 0:
+            loaded.classifier = _run_classifier(loaded, classifier or conf.get("classifier_path"), conf, card_clf)
+    return loaded
+
+
+def _without_weights(checkpoint, hparams) -> Optional[LoadedModel]:
+    try:
+        path, hp, card = resolve(checkpoint, hparams)
+        cfg = UNetConfig.from_dict({**hp, "use_fp16": False})
+    except (ModelError, ValueError, TypeError, KeyError):
+        return None
+    if path.is_dir():
+        return None
+    config_only = SimpleNamespace(cfg=cfg, num_classes=cfg.num_classes if cfg.class_cond else None)
+    return LoadedModel(config_only, diffusion_from_hparams(hp, hp.get("timestep_respacing", "")), hp, card, path,
+                       weights=False)
+
+
+def _run_classifier(loaded: LoadedModel, path, conf: dict, card_clf: dict) -> Optional[EncoderUNetModel]:
+    if not (path or card_clf):
+        return None
+    hp = {**card_clf.get("hparams", {}), **{k: v for k, v in conf.items() if k.startswith("classifier_")},
+          "image_size": loaded.model.cfg.image_size, "num_classes": loaded.model.num_classes}
+    if path is None or (not Path(path).exists() and card_clf.get("file") == Path(path).name):
+        # the card's classifier, also when a RePaint conf names it by a path of its own layout
+        found = loaded.card.find_file(card_clf["file"]) if card_clf else None
+        if found is None:
+            raise ModelError(loaded.card.missing_message(card_clf["file"]) + "; or pass --classifier-scale 0 to "
+                             "run unguided")
+        path = found
+    return load_classifier(path, hp)
 
 
 def _diffusers_source(checkpoint) -> Optional[tuple[str, Optional[ModelCard]]]:

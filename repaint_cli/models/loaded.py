@@ -23,3 +23,6 @@ class LoadedModel:
     hparams: dict
     card: Optional[ModelCard]
     path: Path
+    weights: bool = True  # False: read from the card or sidecar alone; ``model`` holds only ``cfg`` and ``num_classes``
+    classifier: Optional[torch.nn.Module] = None  # class-conditional models: the guiding classifier, when one loads
+    classifier_scale: float = 0.0  # class-conditional models: its scale (--classifier-scale, the conf's, the card's)
