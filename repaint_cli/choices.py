@@ -20,6 +20,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 #: Reverse steps; core/sampler.py maps each to its step function, in this order.
 METHODS = ("repaint", "ddnm", "ddim")
+# repaint impute: the conditional model (tables/conditional.py, the default), or an eps model sampled by a METHOD
+TABLE_METHODS = ("conditional",) + METHODS
 
 #: Per-image animations (images/frames.py).
 ANIMATIONS = ("gif", "mp4")

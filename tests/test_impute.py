@@ -13,9 +13,10 @@ from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
 from repaint_cli.tables.codec import (Column, TableError, category_codes, decode, encode, quantile_map, read_table)
 
 runner = CliRunner()
-# small and quick: 150 training steps, 20 respaced steps with jumps back
-QUICK = ["--train-steps", 150, "--t-T", 20, "--jump-length", 5, "--jump-n-sample", 2, "-k", 2, "--width", 64,
-         "--blocks", 2, "--threads", 1]
+# small and quick: 150 training steps of the default (conditional) model
+QUICK = ["--train-steps", 150, "-k", 2, "--width", 64, "--blocks", 2, "--threads", 1]
+# the RePaint methods: 20 respaced steps with jumps back
+REPAINT = ["--method", "repaint", "--t-T", 20, "--jump-length", 5, "--jump-n-sample", 2]
 
 
 def invoke(*args):
@@ -23,8 +24,9 @@ def invoke(*args):
 
 
 def quick_options(**over):
-    kw = dict(samples=2, t_T=20, jump_length=5, jump_n_sample=2, threads=1,
-              train=TrainSettings(steps=150), model=TableModelConfig(width=64, blocks=2))
+    kw = dict(samples=2, threads=1, train=TrainSettings(steps=150), model=TableModelConfig(width=64, blocks=2))
+    if over.get("method", "conditional") != "conditional":
+        kw.update(t_T=20, jump_length=5, jump_n_sample=2)
     kw.update(over)
     return ImputeOptions(**kw)
 
@@ -86,8 +88,9 @@ def test_same_seed_same_table_other_seed_other_table(tmp_path):
     assert outs[0] != outs[2]
 
 
-def test_imputation_uses_the_other_columns(tmp_path):
-    """b is 2a plus small noise: the model must learn that, and beat the column mean by far."""
+@pytest.mark.parametrize("method", ["conditional", "repaint"])
+def test_imputation_uses_the_other_columns(tmp_path, method):
+    """b is 2a plus small noise: the model must learn that, and beat the column mean by far (both kinds)."""
     rng = np.random.default_rng(3)
     n = 400
     a = rng.normal(size=n)
@@ -95,7 +98,7 @@ def test_imputation_uses_the_other_columns(tmp_path):
     miss_b = rng.random(n) < 0.3
     src = tmp_path / "ab.csv"
     src.write_text("a,b\n" + "".join(f"{x:.4f},{'' if m else f'{y:.4f}'}\n" for x, y, m in zip(a, b, miss_b)))
-    opts = quick_options(samples=3, t_T=20, jump_length=5, jump_n_sample=2, train=TrainSettings(steps=1200))
+    opts = quick_options(samples=3, method=method, train=TrainSettings(steps=1200))
     res = impute_table(read_table(src), opts)
     filled = res.frame["b"].astype(float).to_numpy()
     mae = np.abs(filled[miss_b] - b[miss_b]).mean()

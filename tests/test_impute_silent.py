@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from repaint_cli.cli.app import app
 
 runner = CliRunner()
-TINY = ["--train-steps", 40, "--t-T", 10, "--jump-length", 5, "--jump-n-sample", 1, "--samples", 1, "--width", 32,
-        "--blocks", 1, "--threads", 1]
+TINY = ["--train-steps", 40, "--samples", 1, "--width", 32, "--blocks", 1, "--threads", 1]
+TINY_REPAINT = ["--method", "repaint", "--t-T", 10, "--jump-length", 5, "--jump-n-sample", 1]
 
 
 def invoke(*args):
@@ -225,10 +225,10 @@ def test_impute_table_leaves_the_callers_options_alone(tmp_path):
 
     src, saved = tmp_path / "t.csv", tmp_path / "m"
     linear_table(src)
-    r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", saved, *TINY)
+    r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", saved, *TINY, *TINY_REPAINT)
     assert r.exit_code == 0, r.output
     opts = ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, train=TrainSettings(steps=5),
-                         model=TableModelConfig(width=64, blocks=2))
+                         model=TableModelConfig(width=64, blocks=2), method="repaint")
     impute_table(read_table(src), opts, model_path=f"{saved}.yaml")
     assert opts.model == TableModelConfig(width=64, blocks=2)
 
@@ -289,7 +289,9 @@ def test_progress_lines_without_a_terminal(tmp_path):
     assert any(line.startswith("imputing") and "100%" in line for line in lines), r.stderr
 
 
-def test_ctrl_c_while_imputing_keeps_the_trained_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampler, method", [("point_samples", []), ("sample_rows", TINY_REPAINT)])
+def test_ctrl_c_while_imputing_keeps_the_trained_model(tmp_path, monkeypatch, sampler, method):
+    """Both kinds of model; the rerun names no --method: the kept model's kind chooses it."""
     import repaint_cli.tables.impute as impute
 
     src, out = tmp_path / "t.csv", tmp_path / "o.csv"
@@ -298,14 +300,14 @@ def test_ctrl_c_while_imputing_keeps_the_trained_model(tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(impute, "sample_rows", interrupted)
-    r = invoke(src, "--out", out, *TINY)
+    monkeypatch.setattr(impute, sampler, interrupted)
+    r = invoke(src, "--out", out, *TINY, *method)
     assert r.exit_code == 130 and not out.exists()
     kept = tmp_path / "o.csv.model.yaml"
     assert kept.is_file() and (tmp_path / "o.csv.model.safetensors").is_file()
     assert str(kept) in r.stderr and "--model" in r.stderr
     monkeypatch.undo()
-    r = invoke(src, "--out", out, "--model", kept, *TINY)
+    r = invoke(src, "--out", out, "--model", kept, *TINY, *method[2:])
     assert r.exit_code == 0 and "training" not in r.stderr, r.output
 
 

@@ -1,4 +1,4 @@
-"""``repaint impute TABLE``: fill missing cells with RePaint and a model trained on the table.
+"""``repaint impute TABLE``: fill missing cells with a diffusion model trained on the table.
 
 Wired into the main app with ``register(app)``. Every check (the table, the
 output paths, the options) runs before training starts; outputs are written
@@ -50,19 +50,19 @@ def impute_cmd(
     model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Use a table model saved by --save-model instead of training one.", rich_help_panel=P_MODEL),
     save_model: Optional[Path] = typer.Option(None, "--save-model", metavar="PATH", help="Save the trained model: PATH.safetensors and PATH.yaml (its column schema).", rich_help_panel=P_MODEL),
     train_steps: int = typer.Option(3000, metavar="N", help="Training steps.", rich_help_panel=P_MODEL),
-    rounds: int = typer.Option(1, metavar="N", help="EM rounds: re-train on the imputed table, then impute again (N-1 times).", rich_help_panel=P_MODEL),
-    width: int = typer.Option(256, metavar="N", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
+    rounds: int = typer.Option(1, metavar="N", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
+    width: Optional[int] = typer.Option(None, metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
     blocks: int = typer.Option(3, metavar="N", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
     samples: int = typer.Option(5, "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode (categories). (-k, its old short name, still works.)", rich_help_panel=P_SAMPLE),
     samples_k: Optional[int] = typer.Option(None, "-k", hidden=True),  # the old short name of --samples
     combine: str = typer.Option("mean", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=P_SAMPLE),
-    preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="quick", help=f"Sampling preset: {', '.join(PRESETS)}.", rich_help_panel=P_SAMPLE),
+    preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="quick", help=f"RePaint methods: sampling preset, {', '.join(PRESETS)}.", rich_help_panel=P_SAMPLE),
     t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
     jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
     jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
-    method: str = typer.Option("repaint", metavar="M", help="The reverse step: repaint, ddnm or ddim (guidance moves the DDIM step's predicted noise).", rich_help_panel=P_SAMPLE),
+    method: Optional[str] = typer.Option(None, metavar="M", show_default="conditional; a --model's own kind", help="conditional: a model trained to fill hidden cells from the others, one call per cell and sample (measured best, and fastest). repaint, ddnm or ddim: an unconditional model conditioned while sampling, as RePaint does for images, with that reverse step.", rich_help_panel=P_SAMPLE),
     eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1; as in repaint inpaint.", rich_help_panel=P_SAMPLE),
-    guidance: float = typer.Option(10.0, metavar="S", help="Reconstruction guidance scale: pulls the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
+    guidance: Optional[float] = typer.Option(None, metavar="S", show_default="10", help="RePaint methods: reconstruction guidance scale, pulling the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
     seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table, at any --threads.", rich_help_panel=P_SAMPLE),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line endings.", rich_help_panel=P_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws, --save-model files).", rich_help_panel=P_OUT),
@@ -71,7 +71,7 @@ def impute_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bars or info lines.", rich_help_panel=P_OUT),
     threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for imputing (training runs on one, so that the result does not depend on it). Default: the free cores (usable cores less the 1-minute load average); on a shared machine, set 1 or the cores you own.", rich_help_panel=P_OUT),
 ):
-    """Fill the missing cells of TABLE with RePaint, using a small diffusion model trained on TABLE itself.
+    """Fill the missing cells of TABLE with a small diffusion model trained on TABLE itself.
 
     Observed cells are written back exactly as read; numeric columns stay numeric (integers stay integers) and categorical columns get one of their observed values."""
     args = SimpleNamespace(**locals())  # every option by name, for the helpers below
@@ -148,7 +148,7 @@ def _read_tables(a, opts):
     from ..tables.impute import TableError, check_options
 
     try:
-        check_options(opts)
+        check_options(opts if a.model else opts.settled())  # a --model's kind settles the method later
         if a.predict is not None:
             return (read_table(a.table, a.na_values, sep=a.sep),
                     read_table(a.predict, a.na_values, allow_missing_columns=True, sep=a.sep))

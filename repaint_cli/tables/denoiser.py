@@ -9,7 +9,7 @@ column's quantile map) beside a YAML card with the column schema.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,22 +23,44 @@ from ..models.unet import timestep_embedding
 CARD_FORMAT = "repaint-table-model"
 
 
+# The two kinds of table model: "conditional" (conditional.py, the default: predicts hidden cells from given
+# ones) and "eps" (this file: an unconditional noise predictor, sampled with RePaint). Cards saved before
+# the conditional model existed name no kind: they are "eps".
+KINDS = ("conditional", "eps")
+_DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3},  # measured best: benchmarks/RESULTS.md
+             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3}}
+
+
 @dataclass
 class TableModelConfig:
-    width: int = 256
+    width: Optional[int] = None  # None: the kind's (128 conditional, 256 eps)
     blocks: int = 3
     time_dim: int = 64
     diffusion_steps: int = 1000
     noise_schedule: str = "cosine"
+    kind: str = "eps"
+    dropout: Optional[float] = None  # None: the kind's (0.4 conditional, 0 eps)
+
+    def settled(self, kind: Optional[str] = None) -> "TableModelConfig":
+        """This config for ``kind`` (default its own), every None replaced by that kind's default."""
+        kind = kind or self.kind
+        d = _DEFAULTS[kind]
+        return replace(self, kind=kind, width=self.width or d["width"],
+                       dropout=d["dropout"] if self.dropout is None else self.dropout)
 
 
 @dataclass
 class TrainSettings:
     steps: int = 3000
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: Optional[float] = None  # None: the model kind's (3e-3 conditional, 1e-3 eps)
     warmup: int = 100
     seed: int = 0
+    point_share: float = 0.8  # conditional: training rows drawn at t = 1, where the point estimate is read
+    l1_at_point: bool = True  # conditional: L1 on those rows (the conditional median), MSE on the others
+
+    def settled(self, kind: str) -> "TrainSettings":
+        return replace(self, lr=self.lr or _DEFAULTS[kind]["lr"])
 
 
 class ResBlock(nn.Module):
@@ -88,6 +110,15 @@ class TableDenoiser(nn.Module):
         return self.out(h)
 
 
+def build_model(dim: int, cfg: TableModelConfig, seed: int = 0) -> nn.Module:
+    """A fresh model of ``cfg.kind`` (settled) for rows of ``dim`` encoded values."""
+    if cfg.kind == "conditional":
+        from .conditional import ConditionalDenoiser
+
+        return ConditionalDenoiser(dim, cfg, seed=seed)
+    return TableDenoiser(dim, cfg, seed=seed)
+
+
 def make_diffusion(cfg: TableModelConfig, respacing="", clip_x0=None, fixed_variance: str = "large") -> Diffusion:
     """The diffusion the table models use: eps prediction, a fixed variance ('large': beta, or
     'small': the posterior's; training does not depend on it), x0 not clipped unless ``clip_x0``
@@ -109,6 +140,8 @@ def train_table_model(x: np.ndarray, keep: np.ndarray, cfg: TableModelConfig, se
     Training runs on one thread whatever torch's setting: the weight gradients' sums over the
     batch are split by thread, so two thread counts gave two models (and two tables).
     """
+    cfg = cfg.settled("eps")
+    settings = settings.settled("eps")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -248,7 +281,7 @@ def load_table_model(path):
         tensors = load_file(str(weights))
         arrays = {k[len("column."):]: v.numpy() for k, v in tensors.items() if k.startswith("column.")}
         columns = [Column.from_card(d, arrays) for d in card["columns"]]
-        model = TableDenoiser(int(card["dim"]), TableModelConfig(**card["model"]))
+        model = build_model(int(card["dim"]), TableModelConfig(**card["model"]).settled())
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except Exception as e:  # a truncated file, another model's weights, a card edited by hand
         raise TableError(f"{weights}: not the weights of {card_path.name} ({_first_line(e)}); "

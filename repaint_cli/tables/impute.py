@@ -1,7 +1,12 @@
-"""``repaint impute``: fill a table's missing cells with RePaint and a model trained on that table.
+"""``repaint impute``: fill a table's missing cells with a diffusion model trained on that table.
 
-Orchestration only: the table codec is ``tables``, the model ``table_model``,
-and the sampling is the images' own RePaint loop (``sampler.repaint`` over a
+Two kinds of model. The default, ``--method conditional`` (``conditional.py``), is trained to
+predict hidden cells from the given ones and reads each cell in one call per sample. The others
+(``--method repaint``, ``ddnm``, ``ddim``) train an unconditional noise predictor
+(``denoiser.py``) and condition it at sampling time, as the paper does for images.
+
+Orchestration only: the table codec is ``codec.py``, the models ``conditional.py`` and
+``denoiser.py``, and the RePaint methods' sampling is the images' own RePaint loop (``sampler.repaint`` over a
 ``schedule.jump_schedule``), run on (rows, encoded width) tensors. The core is
 used as it is, through its parameters: the diffusion's ``fixed_variance`` and
 per-column ``clip_x0``, and the Conditioning's ``noise_source``. Each row block
@@ -24,8 +29,9 @@ from ..core.guidance import KeepsGraph, reconstruction_guidance as core_reconstr
 from ..core.noise import gaussian_seeded, image_key, keys_tensor
 from ..core.sampler import Conditioning, repaint
 from ..core.schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
+from .conditional import DRAW_STEPS, column_groups, draw_samples, point_samples, train_conditional
 from .denoiser import (TableModelConfig, TrainSettings, card_text, load_table_model, make_diffusion,
-                          save_table_model, train_table_model)
+                       save_table_model, train_table_model)
 from .codec import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
                      filled_frame, infer_columns, schema_difference)
 from ..runtime.threads import set_threads
@@ -34,24 +40,41 @@ TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py me
 BLOCK_ROWS = 4096  # rows per sampling block; fixed, so that the noise (and the result) does not depend on the machine
 
 
+GUIDANCE = 10.0  # the RePaint methods' reconstruction guidance scale (see reconstruction_guidance)
+
+
 @dataclass
 class ImputeOptions:
     samples: int = 5
     combine: str = "mean"  # numeric cells over the samples: mean or median (categories: mode)
+    method: Optional[str] = None  # choices.TABLE_METHODS; None: a loaded model's kind, else conditional
+    seed: int = 0
+    train: TrainSettings = field(default_factory=TrainSettings)
+    model: TableModelConfig = field(default_factory=TableModelConfig)
+    threads: Optional[int] = None
+    categorical: tuple = ()
+    # the RePaint methods only (repaint, ddnm, ddim):
     preset: Optional[str] = None
     t_T: Optional[int] = None
     jump_length: Optional[int] = None
     jump_n_sample: Optional[int] = None
-    method: str = "repaint"
     eta: float = 0.0  # ddim only: as `repaint inpaint --eta` (0: deterministic between resamplings)
-    seed: int = 0
     rounds: int = 1  # EM rounds: train, impute, then re-train on the imputed table (DiffPuter's idea)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    model: TableModelConfig = field(default_factory=TableModelConfig)
     variance: str = "small"  # the reverse step's fixed variance: posterior ('small') or beta ('large')
-    guidance: float = 10.0  # reconstruction guidance scale (0: plain RePaint); see reconstruction_guidance
-    threads: Optional[int] = None
-    categorical: tuple = ()
+    guidance: Optional[float] = None  # reconstruction guidance scale (0: plain RePaint); None: GUIDANCE
+
+    @property
+    def conditional(self) -> bool:
+        return self.method in (None, "conditional")
+
+    def settled(self, kind: Optional[str] = None) -> "ImputeOptions":
+        """A copy with the method (``kind``: a loaded model's), the model's and training's defaults filled in."""
+        method = self.method or ("repaint" if kind == "eps" else "conditional")
+        model_kind = "conditional" if method == "conditional" else "eps"
+        return dataclasses.replace(self, method=method, model=self.model.settled(model_kind),
+                                   train=self.train.settled(model_kind),
+                                   guidance=GUIDANCE if self.guidance is None and method != "conditional" else
+                                   self.guidance)
 
     def jump_params(self) -> JumpParams:
         return resolve_jump_params(self.preset or TABLE_PRESET, None, t_T=self.t_T, jump_length=self.jump_length,
@@ -98,24 +121,41 @@ def row_block_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch
 
 
 def check_options(opts: ImputeOptions) -> None:
+    """TableError (one line) for options that cannot work together; a method of None (a loaded model's kind, else
+    conditional) is checked again once settled."""
+    from ..choices import TABLE_METHODS, ChoiceError, check_choice
+
     if opts.samples < 1:
         raise TableError("--samples must be at least 1")
     if opts.combine not in ("mean", "median"):
         raise TableError(f"--combine {opts.combine!r}: use mean or median")
+    if opts.train.steps < 1:
+        raise TableError("--train-steps must be at least 1")
+    if opts.method is not None:
+        try:
+            check_choice(opts.method, TABLE_METHODS, "--method")
+        except ChoiceError as e:
+            raise TableError(str(e)) from None
+    if opts.method == "conditional":
+        given = [flag for flag, value in (("--preset", opts.preset), ("--t-T", opts.t_T),
+                 ("--jump-length", opts.jump_length), ("--jump-n-sample", opts.jump_n_sample),
+                 ("--guidance", opts.guidance), ("--eta", opts.eta or None),
+                 ("--rounds", opts.rounds if opts.rounds != 1 else None)) if value is not None]
+        if given == ["--eta"]:
+            raise TableError(f"--eta {opts.eta}: applies to --method ddim only")
+        if given:
+            raise TableError(f"{given[0]} applies to --method repaint, ddnm or ddim (the RePaint sampler); the "
+                             f"conditional model (the default) reads each cell in one call: leave {given[0]} out, "
+                             f"or pass --method repaint")
+        return
     if opts.variance not in ("small", "large"):
         raise TableError(f"--variance {opts.variance!r}: use small or large")
-    if opts.guidance < 0:
+    if opts.guidance is not None and not opts.guidance >= 0:
         raise TableError("--guidance must be 0 (none) or more")
-    if not 0 <= opts.eta <= 1 or (opts.eta and opts.method != "ddim"):
+    if not 0 <= opts.eta <= 1 or (opts.eta and opts.method not in (None, "ddim")):
         raise TableError(f"--eta {opts.eta}: a number from 0 to 1, for --method ddim only")
     if opts.rounds < 1:
         raise TableError("--rounds must be at least 1")
-    if opts.train.steps < 1:
-        raise TableError("--train-steps must be at least 1")
-    from ..core.sampler import METHODS
-
-    if opts.method not in METHODS:
-        raise TableError(f"--method {opts.method!r}: use one of {', '.join(METHODS)}")
     try:
         jp = opts.jump_params()
         jump_schedule(jp)
@@ -165,7 +205,10 @@ def reconstruction_guidance(model: KeepsGraph, gt: torch.Tensor, keep: torch.Ten
     return core_reconstruction_guidance(model, gt, keep, scale, abar)
 
 
-def calls_per_row(opts: ImputeOptions) -> int:
+def calls_per_row(opts: ImputeOptions, draws: bool = False) -> int:
+    """Model calls per row (all samples; ``draws``: with --draws' chains too), for settled options."""
+    if opts.conditional:
+        return opts.samples * (1 + (DRAW_STEPS if draws else 0))
     return schedule_summary(jump_schedule(opts.jump_params()))["unet_calls"] * opts.samples
 
 
@@ -174,7 +217,6 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     """Train on ``table`` (or load ``model_path``), impute its missing cells, return the filled table.
     Ctrl-C while imputing raises :class:`Interrupted` with the trained model."""
     progress = progress or Progress()
-    opts = dataclasses.replace(opts)  # the caller's options stay as given (a loaded model sets opts.model)
     check_options(opts)
     set_threads(opts.threads)  # None: the free cores (runtime.threads)
     cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
@@ -185,31 +227,46 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
         if why:
             raise TableError(f"{table.path}: does not fit the model {model_path}: {why}; train a new one (leave out --model)")
         cols = adopt_constants(cols, cols_here)
-        opts.model = model.cfg
         loaded = True
     else:
         cols = cols_here
+    # a copy: the caller's options stay as given; a loaded model brings its kind and config
+    opts = opts.settled(model.cfg.kind if loaded else None)
+    if loaded:
+        if opts.conditional != (model.cfg.kind == "conditional"):
+            raise TableError(f"{model_path}: a {model.cfg.kind} model, which --method {opts.method} cannot use; "
+                             f"leave out --method (the model's kind chooses it)")
+        opts.model = model.cfg
+    check_options(opts)
     _warn_constants(table, cols, progress)
-    model_card = {"trained_on": str(table.path), "rows": len(table.frame), "train": opts.train.__dict__}
+    model_card = {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
     if save_model is not None:
         card_text(cols, model_card)  # a value no card can hold is found now, not after training
     x, keep = encode(cell_values(table, cols), cols)
     stats = {"rows": len(table.frame), "columns": len(cols), "missing": table.n_missing,
-             "encoded_width": int(x.shape[1]), "samples": opts.samples, "seed": opts.seed,
-             "schedule": opts.jump_params().as_dict(), "method": opts.method, "guidance": opts.guidance,
-             "model_calls_per_row": calls_per_row(opts)}
-    stats["schedule"] = {k: stats["schedule"][k] for k in ("t_T", "jump_length", "jump_n_sample")}
+             "encoded_width": int(x.shape[1]), "samples": opts.samples, "seed": opts.seed, "method": opts.method,
+             "model_calls_per_row": calls_per_row(opts, draws=keep_draws)}
+    if not opts.conditional:
+        stats["schedule"] = {k: opts.jump_params().as_dict()[k] for k in ("t_T", "jump_length", "jump_n_sample")}
+        stats["guidance"] = opts.guidance
     t0 = time.perf_counter()
     need = x.shape[1] > 0 and not keep.all()
-    rounds = 1 if loaded else opts.rounds  # a loaded model is used as it is
-    if need:
-        progress.plan(_phases(opts, len(x), rounds, loaded))
-    model, samples = _rounds(model, x, keep, cols, opts, rounds if need else 0, loaded, progress, stats, model_card)
+    if opts.conditional:
+        model, decoded, drawn = _conditional(model, x, keep, cols, opts, need, loaded, keep_draws, progress, stats,
+                                             model_card)
+        values = decoded[0] if decoded else [np.zeros(len(x), np.int64)] * len(cols)
+    else:
+        rounds = 1 if loaded else opts.rounds  # a loaded model is used as it is
+        if need:
+            progress.plan(_phases(opts, len(x), rounds, loaded))
+        model, samples = _rounds(model, x, keep, cols, opts, rounds if need else 0, loaded, progress, stats,
+                                 model_card)
+        drawn = [decode(s, cols) for s in samples] if samples else [[np.zeros(len(x), np.int64)] * len(cols)]
+        values = combine(drawn, cols, opts.combine)
+        drawn = drawn if samples else []
     stats["seconds"] = round(time.perf_counter() - t0, 3)
-    decoded = [decode(s, cols) for s in samples] if samples else [[np.zeros(len(x), np.int64)] * len(cols)]
-    values = combine(decoded, cols, opts.combine)
     frame = filled_frame(table, cols, values)
-    draws = [filled_frame(table, cols, d) for d in decoded] if keep_draws and samples else []
+    draws = [filled_frame(table, cols, d) for d in drawn] if keep_draws else []
     if save_model is not None:
         if model is None:
             raise TableError(f"{table.path}: nothing to train on (no missing cell or no column to model); "
@@ -217,6 +274,39 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
         w, c = save_table_model(save_model, model, cols, model_card)
         stats["model"] = str(c)
     return Imputed(frame, draws, cols, stats)
+
+
+def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: bool, keep_draws: bool,
+                 progress: Progress, stats: dict, model_card: dict):
+    """The conditional model: train (unless loaded), then the point estimate (``samples`` calls at t = 1,
+    combined in encoded space) and, for --draws, ``samples`` draws. Returns (model, [point values], [draws])."""
+    if not need:
+        return model, [], []
+    rows, units = len(x), opts.samples * (2 if keep_draws else 1)
+    progress.plan(([] if loaded else [("training", opts.train.steps, 3.0 * min(opts.train.batch_size, rows))])
+                  + [("imputing", units, rows * (1 + DRAW_STEPS * keep_draws) / (1 + keep_draws))])
+    if not loaded:
+        progress.phase("training", opts.train.steps)
+        t_train = time.perf_counter()
+        model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train,
+                                  on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
+        stats["train_s"] = round(time.perf_counter() - t_train, 3)
+    t_imp = time.perf_counter()
+    progress.phase("imputing", units)
+    clip = clip_range(cols)
+    try:
+        points = point_samples(model, x, keep, opts.samples, opts.seed, clip, on_sample=progress.advance)
+        drawn = (draw_samples(model, x, keep, opts.samples, opts.seed, clip, on_sample=progress.advance)
+                 if keep_draws else [])
+    except KeyboardInterrupt:
+        if loaded:
+            raise
+        raise Interrupted(model, cols, model_card) from None
+    stats["impute_s"] = round(time.perf_counter() - t_imp, 3)
+    # numbers: mean or median over the samples in encoded space (normal scores); categories: their mean
+    # one-hot score, argmax on decoding
+    point = np.median(points, 0) if opts.combine == "median" else points.mean(0)
+    return model, [decode(point, cols)], [decode(d, cols) for d in drawn]
 
 
 def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> None:

@@ -1,0 +1,227 @@
+"""The tables' default imputer: a denoiser trained for exactly the conditional that imputation asks.
+
+Why not RePaint's sampling-time conditioning (``--method repaint``): a row has a handful of cells,
+not an image's many neighbours, so freshly noised copies of the observed cells couple weakly to the
+missing ones; measured on four tables, it lost to MissForest and cost 230 calls per row and sample
+(benchmarks/research/tables-2026-12-03-report.md). Here, as in CSDI and ReMasker, training hides a
+random share of each row's *observed* cells and learns to predict them from the rest:
+
+- Each training row hides a share r ~ U(0, 1) of its observed columns (a one-hot block as one).
+  The denoiser sees the visible cells, the mask, and the hidden cells noised to a time t; the
+  loss is over the hidden cells only. Cells missing in the data are neither seen nor scored: they
+  hold a random donor's value (hot deck), noised like the targets.
+- The first layer reads ``[x * c, x_t * (1 - c), c]`` (c = 1 where a cell is given): separate
+  weights for a given value and for a noisy one (the largest single gain measured).
+- The net predicts x0. t ~ U(0, 1) on a cosine schedule, but most rows are drawn at t = 1, where
+  the point estimate is read, with an L1 loss there (its minimiser is the conditional median,
+  which MAE rewards); the other rows keep MSE, so that sampling has a proper x0 predictor.
+- Imputing: the point estimate is one call at t = 1 per sample, each with fresh noise in the
+  missing cells, averaged over the samples (:func:`point_samples`). Draws for multiple imputation
+  run a short DDPM chain from t = 1 (:func:`draw_samples`).
+
+Everything runs on one thread: a thread count must not change a table (the weight gradients'
+sums, and a GEMM's, are split by thread). Noise is keyed by (seed, sample, block of rows), as the
+RePaint path's is, so a seed gives the same table on any machine.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.noise import gaussian_seeded, image_key, keys_tensor
+
+BLOCK_ROWS = 4096  # rows per imputation block (the noise key's unit): fixed, so results do not depend on memory
+DRAW_STEPS = 10  # DDPM steps of a draw (--draws): measured no better as a point estimate, so used for draws only
+
+
+def alpha_bar(t: torch.Tensor) -> torch.Tensor:
+    """Cosine schedule (Nichol & Dhariwal) at continuous t in [0, 1]; alpha_bar(1) = 0: pure noise."""
+    return torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+
+def _time_features(t: torch.Tensor, dim: int = 32) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / half)
+    angle = (t[:, None] * 1000.0) * freqs[None]
+    return torch.cat([torch.cos(angle), torch.sin(angle)], -1)
+
+
+class ConditionalDenoiser(nn.Module):
+    """x0 of a row's hidden cells from its given cells: ``forward(v, c, t)``, ``v`` holding the given values
+    where ``c`` is 1 and noisy values x_t elsewhere."""
+
+    def __init__(self, dim: int, cfg, seed: int = 0):
+        super().__init__()
+        w = cfg.width
+        self.dim, self.cfg = dim, cfg
+        with torch.random.fork_rng(devices=[]):  # a library leaves the caller's global RNG alone
+            torch.manual_seed(seed)
+            self.inp = nn.Linear(3 * dim, w)
+            self.time = nn.Sequential(nn.Linear(32, w), nn.SiLU(), nn.Linear(w, w))
+            self.norms = nn.ModuleList(nn.LayerNorm(w) for _ in range(cfg.blocks))
+            self.fc1 = nn.ModuleList(nn.Linear(w, 2 * w) for _ in range(cfg.blocks))
+            self.fc2 = nn.ModuleList(nn.Linear(2 * w, w) for _ in range(cfg.blocks))
+            self.out = nn.Sequential(nn.LayerNorm(w), nn.SiLU(), nn.Linear(w, dim))
+        self.drop = nn.Dropout(cfg.dropout)  # the cure for over-fitting a small table
+
+    def forward(self, v: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        te = self.time(_time_features(t))
+        h = self.inp(torch.cat([v * c, v * (1 - c), c], -1)) + te
+        for norm, fc1, fc2 in zip(self.norms, self.fc1, self.fc2):
+            h = h + fc2(self.drop(nn.functional.silu(fc1(norm(h) + te))))
+        return self.out(h)
+
+
+def column_groups(columns) -> list[list[int]]:
+    """The encoded dimensions of each modelled column (a categorical one-hot block is one group)."""
+    groups, at = [], 0
+    for col in columns:
+        if col.width and col.kind in ("float", "int", "category"):
+            groups.append(list(range(at, at + col.width)))
+        at += col.width
+    return groups
+
+
+def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], cfg, settings,
+                      on_step: Optional[Callable[[int, int, float], None]] = None) -> ConditionalDenoiser:
+    """Train on encoded rows ``x`` whose ``keep`` cells are observed; ``groups`` from :func:`column_groups`;
+    ``cfg`` a settled ``TableModelConfig``, ``settings`` settled ``TrainSettings`` (denoiser.py)."""
+    cfg = cfg.settled("conditional")
+    settings = settings.settled("conditional")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seeded here, the caller's kept
+            torch.manual_seed(settings.seed)
+            return _train(x, keep, groups, cfg, settings, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _donor_table(observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column, the rows where it is observed, padded into one table (for a vectorised hot deck)."""
+    donors = [torch.nonzero(observed[:, k]).flatten() for k in range(observed.shape[1])]
+    counts = torch.tensor([max(1, len(d)) for d in donors])
+    table = torch.zeros(len(donors), int(counts.max()), dtype=torch.long)
+    for k, d in enumerate(donors):
+        table[k, :len(d)] = d
+    return table, counts
+
+
+def _train(x, keep, groups, cfg, s, on_step) -> ConditionalDenoiser:
+    gen = torch.Generator().manual_seed(s.seed)
+    X = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    K = torch.from_numpy(np.ascontiguousarray(keep, bool))
+    n, dim = X.shape
+    group_of = torch.zeros(dim, dtype=torch.long)
+    for k, g in enumerate(groups):
+        group_of[g] = k
+    n_groups = len(groups)
+    observed = K[:, [g[0] for g in groups]]  # (rows, columns)
+    donors, n_donors = _donor_table(observed)
+    model = ConditionalDenoiser(dim, cfg, seed=s.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
+    batch = s.batch_size
+    column_index, dim_index = torch.arange(n_groups)[None], torch.arange(dim)[None]
+    model.train()
+    for step in range(s.steps):
+        rows = torch.randint(0, n, (batch,), generator=gen)
+        x0, seen = X[rows], observed[rows]
+        if not bool(seen.all()):  # a missing cell holds a donor's value, never a constant stand-in
+            u = torch.rand(batch, n_groups, generator=gen)
+            donor = donors[column_index, (u * n_donors[None]).long().clamp(max=donors.shape[1] - 1)]
+            x0 = torch.where(seen[:, group_of], x0, X[donor[:, group_of], dim_index])
+        share = torch.rand(batch, 1, generator=gen)
+        hidden = seen & (torch.rand(batch, n_groups, generator=gen) < share)
+        given = (seen & ~hidden)[:, group_of]
+        target = hidden[:, group_of].float()
+        at_point = torch.rand(batch, generator=gen) < s.point_share
+        t = torch.where(at_point, torch.ones(batch), torch.rand(batch, generator=gen))
+        a = alpha_bar(t)[:, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(batch, dim, generator=gen)
+        out = model(torch.where(given, x0, xt), given.float(), t)
+        err = (out - x0) ** 2
+        if s.l1_at_point:
+            err = torch.where(at_point[:, None], (out - x0).abs(), err)
+        loss = (err * target).sum() / target.sum().clamp(min=1)
+        lr = s.lr * min(1.0, (step + 1) / s.warmup) * 0.5 * (1 + math.cos(math.pi * step / s.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if on_step is not None:
+            on_step(step + 1, s.steps, loss.item())
+    model.eval()
+    return model
+
+
+def _noise(seed: int, sample: int, start: int, draw: int, shape: tuple) -> torch.Tensor:
+    key = keys_tensor([image_key(seed, f"table-conditional/{sample}/{start}")])
+    return gaussian_seeded(key, draw, (math.prod(shape),)).reshape(shape)
+
+
+def _blocks(x: np.ndarray, keep: np.ndarray):
+    for start in range(0, len(x), BLOCK_ROWS):
+        yield (start, torch.from_numpy(np.ascontiguousarray(x[start:start + BLOCK_ROWS], np.float32)),
+               torch.from_numpy(np.ascontiguousarray(keep[start:start + BLOCK_ROWS], bool)))
+
+
+def _clip(x0: torch.Tensor, limit: Optional[torch.Tensor]) -> torch.Tensor:
+    return x0 if limit is None else torch.maximum(torch.minimum(x0, limit), -limit)
+
+
+@torch.no_grad()
+def point_samples(model: ConditionalDenoiser, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
+                  clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None) -> np.ndarray:
+    """(samples, rows, width) encoded imputations, one model call each at t = 1 (the conditional median given
+    fresh noise in the missing cells); observed cells as given. Average them for one table."""
+    return _run(model, x, keep, samples, seed, clip, on_sample, steps=1)
+
+
+@torch.no_grad()
+def draw_samples(model: ConditionalDenoiser, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
+                 clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None,
+                 steps: int = DRAW_STEPS) -> np.ndarray:
+    """(samples, rows, width) draws for multiple imputation: an ancestral (DDPM) chain of ``steps`` calls
+    from t = 1, each a sample of the missing cells given the observed ones."""
+    return _run(model, x, keep, samples, seed + 1_000_003, clip, on_sample, steps=steps)
+
+
+def _run(model, x, keep, samples, seed, clip, on_sample, steps: int) -> np.ndarray:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same table at any --threads
+    limit = torch.from_numpy(np.asarray(clip, np.float32)) if clip is not None else None
+    out = np.empty((samples,) + tuple(x.shape), np.float32)
+    try:
+        for k in range(samples):
+            for start, xb, kb in _blocks(x, keep):
+                x0 = _chain(model, xb, kb, limit, steps, lambda draw, shape: _noise(seed, k, start, draw, shape))
+                out[k, start:start + len(xb)] = torch.where(kb, xb, x0).numpy()
+            if on_sample is not None:
+                on_sample()
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _chain(model, X, K, limit, steps: int, noise) -> torch.Tensor:
+    """x0 after ``steps`` calls from t = 1 (one call: the point estimate)."""
+    n, c = len(X), K.float()
+    ts = torch.linspace(1, 0, steps + 1)
+    xt = noise(0, X.shape)
+    x0 = xt
+    for i in range(steps):
+        x0 = _clip(model(torch.where(K, X, xt), c, ts[i].expand(n)), limit)
+        if i == steps - 1:
+            break
+        a, a_next = alpha_bar(ts[i]), alpha_bar(ts[i + 1])
+        eps = (xt - a.sqrt() * x0) / (1 - a).sqrt().clamp(min=1e-4)
+        sigma = ((1 - a_next) / (1 - a) * (1 - a / a_next)).clamp(min=0).sqrt()
+        xt = a_next.sqrt() * x0 + (1 - a_next - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * noise(i + 1, X.shape)
+    return x0
