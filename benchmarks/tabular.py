@@ -1,4 +1,4 @@
-"""Imputation quality on tables: repaint impute against mean/mode, k-NN, MICE and MissForest.
+"""Imputation quality on tables: repaint impute against mean/mode, k-NN, MICE, MissForest and miceforest.
 
 Datasets ship inside scikit-learn (no download): iris, wine, breast_cancer, diabetes; the class
 of the first three is a categorical column. Missingness mechanisms, as the imputation literature
@@ -34,12 +34,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DATASETS = ["iris", "wine", "breast_cancer", "diabetes"]
 SETTINGS = ["MCAR30", "MCAR10", "MCAR50", "MAR30", "MNAR30"]  # in the order they run
-METHODS = ["mean/mode", "k-NN", "MICE", "MissForest", "repaint"]
-# repaint impute with one setting changed from its defaults (--methods "repaint w128" ...): the ablations
-VARIANTS = {"repaint": {}, "repaint w128": {"width": 128}, "repaint guidance 0": {"guidance": 0.0},
-            "repaint 2 rounds": {"rounds": 2}, "repaint fast": {"preset": "fast"},
-            "repaint 1000 steps": {"train_steps": 1000}, "repaint k20": {"samples": 20},
-            "repaint 1000 steps guidance 0": {"train_steps": 1000, "guidance": 0.0}}
+OURS = "repaint impute"  # at its defaults: the conditional model (--method conditional)
+METHODS = ["mean/mode", "k-NN", "MICE", "MissForest", "miceforest", OURS]
+# repaint impute with settings changed from its defaults (--methods "repaint" ...): the ablations. "repaint ...":
+# the eps model sampled by RePaint (--method repaint: the default until 2026-12-03)
+_RP = {"method": "repaint"}
+VARIANTS = {OURS: {},
+            "conditional w256": {"width": 256}, "conditional dropout 0.2": {"dropout": 0.2},
+            "conditional no L1": {"l1_at_point": False}, "conditional t=1 share 0.5": {"point_share": 0.5},
+            "conditional 6000 steps": {"train_steps": 6000}, "conditional k1": {"samples": 1},
+            "conditional k20": {"samples": 20}, "conditional lr 1e-3": {"lr": 1e-3},
+            "repaint": _RP, "repaint w128": {**_RP, "width": 128}, "repaint guidance 0": {**_RP, "guidance": 0.0},
+            "repaint 2 rounds": {**_RP, "rounds": 2}, "repaint fast": {**_RP, "preset": "fast"},
+            "repaint 1000 steps": {**_RP, "train_steps": 1000}, "repaint k20": {**_RP, "samples": 20},
+            "repaint 1000 steps guidance 0": {**_RP, "train_steps": 1000, "guidance": 0.0}}
 SEEDS = 5
 
 
@@ -126,12 +134,32 @@ def baseline(method: str, x: np.ndarray, labels, miss: np.ndarray, seed: int):
     elif method == "MissForest":
         est = ExtraTreesRegressor(n_estimators=50, random_state=seed, n_jobs=1)
         filled = IterativeImputer(estimator=est, max_iter=10, random_state=seed).fit_transform(data)
+    elif method == "miceforest":
+        return miceforest_fill(x, labels, miss, seed)
     else:
         raise ValueError(method)
     cls = None
     if labels is not None:
         cls = classes[np.clip(np.round(filled[:, p]), 0, len(classes) - 1).astype(int)]
     return filled[:, :p], cls
+
+
+def miceforest_fill(x: np.ndarray, labels, miss: np.ndarray, seed: int, iterations: int = 5):
+    """LightGBM MICE (miceforest, its defaults: one dataset, mean matching, 5 iterations; the class a pandas
+    Categorical). miceforest breaks with lightgbm 4.7: the bench extra pins lightgbm<4.7."""
+    import miceforest
+    import pandas as pd
+
+    n, p = x.shape
+    frame = pd.DataFrame(x.copy(), columns=[f"c{j}" for j in range(p)])
+    if labels is not None:
+        frame["cls"] = pd.Categorical(labels)
+    for j in range(frame.shape[1]):
+        frame.iloc[miss[:, j], j] = np.nan
+    kernel = miceforest.ImputationKernel(frame, random_state=seed, num_datasets=1)
+    kernel.mice(iterations)
+    out = kernel.complete_data(0)
+    return out.iloc[:, :p].to_numpy(float), (out["cls"].astype(str).to_numpy() if labels is not None else None)
 
 
 def _scaled(data):
@@ -153,10 +181,10 @@ def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, varian
         rows = ["," .join("" if miss[i, j] else cols[j][i] for j in range(len(cols))) for i in range(n)]
         path.write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
         variant = {"samples": args.samples, **variant}
-        model = TableModelConfig(width=variant.pop("width", 256))
-        steps = variant.pop("train_steps", args.train_steps)
-        opts = ImputeOptions(seed=seed, threads=args.threads, train=TrainSettings(steps=steps, seed=seed),
-                             model=model, **variant)
+        model = TableModelConfig(width=variant.pop("width", None), dropout=variant.pop("dropout", None))
+        train = TrainSettings(steps=variant.pop("train_steps", args.train_steps), seed=seed,
+                              **{k: variant.pop(k) for k in ("lr", "point_share", "l1_at_point") if k in variant})
+        opts = ImputeOptions(seed=seed, threads=args.threads, train=train, model=model, **variant)
         res = impute_table(read_table(path), opts)
     frame = res.frame
     num = np.column_stack([frame.iloc[:, j].astype(float).to_numpy() for j in range(p)])
@@ -260,8 +288,8 @@ def plot(path: Path, results: dict, setting: str = "MCAR30") -> None:
 
     from quality import mean_ci
 
-    colours = [(170, 170, 170), (60, 160, 220), (80, 170, 80), (40, 40, 200), (200, 90, 30)]  # BGR, METHODS order
-    pw, ph, top = 300, 260, 40
+    colours = [(170, 170, 170), (60, 160, 220), (80, 170, 80), (40, 40, 200), (150, 60, 150), (200, 90, 30)]  # BGR
+    pw, ph, top = 360, 260, 40
     img = np.full((ph + top + 60, pw * len(DATASETS), 3), 255, np.uint8)
     for d, ds in enumerate(DATASETS):
         x0 = d * pw
@@ -274,14 +302,14 @@ def plot(path: Path, results: dict, setting: str = "MCAR30") -> None:
         for i, st in enumerate(stats):
             if st is None:
                 continue
-            bx = x0 + 20 + i * 52
+            bx = x0 + 20 + i * 55
             y = lambda v: int(top + ph - v / top_value * ph)
             cv2.rectangle(img, (bx, y(st[0])), (bx + 40, y(0)), colours[i], -1)
             cv2.line(img, (bx + 20, y(st[0] - st[1])), (bx + 20, y(st[0] + st[1])), (0, 0, 0), 1)
             cv2.putText(img, f"{st[0]:.2f}", (bx, y(st[0]) - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     for i, m in enumerate(METHODS):
-        cv2.rectangle(img, (20 + i * 200, ph + top + 25), (36 + i * 200, ph + top + 41), colours[i], -1)
-        cv2.putText(img, m, (42 + i * 200, ph + top + 39), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.rectangle(img, (20 + i * 230, ph + top + 25), (36 + i * 230, ph + top + 41), colours[i], -1)
+        cv2.putText(img, m, (42 + i * 230, ph + top + 39), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, f"standardised MAE at {setting}, lower is better (mean, 95% interval over mask seeds)",
                 (x0 - pw * (len(DATASETS) - 1) + 10, ph + top + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                 cv2.LINE_AA)
