@@ -74,11 +74,13 @@ quality: install emoji-data
 	$(PY) benchmarks/quality.py --kinds ex64 nn2 ev2li --section quality-extreme
 	$(PY) benchmarks/quality.py --kinds thick --presets paper fast draft
 
-# Tables: repaint impute against mean/mode, k-NN, MICE and MissForest on scikit-learn's bundled
-# datasets (resumes a stopped run); scikit-learn is the optional bench extra, never a run-time need.
+# Tables: repaint impute against mean/mode, k-NN, MICE, MissForest and miceforest on scikit-learn's bundled
+# datasets, 5 mask seeds per setting (resumes a stopped run), then the cost table; scikit-learn, miceforest
+# and lightgbm are the optional bench extra, never a run-time need.
 tabular: install
-	@$(PY) -c "import sklearn" 2>/dev/null || $(PIP) install -q -e ".[bench]"
-	$(PY) benchmarks/tabular.py
+	@$(PY) -c "import sklearn, miceforest" 2>/dev/null || $(PIP) install -q -e ".[bench]"
+	OMP_NUM_THREADS=1 $(PY) benchmarks/tabular.py --threads 1
+	$(PY) benchmarks/tabular.py --cost --threads 2
 
 # Quality against UNet calls for every sampler candidate, paired with the paper's schedule image by image
 # (resumes a stopped run, 16 images at a time; one core: about 70 minutes per 16 images).

@@ -230,55 +230,56 @@ def summarise(results: dict) -> str:
     return "\n".join(lines)
 
 
-def synthetic_table(n: int, seed: int = 0) -> tuple[np.ndarray, list, np.ndarray]:
-    """A 20-column table: 16 numeric columns from 4 latent factors, 4 categorical columns
-    thresholding them; as (numeric, names, categorical strings (n, 4))."""
+def synthetic_table(n: int, numeric: int = 16, categorical: int = 4, seed: int = 0):
+    """Numeric columns from 4 latent factors plus noise, categorical ones thresholding a factor (lo, mid, hi);
+    as (header, columns of cell strings)."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 4))
-    num = z @ rng.normal(size=(4, 16)) + 0.3 * rng.normal(size=(n, 16))
-    cats = np.stack([np.where(z[:, j] > 0.5, "hi", np.where(z[:, j] < -0.5, "lo", "mid")) for j in range(4)], 1)
-    return num, [f"x{j}" for j in range(16)], cats
+    num = z @ rng.normal(size=(4, numeric)) + 0.3 * rng.normal(size=(n, numeric))
+    cats = [np.where(z[:, j % 4] > 0.5, "hi", np.where(z[:, j % 4] < -0.5, "lo", "mid")) for j in range(categorical)]
+    header = [f"x{j}" for j in range(numeric)] + [f"c{j}" for j in range(categorical)]
+    return header, [[f"{v:.5g}" for v in num[:, j]] for j in range(numeric)] + [list(c) for c in cats]
+
+
+# (rows, numeric columns, categorical columns): the cost grid, then issue 23's two speed targets
+COST_TABLES = [(1000, 8, 2), (1000, 40, 10), (10000, 8, 2), (10000, 40, 10), (100000, 8, 2), (100000, 40, 10),
+               (20000, 10, 0), (1000, 9, 2)]
 
 
 def cost(args) -> str:
-    """Seconds to train (default steps) and to impute, against rows, on a 20-column table with 30% MCAR."""
-    import torch
+    """Wall seconds of `repaint impute` at its defaults (a process, as a user runs it) on synthetic tables with 30%
+    of cells missing at random, and the time it spent training and imputing."""
+    import subprocess
 
-    from repaint_cli.tables.impute import ImputeOptions, calls_per_row, sample_rows
-    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings, train_table_model
-    from repaint_cli.tables.codec import cell_values, clip_range, encode, infer_columns, read_table
-
-    torch.set_num_threads(args.threads)
-    lines = [f"Threads: {args.threads}. A 20-column table (16 numeric, 4 categorical with 3 values; encoded width 28), "
-             f"30% of cells missing at random; defaults (width 256, 3 blocks, {args.train_steps} training steps, "
-             "preset quick, guidance 10).", "",
-             "| rows | training (s) | imputing, 1 sample (s) | per row and sample (ms) |", "|---|---|---|---|"]
-    for n in args.cost_rows:
-        num, names, cats = synthetic_table(n)
+    lines = [f"`repaint impute t.csv --out o.csv --json --threads {args.threads}` at its defaults (the conditional "
+             "model: 3,000 training steps, 5 samples). Synthetic tables: numeric columns from 4 latent factors, "
+             "categorical ones (3 values) thresholding them; 30% of cells missing at random. Wall: the whole "
+             "command (start, read, train, impute, write).", "",
+             "| rows x columns (categorical) | wall (s) | training (s) | imputing (s) | training share | imputing share |",
+             "|---|---|---|---|---|---|"]
+    for n, numeric, categorical in args.cost_tables:
+        header, cells = synthetic_table(n, numeric, categorical)
+        p = len(header)
+        miss = np.random.default_rng(1).random((n, p)) < 0.3
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "t.csv"
-            miss = np.random.default_rng(1).random((n, 20)) < 0.3
-            cells = [[repr(float(v)) for v in num[:, j]] for j in range(16)] + [list(cats[:, j]) for j in range(4)]
-            rows = [",".join("" if miss[i, j] else cells[j][i] for j in range(20)) for i in range(n)]
-            path.write_text(",".join(names + ["c0", "c1", "c2", "c3"]) + "\n" + "\n".join(rows) + "\n")
-            table = read_table(path)
-        cols = infer_columns(table)
-        x, keep = encode(cell_values(table, cols), cols)
-        t0 = time.perf_counter()
-        steps = args.train_steps if n == args.cost_rows[0] or args.train_every else 200
-        model = train_table_model(x, keep, TableModelConfig(), TrainSettings(steps=steps))
-        train_s = (time.perf_counter() - t0) * args.train_steps / steps
-        opts = ImputeOptions(samples=1, threads=args.threads)
-        t0 = time.perf_counter()
-        sample_rows(model, x, keep, clip_range(cols), opts, 0)
-        imp = time.perf_counter() - t0
-        lines.append(f"| {n:,} | {train_s:.1f} | {imp:.1f} | {1000 * imp / n:.2f} |")
+            src, out = Path(tmp) / "t.csv", Path(tmp) / "o.csv"
+            src.write_text(",".join(header) + "\n" + "\n".join(
+                ",".join("" if miss[i, j] else cells[j][i] for j in range(p)) for i in range(n)) + "\n")
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "repaint_cli", "impute", str(src), "--out", str(out), "--json",
+                                "--quiet", "--threads", str(args.threads)], capture_output=True, text=True,
+                               cwd=tmp, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+            wall = time.perf_counter() - t0
+        if r.returncode:
+            raise SystemExit(r.stderr)
+        st = json.loads(r.stdout.strip().splitlines()[-1])
+        tr, im = st.get("train_s", 0.0), st.get("impute_s", 0.0)
+        lines.append(f"| {n:,} x {p} ({categorical}) | {wall:.1f} | {tr:.1f} | {im:.1f} | {tr / wall:.0%} | "
+                     f"{im / wall:.0%} |")
         print(lines[-1], flush=True)
-    lines += ["", f"Model calls per row and sample: {calls_per_row(ImputeOptions(samples=1))} (each a forward pass; "
-              "with guidance one backward pass more). Training: all steps timed at the first size; at the others "
-              "200 steps timed and scaled, since a step (a batch of 256 rows) costs the same whatever the table's "
-              "length. Imputation is linear in rows x samples (blocks of 4,096 rows): the default 5 samples cost 5x "
-              "the column above."]
+    lines += ["", "Training is a fixed number of steps (batches of 256 rows), so it costs the same whatever the rows; "
+              "imputing is one model call per row and sample. The last two rows are issue 23's targets: 20,000 x 10 "
+              "numeric under 2 minutes on 2 cores, 1,000 x 11 mixed under 30 s."]
     return "\n".join(lines)
 
 
@@ -329,15 +330,15 @@ def main(argv=None):
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "tabular.json"))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--cost", action="store_true", help="measure training and imputation time against rows instead")
-    ap.add_argument("--cost-rows", nargs="*", type=int, default=[100, 1000, 10000])
-    ap.add_argument("--train-every", action="store_true", help="--cost: time the full training at every size")
+    ap.add_argument("--cost-tables", nargs="*", type=lambda v: tuple(int(x) for x in v.split("x")),
+                    default=COST_TABLES, help="--cost: ROWSxNUMERICxCATEGORICAL tables, e.g. 1000x8x2")
     args = ap.parse_args(argv)
     if args.cost:
         from quality import update_results
 
         body = cost(args)
         update_results("tabular-cost", f"## Tables: what training and imputing cost ({datetime.date.today().isoformat()})"
-                       f"\n\n`python benchmarks/tabular.py --cost --threads {args.threads}`. " + body)
+                       f"\n\n`python benchmarks/tabular.py --cost --threads {args.threads}` (`make tabular`). " + body)
         return
     path = Path(args.json)
     results = {} if args.fresh or not path.exists() else json.loads(path.read_text())
