@@ -76,6 +76,11 @@ class ConditionalDenoiser(nn.Module):
         return self.out(h)
 
 
+def category_dims(columns) -> np.ndarray:
+    """(encoded width,) bool: True for the dimensions of categorical columns."""
+    return np.concatenate([np.full(col.width, col.kind == "category") for col in columns] or [np.zeros(0, bool)])
+
+
 def column_groups(columns) -> list[list[int]]:
     """The encoded dimensions of each modelled column (a categorical one-hot block is one group)."""
     groups, at = [], 0
@@ -87,7 +92,8 @@ def column_groups(columns) -> list[list[int]]:
 
 
 def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], cfg, settings,
-                      on_step: Optional[Callable[[int, int, float], None]] = None) -> ConditionalDenoiser:
+                      on_step: Optional[Callable[[int, int, float], None]] = None,
+                      category_dims: Optional[np.ndarray] = None) -> ConditionalDenoiser:
     """Train on encoded rows ``x`` whose ``keep`` cells are observed; ``groups`` from :func:`column_groups`;
     ``cfg`` a settled ``TableModelConfig``, ``settings`` settled ``TrainSettings`` (denoiser.py)."""
     cfg = cfg.settled("conditional")
@@ -97,7 +103,7 @@ def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], 
     try:
         with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seeded here, the caller's kept
             torch.manual_seed(settings.seed)
-            return _train(x, keep, groups, cfg, settings, on_step)
+            return _train(x, keep, groups, cfg, settings, on_step, category_dims)
     finally:
         torch.set_num_threads(threads)
 
@@ -112,7 +118,7 @@ def _donor_table(observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return table, counts
 
 
-def _train(x, keep, groups, cfg, s, on_step) -> ConditionalDenoiser:
+def _train(x, keep, groups, cfg, s, on_step, category_dims) -> ConditionalDenoiser:
     gen = torch.Generator().manual_seed(s.seed)
     X = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     K = torch.from_numpy(np.ascontiguousarray(keep, bool))
@@ -126,6 +132,9 @@ def _train(x, keep, groups, cfg, s, on_step) -> ConditionalDenoiser:
     model = ConditionalDenoiser(dim, cfg, seed=s.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
     batch = s.batch_size
+    l1_dims = torch.ones(dim, dtype=torch.bool)  # where the t = 1 rows take L1
+    if category_dims is not None and not s.l1_on_categories:
+        l1_dims &= ~torch.from_numpy(np.asarray(category_dims, bool))
     column_index, dim_index = torch.arange(n_groups)[None], torch.arange(dim)[None]
     model.train()
     for step in range(s.steps):
@@ -146,7 +155,7 @@ def _train(x, keep, groups, cfg, s, on_step) -> ConditionalDenoiser:
         out = model(torch.where(given, x0, xt), given.float(), t)
         err = (out - x0) ** 2
         if s.l1_at_point:
-            err = torch.where(at_point[:, None], (out - x0).abs(), err)
+            err = torch.where(at_point[:, None] & l1_dims[None], (out - x0).abs(), err)
         loss = (err * target).sum() / target.sum().clamp(min=1)
         lr = s.lr * min(1.0, (step + 1) / s.warmup) * 0.5 * (1 + math.cos(math.pi * step / s.steps))
         for group in opt.param_groups:

@@ -58,6 +58,7 @@ class TrainSettings:
     seed: int = 0
     point_share: float = 0.8  # conditional: training rows drawn at t = 1, where the point estimate is read
     l1_at_point: bool = True  # conditional: L1 on those rows (the conditional median), MSE on the others
+    l1_on_categories: bool = True  # conditional: that L1 on a category's one-hot scores too (else MSE there)
 
     def settled(self, kind: str) -> "TrainSettings":
         return replace(self, lr=self.lr or _DEFAULTS[kind]["lr"])

@@ -29,7 +29,7 @@ from ..core.guidance import KeepsGraph, reconstruction_guidance as core_reconstr
 from ..core.noise import gaussian_seeded, image_key, keys_tensor
 from ..core.sampler import Conditioning, repaint
 from ..core.schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
-from .conditional import DRAW_STEPS, column_groups, draw_samples, point_samples, train_conditional
+from .conditional import DRAW_STEPS, category_dims, column_groups, draw_samples, point_samples, train_conditional
 from .denoiser import (TableModelConfig, TrainSettings, card_text, load_table_model, make_diffusion,
                        save_table_model, train_table_model)
 from .codec import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
@@ -289,7 +289,8 @@ def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: 
         progress.phase("training", opts.train.steps)
         t_train = time.perf_counter()
         model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train,
-                                  on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
+                                  on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"),
+                                  category_dims=category_dims(cols))
         stats["train_s"] = round(time.perf_counter() - t_train, 3)
     t_imp = time.perf_counter()
     progress.phase("imputing", units)
