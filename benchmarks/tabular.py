@@ -375,15 +375,17 @@ def main(argv=None):
 
     stamp = datetime.date.today().isoformat()
     update_results("tabular", f"## Tables: repaint impute against classic imputers ({stamp})\n\n"
-                   "`python benchmarks/tabular.py` (`make tabular`); the columns after `repaint` are ablations "
-                   "(`--methods 'repaint guidance 0' ...`), run where marked. Datasets from scikit-learn (the class a "
+                   "`python benchmarks/tabular.py` (`make tabular`). Datasets from scikit-learn (the class a "
                    "categorical column; diabetes has none), each setting with the same 5 mask seeds for every method; "
-                   "MAE over the missing numeric cells in units of the column's std; `/ acc`: class accuracy over its "
-                   "missing cells; `(n=k)`: only k of the 5 seeds ran (repaint impute costs 55-120 s a run on one "
-                   "thread). repaint impute with its defaults (3,000 training steps, width 256, quick preset, "
-                   "guidance 10, 5 samples averaged). MissForest: IterativeImputer with 50 extra trees, 10 rounds; "
-                   "MICE: IterativeImputer with BayesianRidge; k-NN: KNNImputer(5) on standardised columns.\n\n"
-                   + body)
+                   "MAE over the missing numeric cells in units of the column's std (± the 95% interval over the "
+                   "seeds); `/ acc`: class accuracy over its missing cells; `(n=k)`: only k of the 5 seeds ran. "
+                   "`repaint impute`: its defaults (the conditional model: width 128, dropout 0.4, 3,000 training "
+                   "steps, 5 samples averaged). The columns after it are ablations, run where marked: `conditional "
+                   "...` change one default; `repaint ...` are `--method repaint` (the eps model sampled by RePaint, "
+                   "the default until 2026-12-03: width 256, quick preset, guidance 10). MissForest: "
+                   "IterativeImputer with 50 extra trees, 10 rounds; miceforest 6.0.5 (LightGBM MICE) at its "
+                   "defaults (one dataset, mean matching, 5 iterations); MICE: IterativeImputer with BayesianRidge; "
+                   "k-NN: KNNImputer(5) on standardised columns.\n\n" + body)
     print(body)
 
 
