@@ -41,7 +41,7 @@ METHODS = ["mean/mode", "k-NN", "MICE", "MissForest", "miceforest", OURS]
 _RP = {"method": "repaint"}
 VARIANTS = {OURS: {},
             "conditional w256": {"width": 256}, "conditional dropout 0.2": {"dropout": 0.2},
-            "conditional no L1": {"l1_at_point": False}, "conditional L1 numbers only": {"l1_on_categories": False}, "conditional t=1 share 0.5": {"point_share": 0.5},
+            "conditional no L1": {"l1_at_point": False}, "conditional L1 on categories too": {"l1_on_categories": True}, "conditional t=1 share 0.5": {"point_share": 0.5},
             "conditional 6000 steps": {"train_steps": 6000}, "conditional k1": {"samples": 1},
             "conditional k20": {"samples": 20}, "conditional lr 1e-3": {"lr": 1e-3},
             "repaint": _RP, "repaint w128": {**_RP, "width": 128}, "repaint guidance 0": {**_RP, "guidance": 0.0},

@@ -58,7 +58,8 @@ class TrainSettings:
     seed: int = 0
     point_share: float = 0.8  # conditional: training rows drawn at t = 1, where the point estimate is read
     l1_at_point: bool = True  # conditional: L1 on those rows (the conditional median), MSE on the others
-    l1_on_categories: bool = True  # conditional: that L1 on a category's one-hot scores too (else MSE there)
+    l1_on_categories: bool = False  # conditional: that L1 on categories' one-hot scores too (measured: MSE
+    # there kept MAE and raised iris' class accuracy at MCAR30 from 0.88 to 0.92 over 3 seeds)
 
     def settled(self, kind: str) -> "TrainSettings":
         return replace(self, lr=self.lr or _DEFAULTS[kind]["lr"])
