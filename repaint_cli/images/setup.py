@@ -42,8 +42,6 @@ def setup(sample: SampleOptions, engine: EngineOptions, conf: dict, weights: boo
     except ModelError as e:
         raise RunError(str(e)) from None
     jump, times, diffusion, preset = _schedule(sample, conf, loaded.card, loaded.hparams)
-    if not loaded.weights:
-        loaded.diffusion = diffusion
     return Setup(loaded, diffusion, jump, times, device, conf, preset, _guidance(sample, preset))
 
 

@@ -26,7 +26,6 @@ CARD_FORMAT = "repaint-table-model"
 # The two kinds of table model: "conditional" (conditional.py, the default: predicts hidden cells from given
 # ones) and "eps" (this file: an unconditional noise predictor, sampled with RePaint). Cards saved before
 # the conditional model existed name no kind: they are "eps".
-KINDS = ("conditional", "eps")
 _DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3},  # measured best: benchmarks/RESULTS.md
              "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3}}
 
