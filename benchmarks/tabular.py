@@ -42,7 +42,10 @@ _RP = {"method": "repaint"}
 VARIANTS = {OURS: {},
             "conditional w256": {"width": 256}, "conditional dropout 0.2": {"dropout": 0.2},
             "conditional no L1": {"l1_at_point": False}, "conditional L1 on categories too": {"l1_on_categories": True}, "conditional t=1 share 0.5": {"point_share": 0.5},
-            "conditional 6000 steps": {"train_steps": 6000}, "conditional k1": {"samples": 1},
+            "conditional 6000 steps": {"train_steps": 6000},
+            "conditional hide up to all cells": {"hide_max": 1.0}, "conditional hide <= 0.6": {"hide_max": 0.6},
+            "conditional hide <= 0.4": {"hide_max": 0.4}, "conditional hide <= 0.3": {"hide_max": 0.3},
+            "conditional hide <= 0.5": {"hide_max": 0.5}, "conditional k1": {"samples": 1},
             "conditional k20": {"samples": 20}, "conditional lr 1e-3": {"lr": 1e-3},
             "repaint": _RP, "repaint w128": {**_RP, "width": 128}, "repaint guidance 0": {**_RP, "guidance": 0.0},
             "repaint 2 rounds": {**_RP, "rounds": 2}, "repaint fast": {**_RP, "preset": "fast"},
@@ -183,7 +186,7 @@ def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, varian
         variant = {"samples": args.samples, **variant}
         model = TableModelConfig(width=variant.pop("width", None), dropout=variant.pop("dropout", None))
         train = TrainSettings(steps=variant.pop("train_steps", args.train_steps), seed=seed,
-                              **{k: variant.pop(k) for k in ("lr", "point_share", "l1_at_point", "l1_on_categories")
+                              **{k: variant.pop(k) for k in ("lr", "point_share", "l1_at_point", "l1_on_categories", "hide_max")
                                  if k in variant})
         opts = ImputeOptions(seed=seed, threads=args.threads, train=train, model=model, **variant)
         res = impute_table(read_table(path), opts)
@@ -380,7 +383,8 @@ def main(argv=None):
                    "MAE over the missing numeric cells in units of the column's std (± the 95% interval over the "
                    "seeds); `/ acc`: class accuracy over its missing cells; `(n=k)`: only k of the 5 seeds ran. "
                    "`repaint impute`: its defaults (the conditional model: width 128, dropout 0.4, 3,000 training "
-                   "steps, 5 samples averaged). The columns after it are ablations, run where marked: `conditional "
+                   "steps, a training row hiding a share U(0, min(1, 14 / columns)) of its observed cells, 5 samples "
+                   "averaged). The columns after it are ablations, run where marked: `conditional "
                    "...` change one default; `repaint ...` are `--method repaint` (the eps model sampled by RePaint, "
                    "the default until 2026-12-03: width 256, quick preset, guidance 10). MissForest: "
                    "IterativeImputer with 50 extra trees, 10 rounds; miceforest 6.0.5 (LightGBM MICE) at its "

@@ -111,6 +111,38 @@ def test_training_is_seeded_and_leaves_the_global_rng_alone():
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_hide_max_zero_hides_nothing_so_training_leaves_the_weights_alone():
+    """A training row hides a share U(0, hide_max) of its observed cells, and only hidden cells are scored:
+    with hide_max = 0 no cell is a target and no weight moves."""
+    x, keep = _encoded()
+    cfg = TableModelConfig(kind="conditional", width=32, blocks=1)
+    untouched = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=0, seed=2)).state_dict()
+    idle = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=20, seed=2, hide_max=0.0)).state_dict()
+    moved = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=20, seed=2, hide_max=0.5)).state_dict()
+    assert all(torch.equal(idle[k], untouched[k]) for k in untouched)
+    assert not all(torch.equal(moved[k], untouched[k]) for k in untouched)
+
+
+def test_a_wide_table_hides_at_most_hide_columns_of_a_row_and_a_narrow_one_up_to_all():
+    from repaint_cli.tables.conditional import HIDE_COLUMNS
+
+    def weights(x, keep, **kw):
+        cfg = TableModelConfig(kind="conditional", width=16, blocks=1)
+        groups = [[j] for j in range(x.shape[1])]
+        return list(train_conditional(x, keep, groups, cfg, TrainSettings(steps=5, **kw)).state_dict().values())
+
+    def same(a, b):
+        return all(torch.equal(p, q) for p, q in zip(a, b))
+
+    x, keep = _encoded()
+    assert same(weights(x, keep), weights(x, keep, hide_max=1.0))
+    rng = np.random.default_rng(1)
+    wide = rng.normal(size=(100, 2 * HIDE_COLUMNS)).astype(np.float32)
+    wide_keep = rng.random(wide.shape) > 0.2
+    assert same(weights(wide, wide_keep), weights(wide, wide_keep, hide_max=0.5))
+    assert not same(weights(wide, wide_keep), weights(wide, wide_keep, hide_max=1.0))
+
+
 def test_column_groups_keep_a_one_hot_block_together(tmp_path):
     src = tmp_path / "t.csv"
     src.write_text("a,c,k\n" + "".join(f"{i * 0.1:.1f},{'xyz'[i % 3]},7\n" for i in range(30)) + "1.0,,7\n")

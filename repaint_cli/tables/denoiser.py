@@ -19,6 +19,7 @@ from torch import nn
 
 from ..core.diffusion import Diffusion
 from ..models.unet import timestep_embedding
+from .steps import adamw, learning_rate, optimiser_step
 
 CARD_FORMAT = "repaint-table-model"
 
@@ -55,6 +56,8 @@ class TrainSettings:
     lr: Optional[float] = None  # None: the model kind's (3e-3 conditional, 1e-3 eps)
     warmup: int = 100
     seed: int = 0
+    hide_max: Optional[float] = None  # conditional: a training row hides a share U(0, hide_max) of its observed
+    # cells; None: min(1, HIDE_COLUMNS / the table's columns) (conditional.py)
     point_share: float = 0.8  # conditional: training rows drawn at t = 1, where the point estimate is read
     l1_at_point: bool = True  # conditional: L1 on those rows (the conditional median), MSE on the others
     l1_on_categories: bool = False  # conditional: that L1 on categories' one-hot scores too (measured: MSE
@@ -162,7 +165,7 @@ def _train(x, keep, cfg: TableModelConfig, settings: TrainSettings, fill, model,
     diffusion = make_diffusion(cfg)
     hot_deck = _hot_deck_sources(keep) if fill is None else None
     F = torch.from_numpy(np.ascontiguousarray(fill, dtype=np.float32)) if fill is not None else None
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    opt = adamw(model, settings.lr)
     batch = min(settings.batch_size, n)
     for step in range(settings.steps):
         idx = torch.randint(0, n, (batch,), generator=gen)
@@ -175,13 +178,7 @@ def _train(x, keep, cfg: TableModelConfig, settings: TrainSettings, fill, model,
         noise = torch.randn(x0.shape, generator=gen)
         eps = model(diffusion.q_sample(x0, t, noise), t)
         loss = (((eps - noise) ** 2) * k).sum() / k.sum().clamp(min=1)
-        lr = settings.lr * min(1.0, (step + 1) / settings.warmup) * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimiser_step(model, opt, loss, learning_rate(settings, step))
         if on_step is not None:
             on_step(step + 1, settings.steps, loss.item())
     model.eval()
