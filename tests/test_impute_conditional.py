@@ -143,6 +143,33 @@ def test_a_wide_table_hides_at_most_hide_columns_of_a_row_and_a_narrow_one_up_to
     assert not same(weights(wide, wide_keep), weights(wide, wide_keep, hide_max=1.0))
 
 
+def test_dropout_is_on_in_training_only_and_keeps_the_mean():
+    from repaint_cli.tables.conditional import _dropout
+
+    h = torch.ones(200, 500)
+    assert _dropout(h, 0.4, training=False) is h and _dropout(h, 0.0, training=True) is h
+    dropped = _dropout(h, 0.4, training=True)
+    assert abs((dropped == 0).float().mean().item() - 0.4) < 0.01
+    assert abs(dropped.mean().item() - 1.0) < 0.02
+
+
+def test_training_falls_back_to_the_plain_adamw_where_torch_has_no_fused_one(monkeypatch):
+    """torch before 2.4 has no fused AdamW on the CPU: the plain one trains the same model up to rounding."""
+    x, keep = _encoded()
+    cfg = TableModelConfig(kind="conditional", width=32, blocks=1)
+    fused = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=30)).state_dict()
+    plain_adamw = torch.optim.AdamW
+
+    def old_adamw(params, fused=None, **kw):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+        return plain_adamw(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", old_adamw)
+    plain = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=30)).state_dict()
+    assert all(torch.allclose(fused[k], plain[k], atol=1e-4) for k in fused)
+
+
 def test_column_groups_keep_a_one_hot_block_together(tmp_path):
     src = tmp_path / "t.csv"
     src.write_text("a,c,k\n" + "".join(f"{i * 0.1:.1f},{'xyz'[i % 3]},7\n" for i in range(30)) + "1.0,,7\n")

@@ -74,14 +74,22 @@ class ConditionalDenoiser(nn.Module):
             self.fc1 = nn.ModuleList(nn.Linear(w, 2 * w) for _ in range(cfg.blocks))
             self.fc2 = nn.ModuleList(nn.Linear(2 * w, w) for _ in range(cfg.blocks))
             self.out = nn.Sequential(nn.LayerNorm(w), nn.SiLU(), nn.Linear(w, dim))
-        self.drop = nn.Dropout(cfg.dropout)  # the cure for over-fitting a small table
+        self.dropout = cfg.dropout  # the cure for over-fitting a small table
 
     def forward(self, v: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         te = self.time(_time_features(t))
         h = self.inp(torch.cat([v * c, v * (1 - c), c], -1)) + te
         for norm, fc1, fc2 in zip(self.norms, self.fc1, self.fc2):
-            h = h + fc2(self.drop(nn.functional.silu(fc1(norm(h) + te))))
+            h = h + fc2(_dropout(nn.functional.silu(fc1(norm(h) + te)), self.dropout, self.training))
         return self.out(h)
+
+
+def _dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout with its mask drawn by ``torch.rand`` (the global RNG, as nn.Dropout): on the CPU this is
+    2.5x faster than nn.Dropout's ``bernoulli_``, which took a fifth of a training step (2026-12-03)."""
+    if not training or p == 0:
+        return h
+    return h * (torch.rand(h.shape) >= p) * (1 / (1 - p))
 
 
 def category_dims(columns) -> np.ndarray:
