@@ -75,10 +75,10 @@ quality: install emoji-data
 	$(PY) benchmarks/quality.py --kinds thick --presets paper fast draft
 
 # Tables: repaint impute against mean/mode, k-NN, MICE, MissForest and miceforest on scikit-learn's bundled
-# datasets, 5 mask seeds per setting (resumes a stopped run), then the cost table; scikit-learn, miceforest
-# and lightgbm are the optional bench extra, never a run-time need.
+# datasets and two larger ones statsmodels ships, 5 mask seeds per setting (resumes a stopped run), then the
+# cost table; scikit-learn, miceforest, lightgbm and statsmodels are the optional bench extra, never a run-time need.
 tabular: install
-	@$(PY) -c "import sklearn, miceforest" 2>/dev/null || $(PIP) install -q -e ".[bench]"
+	@$(PY) -c "import sklearn, miceforest, statsmodels" 2>/dev/null || $(PIP) install -q -e ".[bench]"
 	OMP_NUM_THREADS=1 $(PY) benchmarks/tabular.py --threads 1
 	$(PY) benchmarks/tabular.py --cost --threads 2
 

@@ -18,8 +18,11 @@ def test_default_is_the_conditional_model_one_call_per_cell_and_sample(tmp_path)
     r = invoke(src, "--out", out, "--json", *TINY[:-4], "--samples", 3, "--threads", 1)
     assert r.exit_code == 0, r.output
     stats = json.loads(r.stdout.strip().splitlines()[-1])
-    assert stats["method"] == "conditional" and stats["model_calls_per_row"] == 3
+    assert stats["method"] == "conditional" and stats["members"] == 2
+    assert stats["model_calls_per_row"] == 3 * 2, "3 samples of each of 2 members"
     assert "schedule" not in stats and "guidance" not in stats
+    r = invoke(src, "--out", tmp_path / "one.csv", "--json", *TINY[:-4], "--samples", 3, "--members", 1)
+    assert r.exit_code == 0 and json.loads(r.stdout.strip().splitlines()[-1])["model_calls_per_row"] == 3, r.output
 
 
 @pytest.mark.parametrize("flag, value", [("--guidance", 5), ("--t-T", 10), ("--preset", "fast"), ("--rounds", 2),
@@ -41,6 +44,7 @@ def test_a_saved_model_chooses_its_method_and_refuses_another(tmp_path):
     assert r.exit_code == 0, r.output
     model, cols, card = load_table_model(f"{saved}.yaml")
     assert card["model"]["kind"] == "conditional" and card["model"]["dropout"] == 0.4
+    assert card["model"]["members"] == 2 and type(model).__name__ == "ConditionalEnsemble"
     r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", "--json", *TINY)
     assert r.exit_code == 0 and "training" not in r.stderr, r.output
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "o.csv").read_text(), "a saved model imputes the same"
@@ -95,7 +99,7 @@ def test_draws_spread_more_than_point_samples():
     miss = ~keep
     points = point_samples(model, x, keep, 6, seed=0)
     draws = draw_samples(model, x, keep, 6, seed=0)
-    assert np.isfinite(draws).all() and np.array_equal(draws[:, keep], points[:, keep])
+    assert np.isfinite(draws).all() and np.array_equal(draws[:, keep], points[:len(draws), keep])
     assert draws.std(0)[miss].mean() > points.std(0)[miss].mean()
 
 
@@ -187,3 +191,124 @@ def test_api_refuses_a_repaint_option_with_the_conditional_method(tmp_path):
     linear_table(src)
     with pytest.raises(TableError, match="--guidance"):
         impute_table(read_table(src), ImputeOptions(method="conditional", guidance=3.0))
+
+
+def test_each_member_trains_the_steps_and_the_first_is_the_single_model():
+    """Two members train apart on --train-steps each (progress counts on across them); member 0 is the model
+    one member would give, bit for bit, and its samples come first."""
+    from repaint_cli.tables.conditional import ConditionalEnsemble
+
+    x, keep = _encoded()
+    cfg = TableModelConfig(kind="conditional", width=32, blocks=1)
+    seen = []
+    pair = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=16, seed=3),
+                             on_step=lambda step, total, loss: seen.append((step, total)))
+    assert isinstance(pair, ConditionalEnsemble) and len(pair.members) == 2
+    steps = [step for step, total in seen]
+    assert steps == sorted(steps) and steps[-1] == 32 and {total for _, total in seen} == {32}
+    alone = train_conditional(x, keep, [[0], [1]], TableModelConfig(kind="conditional", width=32, blocks=1, members=1),
+                              TrainSettings(steps=16, seed=3))
+    assert all(torch.equal(p, q) for p, q in zip(pair.members[0].state_dict().values(), alone.state_dict().values()))
+    assert not all(torch.equal(p, q) for p, q in zip(pair.members[0].state_dict().values(),
+                                                      pair.members[1].state_dict().values()))
+    points = point_samples(pair, x, keep, 2, seed=0)
+    assert points.shape == (4,) + x.shape
+    assert np.array_equal(points[:2], point_samples(alone, x, keep, 2, seed=0))
+    draws = draw_samples(pair, x, keep, 3, seed=0)
+    assert draws.shape == (3,) + x.shape and np.isfinite(draws).all()
+
+
+def test_averaging_two_members_is_no_worse_than_their_mean_error():
+    """Why two members: a cell's absolute error under the mean of two predictions is at most the mean of the two
+    errors (the triangle inequality), so the pair never loses to the average member; it gains where they differ."""
+    rng = np.random.default_rng(0)
+    n = 300
+    a = rng.normal(size=n)
+    x = np.stack([a, a + 0.3 * rng.normal(size=n), a - 0.3 * rng.normal(size=n)], 1).astype(np.float32)
+    keep = rng.random(x.shape) > 0.3
+    keep[:, 0] |= ~(keep[:, 1] | keep[:, 2])
+    miss = ~keep
+    pair = train_conditional(x, keep, [[0], [1], [2]], TableModelConfig(kind="conditional", width=32, blocks=1),
+                             TrainSettings(steps=150))
+    points = point_samples(pair, x, keep, 3, seed=0)
+    each = [np.abs(points[3 * m:3 * m + 3].mean(0) - x)[miss].mean() for m in range(2)]
+    both = np.abs(points.mean(0) - x)[miss].mean()
+    assert both <= np.mean(each) + 1e-6 and both < max(each)
+
+
+def test_a_card_from_before_members_loads_as_one_model(tmp_path):
+    src, saved = tmp_path / "t.csv", tmp_path / "m"
+    linear_table(src)
+    r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", saved, "--members", 1, *TINY)
+    assert r.exit_code == 0, r.output
+    card = (tmp_path / "m.yaml").read_text()
+    old = "\n".join(line for line in card.splitlines() if "members:" not in line)
+    assert old != card
+    (tmp_path / "m.yaml").write_text(old + "\n")
+    model, _, _ = load_table_model(f"{saved}.yaml")
+    assert type(model).__name__ == "ConditionalDenoiser" and model.cfg.members == 1
+    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", *TINY)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "o.csv").read_text()
+
+
+@pytest.mark.parametrize("extra, words", [(["--members", 0], "--members 0"),
+                                          (["--members", 2, *TINY_REPAINT], "--members is for --method conditional")])
+def test_no_members_or_members_with_a_repaint_method_is_one_line(tmp_path, extra, words):
+    src = tmp_path / "t.csv"
+    linear_table(src)
+    r = invoke(src, "--out", tmp_path / "o.csv", *TINY, *extra)
+    assert r.exit_code == 2 and words in one_error_line(r), r.output
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_members_trained_side_by_side_are_the_same_bits_as_in_turn():
+    """With workers, the members train in forked processes (Linux), each on one thread with its own seed."""
+    from repaint_cli.tables.apart import can_fork
+
+    if not can_fork():
+        pytest.skip("training side by side forks: Linux only (elsewhere the members train in turn)")
+    x, keep = _encoded()
+    cfg = TableModelConfig(kind="conditional", width=32, blocks=1, members=3)
+    seen = []
+    apart = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=15, seed=5), workers=2,
+                              on_step=lambda step, total, loss: seen.append(step))
+    in_turn = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=15, seed=5), workers=1)
+    for a, b in zip(apart.members, in_turn.members):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert seen[-1] == 45 and seen == sorted(seen)
+    assert np.array_equal(point_samples(apart, x, keep, 2, seed=0), point_samples(in_turn, x, keep, 2, seed=0))
+
+
+def test_a_failing_member_fails_the_training_with_its_reason(monkeypatch):
+    from repaint_cli.tables import conditional
+    from repaint_cli.tables.apart import can_fork
+
+    if not can_fork():
+        pytest.skip("training side by side forks: Linux only")
+
+    def broken(*args, **kw):
+        raise ValueError("no rows to train on")
+
+    monkeypatch.setattr(conditional, "_train", broken)
+    x, keep = _encoded()
+    with pytest.raises(RuntimeError, match="no rows to train on"):
+        train_conditional(x, keep, [[0], [1]], TableModelConfig(kind="conditional", width=8, blocks=1),
+                          TrainSettings(steps=4), workers=2)
+
+
+def test_training_steps_follow_the_rows_unless_given(tmp_path):
+    """About 2,000 passes over the rows, 1,500 to 3,000 steps per member: a small table over-fits with more."""
+    from repaint_cli.tables.steps import conditional_steps
+
+    assert [conditional_steps(r) for r in (10, 150, 192, 300, 384, 569, 100_000)] == [1500, 1500, 1500, 2300, 3000,
+                                                                                         3000, 3000]
+    assert TrainSettings().settled("conditional", rows=150).steps == 1500
+    assert TrainSettings().settled("eps", rows=150).steps == 3000, "the RePaint methods keep their 3,000"
+    assert TrainSettings(steps=40).settled("conditional", rows=150).steps == 40
+    src = tmp_path / "t.csv"
+    linear_table(src)  # 60 rows
+    r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", tmp_path / "m", *TINY[2:], "--members", 1)
+    assert r.exit_code == 0, r.output
+    _, _, card = load_table_model(tmp_path / "m.yaml")
+    assert card["train"]["steps"] == 1500

@@ -16,8 +16,12 @@ random share of each row's *observed* cells and learns to predict them from the 
 - The net predicts x0. t ~ U(0, 1) on a cosine schedule, but most rows are drawn at t = 1, where
   the point estimate is read, with an L1 loss there (its minimiser is the conditional median,
   which MAE rewards); the other rows keep MSE, so that sampling has a proper x0 predictor.
-- Imputing: the point estimate is one call at t = 1 per sample, each with fresh noise in the
-  missing cells, averaged over the samples (:func:`point_samples`). Draws for multiple imputation
+- Two models are trained apart, each on its own seed, and their samples averaged
+  (:class:`ConditionalEnsemble`): a cell's error under the mean of two predictions is at most the
+  mean of their errors, and on a small table one model's errors are largely its own. They train
+  side by side, one process per core (apart.py), so on two cores they cost the wall time of one.
+- Imputing: the point estimate is one call at t = 1 per sample and member, each with fresh noise in
+  the missing cells, averaged over them all (:func:`point_samples`). Draws for multiple imputation
   run a short DDPM chain from t = 1 (:func:`draw_samples`).
 
 Everything runs on one thread: a thread count must not change a table (the weight gradients'
@@ -27,6 +31,8 @@ RePaint path's is, so a seed gives the same table on any machine.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -34,6 +40,7 @@ import torch
 from torch import nn
 
 from ..core.noise import gaussian_seeded, image_key, keys_tensor
+from .apart import can_fork, run_apart
 from .steps import adamw, learning_rate, optimiser_step
 
 BLOCK_ROWS = 4096  # rows per imputation block (the noise key's unit): fixed, so results do not depend on memory
@@ -92,6 +99,25 @@ def _dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return h * (torch.rand(h.shape) >= p) * (1 / (1 - p))
 
 
+class ConditionalEnsemble(nn.Module):
+    """Members trained apart (:func:`train_conditional`), sampled alike; their samples are averaged."""
+
+    def __init__(self, members: list[ConditionalDenoiser]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.dim, self.cfg = members[0].dim, members[0].cfg
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Member 0 trains on the seed itself (one member is the single model, bit for bit); the others far from
+    any seed a user picks next (seed + 1 must not share a member with seed)."""
+    return seed + 1_000_003 * member
+
+
+def _members(model) -> list[ConditionalDenoiser]:
+    return list(model.members) if isinstance(model, ConditionalEnsemble) else [model]
+
+
 def category_dims(columns) -> np.ndarray:
     """(encoded width,) bool: True for the dimensions of categorical columns."""
     return np.concatenate([np.full(col.width, col.kind == "category") for col in columns] or [np.zeros(0, bool)])
@@ -109,19 +135,48 @@ def column_groups(columns) -> list[list[int]]:
 
 def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], cfg, settings,
                       on_step: Optional[Callable[[int, int, float], None]] = None,
-                      category_dims: Optional[np.ndarray] = None) -> ConditionalDenoiser:
+                      category_dims: Optional[np.ndarray] = None, workers: int = 1):
     """Train on encoded rows ``x`` whose ``keep`` cells are observed; ``groups`` from :func:`column_groups`;
-    ``cfg`` a settled ``TableModelConfig``, ``settings`` settled ``TrainSettings`` (denoiser.py)."""
+    ``cfg`` a ``TableModelConfig``, ``settings`` ``TrainSettings`` (denoiser.py). ``cfg.members`` models of
+    ``settings.steps`` each (a :class:`ConditionalEnsemble`; one member: a ConditionalDenoiser), trained side by
+    side in up to ``workers`` processes (apart.py), the same weights as in turn; ``on_step(step, total, loss)``
+    counts the steps of all members."""
     cfg = cfg.settled("conditional")
-    settings = settings.settled("conditional")
+    settings = settings.settled("conditional", rows=len(x))
+    plans = [replace(settings, seed=member_seed(settings.seed, k)) for k in range(cfg.members)]
+    done = [0] * len(plans)
+
+    def progress(k: int, step: int, loss: float) -> None:
+        done[k] = step
+        if on_step is not None:
+            on_step(sum(done), settings.steps * len(plans), loss)
+
+    jobs = [partial(_train_member, x, keep, groups, cfg, own, category_dims) for own in plans]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seeded here, the caller's kept
-            torch.manual_seed(settings.seed)
-            return _train(x, keep, groups, cfg, settings, on_step, category_dims)
+        if workers > 1 and len(jobs) > 1 and can_fork():
+            states = run_apart(jobs, workers, progress)
+        else:
+            states = [job(partial(progress, k)) for k, job in enumerate(jobs)]
     finally:
         torch.set_num_threads(threads)
+    members = []
+    for own, state in zip(plans, states):
+        member = ConditionalDenoiser(x.shape[1], cfg, seed=own.seed)
+        member.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
+        members.append(member.eval())
+    return members[0] if len(members) == 1 else ConditionalEnsemble(members)
+
+
+def _train_member(x, keep, groups, cfg, own, category_dims, report) -> dict[str, np.ndarray]:
+    """One member's weights (one thread; its own seed), ``report(step, loss)`` every tenth step and the last."""
+    torch.set_num_threads(1)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seeded here, the caller's kept
+        torch.manual_seed(own.seed)
+        model = _train(x, keep, groups, cfg, own, lambda step, total, loss: (
+            report(step, loss) if step % 10 == 0 or step == total else None), category_dims)
+    return {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
 
 
 def _donor_table(observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,31 +252,38 @@ def _clip(x0: torch.Tensor, limit: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def point_samples(model: ConditionalDenoiser, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
+def point_samples(model, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
                   clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None) -> np.ndarray:
-    """(samples, rows, width) encoded imputations, one model call each at t = 1 (the conditional median given
-    fresh noise in the missing cells); observed cells as given. Average them for one table."""
-    return _run(model, x, keep, samples, seed, clip, on_sample, steps=1)
+    """(members x samples, rows, width) encoded imputations, ``samples`` model calls of each member at t = 1
+    (the conditional median given fresh noise in the missing cells); observed cells as given. Average them for
+    one table."""
+    members = _members(model)
+    return _run(members, [k for k in range(len(members)) for _ in range(samples)], x, keep, seed, clip, on_sample,
+                steps=1)
 
 
 @torch.no_grad()
-def draw_samples(model: ConditionalDenoiser, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
+def draw_samples(model, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
                  clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None,
                  steps: int = DRAW_STEPS) -> np.ndarray:
     """(samples, rows, width) draws for multiple imputation: an ancestral (DDPM) chain of ``steps`` calls
-    from t = 1, each a sample of the missing cells given the observed ones."""
-    return _run(model, x, keep, samples, seed + 1_000_003, clip, on_sample, steps=steps)
+    from t = 1, each a sample of the missing cells given the observed ones; the members take turns."""
+    members = _members(model)
+    return _run(members, [k % len(members) for k in range(samples)], x, keep, seed + 1_000_003, clip, on_sample,
+                steps=steps)
 
 
-def _run(model, x, keep, samples, seed, clip, on_sample, steps: int) -> np.ndarray:
+def _run(members, member_of: list[int], x, keep, seed, clip, on_sample, steps: int) -> np.ndarray:
+    """Sample k by ``members[member_of[k]]``, its noise keyed by k."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same table at any --threads
     limit = torch.from_numpy(np.asarray(clip, np.float32)) if clip is not None else None
-    out = np.empty((samples,) + tuple(x.shape), np.float32)
+    out = np.empty((len(member_of),) + tuple(x.shape), np.float32)
     try:
-        for k in range(samples):
+        for k, m in enumerate(member_of):
             for start, xb, kb in _blocks(x, keep):
-                x0 = _chain(model, xb, kb, limit, steps, lambda draw, shape: _noise(seed, k, start, draw, shape))
+                x0 = _chain(members[m], xb, kb, limit, steps,
+                            lambda draw, shape: _noise(seed, k, start, draw, shape))
                 out[k, start:start + len(xb)] = torch.where(kb, xb, x0).numpy()
             if on_sample is not None:
                 on_sample()

@@ -19,16 +19,17 @@ from torch import nn
 
 from ..core.diffusion import Diffusion
 from ..models.unet import timestep_embedding
-from .steps import adamw, learning_rate, optimiser_step
+from .steps import adamw, conditional_steps, learning_rate, optimiser_step
 
 CARD_FORMAT = "repaint-table-model"
+EPS_STEPS = 3000  # the eps model's training steps when --train-steps is not given
 
 
 # The two kinds of table model: "conditional" (conditional.py, the default: predicts hidden cells from given
 # ones) and "eps" (this file: an unconditional noise predictor, sampled with RePaint). Cards saved before
 # the conditional model existed name no kind: they are "eps".
-_DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3},  # measured best: benchmarks/RESULTS.md
-             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3}}
+_DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3, "members": 2},  # measured best: RESULTS.md
+             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3, "members": 1}}
 
 
 @dataclass
@@ -40,18 +41,21 @@ class TableModelConfig:
     noise_schedule: str = "cosine"
     kind: str = "eps"
     dropout: Optional[float] = None  # None: the kind's (0.4 conditional, 0 eps)
+    members: Optional[int] = None  # models trained apart (each the steps) and averaged; None: the kind's
+    # (2 conditional, 1 eps). A card saved before members existed holds one model (load_table_model)
 
     def settled(self, kind: Optional[str] = None) -> "TableModelConfig":
         """This config for ``kind`` (default its own), every None replaced by that kind's default."""
         kind = kind or self.kind
         d = _DEFAULTS[kind]
         return replace(self, kind=kind, width=self.width or d["width"],
-                       dropout=d["dropout"] if self.dropout is None else self.dropout)
+                       dropout=d["dropout"] if self.dropout is None else self.dropout,
+                       members=self.members or d["members"])
 
 
 @dataclass
 class TrainSettings:
-    steps: int = 3000
+    steps: Optional[int] = None  # None: conditional_steps(rows) for the conditional model (steps.py), 3,000 eps
     batch_size: int = 256
     lr: Optional[float] = None  # None: the model kind's (3e-3 conditional, 1e-3 eps)
     warmup: int = 100
@@ -63,8 +67,13 @@ class TrainSettings:
     l1_on_categories: bool = False  # conditional: that L1 on categories' one-hot scores too (measured: MSE
     # there kept MAE and raised iris' class accuracy at MCAR30 from 0.88 to 0.92 over 3 seeds)
 
-    def settled(self, kind: str) -> "TrainSettings":
-        return replace(self, lr=self.lr or _DEFAULTS[kind]["lr"])
+    def settled(self, kind: str, rows: Optional[int] = None) -> "TrainSettings":
+        """Every None replaced by ``kind``'s default; the conditional model's steps need the table's ``rows``
+        (left None without them)."""
+        steps = self.steps
+        if steps is None:
+            steps = EPS_STEPS if kind == "eps" else (None if rows is None else conditional_steps(rows, self.batch_size))
+        return replace(self, lr=self.lr or _DEFAULTS[kind]["lr"], steps=steps)
 
 
 class ResBlock(nn.Module):
@@ -117,8 +126,10 @@ class TableDenoiser(nn.Module):
 def build_model(dim: int, cfg: TableModelConfig, seed: int = 0) -> nn.Module:
     """A fresh model of ``cfg.kind`` (settled) for rows of ``dim`` encoded values."""
     if cfg.kind == "conditional":
-        from .conditional import ConditionalDenoiser
+        from .conditional import ConditionalDenoiser, ConditionalEnsemble
 
+        if cfg.members > 1:
+            return ConditionalEnsemble([ConditionalDenoiser(dim, cfg) for _ in range(cfg.members)])
         return ConditionalDenoiser(dim, cfg, seed=seed)
     return TableDenoiser(dim, cfg, seed=seed)
 
@@ -279,7 +290,7 @@ def load_table_model(path):
         tensors = load_file(str(weights))
         arrays = {k[len("column."):]: v.numpy() for k, v in tensors.items() if k.startswith("column.")}
         columns = [Column.from_card(d, arrays) for d in card["columns"]]
-        model = build_model(int(card["dim"]), TableModelConfig(**card["model"]).settled())
+        model = build_model(int(card["dim"]), TableModelConfig(**{"members": 1, **card["model"]}).settled())
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except Exception as e:  # a truncated file, another model's weights, a card edited by hand
         raise TableError(f"{weights}: not the weights of {card_path.name} ({_first_line(e)}); "

@@ -67,12 +67,13 @@ class ImputeOptions:
     def conditional(self) -> bool:
         return self.method in (None, "conditional")
 
-    def settled(self, kind: Optional[str] = None) -> "ImputeOptions":
-        """A copy with the method (``kind``: a loaded model's), the model's and training's defaults filled in."""
+    def settled(self, kind: Optional[str] = None, rows: Optional[int] = None) -> "ImputeOptions":
+        """A copy with the method (``kind``: a loaded model's), the model's and training's defaults filled in
+        (the conditional model's training steps once the table's ``rows`` are known)."""
         method = self.method or ("repaint" if kind == "eps" else "conditional")
         model_kind = "conditional" if method == "conditional" else "eps"
         return dataclasses.replace(self, method=method, model=self.model.settled(model_kind),
-                                   train=self.train.settled(model_kind),
+                                   train=self.train.settled(model_kind, rows),
                                    guidance=GUIDANCE if self.guidance is None and method != "conditional" else
                                    self.guidance)
 
@@ -129,8 +130,12 @@ def check_options(opts: ImputeOptions) -> None:
         raise TableError("--samples must be at least 1")
     if opts.combine not in ("mean", "median"):
         raise TableError(f"--combine {opts.combine!r}: use mean or median")
-    if opts.train.steps < 1:
+    if opts.train.steps is not None and opts.train.steps < 1:
         raise TableError("--train-steps must be at least 1")
+    if opts.model.members is not None and opts.model.members < 1:
+        raise TableError(f"--members {opts.model.members}: use 1 or more (2 is the default)")
+    if opts.model.members not in (None, 1) and opts.method not in (None, "conditional"):
+        raise TableError(f"--members is for --method conditional; --method {opts.method} trains one model")
     if opts.method is not None:
         try:
             check_choice(opts.method, TABLE_METHODS, "--method")
@@ -208,7 +213,7 @@ def reconstruction_guidance(model: KeepsGraph, gt: torch.Tensor, keep: torch.Ten
 def calls_per_row(opts: ImputeOptions, draws: bool = False) -> int:
     """Model calls per row (all samples; ``draws``: with --draws' chains too), for settled options."""
     if opts.conditional:
-        return opts.samples * (1 + (DRAW_STEPS if draws else 0))
+        return opts.samples * (opts.model.members + (DRAW_STEPS if draws else 0))  # each member's samples
     return schedule_summary(jump_schedule(opts.jump_params()))["unet_calls"] * opts.samples
 
 
@@ -231,7 +236,7 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     else:
         cols = cols_here
     # a copy: the caller's options stay as given; a loaded model brings its kind and config
-    opts = opts.settled(model.cfg.kind if loaded else None)
+    opts = opts.settled(model.cfg.kind if loaded else None, rows=len(table.frame))
     if loaded:
         if opts.conditional != (model.cfg.kind == "conditional"):
             raise TableError(f"{model_path}: a {model.cfg.kind} model, which --method {opts.method} cannot use; "
@@ -246,7 +251,9 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     stats = {"rows": len(table.frame), "columns": len(cols), "missing": table.n_missing,
              "encoded_width": int(x.shape[1]), "samples": opts.samples, "seed": opts.seed, "method": opts.method,
              "model_calls_per_row": calls_per_row(opts, draws=keep_draws)}
-    if not opts.conditional:
+    if opts.conditional:
+        stats["members"] = opts.model.members
+    else:
         stats["schedule"] = {k: opts.jump_params().as_dict()[k] for k in ("t_T", "jump_length", "jump_n_sample")}
         stats["guidance"] = opts.guidance
     t0 = time.perf_counter()
@@ -282,15 +289,23 @@ def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: 
     combined in encoded space) and, for --draws, ``samples`` draws. Returns (model, [point values], [draws])."""
     if not need:
         return model, [], []
-    rows, units = len(x), opts.samples * (2 if keep_draws else 1)
-    progress.plan(([] if loaded else [("training", opts.train.steps, 3.0 * min(opts.train.batch_size, rows))])
-                  + [("imputing", units, rows * (1 + DRAW_STEPS * keep_draws) / (1 + keep_draws))])
+    rows, points = len(x), opts.samples * opts.model.members
+    units = points + opts.samples * keep_draws  # a unit: one sample's pass over the rows (a draw's: DRAW_STEPS)
+    steps = opts.train.steps * opts.model.members  # every member's, side by side where cores allow
+    progress.plan(([] if loaded else [("training", steps, 3.0 * min(opts.train.batch_size, rows))])
+                  + [("imputing", units, rows * (points + opts.samples * DRAW_STEPS * keep_draws) / units)])
     if not loaded:
-        progress.phase("training", opts.train.steps)
+        progress.phase("training", steps)
         t_train = time.perf_counter()
-        model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train,
-                                  on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"),
-                                  category_dims=category_dims(cols))
+        trained = [0]  # steps reported so far (reports come every few steps, summed over the members)
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.advance(step - trained[0], loss=f"{loss:.4f}")
+            trained[0] = step
+
+        # the members train side by side on the threads' cores (the same weights as one after another)
+        model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train, on_step=on_step,
+                                  category_dims=category_dims(cols), workers=torch.get_num_threads())
         stats["train_s"] = round(time.perf_counter() - t_train, 3)
     t_imp = time.perf_counter()
     progress.phase("imputing", units)
