@@ -405,7 +405,7 @@ def main(argv=None):
                    "trained apart, each for about 2,000 passes over the rows, 1,500 to 3,000 steps (1,500 for iris "
                    "and wine, 3,000 for the others), a training row hiding a share U(0, min(1, 14 / columns)) of "
                    "its observed cells, 5 samples of each model averaged). The columns after it are ablations, run "
-                   "where marked: `conditional ...` change one default (`conditional 1 model`: one model, the "
+                   "where marked: `conditional ...` change one default (`conditional 1 model of 3000 steps`: one model, the "
                    "default until 2026-12-03's last session; `conditional 1500 steps` and `conditional 3000 steps`: "
                    "two models of that many steps on every table); `repaint ...` are `--method repaint` (the eps model sampled by RePaint, "
                    "the default until 2026-12-03: width 256, quick preset, guidance 10). MissForest: "

@@ -170,8 +170,8 @@ def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], 
 
 
 def _train_member(x, keep, groups, cfg, own, category_dims, report) -> dict[str, np.ndarray]:
-    """One member's weights (one thread; its own seed), ``report(step, loss)`` every tenth step and the last."""
-    torch.set_num_threads(1)
+    """One member's weights (on the one thread train_conditional set, inherited by a forked child; its own
+    seed), ``report(step, loss)`` every tenth step and the last."""
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seeded here, the caller's kept
         torch.manual_seed(own.seed)
         model = _train(x, keep, groups, cfg, own, lambda step, total, loss: (
