@@ -38,7 +38,8 @@ DATASETS = ["iris", "wine", "breast_cancer", "diabetes"]
 LARGER = ["fair", "anes96"]
 SETTINGS = ["MCAR30", "MCAR10", "MCAR50", "MAR30", "MNAR30"]  # in the order they run
 OURS = "repaint impute"  # at its defaults: the conditional model (--method conditional)
-METHODS = ["mean/mode", "k-NN", "MICE", "MissForest", "miceforest", OURS]
+GAUSSIAN = "Gaussian base alone"  # what the conditional model's first layer reads, as an imputer of its own
+METHODS = ["mean/mode", "k-NN", "MICE", "MissForest", "miceforest", GAUSSIAN, OURS]
 # repaint impute with settings changed from its defaults (--methods "repaint" ...): the ablations. "repaint ...":
 # the eps model sampled by RePaint (--method repaint: the default until 2026-12-03)
 _RP = {"method": "repaint"}
@@ -49,6 +50,7 @@ VARIANTS = {OURS: {},
             "conditional 1 model of 3000 steps": {"members": 1, "train_steps": 3000},
             "conditional 1500 steps": {"train_steps": 1500}, "conditional 3000 steps": {"train_steps": 3000},
             "conditional dropout 0.1": {"dropout": 0.1},
+            "conditional 4 members": {"members": 4}, "conditional no Gaussian base": {"gaussian_base": False}, "conditional 2 members dropout 0.2": {"dropout": 0.2},
             "conditional hide up to all cells": {"hide_max": 1.0}, "conditional hide <= 0.6": {"hide_max": 0.6},
             "conditional hide <= 0.4": {"hide_max": 0.4}, "conditional hide <= 0.3": {"hide_max": 0.3},
             "conditional hide <= 0.5": {"hide_max": 0.5}, "conditional k1": {"samples": 1},
@@ -190,16 +192,12 @@ def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, varian
     from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
     from repaint_cli.tables.codec import read_table
 
-    n, p = x.shape
+    p = x.shape[1]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "t.csv"
-        cols = [[repr(float(v)) for v in x[:, j]] for j in range(p)] + ([list(labels)] if labels is not None else [])
-        header = names + (["class"] if labels is not None else [])
-        rows = ["," .join("" if miss[i, j] else cols[j][i] for j in range(len(cols))) for i in range(n)]
-        path.write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+        path = _table_file(Path(tmp), x, names, labels, miss)
         variant = {"samples": args.samples, **variant}
         model = TableModelConfig(width=variant.pop("width", None), dropout=variant.pop("dropout", None),
-                                 members=variant.pop("members", None))
+                                 members=variant.pop("members", None), gaussian_base=variant.pop("gaussian_base", None))
         train = TrainSettings(steps=variant.pop("train_steps", args.train_steps), seed=seed,
                               **{k: variant.pop(k) for k in ("lr", "point_share", "l1_at_point", "l1_on_categories", "hide_max")
                                  if k in variant})
@@ -208,6 +206,40 @@ def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, varian
     frame = res.frame
     num = np.column_stack([frame.iloc[:, j].astype(float).to_numpy() for j in range(p)])
     return num, (frame.iloc[:, p].astype(str).to_numpy() if labels is not None else None), res.stats
+
+
+def _table_file(folder: Path, x: np.ndarray, names, labels, miss: np.ndarray) -> Path:
+    """The table as the command reads it: a CSV with empty missing cells, the class last."""
+    n, p = x.shape
+    path = folder / "t.csv"
+    cols = [[repr(float(v)) for v in x[:, j]] for j in range(p)] + ([list(labels)] if labels is not None else [])
+    header = names + (["class"] if labels is not None else [])
+    rows = [",".join("" if miss[i, j] else cols[j][i] for j in range(len(cols))) for i in range(n)]
+    path.write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def gaussian_alone(x: np.ndarray, names, labels, miss: np.ndarray, seed: int):
+    """The conditional model's Gaussian base alone, no net (a Gaussian copula imputer): its shrink chosen as the
+    model chooses it, each missing cell its conditional mean given the row's observed cells."""
+    import torch
+    from repaint_cli.tables.codec import cell_values, decode, encode, filled_frame, infer_columns, read_table
+    from repaint_cli.tables.conditional import choose_shrink, column_groups, fit_gaussian, gaussian_conditional
+
+    p = x.shape[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        table = read_table(_table_file(Path(tmp), x, names, labels, miss))
+    cols = infer_columns(table)
+    enc, keep = encode(cell_values(table, cols), cols)
+    X, K = torch.from_numpy(enc), torch.from_numpy(keep)
+    group_of = torch.zeros(X.shape[1], dtype=torch.long)
+    for k, g in enumerate(column_groups(cols)):
+        group_of[g] = k
+    mean, cov = fit_gaussian(X, K, choose_shrink(X, K, group_of, seed=seed))
+    filled = torch.where(K, X, gaussian_conditional(mean, cov, X, K.float())).numpy()
+    frame = filled_frame(table, cols, decode(filled, cols))
+    num = np.column_stack([frame.iloc[:, j].astype(float).to_numpy() for j in range(p)])
+    return num, (frame.iloc[:, p].astype(str).to_numpy() if labels is not None else None)
 
 
 def scores(x, labels, miss, num, cls):
@@ -299,7 +331,10 @@ def cost(args) -> str:
     lines += ["", "Training is 3,000 steps per model from 384 rows on (batches of 256 rows; fewer below), so here it costs the "
               "same whatever the rows; the two models train side by side on the 2 threads (on one thread in turn: "
               "1,000 x 11 took 43 s); "
-              "imputing is one model call per row, sample and model. The last two rows are issue 23's targets: 20,000 x 10 "
+              "imputing is one model call per row, sample and model. The Gaussian base costs one solve per row "
+              "and step of the encoded width (50 columns with 10 categorical ones: 70 values), so the wide tables "
+              "train about twice as long as without it (24.7 s before it, 2026-12-03) and their imputing computes it "
+              "once per row and model. The last two rows are issue 23's targets: 20,000 x 10 "
               "numeric under 2 minutes on 2 cores, 1,000 x 11 mixed under 30 s."]
     return "\n".join(lines)
 
@@ -310,7 +345,8 @@ def plot(path: Path, results: dict, setting: str = "MCAR30") -> None:
 
     from quality import mean_ci
 
-    colours = [(170, 170, 170), (60, 160, 220), (80, 170, 80), (40, 40, 200), (150, 60, 150), (200, 90, 30)]  # BGR
+    colours = [(170, 170, 170), (60, 160, 220), (80, 170, 80), (40, 40, 200), (150, 60, 150), (160, 160, 60),
+               (200, 90, 30)]  # BGR, one per METHODS
     pw, ph, top = 360, 260, 40
     shown = DATASETS + [d for d in LARGER if any(k.startswith(f"{d}|{setting}|") for k in results)]
     img = np.full((ph + top + 60, pw * len(shown), 3), 255, np.uint8)
@@ -325,14 +361,14 @@ def plot(path: Path, results: dict, setting: str = "MCAR30") -> None:
         for i, st in enumerate(stats):
             if st is None:
                 continue
-            bx = x0 + 20 + i * 55
+            bx = x0 + 16 + i * 48
             y = lambda v: int(top + ph - v / top_value * ph)
-            cv2.rectangle(img, (bx, y(st[0])), (bx + 40, y(0)), colours[i], -1)
-            cv2.line(img, (bx + 20, y(st[0] - st[1])), (bx + 20, y(st[0] + st[1])), (0, 0, 0), 1)
+            cv2.rectangle(img, (bx, y(st[0])), (bx + 36, y(0)), colours[i], -1)
+            cv2.line(img, (bx + 18, y(st[0] - st[1])), (bx + 18, y(st[0] + st[1])), (0, 0, 0), 1)
             cv2.putText(img, f"{st[0]:.2f}", (bx, y(st[0]) - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
     for i, m in enumerate(METHODS):
-        cv2.rectangle(img, (20 + i * 230, ph + top + 25), (36 + i * 230, ph + top + 41), colours[i], -1)
-        cv2.putText(img, m, (42 + i * 230, ph + top + 39), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.rectangle(img, (20 + i * 300, ph + top + 25), (36 + i * 300, ph + top + 41), colours[i], -1)
+        cv2.putText(img, m, (42 + i * 300, ph + top + 39), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, f"standardised MAE at {setting}, lower is better (mean, 95% interval over mask seeds)",
                 (10, ph + top + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                 cv2.LINE_AA)
@@ -379,6 +415,8 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     if m in VARIANTS:
                         num, cls, _ = ours(x, names, labels, miss, seed, args, VARIANTS[m])
+                    elif m == GAUSSIAN:
+                        num, cls = gaussian_alone(x, names, labels, miss, seed)
                     else:
                         num, cls = baseline(m, x, labels, miss, seed)
                     r = scores(x, labels, miss, num, cls)
@@ -404,11 +442,14 @@ def main(argv=None):
                    "`repaint impute`: its defaults (the conditional model: width 128, dropout 0.4, two models "
                    "trained apart, each for about 2,000 passes over the rows, 1,500 to 3,000 steps (1,500 for iris "
                    "and wine, 3,000 for the others), a training row hiding a share U(0, min(1, 14 / columns)) of "
-                   "its observed cells, 5 samples of each model averaged). The columns after it are ablations, run "
-                   "where marked: `conditional ...` change one default (`conditional 1 model of 3000 steps`: one model, the "
-                   "default until 2026-12-03's last session; `conditional 1500 steps` and `conditional 3000 steps`: "
-                   "two models of that many steps on every table); `repaint ...` are `--method repaint` (the eps model sampled by RePaint, "
-                   "the default until 2026-12-03: width 256, quick preset, guidance 10). MissForest: "
+                   "its observed cells, its first layer also reading a fitted Gaussian's conditional of every cell, "
+                   "5 samples of each model averaged). The columns after it are ablations, run "
+                   "where marked: `conditional no Gaussian base` is the default without that Gaussian (the default "
+                   "until 2026-12-03's fifth session); `repaint ...` are `--method repaint` (the eps model sampled by "
+                   "RePaint, the default until 2026-12-03: width 256, quick preset, guidance 10); the other ablations "
+                   "are in the sections below and the raw files (`tabular*.json`). `Gaussian base alone`: that "
+                   "fitted Gaussian as an imputer on its own, no net (each missing cell its conditional mean given the "
+                   "row's observed cells; a Gaussian copula, as numbers are normal scores). MissForest: "
                    "IterativeImputer with 50 extra trees, 10 rounds; miceforest 6.0.5 (LightGBM MICE) at its "
                    "defaults (one dataset, mean matching, 5 iterations); MICE: IterativeImputer with BayesianRidge; "
                    "k-NN: KNNImputer(5) on standardised columns.\n\n" + body)

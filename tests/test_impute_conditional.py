@@ -312,3 +312,115 @@ def test_training_steps_follow_the_rows_unless_given(tmp_path):
     assert r.exit_code == 0, r.output
     _, _, card = load_table_model(tmp_path / "m.yaml")
     assert card["train"]["steps"] == 1500
+
+
+def test_the_gaussian_base_is_the_closed_form_conditional():
+    """E[x_H | x_G] = mean_H + cov_HG (cov_GG + ridge)^-1 (x_G - mean_G), row by row, whatever cells each row gives;
+    the base's chunks of rows change nothing."""
+    from repaint_cli.tables import conditional as cond
+
+    rng = np.random.default_rng(0)
+    dim, rows = 6, 40
+    a = rng.normal(size=(dim, dim))
+    cov = torch.tensor(a @ a.T + np.eye(dim), dtype=torch.float32)
+    mean = torch.tensor(rng.normal(size=dim), dtype=torch.float32)
+    v = torch.tensor(rng.normal(size=(rows, dim)), dtype=torch.float32)
+    c = torch.tensor(rng.random((rows, dim)) < 0.5, dtype=torch.float32)
+    got = cond.gaussian_conditional(mean, cov, v, c).numpy()
+    S, m, x = cov.double().numpy(), mean.double().numpy(), v.double().numpy()
+    for i in range(rows):
+        g, h = np.flatnonzero(c[i].numpy()), np.flatnonzero(c[i].numpy() == 0)
+        want = m[h] + S[np.ix_(h, g)] @ np.linalg.solve(S[np.ix_(g, g)] + cond.GAUSSIAN_RIDGE * np.eye(len(g)),
+                                                        x[i, g] - m[g])
+        np.testing.assert_allclose(got[i, h], want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[i, g], x[i, g], atol=0.01)  # a given cell: about its value (the ridge)
+    old = cond.BASE_ELEMENTS
+    try:
+        cond.BASE_ELEMENTS = 3 * dim * dim  # chunks of 3 rows
+        np.testing.assert_allclose(cond.gaussian_conditional(mean, cov, v, c).numpy(), got, atol=1e-5)
+    finally:
+        cond.BASE_ELEMENTS = old
+
+
+def test_the_gaussian_fit_recovers_a_known_gaussian_from_incomplete_rows():
+    from repaint_cli.tables.conditional import fit_gaussian
+
+    rng = np.random.default_rng(1)
+    cov = np.array([[1.0, 0.8, -0.3], [0.8, 1.0, 0.0], [-0.3, 0.0, 2.0]])
+    x = rng.multivariate_normal([1.0, -2.0, 0.5], cov, size=40_000)
+    keep = rng.random(x.shape) > 0.3
+    mean, got = fit_gaussian(torch.tensor(np.where(keep, x, 0.0)), torch.tensor(keep), 0.1)
+    want = 0.9 * cov + 0.1 * np.diag(np.diag(cov))
+    np.testing.assert_allclose(mean.numpy(), [1.0, -2.0, 0.5], atol=0.03)
+    np.testing.assert_allclose(got.numpy(), want, atol=0.04)
+    assert np.linalg.eigvalsh(got.double().numpy()).min() > 0
+
+
+def test_the_gaussian_shrink_is_chosen_by_held_out_cells():
+    """Strongly related columns and many rows: the least shrink predicts held-out cells best; unrelated columns:
+    the most."""
+    from repaint_cli.tables.conditional import SHRINKS, choose_shrink
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(3000, 1))
+    related = base + 0.05 * rng.normal(size=(3000, 4))
+    unrelated = rng.normal(size=(60, 4))
+    for x, shrink in ((related, SHRINKS[0]), (unrelated, SHRINKS[-1])):
+        keep = torch.tensor(rng.random(x.shape) > 0.3)
+        data = torch.tensor(np.where(keep, x, 0.0), dtype=torch.float32)
+        assert choose_shrink(data, keep, seed=5) == shrink
+
+
+def test_the_model_reads_its_gaussian_base():
+    """With the base, the first layer reads the fitted Gaussian's conditional: another covariance, other
+    imputations; without it, no base is kept."""
+    x, keep = _encoded()
+    for base in (True, False):
+        cfg = TableModelConfig(kind="conditional", width=32, blocks=1, members=1, gaussian_base=base)
+        model = train_conditional(x, keep, [[0], [1]], cfg, TrainSettings(steps=60))
+        assert (model.base_cov is not None) == base and model.inp.in_features == (4 if base else 3) * 2
+    before = point_samples(model := train_conditional(
+        x, keep, [[0], [1]], TableModelConfig(kind="conditional", width=32, blocks=1, members=1),
+        TrainSettings(steps=60)), x, keep, 1, seed=0)
+    model.base_cov = torch.tensor([[1.0, -0.9], [-0.9, 1.0]])
+    assert not np.allclose(point_samples(model, x, keep, 1, seed=0)[0][~keep], before[0][~keep])
+
+
+def test_a_table_wider_than_the_base_allows_trains_without_it(monkeypatch):
+    from repaint_cli.tables import conditional as cond
+
+    x, keep = _encoded()
+    monkeypatch.setattr(cond, "BASE_MAX_DIM", 1)
+    model = train_conditional(x, keep, [[0], [1]], TableModelConfig(kind="conditional", width=32, blocks=1, members=1),
+                              TrainSettings(steps=5))
+    assert model.cfg.gaussian_base is False and model.base_cov is None
+
+
+def test_a_saved_model_keeps_its_base_and_a_card_from_before_it_loads_without(tmp_path):
+    src = tmp_path / "t.csv"
+    linear_table(src)
+    r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", tmp_path / "m", "--members", 1, *TINY)
+    assert r.exit_code == 0, r.output
+    model, _, card = load_table_model(tmp_path / "m.yaml")
+    assert card["model"]["gaussian_base"] is True and model.base_cov is not None
+    assert not torch.equal(model.base_cov, torch.eye(model.dim))  # the fitted one, not the placeholder
+    r = invoke(src, "--out", tmp_path / "p.csv", "--model", tmp_path / "m.yaml", *TINY)
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "o.csv").read_text()
+    # a model saved before the base existed: no buffers in its weights, no field in its card
+    r = invoke(src, "--out", tmp_path / "q.csv", "--save-model", tmp_path / "old", "--members", 1,
+               "--no-gaussian-base", *TINY)
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "old.yaml").read_text()
+    (tmp_path / "old.yaml").write_text("\n".join(line for line in text.splitlines() if "gaussian_base" not in line))
+    model, _, _ = load_table_model(tmp_path / "old.yaml")
+    assert model.cfg.gaussian_base is False and model.base_cov is None
+    r = invoke(src, "--out", tmp_path / "s.csv", "--model", tmp_path / "old.yaml", *TINY)
+    assert (tmp_path / "s.csv").read_text() == (tmp_path / "q.csv").read_text()
+
+
+def test_the_gaussian_base_with_a_repaint_method_is_one_line(tmp_path):
+    src = tmp_path / "t.csv"
+    linear_table(src)
+    r = invoke(src, "--out", tmp_path / "o.csv", *TINY, "--gaussian-base", *TINY_REPAINT)
+    assert r.exit_code == 2
+    assert "--gaussian-base is for --method conditional" in one_error_line(r)

@@ -51,6 +51,7 @@ def impute_cmd(
     save_model: Optional[Path] = typer.Option(None, "--save-model", metavar="PATH", help="Save the trained model: PATH.safetensors and PATH.yaml (its column schema).", rich_help_panel=P_MODEL),
     train_steps: Optional[int] = typer.Option(None, metavar="N", show_default="conditional: 1,500 to 3,000 by the rows; 3,000 RePaint methods", help="Training steps (of each of the --members).", rich_help_panel=P_MODEL),
     members: Optional[int] = typer.Option(None, metavar="K", show_default="2 conditional, 1 RePaint methods", help="--method conditional: models trained apart (side by side on the --threads' cores), each imputing every row; all their imputations are averaged.", rich_help_panel=P_MODEL),
+    gaussian_base: Optional[bool] = typer.Option(None, "--gaussian-base/--no-gaussian-base", show_default="on, up to 96 encoded values", help="--method conditional: the model also reads what a Gaussian fitted to the table predicts for each cell (its linear conditional); off, it learns every relation itself.", rich_help_panel=P_MODEL),
     rounds: int = typer.Option(1, metavar="N", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
     width: Optional[int] = typer.Option(None, metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
     blocks: int = typer.Option(3, metavar="N", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
@@ -139,7 +140,8 @@ def _impute_options(a):
     return ImputeOptions(samples=a.samples, combine=a.combine, preset=a.preset, t_T=a.t_T, jump_length=a.jump_length,
                          jump_n_sample=a.jump_n_sample, method=a.method, eta=a.eta, seed=a.seed, rounds=a.rounds,
                          guidance=a.guidance, train=TrainSettings(steps=a.train_steps, seed=a.seed),
-                         model=TableModelConfig(width=a.width, blocks=a.blocks, members=a.members), threads=a.threads,
+                         model=TableModelConfig(width=a.width, blocks=a.blocks, members=a.members,
+                                                          gaussian_base=a.gaussian_base), threads=a.threads,
                          categorical=tuple(a.categorical))
 
 

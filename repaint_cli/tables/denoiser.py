@@ -28,8 +28,8 @@ EPS_STEPS = 3000  # the eps model's training steps when --train-steps is not giv
 # The two kinds of table model: "conditional" (conditional.py, the default: predicts hidden cells from given
 # ones) and "eps" (this file: an unconditional noise predictor, sampled with RePaint). Cards saved before
 # the conditional model existed name no kind: they are "eps".
-_DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3, "members": 2},  # measured best: RESULTS.md
-             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3, "members": 1}}
+_DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3, "members": 2, "gaussian_base": True},
+             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3, "members": 1, "gaussian_base": False}}  # RESULTS.md
 
 
 @dataclass
@@ -43,6 +43,8 @@ class TableModelConfig:
     dropout: Optional[float] = None  # None: the kind's (0.4 conditional, 0 eps)
     members: Optional[int] = None  # models trained apart (each the steps) and averaged; None: the kind's
     # (2 conditional, 1 eps). A card saved before members existed holds one model (load_table_model)
+    gaussian_base: Optional[bool] = None  # conditional: predict the correction to a fitted Gaussian's conditional
+    # (conditional.py); None: the kind's (on for conditional). A card saved before it existed has none
 
     def settled(self, kind: Optional[str] = None) -> "TableModelConfig":
         """This config for ``kind`` (default its own), every None replaced by that kind's default."""
@@ -50,7 +52,8 @@ class TableModelConfig:
         d = _DEFAULTS[kind]
         return replace(self, kind=kind, width=self.width or d["width"],
                        dropout=d["dropout"] if self.dropout is None else self.dropout,
-                       members=self.members or d["members"])
+                       members=self.members or d["members"],
+                       gaussian_base=d["gaussian_base"] if self.gaussian_base is None else self.gaussian_base)
 
 
 @dataclass
@@ -290,7 +293,7 @@ def load_table_model(path):
         tensors = load_file(str(weights))
         arrays = {k[len("column."):]: v.numpy() for k, v in tensors.items() if k.startswith("column.")}
         columns = [Column.from_card(d, arrays) for d in card["columns"]]
-        model = build_model(int(card["dim"]), TableModelConfig(**{"members": 1, **card["model"]}).settled())
+        model = build_model(int(card["dim"]), TableModelConfig(**{"members": 1, "gaussian_base": False, **card["model"]}).settled())
         model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     except Exception as e:  # a truncated file, another model's weights, a card edited by hand
         raise TableError(f"{weights}: not the weights of {card_path.name} ({_first_line(e)}); "

@@ -136,6 +136,8 @@ def check_options(opts: ImputeOptions) -> None:
         raise TableError(f"--members {opts.model.members}: use 1 or more (2 is the default)")
     if opts.model.members not in (None, 1) and opts.method not in (None, "conditional"):
         raise TableError(f"--members is for --method conditional; --method {opts.method} trains one model")
+    if opts.model.gaussian_base and opts.method not in (None, "conditional"):
+        raise TableError(f"--gaussian-base is for --method conditional; leave it out with --method {opts.method}")
     if opts.method is not None:
         try:
             check_choice(opts.method, TABLE_METHODS, "--method")
