@@ -224,7 +224,8 @@ def gaussian_alone(x: np.ndarray, names, labels, miss: np.ndarray, seed: int):
     model chooses it, each missing cell its conditional mean given the row's observed cells."""
     import torch
     from repaint_cli.tables.codec import cell_values, decode, encode, filled_frame, infer_columns, read_table
-    from repaint_cli.tables.conditional import choose_shrink, column_groups, fit_gaussian, gaussian_conditional
+    from repaint_cli.tables.conditional import (choose_shrink, column_groups, fit_gaussian, gaussian_conditional,
+                                                group_index)
 
     p = x.shape[1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,9 +233,7 @@ def gaussian_alone(x: np.ndarray, names, labels, miss: np.ndarray, seed: int):
     cols = infer_columns(table)
     enc, keep = encode(cell_values(table, cols), cols)
     X, K = torch.from_numpy(enc), torch.from_numpy(keep)
-    group_of = torch.zeros(X.shape[1], dtype=torch.long)
-    for k, g in enumerate(column_groups(cols)):
-        group_of[g] = k
+    group_of = group_index(column_groups(cols), X.shape[1])
     mean, cov = fit_gaussian(X, K, choose_shrink(X, K, group_of, seed=seed))
     filled = torch.where(K, X, gaussian_conditional(mean, cov, X, K.float())).numpy()
     frame = filled_frame(table, cols, decode(filled, cols))

@@ -88,14 +88,14 @@ class ConditionalDenoiser(nn.Module):
         self.dim, self.cfg = dim, cfg
         with torch.random.fork_rng(devices=[]):  # a library leaves the caller's global RNG alone
             torch.manual_seed(seed)
-            self.inp = nn.Linear((4 if getattr(cfg, "gaussian_base", False) else 3) * dim, w)
+            self.inp = nn.Linear((4 if cfg.gaussian_base else 3) * dim, w)
             self.time = nn.Sequential(nn.Linear(32, w), nn.SiLU(), nn.Linear(w, w))
             self.norms = nn.ModuleList(nn.LayerNorm(w) for _ in range(cfg.blocks))
             self.fc1 = nn.ModuleList(nn.Linear(w, 2 * w) for _ in range(cfg.blocks))
             self.fc2 = nn.ModuleList(nn.Linear(2 * w, w) for _ in range(cfg.blocks))
             self.out = nn.Sequential(nn.LayerNorm(w), nn.SiLU(), nn.Linear(w, dim))
         self.dropout = cfg.dropout  # the cure for over-fitting a small table
-        if getattr(cfg, "gaussian_base", False):  # fitted (fit_gaussian) before training; saved with the weights
+        if cfg.gaussian_base:  # fitted (fit_gaussian) before training; saved with the weights
             self.register_buffer("base_mean", torch.zeros(dim))
             self.register_buffer("base_cov", torch.eye(dim))
         else:
@@ -216,6 +216,14 @@ def column_groups(columns) -> list[list[int]]:
     return groups
 
 
+def group_index(groups: list[list[int]], dim: int) -> torch.Tensor:
+    """(dim,) the column (index into ``groups``, from :func:`column_groups`) of each encoded dimension."""
+    group_of = torch.zeros(dim, dtype=torch.long)
+    for k, g in enumerate(groups):
+        group_of[g] = k
+    return group_of
+
+
 def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], cfg, settings,
                       on_step: Optional[Callable[[int, int, float], None]] = None,
                       category_dims: Optional[np.ndarray] = None, workers: int = 1):
@@ -279,9 +287,7 @@ def _train(x, keep, groups, cfg, s, on_step, category_dims) -> ConditionalDenois
     X = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     K = torch.from_numpy(np.ascontiguousarray(keep, bool))
     n, dim = X.shape
-    group_of = torch.zeros(dim, dtype=torch.long)
-    for k, g in enumerate(groups):
-        group_of[g] = k
+    group_of = group_index(groups, dim)
     n_groups = len(groups)
     hide_max = s.hide_max if s.hide_max is not None else min(1.0, HIDE_COLUMNS / max(1, n_groups))
     observed = K[:, [g[0] for g in groups]]  # (rows, columns)

@@ -43,8 +43,8 @@ class TableModelConfig:
     dropout: Optional[float] = None  # None: the kind's (0.4 conditional, 0 eps)
     members: Optional[int] = None  # models trained apart (each the steps) and averaged; None: the kind's
     # (2 conditional, 1 eps). A card saved before members existed holds one model (load_table_model)
-    gaussian_base: Optional[bool] = None  # conditional: predict the correction to a fitted Gaussian's conditional
-    # (conditional.py); None: the kind's (on for conditional). A card saved before it existed has none
+    gaussian_base: Optional[bool] = None  # conditional: the first layer also reads a fitted Gaussian's conditional
+    # of every cell (conditional.py); None: the kind's (on for conditional). A card saved before it existed has none
 
     def settled(self, kind: Optional[str] = None) -> "TableModelConfig":
         """This config for ``kind`` (default its own), every None replaced by that kind's default."""
