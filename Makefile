@@ -17,7 +17,7 @@ TORCH_CPU = torch==2.13.0
 TRAIN_THREADS ?= 1
 TRAIN_STEPS ?= 100000
 
-.PHONY: install demo test wheel frontier tabular default-model emoji-data bench bench-gpu quality readme-pictures clean
+.PHONY: install demo test fuzz wheel frontier tabular default-model emoji-data bench bench-gpu quality readme-pictures clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -41,6 +41,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The property-based tests at length: generated tables and images for FUZZ_MINUTES in all (the suite runs
+# them at 25 examples each); any failure is printed with its smallest example.
+FUZZ_MINUTES ?= 10
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz FUZZ_MINUTES=$(FUZZ_MINUTES) $(PY) -m pytest -m fuzz -p no:cacheprovider -q
 
 # A wheel (and an sdist) in dist/, carrying the embedded model, the cards and the mask presets.
 wheel: install

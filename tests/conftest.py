@@ -4,6 +4,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Property-based tests (Hypothesis): a small profile for every test run, a long one for `make fuzz`
+# (HYPOTHESIS_PROFILE=fuzz, no example cap that a 10-minute run would reach, no deadline).
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("fuzz", max_examples=100_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("REPAINT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
@@ -78,3 +87,29 @@ def oom_over_one_image(sample_batch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return sample_batch(model, st, batch, *args, **kwargs)
     return flaky
+
+
+def fuzz_seconds(share):
+    """This fuzz test's share of `make fuzz`'s time (FUZZ_MINUTES in all); 0 outside the fuzz profile."""
+    if os.environ.get("HYPOTHESIS_PROFILE") != "fuzz":
+        return 0.0
+    return float(os.environ.get("FUZZ_MINUTES", "10")) * 60.0 * share
+
+
+def run_fuzz(property_test, share, examples):
+    """Run a @given test once (the suite's 25 examples), or under `make fuzz` again and again with fresh
+    seeds until its share of the time is spent. `examples` is a one-item list the test body increments,
+    so the count tried can be printed (the closing figures of a fuzz run)."""
+    import time
+
+    from hypothesis import seed as with_seed
+
+    deadline = time.monotonic() + fuzz_seconds(share)
+    round_no = 0
+    while True:
+        with_seed(round_no)(property_test)() if round_no else property_test()
+        round_no += 1
+        if time.monotonic() >= deadline:
+            break
+    if fuzz_seconds(share):
+        print(f"\n{property_test.__name__}: {examples[0]} generated examples in {round_no} rounds, no failure")
