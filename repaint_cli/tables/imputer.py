@@ -387,16 +387,16 @@ def _as_frame(X) -> _Input:
         array = np.asarray(X)
         if array.ndim != 2:
             raise TableError(f"Expected a 2D array (rows x columns), got {array.ndim} dimension(s) of shape "
-                             f"{array.shape}; reshape one column with X.reshape(-1, 1)")
+                             f"{array.shape}. Reshape your data: X.reshape(-1, 1) for one column")
         if np.iscomplexobj(array):
             raise TableError("Complex data not supported; give real numbers")
         frame = pd.DataFrame(array)
         if array.dtype == object:
             frame = frame.infer_objects()
         given = _Input(Table(frame, None, Path(SOURCE), "frame"), array, False)
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise TableError(f"{SOURCE} has shape {frame.shape}: give at least one row and one column "
-                         f"(0 sample(s) or 0 feature(s))")
+    for axis, what in ((0, "sample(s)"), (1, "feature(s)")):  # rows, columns (scikit-learn's words)
+        if frame.shape[axis] == 0:
+            raise TableError(f"{SOURCE} has 0 {what} (shape={frame.shape}) while a minimum of 1 is required.")
     return given
 
 
