@@ -329,13 +329,13 @@ class DiffusionImputer:
 
 def parameter_words(message: str) -> str:
     """A check's message in the API's words: ``--train-steps`` becomes ``train_steps`` and ``--eta 2`` ``eta=2``."""
-    message = message.replace("--[no-]gaussian-base", "gaussian_base").replace("--t-T", "t_T")
+    message = message.replace("--[no-]gaussian-base", "gaussian_base")
 
     def name(m: re.Match) -> str:
         word = m.group(1).replace("-", "_")
         return f"{word}={m.group(2)}" if m.group(2) else word
 
-    return re.sub(r"--([a-z][a-z-]*)(?: ((?:'[^']*'|[-0-9.]+)))?", name, message)
+    return re.sub(r"--([a-zA-Z][a-zA-Z-]*)(?: ((?:'[^']*'|[-0-9.]+)))?", name, message)
 
 
 class _Warnings:
