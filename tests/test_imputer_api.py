@@ -62,6 +62,7 @@ def test_a_dataframe_keeps_its_index_columns_dtypes_and_observed_cells():
     assert list(out["color"].cat.categories) == ["blue", "green", "red", "violet"]
     assert set(out["name"]) <= {"x", "y"} and set(out["flag"]) <= {True, False}
     assert (out["day"] == out["day"].dt.normalize()).all()  # dates of whole days stay whole days
+    assert np.allclose(out["price"], out["price"].round(2), rtol=0, atol=1e-12)  # prices of 2 decimals too
     assert out["day"].between(frame["day"].min(), frame["day"].max()).all()
     assert frame.isna().values.sum() == holes.sum()  # the caller's frame is left alone
 
