@@ -187,25 +187,48 @@ def _scaled(data):
 
 
 def ours(x: np.ndarray, names, labels, miss: np.ndarray, seed: int, args, variant: dict):
-    """repaint impute with its defaults, through the same functions as the command."""
-    from repaint_cli.tables.impute import ImputeOptions, impute_table
-    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
-    from repaint_cli.tables.codec import read_table
-
+    """repaint impute with its defaults, through its Python API (DiffusionImputer, as the command runs it): the
+    table a DataFrame of floats and the class, its missing cells NaN. Returns (numbers, classes, {})."""
     p = x.shape[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _table_file(Path(tmp), x, names, labels, miss)
-        variant = {"samples": args.samples, **variant}
-        model = TableModelConfig(width=variant.pop("width", None), dropout=variant.pop("dropout", None),
-                                 members=variant.pop("members", None), gaussian_base=variant.pop("gaussian_base", None))
-        train = TrainSettings(steps=variant.pop("train_steps", args.train_steps), seed=seed,
-                              **{k: variant.pop(k) for k in ("lr", "point_share", "l1_at_point", "l1_on_categories", "hide_max")
-                                 if k in variant})
-        opts = ImputeOptions(seed=seed, threads=args.threads, train=train, model=model, **variant)
-        res = impute_table(read_table(path), opts)
-    frame = res.frame
-    num = np.column_stack([frame.iloc[:, j].astype(float).to_numpy() for j in range(p)])
-    return num, (frame.iloc[:, p].astype(str).to_numpy() if labels is not None else None), res.stats
+    variant = {"samples": args.samples, "train_steps": args.train_steps, **variant}
+    knobs = {k: variant.pop(k) for k in ABLATION_KNOBS if k in variant}
+    imputer = _ablated(knobs)(random_state=seed, threads=args.threads, **variant)
+    frame = imputer.fit_transform(_table_frame(x, names, labels, miss))
+    num = frame.iloc[:, :p].to_numpy(np.float64)
+    return num, (frame.iloc[:, p].astype(str).to_numpy() if labels is not None else None), {}
+
+
+# The ablations' training knobs that are not DiffusionImputer parameters (nor flags): set on its options
+ABLATION_KNOBS = {"dropout": "model", "lr": "train", "point_share": "train", "l1_at_point": "train",
+                  "l1_on_categories": "train", "hide_max": "train"}
+
+
+def _ablated(knobs: dict):
+    """DiffusionImputer, or a subclass whose options carry the ablation's ``knobs``."""
+    from repaint_cli import DiffusionImputer
+
+    if not knobs:
+        return DiffusionImputer
+
+    class Ablated(DiffusionImputer):
+        def options(self):
+            opts = super().options()
+            for k, v in knobs.items():
+                setattr(getattr(opts, ABLATION_KNOBS[k]), k, v)
+            return opts
+
+    return Ablated
+
+
+def _table_frame(x: np.ndarray, names, labels, miss: np.ndarray):
+    """The table as the API takes it: float columns with NaN where missing, the class last (text, None where
+    missing)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.where(miss[:, :x.shape[1]], np.nan, x), columns=names)
+    if labels is not None:
+        frame["class"] = pd.Series(np.where(miss[:, -1], None, labels.astype(object)), dtype=object)
+    return frame
 
 
 def _table_file(folder: Path, x: np.ndarray, names, labels, miss: np.ndarray) -> Path:

@@ -133,16 +133,19 @@ def _check_impute_outputs(a) -> None:
             die(f"{clash[0]}: exists; --overwrite replaces the draws")
 
 
-def _impute_options(a):
-    from ..tables.denoiser import TableModelConfig, TrainSettings
-    from ..tables.impute import ImputeOptions
+def _imputer(a):
+    """The flags as the Python API's DiffusionImputer (tables/imputer.py): --seed is its random_state."""
+    from ..tables.imputer import DiffusionImputer
 
-    return ImputeOptions(samples=a.samples, combine=a.combine, preset=a.preset, t_T=a.t_T, jump_length=a.jump_length,
-                         jump_n_sample=a.jump_n_sample, method=a.method, eta=a.eta, seed=a.seed, rounds=a.rounds,
-                         guidance=a.guidance, train=TrainSettings(steps=a.train_steps, seed=a.seed),
-                         model=TableModelConfig(width=a.width, blocks=a.blocks, members=a.members,
-                                                          gaussian_base=a.gaussian_base), threads=a.threads,
-                         categorical=tuple(a.categorical))
+    return DiffusionImputer(method=a.method, samples=a.samples, combine=a.combine, members=a.members,
+                            train_steps=a.train_steps, gaussian_base=a.gaussian_base, width=a.width, blocks=a.blocks,
+                            rounds=a.rounds, preset=a.preset, t_T=a.t_T, jump_length=a.jump_length,
+                            jump_n_sample=a.jump_n_sample, eta=a.eta, guidance=a.guidance,
+                            categorical=tuple(a.categorical), random_state=a.seed, threads=a.threads)
+
+
+def _impute_options(a):
+    return _imputer(a).options()
 
 
 def _read_tables(a, opts):
@@ -162,7 +165,7 @@ def _read_tables(a, opts):
 
 def _impute_run(a) -> int:
     """Train (or load), impute, write; the exit code (0, or 130 on Ctrl-C)."""
-    from ..tables.impute import Interrupted, TableError, impute_table, predict_table
+    from ..tables.impute import Interrupted, TableError, predict_table
 
     opts = _impute_options(a)
     train_table, test_table = _read_tables(a, opts)
@@ -175,8 +178,8 @@ def _impute_run(a) -> int:
             else:
                 if train_table.n_missing == 0:
                     progress.log(f"{a.table}: no missing cell; the table is written unchanged", "warning")
-                result = impute_table(train_table, opts, progress, model_path=a.model, save_model=a.save_model,
-                                      keep_draws=bool(a.draws))
+                result = _imputer(a).impute_table(train_table, progress, model_path=a.model,
+                                                  save_model=a.save_model, draws=bool(a.draws))
     except TableError as e:
         die(str(e))
     except Interrupted as stop:

@@ -113,6 +113,7 @@ class Imputed:
     draws: list  # K completed tables, one per sample (only when asked for)
     columns: list[Column]
     stats: dict
+    model: "object" = None  # the model that filled it (trained or given); None where nothing was to be filled
 
 
 def row_block_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch.Tensor:
@@ -220,16 +221,17 @@ def calls_per_row(opts: ImputeOptions, draws: bool = False) -> int:
 
 
 def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None, model_path=None,
-                 save_model=None, keep_draws: bool = False) -> Imputed:
-    """Train on ``table`` (or load ``model_path``), impute its missing cells, return the filled table.
-    Ctrl-C while imputing raises :class:`Interrupted` with the trained model."""
+                 save_model=None, keep_draws: bool = False, fitted: Optional[tuple] = None) -> Imputed:
+    """Train on ``table`` (or load ``model_path``, or use ``fitted``: (model, columns) from :func:`fit_table`),
+    impute its missing cells, return the filled table. Ctrl-C while imputing raises :class:`Interrupted` with the
+    trained model."""
     progress = progress or Progress()
     check_options(opts)
     set_threads(opts.threads)  # None: the free cores (runtime.threads)
     cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
     model, loaded = None, False
-    if model_path is not None:
-        model, cols, card = load_table_model(model_path)
+    if model_path is not None or fitted is not None:
+        model, cols = fitted if fitted is not None else load_table_model(model_path)[:2]
         why = schema_difference(cols, table, cols_here)
         if why:
             raise TableError(f"{table.path}: does not fit the model {model_path}: {why}; train a new one (leave out --model)")
@@ -238,8 +240,8 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     else:
         cols = cols_here
     # a copy: the caller's options stay as given; a loaded model brings its kind and config
-    opts = opts.settled(model.cfg.kind if loaded else None, rows=len(table.frame))
-    if loaded:
+    opts = opts.settled(model.cfg.kind if model is not None else None, rows=len(table.frame))
+    if model is not None:
         if opts.conditional != (model.cfg.kind == "conditional"):
             raise TableError(f"{model_path}: a {model.cfg.kind} model, which --method {opts.method} cannot use; "
                              f"leave out --method (the model's kind chooses it)")
@@ -282,7 +284,41 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
                              "--save-model needs a table with missing cells")
         w, c = save_table_model(save_model, model, cols, model_card)
         stats["model"] = str(c)
-    return Imputed(frame, draws, cols, stats)
+    return Imputed(frame, draws, cols, stats, model)
+
+
+@dataclass
+class Fitted:
+    model: "object"  # None where the table has no column to model (every column constant)
+    columns: list[Column]
+    card: dict  # what a saved model's card says of its training
+    stats: dict
+
+
+def fit_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None) -> Fitted:
+    """Train on ``table`` without imputing it (``DiffusionImputer.fit``): the model :func:`impute_table` would
+    train on it, the same bits, to be given to it later as ``fitted``."""
+    progress = progress or Progress()
+    check_options(opts)
+    set_threads(opts.threads)
+    cols = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
+    opts = opts.settled(None, rows=len(table.frame))
+    check_options(opts)
+    card = {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
+    x, keep = encode(cell_values(table, cols), cols)
+    stats = {"rows": len(table.frame), "columns": len(cols), "encoded_width": int(x.shape[1]), "seed": opts.seed,
+             "method": opts.method}
+    if x.shape[1] == 0:
+        return Fitted(None, cols, card, stats)
+    t0 = time.perf_counter()
+    if opts.conditional:
+        progress.plan([("training", opts.train.steps * opts.model.members, 3.0 * min(opts.train.batch_size, len(x)))])
+        model = _train_conditional(x, keep, cols, opts, progress, stats)
+    else:
+        progress.plan(_phases(opts, len(x), opts.rounds, False)[:-1])
+        model, _ = _rounds(None, x, keep, cols, opts, opts.rounds, False, progress, stats, card, impute_last=False)
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    return Fitted(model, cols, card, stats)
 
 
 def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: bool, keep_draws: bool,
@@ -297,18 +333,7 @@ def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: 
     progress.plan(([] if loaded else [("training", steps, 3.0 * min(opts.train.batch_size, rows))])
                   + [("imputing", units, rows * (points + opts.samples * DRAW_STEPS * keep_draws) / units)])
     if not loaded:
-        progress.phase("training", steps)
-        t_train = time.perf_counter()
-        trained = [0]  # steps reported so far (reports come every few steps, summed over the members)
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            progress.advance(step - trained[0], loss=f"{loss:.4f}")
-            trained[0] = step
-
-        # the members train side by side on the threads' cores (the same weights as one after another)
-        model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train, on_step=on_step,
-                                  category_dims=category_dims(cols), workers=torch.get_num_threads())
-        stats["train_s"] = round(time.perf_counter() - t_train, 3)
+        model = _train_conditional(x, keep, cols, opts, progress, stats)
     t_imp = time.perf_counter()
     progress.phase("imputing", units)
     clip = clip_range(cols)
@@ -325,6 +350,22 @@ def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: 
     # one-hot score, argmax on decoding
     point = np.median(points, 0) if opts.combine == "median" else points.mean(0)
     return model, [decode(point, cols)], [decode(d, cols) for d in drawn]
+
+
+def _train_conditional(x, keep, cols, opts: ImputeOptions, progress: Progress, stats: dict):
+    progress.phase("training", opts.train.steps * opts.model.members)
+    t_train = time.perf_counter()
+    trained = [0]  # steps reported so far (reports come every few steps, summed over the members)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        progress.advance(step - trained[0], loss=f"{loss:.4f}")
+        trained[0] = step
+
+    # the members train side by side on the threads' cores (the same weights as one after another)
+    model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train, on_step=on_step,
+                              category_dims=category_dims(cols), workers=torch.get_num_threads())
+    stats["train_s"] = round(time.perf_counter() - t_train, 3)
+    return model
 
 
 def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> None:
@@ -356,8 +397,9 @@ def _phase_name(what: str, rnd: int, rounds: int) -> str:
 
 
 def _rounds(model, x, keep, cols, opts: ImputeOptions, rounds: int, loaded: bool, progress: Progress, stats: dict,
-            model_card: dict):
-    """Train (unless loaded) and impute, ``rounds`` times (EM); returns (model, the last round's samples)."""
+            model_card: dict, impute_last: bool = True):
+    """Train (unless loaded) and impute, ``rounds`` times (EM); returns (model, the last round's samples);
+    ``impute_last`` False: the last round trains only (fit_table), and no samples come back."""
     fill = None
     samples: list[np.ndarray] = []
     for rnd in range(rounds):
@@ -369,6 +411,8 @@ def _rounds(model, x, keep, cols, opts: ImputeOptions, rounds: int, loaded: bool
             model = train_table_model(x, keep, opts.model, settings, fill=fill, model=model,
                                       on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
             stats["train_s"] = stats.get("train_s", 0.0) + time.perf_counter() - t_train
+        if rnd == rounds - 1 and not impute_last:
+            return model, []
         t_imp = time.perf_counter()
         n_calls = len(jump_schedule(opts.jump_params())) - 1
         progress.phase(_phase_name("imputing", rnd, rounds), n_calls * opts.samples * math.ceil(len(x) / BLOCK_ROWS))
