@@ -365,3 +365,28 @@ def test_an_empty_graph_warning_is_a_failure_even_under_the_clis_warning_filter(
         FakeCuda(monkeypatch, end_warns="some harmless note")
         graph, outs, notes = _cuda_capture(lambda: (torch.ones(2),))
     assert notes == ["some harmless note"] and torch.equal(outs[0], torch.ones(2))
+
+
+# ----------------------------------------------------------------------------- issue 37: fp32 means fp32
+
+
+def test_fp32_on_cuda_runs_without_tf32_and_restores_the_process_settings():
+    """Issue 37.6: cuDNN convolutions default to TF32; --precision fp32 (and the NaN retry) must be IEEE fp32.
+    The flags are host settings read at kernel launch, so recording them inside the model's call checks it."""
+    seen = []
+
+    class Records(torch.nn.Module):
+        def forward(self, x, t, **kw):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return x
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        PrecisionModel(Records(), torch.float32, torch.device("cuda"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (before[0], True)
+        PrecisionModel(Records(), torch.float32, torch.device("cpu"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
+        assert seen[-1] == (before[0], True)  # the CPU has no TF32: nothing changed there
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

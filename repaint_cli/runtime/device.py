@@ -10,6 +10,7 @@ and every fallback is said out loud: a wrong graph is never used silently.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from dataclasses import dataclass
@@ -140,10 +141,41 @@ class PrecisionModel(torch.nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.dtype == torch.float32:
-            return self.inner(x, t, **kw).float()
+            with ieee_fp32() if self.device_type == "cuda" else contextlib.nullcontext():
+                return self.inner(x, t, **kw).float()
         # cache off: required under CUDA graph capture; the weights need no cast (see the class docstring)
         with torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False):
             return self.inner(x, t, **kw).float()
+
+
+@contextlib.contextmanager
+def ieee_fp32():
+    """fp32 that is fp32 on CUDA: TF32 off for cuDNN's convolutions (on by PyTorch's default) and for matmuls
+    while the model runs, the process's own settings restored after (kernels are chosen at launch, so a
+    captured graph keeps the fp32 ones)."""
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    try:
+        saved = [f.allow_tf32 for f in flags]
+    except RuntimeError:  # someone set the TF32 flags with PyTorch's newer per-operator API: use that one
+        saved = None
+    if saved is None:
+        parts = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+        before = [p.fp32_precision for p in parts]
+        for p in parts:
+            p.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for p, v in zip(parts, before):
+                p.fp32_precision = v
+        return
+    for f in flags:
+        f.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for f, v in zip(flags, saved):
+            f.allow_tf32 = v
 
 
 LOW_PRECISION_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
