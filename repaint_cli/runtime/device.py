@@ -34,7 +34,8 @@ class EngineOptions:
     # None = on on the CPU (1.1-1.3x here, benchmarks/RESULTS.md), off on CUDA: CUDA's GroupNorm converts
     # channels_last to NCHW and back at every norm, and no GPU benchmark has shown a gain yet
     channels_last: Optional[bool] = None
-    compile: bool = False
+    compile: bool = False  # on CUDA with cuda_graphs: compiled, warmed up, then captured
+    graph_guidance: bool = False  # capture guided steps (their backward included) too; off until measured on a GPU
     threads: Optional[int] = None
     batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (batch_invariant.py)
     batch_size: object = "auto"  # images per batch, or "auto": sized from memory and resolution
