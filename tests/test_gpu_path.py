@@ -219,10 +219,12 @@ def test_low_precision_weights_give_what_autocast_gives_and_keep_the_fp32_master
     master = copy.deepcopy(unet)
     low = low_precision_copy(master, torch.bfloat16, torch.device("cpu"))
     assert all(p.dtype == torch.float32 for p in master.parameters())  # the NaN retry's weights are untouched
-    convs = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear))]
+    kept = {id(k) for f in low.fp32_modules() for k in f.modules()}  # guided-diffusion's fp32 layers (issue 37.5)
+    convs = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear))
+             and id(m) not in kept]
     norms = [m for m in low.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
-    assert any(isinstance(m, torch.nn.Linear) for m in convs)  # extended to the linear layers
+    assert any(isinstance(m, torch.nn.Conv1d) for m in convs)  # attention's qkv and proj_out too
     assert all(m.weight.dtype == torch.float32 for m in norms)
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
     with torch.no_grad():
@@ -545,3 +547,29 @@ def test_an_inf_in_the_raw_model_output_is_flagged_per_image(unet, graphs):
         x = repaint(model, cond, times, None, steps)
     assert torch.isfinite(x).all()  # the Inf was clipped away
     assert steps.cond.nonfinite.tolist() == [False, True, False]
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_guided_diffusions_fp32_layers_stay_fp32_under_half_precision(unet, dtype):
+    """Issue 37.5: guided-diffusion's use_fp16 keeps the timestep embedding, every emb_layers and the final out
+    in fp32 (celeba256 / places256 were trained in fp32); autocast and the half copy ran them in fp16. CPU
+    autocast stands in for CUDA's: the same dispatch decides which dtype each layer runs in."""
+    import copy
+
+    low = low_precision_copy(copy.deepcopy(unet), dtype, torch.device("cpu"))
+    parts = {"time_embed": low.time_embed, "emb_layers": low.input_blocks[1][0].emb_layers, "out": low.out,
+             "trunk conv": low.input_blocks[1][0].in_layers[2]}
+    assert all(p.dtype == torch.float32 for name in ("time_embed", "emb_layers", "out")
+               for p in parts[name].parameters())
+    assert parts["trunk conv"].weight.dtype == dtype
+    seen = {}
+    for name, m in parts.items():
+        m.register_forward_hook(lambda mod, args, out, name=name: seen.update({name: out.dtype}))
+    with torch.no_grad():
+        y = PrecisionModel(low, dtype, torch.device("cpu"), False)(torch.randn(2, 3, 16, 16), torch.tensor([3, 700]))
+    assert seen == {"time_embed": torch.float32, "emb_layers": torch.float32, "out": torch.float32,
+                    "trunk conv": dtype}
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    # the names are the checkpoint format: a half copy's state dict has the fp32 model's keys
+    assert list(low.state_dict()) == list(unet.state_dict())

@@ -197,8 +197,10 @@ def low_precision_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch
     host = torch.device("cpu")
     source = model.to(host) if next(model.parameters()).device.type != "meta" else model
     low = copy.deepcopy(source)
+    # the layers the model keeps in fp32 (guided-diffusion's UNet: embeddings, emb_layers, the final out)
+    keep = {id(k) for f in getattr(low, "fp32_modules", lambda: [])() for k in f.modules()}
     for m in low.modules():
-        if isinstance(m, LOW_PRECISION_LAYERS):
+        if isinstance(m, LOW_PRECISION_LAYERS) and id(m) not in keep:
             for name in ("weight", "bias"):
                 p = getattr(m, name, None)
                 if p is not None and p.is_floating_point():
