@@ -573,3 +573,13 @@ def test_guided_diffusions_fp32_layers_stay_fp32_under_half_precision(unet, dtyp
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     # the names are the checkpoint format: a half copy's state dict has the fp32 model's keys
     assert list(low.state_dict()) == list(unet.state_dict())
+
+
+def test_the_timed_batch_choice_takes_the_smallest_batch_near_the_best_time():
+    from repaint_cli.runtime.memory import timed_batch_choice
+
+    # per image: launch-bound at 1-4, the GPU full from 16 on (64 no faster than 16)
+    assert timed_batch_choice({1: 0.040, 2: 0.021, 4: 0.012, 8: 0.0075, 16: 0.0061, 32: 0.0060, 64: 0.0059}) == 16
+    assert timed_batch_choice({1: 0.01}) == 1
+    with pytest.raises(ValueError):
+        timed_batch_choice({})

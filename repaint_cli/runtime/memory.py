@@ -88,3 +88,16 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
         peaks.append(torch.cuda.max_memory_allocated(device) - base)
     free, _ = torch.cuda.mem_get_info(device)
     return fit_batch(peaks[0], peaks[1], free, n_images, cap, STATE_BYTES_PER_VALUE * 3 * image_size ** 2)
+
+
+def timed_batch_choice(seconds_per_image: dict, within: float = 0.05) -> int:
+    """The smallest batch whose measured time per image is within ``within`` of the best one.
+
+    For ``auto`` batch sizes on CUDA, where memory allows far more than pays: past the size that fills the
+    GPU a bigger batch is no faster per image, and only makes the first image wait and the OOM split coarser.
+    ``seconds_per_image``: batch size -> seconds per image of a (graph-replayed) step at that size.
+    """
+    if not seconds_per_image:
+        raise ValueError("no timings to choose a batch size from")
+    best = min(seconds_per_image.values())
+    return min(b for b, s in seconds_per_image.items() if s <= best * (1 + within))
