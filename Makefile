@@ -69,11 +69,15 @@ default-model: install emoji-data
 bench: install
 	$(PY) benchmarks/speed.py --threads 2 --batch-sizes 1 4 8 --repeats 2 --unet-repeats 20 --cli 8
 
-# The GPU table: the 256 px architecture with random weights at batch 1, 4 and 16; UNet alone (the bound),
-# eager fp32, eager fp16, CUDA graphs fp16, the share outside the UNet, and any fallback (benchmarks/speed.py).
+# Everything a lent GPU (15 minutes in all, start-up included) is for, in one script of under 8 minutes on one
+# H100 (benchmarks/gpu_check.py): correctness first (graph vs eager, fp16 vs fp32 paired, fp32 without TF32, on
+# the 256 px architecture with random non-zero weights), then the table at batch 1, 4 and 16 (the UNet alone
+# graph-replayed as the bound, eager fp32, eager fp16, CUDA graphs fp16, the share outside the UNet, peak memory)
+# and the levers: guided steps captured, auto batch sizing, --compile with capture. A section that would not
+# finish within --budget-s is skipped with a note; the hard timeout is the backstop. Exit 1 if a check fails.
 bench-gpu: install
-	$(PY) benchmarks/speed.py --device cuda --batch-sizes 1 4 16 --t-T 20 --jump-length 5 --jump-n-sample 2 \
-		--repeats 2 --unet-repeats 10 --json-out benchmarks/gpu-table.json
+	timeout 480 $(PY) benchmarks/gpu_check.py --budget-s 420 --guided --auto-batch --compile \
+		--json-out benchmarks/gpu-check.json
 
 quality: install emoji-data
 	$(PY) benchmarks/quality.py --kinds thick thin genhalf --section quality-random

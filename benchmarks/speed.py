@@ -11,11 +11,14 @@ loop of ``repaint_cli.core.reference_loop`` (coefficients gathered per step, no 
     python benchmarks/speed.py --device cuda         # the GPU table (make bench-gpu), see run_engine_table
 
 With ``--device cuda`` and no ``--model`` it prints the engine table instead:
-the 256 px architecture of the paper's checkpoints with random weights (no
-checkpoint needed) at batch 1, 4 and 16, per image and UNet call: the UNet
-alone (the bound), the engine eager fp32, eager fp16 and CUDA graphs fp16, and
-the share of each run's time spent outside the UNet; plus anything the engine
-fell back from (a capture that failed or did not match eager, the unfused noise).
+the 256 px architecture of the paper's checkpoints with random weights, none of
+them zero (no checkpoint needed), at batch 1, 4 and 16, per image and UNet call:
+the UNet alone replayed as a CUDA graph (the bound: the same launch-free loop as
+the engine's graphs; eager on a CPU, and labelled so), the engine eager fp32,
+eager fp16 and CUDA graphs fp16, and the share of each run's time spent outside
+the UNet; plus anything the engine fell back from (a capture that failed or did
+not match eager, the unfused noise). ``make bench-gpu`` runs benchmarks/gpu_check.py,
+which checks correctness first and times the levers too.
 """
 from __future__ import annotations
 
@@ -100,6 +103,52 @@ def time_unet(model, x, t, device, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
+def time_unet_graph(model, x, t, device, repeats: int) -> tuple[float, str]:
+    """Seconds per call of the UNet alone, and how it was run: replayed as a CUDA graph on CUDA (an eager
+    bound would be slower than the engine's graph loop and hide the loop's own cost), eager elsewhere."""
+    if device.type != "cuda":
+        return time_unet(model, x, t, device, repeats), "eager"
+    with torch.no_grad():
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                model(x, t)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model(x, t)
+        graph.replay()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            graph.replay()
+        sync(device)
+    seconds = (time.perf_counter() - t0) / repeats
+    del graph
+    torch.cuda.empty_cache()
+    return seconds, "graph"
+
+
+def nonzero_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every layer that guided-diffusion initialises to zero (each ResBlock's last conv, attention's proj_out,
+    the final out conv) given PyTorch's default random init instead: with them zero the UNet outputs exactly 0
+    and a benchmark or a precision check measures nothing."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if params and hasattr(m, "reset_parameters") and all(not p.any() for p in params):
+            m.reset_parameters()
+    return model
+
+
+def bench_unet(arch: str, seed: int = 0) -> UNetModel:
+    """The benchmarks' random UNet of ``arch`` (256: the paper's checkpoints' architecture), no weight zero."""
+    torch.manual_seed(seed)
+    model = UNetModel(UNetConfig(**ARCHS[arch])).eval().requires_grad_(False)
+    return nonzero_weights(model, seed)
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -160,6 +209,10 @@ ARCH_256 = dict(image_size=256, num_channels=256, num_res_blocks=2, attention_re
 # A small one of the same family, to try the table's code on a CPU (--arch small).
 ARCH_SMALL = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
                   num_heads=2, num_head_channels=-1, resblock_updown=True, use_scale_shift_norm=True, learn_sigma=True)
+# The smallest one, for the CPU dry run of benchmarks/gpu_check.py in the test suite.
+ARCH_TINY = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                 num_heads=2, num_head_channels=-1, resblock_updown=True, use_scale_shift_norm=True, learn_sigma=True)
+ARCHS = {"256": ARCH_256, "small": ARCH_SMALL, "tiny": ARCH_TINY}
 ENGINE_VARIANTS = (("eager fp32", "fp32", False), ("eager fp16", "fp16", False), ("graphs fp16", "fp16", True))
 
 
@@ -168,8 +221,7 @@ def run_engine_table(args) -> dict:
     import warnings
 
     device = pick_device(args.device)
-    torch.manual_seed(0)
-    master = UNetModel(UNetConfig(**(ARCH_256 if args.arch == "256" else ARCH_SMALL))).eval().requires_grad_(False)
+    master = bench_unet(args.arch)
     S = master.cfg.image_size
     jp = JumpParams(t_T=args.t_T, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample)
     times = jump_schedule(jp)
@@ -186,7 +238,10 @@ def run_engine_table(args) -> dict:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 model = prepare_model(master, device, opts)
-                unet_s = time_unet(model, gt, t, device, args.unet_repeats)
+                if graphs:
+                    unet_s, bound_kind = time_unet_graph(model, gt, t, device, args.unet_repeats)
+                else:
+                    unet_s = time_unet(model, gt, t, device, args.unet_repeats)
                 cond = Conditioning(gt, keep, keys, diffusion.coefficients(device),
                                     noise_index=torch.arange(gt[0].numel(), device=device))
                 cache = GraphCache()
@@ -215,11 +270,13 @@ def run_engine_table(args) -> dict:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
         row["bound_s_per_image_call"] = row["graphs fp16"]["unet_only_s_per_image_call"]
+        row["bound_kind"] = bound_kind  # "graph": the UNet alone replayed as a CUDA graph; "eager" on a CPU
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{args.arch} px architecture, random weights, t_T {jp.t_T} / {jp.jump_length} / {jp.jump_n_sample} "
           f"({calls} UNet calls per image), {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")
-    print("| batch | UNet alone fp16 (bound) | eager fp32 | eager fp16 | graphs fp16 | outside the UNet (fp32 / fp16 / graphs) |")
+    print(f"| batch | UNet alone fp16, {rows[0]['bound_kind'] if rows else 'graph'} (bound) | eager fp32 | eager fp16 | "
+          f"graphs fp16 | outside the UNet (fp32 / fp16 / graphs) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         ms = [f"{1000 * r[n]['s_per_image_call']:.2f} ms" for n, _, _ in ENGINE_VARIANTS]
@@ -265,7 +322,7 @@ def run_cli(args) -> list[dict]:
     return rows
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model")
     p.add_argument("--config")
@@ -273,7 +330,7 @@ def main(argv=None):
     p.add_argument("--t-T", type=int, default=50)
     p.add_argument("--jump-length", type=int, default=5)
     p.add_argument("--jump-n-sample", type=int, default=2)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
@@ -286,8 +343,12 @@ def main(argv=None):
     p.add_argument("--json-out", help="Write the result as JSON here")
     p.add_argument("--engine-table", action="store_true",
                    help="The GPU table (default with --device cuda and no --model); on a CPU with --arch small")
-    p.add_argument("--arch", choices=["256", "small"], default="256", help="Architecture of the engine table")
-    args = p.parse_args(argv)
+    p.add_argument("--arch", choices=list(ARCHS), default="256", help="Architecture of the engine table")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     if args.engine_table or (args.device.startswith("cuda") and args.model is None):
         result = run_engine_table(args)
         if args.json_out:

@@ -84,10 +84,39 @@ def test_ranks_exchange_the_summary_over_gloo_with_a_long_timeout_also_on_gpus(m
 
     calls, bound = [], []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda i: bound.append(i))
     monkeypatch.setattr(tdist, "is_initialized", lambda: False)
     monkeypatch.setattr(tdist, "init_process_group", lambda backend=None, **kw: calls.append((backend, kw)))
-    assert dist.init(Rank(1, 2, 1), "auto") == "cuda:1"
-    assert bound == [1]
+    assert dist.init(Rank(1, 2, 1), "auto") == "cuda:1"  # made current by pick_device, as every --device is
     assert [c[0] for c in calls] == ["gloo"]
     assert calls[0][1]["timeout"] >= datetime.timedelta(hours=24)
+
+
+@pytest.mark.parametrize("visible,local_rank,device,want", [
+    (1, 3, "auto", "cuda:0"),  # each rank sees only its own GPU (CUDA_VISIBLE_DEVICES per rank)
+    (1, 3, "cuda", "cuda:0"),
+    (4, 3, "auto", "cuda:3"),  # every rank sees the node's GPUs: LOCAL_RANK's
+    (2, 3, "auto", "cuda:1"),  # more ranks than GPUs: shared round-robin
+    (4, 3, "cuda:1", "cuda:1"),  # an explicit --device cuda:N is kept
+    (4, 3, "cpu", "cpu"),
+])
+def test_a_rank_gets_a_gpu_it_can_see_and_an_explicit_device_is_kept(monkeypatch, visible, local_rank, device, want):
+    """Issue 37.6: torchrun's set_device(LOCAL_RANK) failed where each rank sees one GPU and overrode --device cuda:N."""
+    import torch
+    import torch.distributed as tdist
+
+    from repaint_cli.runtime import torchrun as dist
+
+    bound = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+
+    def set_device(i):
+        if i >= visible:
+            raise RuntimeError("CUDA error: invalid device ordinal")
+        bound.append(i)
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    assert dist.init(Rank(local_rank, 4, local_rank), device) == want

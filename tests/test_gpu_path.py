@@ -186,8 +186,9 @@ def test_batch_fit_from_two_probes_and_no_64_cap():
     # small model on a big GPU: 10 MiB per image, 100 MiB fixed, 80 GiB free
     assert fit_batch(110 * mib, 120 * mib, 80 * 1024 * mib, 10_000) == 512
     assert fit_batch(110 * mib, 120 * mib, 80 * 1024 * mib, 10_000, cap=4096) > 64 * 40
-    # big model: 1 GiB per image, 3 GiB fixed, 12 GiB free -> (9.6 - 3) / 1.5
-    assert fit_batch(4 * 1024 * mib, 5 * 1024 * mib, 12 * 1024 * mib, 100) == 4
+    # big model: 1 GiB per image, 3 GiB fixed, 12 GiB free -> (9.6 - 3.3) / 1.1: what a capture holds (issue 37.2)
+    assert fit_batch(4 * 1024 * mib, 5 * 1024 * mib, 12 * 1024 * mib, 100) == 5
+    assert fit_batch(4 * 1024 * mib, 5 * 1024 * mib, 12 * 1024 * mib, 100, state_per_image=300 * mib) == 4
     assert fit_batch(10 * mib, 5 * mib, mib, 100) == 1  # never below 1
 
 
@@ -218,10 +219,12 @@ def test_low_precision_weights_give_what_autocast_gives_and_keep_the_fp32_master
     master = copy.deepcopy(unet)
     low = low_precision_copy(master, torch.bfloat16, torch.device("cpu"))
     assert all(p.dtype == torch.float32 for p in master.parameters())  # the NaN retry's weights are untouched
-    convs = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear))]
+    kept = {id(k) for f in low.fp32_modules() for k in f.modules()}  # guided-diffusion's fp32 layers (issue 37.5)
+    convs = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear))
+             and id(m) not in kept]
     norms = [m for m in low.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
-    assert any(isinstance(m, torch.nn.Linear) for m in convs)  # extended to the linear layers
+    assert any(isinstance(m, torch.nn.Conv1d) for m in convs)  # attention's qkv and proj_out too
     assert all(m.weight.dtype == torch.float32 for m in norms)
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
     with torch.no_grad():
@@ -365,3 +368,218 @@ def test_an_empty_graph_warning_is_a_failure_even_under_the_clis_warning_filter(
         FakeCuda(monkeypatch, end_warns="some harmless note")
         graph, outs, notes = _cuda_capture(lambda: (torch.ones(2),))
     assert notes == ["some harmless note"] and torch.equal(outs[0], torch.ones(2))
+
+
+# ----------------------------------------------------------------------------- issue 37: fp32 means fp32
+
+
+def test_fp32_on_cuda_runs_without_tf32_and_restores_the_process_settings():
+    """Issue 37.6: cuDNN convolutions default to TF32; --precision fp32 (and the NaN retry) must be IEEE fp32.
+    The flags are host settings read at kernel launch, so recording them inside the model's call checks it."""
+    seen = []
+
+    class Records(torch.nn.Module):
+        def forward(self, x, t, **kw):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return x
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        PrecisionModel(Records(), torch.float32, torch.device("cuda"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (before[0], True)
+        PrecisionModel(Records(), torch.float32, torch.device("cpu"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
+        assert seen[-1] == (before[0], True)  # the CPU has no TF32: nothing changed there
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+
+# ----------------------------------------------------------------------------- issue 37: the first capture's memory
+
+
+class RecordingReplay(EagerReplay):
+    """An EagerReplay that logs when a capture begins and ends and when it is replayed."""
+
+    events: list = []
+    phase = ["eager"]
+
+    def __init__(self, fn):
+        RecordingReplay.events.append("capture_begin")
+        RecordingReplay.phase[0] = "capture"
+        super().__init__(fn)
+        RecordingReplay.events.append("capture_end")
+        RecordingReplay.phase[0] = "after"
+
+    def replay(self):
+        RecordingReplay.phase[0] = "replay"
+        super().replay()
+        RecordingReplay.phase[0] = "after"
+
+    @staticmethod
+    def capture(fn):
+        g = RecordingReplay(fn)
+        return g, g.outs, []
+
+
+class CallLog(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, t, **kw):
+        RecordingReplay.events.append(("model", RecordingReplay.phase[0]))
+        return self.inner(x, t, **kw)
+
+
+def test_the_eager_reference_is_computed_before_the_capture(unet):
+    """Issue 37.2: the check's eager step ran while the graph's pool was held (two steps' activations at once);
+    now it runs before the capture, and after the first capture_begin the model runs only captured or replayed."""
+    RecordingReplay.events.clear()
+    steps = make_steps(CallLog(unet), make_cond(), EngineOptions(), None, GraphCache(), capture=RecordingReplay.capture)
+    assert isinstance(steps, CudaGraphSteps) and steps.check_diff == 0.0
+    events = RecordingReplay.events
+    first = events.index("capture_begin")
+    assert ("model", "eager") in events[:first]  # the reference
+    assert [e for e in events[first:] if isinstance(e, tuple)] and all(
+        e[1] in ("capture", "replay") for e in events[first:] if isinstance(e, tuple)), events
+
+
+def test_the_allocators_cache_is_emptied_right_before_capture_begin(monkeypatch):
+    """Issue 37.2: a graph's private pool cannot reuse the blocks cached from the warm-up."""
+    from repaint_cli.runtime.cuda_graphs import _cuda_capture
+
+    order = []
+    FakeCuda(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: order.append("empty_cache"))
+    begin = torch.cuda.CUDAGraph.capture_begin
+
+    def capture_begin(self, *a, **k):
+        order.append("capture_begin")
+        return begin(self, *a, **k)
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", capture_begin)
+    _cuda_capture(lambda: (torch.zeros(2),))
+    assert order == ["empty_cache", "capture_begin"]
+
+
+def test_the_full_batchs_capture_is_dropped_before_the_partial_last_batch_is_captured(unet):
+    """Issue 37.2: the run's cache held the full batch's pool while capturing the last partial batch."""
+    cache, held_at_capture = GraphCache(), []
+
+    def capture(fn):
+        held_at_capture.append(len(cache))
+        return EagerReplay.capture(fn)
+
+    for n in (3, 3, 1):  # two full batches (one capture, reused), then the partial last one
+        make_steps(unet, make_cond(n=n, seed=n), EngineOptions(), None, cache, capture=capture)
+    assert held_at_capture == [0, 0, 0, 0]  # reverse + undo for each of the two shapes: nothing else held
+    assert len(cache) == 1
+
+
+class PerturbedReplay(EagerReplay):
+    """A replay 0.02 off the eager step: inside the old fp16 tolerance (0.03 x (1 + max |x|) ~ 0.15)."""
+
+    def replay(self):
+        super().replay()
+        self.outs[0].add_(0.02)
+
+    @staticmethod
+    def capture(fn):
+        g = PerturbedReplay(fn)
+        return g, g.outs, []
+
+
+class LabelledHalf(torch.nn.Module):
+    dtype = torch.float16  # what the check reads to pick its tolerance
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, t, **kw):
+        return self.inner(x, t, **kw)
+
+
+def test_the_post_capture_check_is_near_exact_in_half_precision(unet):
+    """Issue 37.6: replay and eager run the same kernels; a 0.02 difference is a fault, not rounding."""
+    said = []
+    steps = make_steps(LabelledHalf(unet), make_cond(), EngineOptions(), lambda m, level="info": said.append(m),
+                       GraphCache(), capture=PerturbedReplay.capture)
+    assert isinstance(steps, EagerSteps) and any("reverse x off by 0.02" in m for m in said)
+    exact = make_steps(LabelledHalf(unet), make_cond(), EngineOptions(), None, GraphCache(),
+                       capture=EagerReplay.capture)
+    assert isinstance(exact, CudaGraphSteps) and exact.check_diff == 0.0
+
+
+# ----------------------------------------------------------------------------- issue 37.5: Inf in the raw eps
+
+
+class InfAt(torch.nn.Module):
+    """eps = +Inf for batch row ``row`` at the call numbered ``call``: the clip into [-1, 1] would hide it."""
+
+    def __init__(self, inner, row=1, call=3):
+        super().__init__()
+        self.inner, self.row, self.call, self.calls = inner, row, call, 0
+
+    def forward(self, x, t, **kw):
+        out = self.inner(x, t, **kw)
+        self.calls += 1
+        if self.calls == self.call:
+            out = out.clone()
+            out[self.row, :3] = float("inf")
+        return out
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_an_inf_in_the_raw_model_output_is_flagged_per_image(unet, graphs):
+    """Issue 37.5: x0 = clip((x - sqrt(1 - abar) eps) / sqrt(abar)) turns an Inf eps into -1, a finite but
+    wrong sample; the batch's non-finite flags (on the device, read once) name the image."""
+    times = jump_schedule(JumpParams(t_T=6, jump_length=2, jump_n_sample=2))
+    cond = make_cond(n=3)
+    cond.nonfinite = torch.zeros(3, dtype=torch.bool)
+    model = InfAt(unet, row=1, call=12 if graphs else 3)  # the graph runner's warm-up and check call it first
+    steps = (make_steps(model, cond, EngineOptions(), None, GraphCache(), capture=EagerReplay.capture) if graphs
+             else EagerSteps(model, cond))
+    assert model.calls < model.call
+    with torch.no_grad():
+        x = repaint(model, cond, times, None, steps)
+    assert torch.isfinite(x).all()  # the Inf was clipped away
+    assert steps.cond.nonfinite.tolist() == [False, True, False]
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_guided_diffusions_fp32_layers_stay_fp32_under_half_precision(unet, dtype):
+    """Issue 37.5: guided-diffusion's use_fp16 keeps the timestep embedding, every emb_layers and the final out
+    in fp32 (celeba256 / places256 were trained in fp32); autocast and the half copy ran them in fp16. CPU
+    autocast stands in for CUDA's: the same dispatch decides which dtype each layer runs in."""
+    import copy
+
+    low = low_precision_copy(copy.deepcopy(unet), dtype, torch.device("cpu"))
+    parts = {"time_embed": low.time_embed, "emb_layers": low.input_blocks[1][0].emb_layers, "out": low.out,
+             "trunk conv": low.input_blocks[1][0].in_layers[2]}
+    assert all(p.dtype == torch.float32 for name in ("time_embed", "emb_layers", "out")
+               for p in parts[name].parameters())
+    assert parts["trunk conv"].weight.dtype == dtype
+    seen = {}
+    for name, m in parts.items():
+        m.register_forward_hook(lambda mod, args, out, name=name: seen.update({name: out.dtype}))
+    with torch.no_grad():
+        y = PrecisionModel(low, dtype, torch.device("cpu"), False)(torch.randn(2, 3, 16, 16), torch.tensor([3, 700]))
+    assert seen == {"time_embed": torch.float32, "emb_layers": torch.float32, "out": torch.float32,
+                    "trunk conv": dtype}
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    # the names are the checkpoint format: a half copy's state dict has the fp32 model's keys
+    assert list(low.state_dict()) == list(unet.state_dict())
+
+
+def test_the_timed_batch_choice_takes_the_smallest_batch_near_the_best_time():
+    from repaint_cli.runtime.memory import timed_batch_choice
+
+    # per image: launch-bound at 1-4, the GPU full from 16 on (64 no faster than 16)
+    assert timed_batch_choice({1: 0.040, 2: 0.021, 4: 0.012, 8: 0.0075, 16: 0.0061, 32: 0.0060, 64: 0.0059}) == 16
+    assert timed_batch_choice({1: 0.01}) == 1
+    with pytest.raises(ValueError):
+        timed_batch_choice({})

@@ -88,3 +88,50 @@ def test_a_failed_or_different_compile_falls_back_with_a_warning(monkeypatch):
         assert noise.fuse_checked(cpu) is None
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # a compiler that keeps the bits
     assert noise.fuse_checked(cpu) is uniform_pairs
+
+
+def _eager_backend_compile(monkeypatch):
+    """torch.compile with the eager backend: dynamo's tracing, guards and recompile limit, no C++ compiler."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, **{**kw, "backend": "eager"}))
+
+
+def test_the_compiled_draw_serves_any_number_of_batch_sizes(monkeypatch):
+    """Issue 37.1: compiled with static shapes, the 8th new (batch, C*H*W) raised FailOnRecompileLimitHit."""
+    _eager_backend_compile(monkeypatch)
+    fused = noise.fuse_checked(torch.device("cpu"))  # the real compiled function (eager backend)
+    assert fused is not None
+    for n in (3 * 5 * 5, 3 * 8 * 8):
+        index = torch.arange(n)
+        for b in range(1, 11):
+            keys = keys_tensor([image_key(b, f"i{i}") for i in range(b)])
+            with torch.no_grad():
+                assert torch.equal(fused(keys, torch.tensor(7), index), uniform_pairs(keys, torch.tensor(7), index))
+
+
+def test_a_failing_fused_draw_falls_back_for_good_with_the_same_bits(monkeypatch):
+    """Issue 37.1: any failure of the fused draw gives the unfused draw (same bits) now and for every later call."""
+    dev = torch.device("cpu")
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        raise RuntimeError("FailOnRecompileLimitHit: Hard failure due to fullgraph=True")
+
+    monkeypatch.setitem(noise._FUSED, dev, failing)
+    keys = keys_tensor([image_key(0, "a"), image_key(0, "b"), image_key(3, "c")])
+    want = gaussian(keys, torch.tensor(11), (3, 5, 5))
+    with pytest.warns(UserWarning, match="unfused draw from now on"):
+        got = gaussian(keys, torch.tensor(11), (3, 5, 5), uniforms=noise._guarded(failing, dev))
+    assert torch.equal(got, want) and noise._FUSED[dev] is None and len(calls) == 1
+    # a runner that still holds the old function does not try it again
+    again = gaussian(keys, torch.tensor(11), (3, 5, 5), uniforms=noise._guarded(failing, dev))
+    assert torch.equal(again, want) and len(calls) == 1
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setitem(noise._FUSED, dev, out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # the caller splits the batch; the fused draw stays
+        gaussian(keys, torch.tensor(1), (3, 5, 5), uniforms=noise._guarded(out_of_memory, dev))
+    assert noise._FUSED[dev] is out_of_memory

@@ -150,3 +150,51 @@ def test_schedule_list_shows_the_measured_paired_difference_to_paper(monkeypatch
     r = runner.invoke(app, ["schedule", "--list"])
     line = dict(ln.split("\t", 1) for ln in r.stdout.splitlines())[name]
     assert "not measured" in line and "guidance 123" in line
+
+
+class RecordsOutputGrad(torch.nn.Module):
+    """A UNet whose output records the gradient that reaches it in the backward (what an fp16 UNet would see)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.grads = inner, []
+
+    def forward(self, x, t, **kw):
+        out = self.inner(x, t, **kw)
+        if out.requires_grad:
+            out.register_hook(lambda g: self.grads.append(g.detach().clone()))
+        return out
+
+
+def test_the_term_is_scaled_before_the_backward_and_equals_the_old_one():
+    """Issue 37.4: the same term as the gradient of the unscaled error times -s a / (1 - a) (fp32), while the
+    gradient flowing back through the model stays a few units at t near T, where it was ~2e4."""
+    from repaint_cli.models.unet import UNetModel
+
+    unet = RecordsOutputGrad(randomize(UNetModel(small_unet_config(image_size=8, attention_resolutions="4"))).eval())
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="50")
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand((2, 3, 8, 8), generator=g) * 2 - 1
+    keep = torch.rand((2, 1, 8, 8), generator=g) > 0.5
+    abar = Diffusion.create(steps=1000).arrays()["alphas_cumprod"].float()
+    for step, scale in ((49, 3.0), (25, 1.0), (1, 0.5)):
+        t = diffusion.timestep_map[step].repeat(2)
+        a = abar[t[0]]
+        # x_t as RePaint gives it to the model: the known pixels noised to level t
+        x = torch.where(keep, a.sqrt() * gt + (1 - a).sqrt() * torch.randn(gt.shape, generator=g),
+                        torch.randn(gt.shape, generator=g))
+        net, cond_fn = reconstruction(unet, diffusion, gt, keep, scale)
+        unet.grads.clear()
+        term = cond_fn(x, t)
+        upstream = unet.grads[-1]
+        # the old computation: the gradient of the unscaled error, scaled afterwards
+        x_in = x.clone().requires_grad_(True)
+        out = unet.inner(x_in, t)
+        x0 = (x_in - (1 - a).sqrt() * out[:, :3]) / a.sqrt()
+        old_grad, = torch.autograd.grad(0.5 * (((x0 - gt) ** 2) * keep).sum(), x_in)
+        old = -scale * a / (1 - a) * old_grad
+        assert torch.allclose(term, old, rtol=1e-4, atol=1e-6 * float(old.abs().max())), step
+        bound = scale * float(x.abs().max() + out.detach().abs().max() + 1) / float((1 - a).sqrt())
+        assert float(upstream.abs().max()) <= bound, (step, float(upstream.abs().max()), bound)
+        if step == 49:
+            assert float(upstream.abs().max()) < 100  # unscaled, it was (x0 - gt) sqrt((1 - a) / a), ~1e4 here

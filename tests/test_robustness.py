@@ -127,3 +127,76 @@ def test_memory_stays_flat_over_a_long_run(tmp_path, small_checkpoint):
         assert r.returncode == 0, r.stderr[-2000:]
         peaks[n] = int(r.stdout.split()[-1]) / 1024  # MiB
     assert peaks[320] < peaks[40] + 25, peaks  # 8x the images, (almost) the same peak
+
+
+def test_only_the_non_finite_images_are_redone_in_fp32_with_their_own_split_state(tmp_path, small_checkpoint,
+                                                                                   monkeypatch):
+    """Issue 37.3: one NaN image redid its whole batch in fp32, and an out-of-memory in that retry shrank every
+    later fp16 batch. Now only the flagged images are redone (their noise is keyed to them: the same bytes as
+    in any batch) and the retry's splits stay its own."""
+    imgs = make_images(tmp_path / "imgs", 8)
+    inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "ref", batch_size=4))
+    real_prepare, real_sample = inpaint_mod.prepare_model, inpaint_mod.sample_batch
+
+    class Half(torch.nn.Module):  # stands in for the fp16 UNet (same numbers: the NaN comes from below)
+        dtype = torch.float16
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, t, **kw):
+            return self.inner(x, t, **kw)
+
+    def prepare(model, device, engine_opts):
+        wrapped = real_prepare(model, device, engine_opts)
+        return wrapped if engine_opts.precision == "fp32" else Half(wrapped)
+
+    calls = []
+
+    def sample(model, st, batch, *a, **k):
+        half = getattr(model, "dtype", None) == torch.float16
+        calls.append(("fp16" if half else "fp32", [p.job.stem for p in batch]))
+        if not half and len(batch) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated, fp32 retry)")
+        x = real_sample(model, st, batch, *a, **k)
+        for i, p in enumerate(batch):
+            if half and p.job.stem in ("img0001", "img0002"):
+                x[i] = float("nan")
+        return x
+
+    monkeypatch.setattr(inpaint_mod, "prepare_model", prepare)
+    monkeypatch.setattr(inpaint_mod, "sample_batch", sample)
+    rep = Reporter()
+    summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "retry", batch_size=4), rep)
+    assert summary.done == 8 and summary.failed == 0
+    assert calls == [("fp16", ["img0000", "img0001", "img0002", "img0003"]),
+                     ("fp32", ["img0001", "img0002"]), ("fp32", ["img0001"]), ("fp32", ["img0002"]),
+                     ("fp16", ["img0004", "img0005", "img0006", "img0007"])]  # still 4 at a time
+    assert any("NaN/Inf" in line and "2 image(s)" in line for line in rep.lines)
+    assert read_all(tmp_path / "ref") == read_all(tmp_path / "retry")  # the retried images bit for bit
+
+
+def test_an_inf_in_the_models_eps_fails_the_image_instead_of_being_clipped_away(tmp_path, small_checkpoint,
+                                                                                monkeypatch):
+    """Issue 37.5: an Inf eps became x0 = -1 after the clip and the image was written as if nothing happened."""
+    imgs = make_images(tmp_path / "imgs", 2)
+    real_prepare = inpaint_mod.prepare_model
+
+    class InfOnce(torch.nn.Module):  # the first call of the run (the first image's first step) gives eps = Inf
+        dtype = torch.float32
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x, t, **kw):
+            out = self.inner(x, t, **kw)
+            self.calls += 1
+            return torch.cat([torch.full_like(out[:, :3], float("inf")), out[:, 3:]], 1) if self.calls == 1 else out
+
+    monkeypatch.setattr(inpaint_mod, "prepare_model", lambda *a: InfOnce(real_prepare(*a)))
+    summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out", batch_size=1))
+    assert (summary.done, summary.failed) == (1, 1)
+    failed = [r for r in summary.results if r.status == "failed"]
+    assert "img0000.png" in failed[0].error and "NaN/Inf" in failed[0].error

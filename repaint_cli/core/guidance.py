@@ -30,7 +30,9 @@ class KeepsGraph(torch.nn.Module):
 
     def graph_for(self, x, t, **kwargs):
         """(input, output) with autograd history for model(x, t), reusing the last call when it was this one."""
-        if self.last is not None and self.last[0] is x and torch.equal(self.last[1], t):
+        # identity, not torch.equal: the sampler passes the very t it gave the model, and a comparison of values
+        # would read the device (a sync, impossible inside a captured CUDA graph)
+        if self.last is not None and self.last[0] is x and self.last[1] is t:
             x_in, out = self.last[2], self.last[3]
         else:
             x_in = x.detach().clone().requires_grad_(True)
@@ -61,8 +63,13 @@ def reconstruction_guidance(model: KeepsGraph, gt: torch.Tensor, keep: torch.Ten
             x_in, out = model.graph_for(x, t_model, **kwargs)
             a = abar[t_model].reshape(-1, *[1] * (x.dim() - 1))
             x0 = predicted_x0(x_in, out.float(), a, prediction_type)
-            err = 0.5 * (((x0 - gt) ** 2) * keep).sum()
+            # the factor scale * a / (1 - a) goes in before the backward, not after: the gradient reaching the
+            # (fp16) model's output is then scale * (x - sqrt(a) gt - sqrt(1 - a) eps) / sqrt(1 - a) on the
+            # known pixels, a few units, where unscaled it is (x0 - gt) sqrt((1 - a) / a), ~157^2 times larger
+            # near t = T, enough to overflow fp16 in the model's backward
+            weight = (scale * a / (1 - a)).detach()
+            err = 0.5 * (((x0 - gt) ** 2) * keep * weight).sum()
             grad, = torch.autograd.grad(err, x_in)
-        return -scale * (a / (1 - a)) * grad
+        return -grad
 
     return cond_fn

@@ -132,9 +132,15 @@ def prepare_fused_noise(device: torch.device):
 
 
 def fuse_checked(device: torch.device):
-    """:func:`uniform_pairs` compiled, if it compiles and gives the same bits on ``device``; else None, with a warning."""
+    """:func:`uniform_pairs` compiled, if it compiles and gives the same bits on ``device``; else None, with a warning.
+
+    Compiled with dynamic shapes: with static ones every new (batch, C*H*W) compiled again, and the
+    8th (two out-of-memory splits and a partial last batch, or a notebook's image counts) hit
+    torch's recompile limit, which ``fullgraph`` makes an error. Sizes 0 and 1 are still
+    specialised, so a few compiles serve every batch.
+    """
     try:
-        compiled = torch.compile(uniform_pairs, dynamic=False, fullgraph=True)
+        compiled = torch.compile(uniform_pairs, dynamic=True, fullgraph=True)
         problem = check_fused(compiled, device)
     except Exception as e:  # no Triton, no compiler...: an optimisation, never fatal
         problem = f"it could not be compiled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
@@ -177,7 +183,29 @@ def draw_noise(keys: torch.Tensor, draw, shape: tuple, index: torch.Tensor | Non
     fused = _FUSED.get(keys.device)
     if fused is None and keys.is_cuda and keys.device not in _FUSED and not torch.cuda.is_current_stream_capturing():
         fused = prepare_fused_noise(keys.device)
-    return gaussian(keys, torch.as_tensor(draw, device=keys.device), shape, index, uniforms=fused)
+    uniforms = None if fused is None else _guarded(fused, keys.device)
+    return gaussian(keys, torch.as_tensor(draw, device=keys.device), shape, index, uniforms=uniforms)
+
+
+def _guarded(fused, device: torch.device):
+    """``fused`` where it works; on any failure (a recompile limit, a compiler error at a new shape) the unfused
+    draw, which gives the same bits, for this call and for good on ``device``, said once. Out of memory is
+    passed on: the batch is too big, not the compiler, and the caller splits it."""
+    def uniforms(keys, counter, index):
+        if _FUSED.get(device) is not fused:  # already given up on (by an earlier call)
+            return uniform_pairs(keys, counter, index)
+        try:
+            return fused(keys, counter, index)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:
+            _FUSED[device] = None
+            first = (str(e).splitlines() or [""])[0][:200]
+            warnings.warn(f"fused noise draw failed on {device} ({type(e).__name__}: {first}); using the unfused "
+                          f"draw from now on (same noise, slower)")
+            return uniform_pairs(keys, counter, index)
+
+    return uniforms
 
 
 def per_image_noise(keys: torch.Tensor, draw, shape: tuple, index: torch.Tensor | None = None) -> torch.Tensor:

@@ -42,6 +42,9 @@ class Conditioning:
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
     method: str = "repaint"  # the reverse step: a key of METHODS
     noise_source: Callable = per_image_noise  # (keys, draw, shape, index) -> noise of gt's shape
+    # (B,) bool, or None: set for an image whose raw model output held NaN/Inf at any step (the clip into
+    # [-1, 1] would hide an Inf); kept on the device, read once per batch by the caller
+    nonfinite: Optional[torch.Tensor] = None
 
     def noise(self, draw) -> torch.Tensor:
         """Draw number ``draw`` (see :func:`draw_id`) from the noise source."""
@@ -109,6 +112,8 @@ def _predict(model, x, cond: Conditioning, i):
     c = cond.coefs
     t_model = c["timestep_map"][i].expand(x.shape[0])
     out = model(x, t_model, **cond.model_kwargs).float()
+    if cond.nonfinite is not None:  # in place, no sync: the flag is a buffer of a captured graph too
+        cond.nonfinite |= ~torch.isfinite(out).flatten(1).all(dim=1)
     pred = out[:, : x.shape[1]]  # eps for RePaint's models; x0 or v for some diffusers models
     if out.shape[1] == 2 * x.shape[1]:  # learned range: interpolate log-variances
         frac = (out[:, x.shape[1]:] + 1) / 2

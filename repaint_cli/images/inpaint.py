@@ -180,34 +180,48 @@ class _Run:
             yield item
 
     def _sample(self, batch: list[Prepared]) -> torch.Tensor:
-        """x_0 of a batch; on out-of-memory it is split and retried, a batch not finite under fp16/bf16 is redone
-        in fp32."""
+        """x_0 of a batch; on out-of-memory it is split and retried; the images not finite under fp16/bf16 are
+        redone in fp32."""
         kwargs = self.guidance.model_kwargs(batch, self.st.device) if self.guidance else None
         cond_fn = self.guidance.cond_fn if self.guidance else None
         callbacks = [h.step_callback(batch) for h in self.opts.write.extras]
 
-        def run(idx: list[int], m=self.model):  # idx: positions in the batch (all, or a split part)
+        def run(idx: list[int], m=self.model, engine=self.opts.engine):  # idx: positions in the batch
             sub_kw = {k: v[idx] for k, v in (kwargs or {}).items()}
             sub_cbs = callbacks if len(idx) == len(batch) else []  # frames only for whole batches
-            return sample_batch(m, self.st, [batch[i] for i in idx], self.opts.sample, self.opts.engine,
+            return sample_batch(m, self.st, [batch[i] for i in idx], self.opts.sample, engine,
                                 self.reporter, sub_cbs, sub_kw, cond_fn, self.graph_cache)
 
         everything = list(range(len(batch)))
         x = _split_retry(run, everything, self.reporter, self.split, self._free_after_oom)
-        if torch.isfinite(x).all() or getattr(self.model, "dtype", torch.float32) == torch.float32:
+        bad = [i for i, is_bad in enumerate(non_finite_rows(x)) if is_bad]
+        if not bad or getattr(self.model, "dtype", torch.float32) == torch.float32:
             return x
-        self.reporter.log(f"NaN/Inf under {self.model.dtype} in the batch starting {batch[0].job.image}; retrying "
-                          f"it in fp32", "warning")
+        return self._redo_in_fp32(batch, x, bad, run, any(cb is not None for cb in callbacks))
+
+    def _redo_in_fp32(self, batch: list[Prepared], x: torch.Tensor, bad: list[int], run, frames: bool) -> torch.Tensor:
+        """The images of ``bad`` redone in fp32, alone: each image's noise is keyed to it, so its result is the
+        one it would have in any batch. Eager (a rare retry is not worth a capture and its pool), with a split
+        state of its own: an fp32 retry that runs out of memory must not shrink the run's fp16 batches. Where a
+        hook records frames of the whole batch (``--frames``), the whole batch, so that they show the fp32 run."""
+        rows = list(range(len(batch))) if frames else bad
+        self.reporter.log(f"NaN/Inf under {self.model.dtype} in {len(bad)} image(s) of the batch (first: "
+                          f"{batch[bad[0]].job.image}); retrying {'the batch' if frames else 'them'} in fp32",
+                          "warning")
         if self.model_fp32 is None:  # the fp32 master, kept on the host until a batch needs it
             self.model_fp32 = prepare_model(self.st.loaded.model, self.st.device,
                                             EngineOptions(**{**asdict(self.opts.engine), "precision": "fp32"}))
-        x = _split_retry(lambda idx: run(idx, self.model_fp32), everything, self.reporter, self.split,
-                         self._free_after_oom)
+        eager = EngineOptions(**{**asdict(self.opts.engine), "precision": "fp32", "cuda_graphs": False})
+        redone = _split_retry(lambda idx: run([rows[i] for i in idx], self.model_fp32, eager), list(range(len(rows))),
+                              self.reporter, SplitState(), self._free_after_oom)
+        x = x.clone()
+        x[rows] = redone.to(x.dtype)
         if not _fp32_fits_beside(self.model_fp32, self.st.device):  # memory is short: back to the host
-            self.graph_cache.clear()  # its graphs read the weights about to move
-            self.model_fp32.inner.to("cpu")
+            self.model_fp32.inner.to("cpu")  # no graph reads these weights: the retry runs eager
             self.model_fp32 = None
-            self._free_after_oom()
+            gc.collect()
+            if self.st.device.type == "cuda":
+                torch.cuda.empty_cache()
         return x
 
     def _free_after_oom(self) -> None:

@@ -33,7 +33,7 @@ def sample_batch(model, st: Setup, batch: list[Prepared], sample: SampleOptions,
     coefs = st.diffusion.coefficients(dev, eta=sample.eta if sample.method == "ddim" else None)
     model, cond_fn = reconstruction(model, st.diffusion, gt, keep, st.guidance, cond_fn)  # unchanged at 0
     cond = Conditioning(gt, keep, keys, coefs, model_kwargs or {}, cond_fn, torch.arange(gt[0].numel(), device=dev),
-                        sample.method)
+                        sample.method, nonfinite=torch.zeros(len(batch), dtype=torch.bool, device=dev))
     steps = make_steps(model, cond, engine, reporter.log, graph_cache, with_undo=has_undo(st.times))
     hooks = [cb for cb in callbacks if cb is not None]
     progress = DeviceProgress(reporter.advance_steps, dev)
@@ -45,9 +45,11 @@ def sample_batch(model, st: Setup, batch: list[Prepared], sample: SampleOptions,
 
     with torch.no_grad():  # guidance takes its own gradient inside cond_fn
         x = repaint(model, cond, st.times, callback, steps)
-    # a CUDA graph returns its static output buffer, which the next batch of this shape
-    # (e.g. the other half of an out-of-memory split) would overwrite
-    x = x.clone() if x.is_cuda else x
+        # an image whose raw model output held NaN/Inf at any step (its Inf eps clipped into a finite x0) is
+        # made NaN: it is retried in fp32 or fails alone, never written as if nothing happened. A new tensor
+        # either way: a CUDA graph returns its static output buffer, which the next batch of this shape
+        # (e.g. the other half of an out-of-memory split) would overwrite
+        x = torch.where(steps.cond.nonfinite.reshape(-1, *[1] * (x.dim() - 1)), float("nan"), x)
     progress.finish()
     return x
 

@@ -12,6 +12,7 @@ uses fused kernels where PyTorch has them.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -125,6 +126,23 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.float()).type(x.dtype)
 
 
+def full_precision(x: torch.Tensor):
+    """Autocast off (where it is on) for the layers guided-diffusion keeps in fp32 under ``use_fp16``: the
+    timestep and class embeddings, each ResBlock's ``emb_layers`` and the final ``out``. Its fp16 conversion
+    touches convolutions of the trunk only; autocast would run every linear and conv layer in fp16."""
+    kind = x.device.type
+    if kind in ("cuda", "cpu", "mps", "xpu") and torch.is_autocast_enabled(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _fp32_parts(model: nn.Module) -> list:
+    """The modules of a UNet or classifier whose weights stay fp32 in a half-precision copy (see
+    :func:`full_precision`): ``time_embed``, ``label_emb``, every ``emb_layers`` and the final ``out``."""
+    found = [getattr(model, name) for name in ("time_embed", "label_emb", "out") if hasattr(model, name)]
+    return found + [m.emb_layers for m in model.modules() if isinstance(m, ResBlock)]
+
+
 def normalization(channels: int) -> nn.Module:
     return GroupNorm32(32, channels)
 
@@ -216,7 +234,9 @@ class ResBlock(TimestepBlock):
             h = self.in_layers[-1](h)
         else:
             h = self.in_layers(x)
-        emb_out = self.emb_layers(emb).type(h.dtype)[:, :, None, None]
+        with full_precision(emb):
+            emb_out = self.emb_layers(emb.float())
+        emb_out = emb_out.type(h.dtype)[:, :, None, None]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
             h = self.out_layers[0](h) * (1 + scale) + shift
@@ -337,6 +357,10 @@ class UNetModel(nn.Module):
         if cfg.use_fp16:
             self.convert_to_fp16()
 
+    def fp32_modules(self) -> list:
+        """What a half-precision copy keeps in fp32 (``runtime.device.low_precision_copy``)."""
+        return _fp32_parts(self)
+
     def convert_to_fp16(self):
         """Run the trunk in fp16, as guided-diffusion's ``use_fp16``; only sensible on CUDA."""
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
@@ -350,9 +374,10 @@ class UNetModel(nn.Module):
 
     def forward(self, x, timesteps, y: Optional[torch.Tensor] = None):
         assert (y is not None) == (self.num_classes is not None), "pass y iff the model is class-conditional"
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
-        if self.num_classes is not None:
-            emb = emb + self.label_emb(y)
+        with full_precision(x):
+            emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+            if self.num_classes is not None:
+                emb = emb + self.label_emb(y)
         skips = []
         h = x.type(self.dtype)
         for block in self.input_blocks:
@@ -361,7 +386,8 @@ class UNetModel(nn.Module):
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h.type(x.dtype))
+        with full_precision(x):
+            return self.out(h.type(x.dtype))
 
 
 class AttentionPool2d(nn.Module):
@@ -433,15 +459,20 @@ class EncoderUNetModel(nn.Module):
         if cfg.classifier_use_fp16:
             self.convert_to_fp16()
 
+    def fp32_modules(self) -> list:
+        return _fp32_parts(self)
+
     def convert_to_fp16(self):
         for part in (self.input_blocks, self.middle_block):
             _convert_to(part, torch.float16)
         self.dtype = torch.float16
 
     def forward(self, x, timesteps):
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        with full_precision(x):
+            emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         h = x.type(self.dtype)
         for block in self.input_blocks:
             h = block(h, emb)
         h = self.middle_block(h, emb).type(x.dtype)
-        return self.out(h)
+        with full_precision(x):
+            return self.out(h)

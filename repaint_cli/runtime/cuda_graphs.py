@@ -3,6 +3,7 @@ replayed; an eager fallback with the same interface where capture is impossible 
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import warnings
 from collections import OrderedDict
@@ -41,8 +42,9 @@ class CudaGraphSteps:
         self.model = model
         self.cond = Conditioning(
             cond.gt.clone(), cond.keep.clone(), cond.keys.clone(), {k: v.clone() for k, v in cond.coefs.items()},
-            {k: v.clone() for k, v in cond.model_kwargs.items()}, None,
+            {k: v.clone() for k, v in cond.model_kwargs.items()}, cond.cond_fn,
             torch.arange(cond.gt[0].numel(), device=dev), cond.method, cond.noise_source,
+            None if cond.nonfinite is None else cond.nonfinite.clone(),
         )
         self.x = torch.zeros_like(cond.gt)
         # t = 0 during warm-up and capture: a valid index for every schedule (with t_T 1 there is only
@@ -52,6 +54,7 @@ class CudaGraphSteps:
         self.inject = torch.zeros((), dtype=torch.bool, device=dev)
         self.warnings: list[str] = []  # PyTorch's warnings during capture, for the run's log
         self.g_undo = self.out_undo = None  # no undo graph where the schedule has no undo step
+        self.check_diff: Optional[float] = None  # the largest difference replay - eager, once checked
 
         def reverse():
             return reverse_step(model, self.x, self.cond, self.t, self.step, self.inject)
@@ -62,10 +65,14 @@ class CudaGraphSteps:
         capture = capture or _cuda_capture
         if dev.type == "cuda":
             prepare_fused_noise(dev)  # compiles and checks the fused noise draw now, never during a capture
+        # the eager step the capture is checked against, computed before it: its activations are freed
+        # before the graph's pool is taken, so the device never holds both (only its outputs stay)
+        self._reference = self._eager_reference(with_undo)
+        if dev.type == "cuda":
             side = torch.cuda.Stream(dev)
             side.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(side), torch.no_grad():
-                for _ in range(warmup):  # lets kernels pick algorithms and allocate outside capture
+                for _ in range(warmup):  # lets kernels pick algorithms (and torch.compile compile) outside capture
                     reverse()
                     if with_undo:
                         undo()
@@ -78,30 +85,45 @@ class CudaGraphSteps:
                 self.g_undo, (self.out_undo,), notes = capture(undo)
                 self.warnings += notes
 
-    def check_against_eager(self) -> Optional[str]:
-        """Replay each graph once and compare it with an eager step on the same buffers.
+    def _eager_reference(self, with_undo: bool) -> dict:
+        """One eager reverse (and undo) step on a noisy x at mid-schedule, so that the model, the noise and the
+        coefficients all matter: the inputs and the outputs :meth:`check_against_eager` compares a replay with."""
+        c, dev = self.cond, self.x.device
+        n_steps = c.coefs["betas"].shape[0]
+        ref = {"x": c.noise(torch.ones((), dtype=torch.int64, device=dev)),
+               "t": torch.full((), (n_steps - 1) // 2, dtype=torch.int64, device=dev),
+               "step": torch.ones((), dtype=torch.int64, device=dev),
+               "inject": torch.ones((), dtype=torch.bool, device=dev)}
+        with torch.no_grad():
+            ref["want_x"], ref["want_x0"] = reverse_step(self.model, ref["x"], c, ref["t"], ref["step"], ref["inject"])
+            ref["want_undo"] = undo_step(ref["x"], c, ref["t"], ref["step"]) if with_undo else None
+        return ref
 
-        Returns None when they agree (within the fp16/bf16 tolerance where the
-        model runs in half precision), else what differed. A graph captured on the
-        wrong device or stream replays as a no-op and leaves its outputs as they
+    def check_against_eager(self) -> Optional[str]:
+        """Replay each graph once on the inputs of the eager reference step (taken before the capture) and
+        compare.
+
+        Returns None when they agree, else what differed. Replay and eager run the same kernels, so the
+        tolerance is near-exact (a few last-bit differences of half-precision reductions, see :func:`_differs`).
+        A graph captured on the wrong device or stream replays as a no-op and leaves its outputs as they
         were: this is what catches it before any image depends on it.
         """
-        c = self.cond
-        n_steps = c.coefs["betas"].shape[0]
-        tol = 1e-3 if getattr(self.model, "dtype", torch.float32) == torch.float32 else 3e-2
-        problems = []
+        ref, self._reference = self._reference, None
+        half = getattr(self.model, "dtype", torch.float32) != torch.float32
+        tol = 2e-3 if half else 1e-5
+        diffs: list = []
         with torch.no_grad():
-            # a noisy x at mid-schedule, so that the model, the noise and the coefficients all matter
-            self.x.copy_(c.noise(torch.ones((), dtype=torch.int64, device=self.x.device)))
-            self.t.fill_((n_steps - 1) // 2)
-            self.step.fill_(1)
-            self.inject.fill_(True)
+            self.x.copy_(ref["x"])
+            self.t.copy_(ref["t"])
+            self.step.copy_(ref["step"])
+            self.inject.copy_(ref["inject"])
             self.g_reverse.replay()
-            want_x, want_x0 = reverse_step(self.model, self.x, c, self.t, self.step, self.inject)
-            problems += [_differs("reverse x", self.out_x, want_x, tol), _differs("reverse x0", self.out_x0, want_x0, tol)]
+            problems = [_differs("reverse x", self.out_x, ref["want_x"], tol, diffs),
+                        _differs("reverse x0", self.out_x0, ref["want_x0"], tol, diffs)]
             if self.g_undo is not None:
                 self.g_undo.replay()
-                problems.append(_differs("undo x", self.out_undo, undo_step(self.x, c, self.t, self.step), tol))
+                problems.append(_differs("undo x", self.out_undo, ref["want_undo"], tol, diffs))
+        self.check_diff = max(diffs) if diffs else None
         problems = [p for p in problems if p]
         return ("replay differs from the eager step (" + "; ".join(problems) + ")") if problems else None
 
@@ -114,6 +136,8 @@ class CudaGraphSteps:
             static.model_kwargs[k].copy_(v)
         for k, v in cond.coefs.items():
             static.coefs[k].copy_(v)
+        if static.nonfinite is not None:
+            static.nonfinite.copy_(cond.nonfinite)
         return self
 
     def _load(self, x, t, step):
@@ -136,14 +160,18 @@ class CudaGraphSteps:
         return self.out_undo
 
 
-def _differs(what: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> Optional[str]:
-    """None if ``got`` equals ``want`` within ``tol`` relative to want's scale (NaN where want has NaN)."""
+def _differs(what: str, got: torch.Tensor, want: torch.Tensor, tol: float, diffs: Optional[list] = None) -> Optional[str]:
+    """None if ``got`` equals ``want`` within ``tol`` relative to want's scale (NaN where want has NaN); the
+    difference is appended to ``diffs``. Near-exact: 2e-3 of 1 + max |want| in half precision (the sampler's
+    state is fp32; a last-bit difference of an fp16 eps moves it by ~1e-3), where a 0.15 slack hid real faults."""
     if got.shape != want.shape:
         return f"{what}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
     got, want = got.float(), want.float()
     nan_mismatch = bool((torch.isnan(got) != torch.isnan(want)).any())
     diff = float((got - want).abs().nan_to_num(0.0, posinf=float("inf")).max())
     scale = 1.0 + float(want.abs().nan_to_num(0.0, posinf=0.0).max())
+    if diffs is not None:
+        diffs.append(diff)
     if nan_mismatch or not diff <= tol * scale:
         return f"{what} off by {diff:.3g}{' and NaN where eager has none' if nan_mismatch else ''}"
     return None
@@ -164,6 +192,9 @@ def _cuda_capture(fn):
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream(dev)
     torch.cuda.synchronize(dev)
+    # the graph's private pool cannot reuse the blocks the allocator caches (the warm-up's activations):
+    # give them back first, or the first capture needs about twice a step's memory
+    torch.cuda.empty_cache()
     with torch.cuda.stream(stream), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         graph.capture_begin(capture_error_mode="thread_local")
@@ -202,8 +233,10 @@ class EagerReplay:
 
 def graph_signature(model, cond: Conditioning, with_undo: bool = True) -> tuple:
     """What a captured graph depends on besides buffer contents: the model, the method, the noise source, every shape."""
+    # the guidance's cond_fn by identity: reconstruction guidance's reads its batch's own gt and keep (and comes
+    # with a model of its own per batch), so a guided capture serves its batch only
     return (id(model), tuple(cond.gt.shape), tuple(cond.keep.shape), str(cond.gt.device), with_undo, cond.method,
-            cond.noise_source,
+            cond.noise_source, id(cond.cond_fn) if cond.cond_fn is not None else None, cond.nonfinite is not None,
             tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(cond.model_kwargs.items())),
             tuple((k, tuple(v.shape)) for k, v in sorted(cond.coefs.items())))
 
@@ -212,12 +245,16 @@ class GraphCache:
     """A run's captured step runners, one per model and batch shape, the least recently used dropped first.
 
     Each capture keeps a private memory pool as large as one step's
-    activations for as long as it lives, so a run keeps at most ``capacity`` of
-    them (the full batch and the last partial one, or the fp32 retry's);
+    activations for as long as it lives, so a run keeps ``capacity`` of them,
+    one by default: a run's batches have one shape at a time (the full batch,
+    then the parts that fit after an out-of-memory, then the partial last
+    batch, none of them needed again once the next shape comes), and the full
+    batch's pool is given back before the partial last one is captured
+    (:meth:`make_room`), which the sizing counts on (``memory.fit_batch``).
     :meth:`clear` after an out-of-memory gives all of them back.
     """
 
-    def __init__(self, capacity: int = 2):
+    def __init__(self, capacity: int = 1):
         self.capacity = max(1, int(capacity))
         self.runners: "OrderedDict[tuple, CudaGraphSteps]" = OrderedDict()
         self.capture_failed = False  # a capture failed or did not match eager: the run stays eager
@@ -229,9 +266,14 @@ class GraphCache:
         return runner
 
     def make_room(self) -> None:
-        """Drop the oldest captures so that one more fits in the capacity (before capturing it)."""
+        """Drop the oldest captures so that one more fits in the capacity (before capturing it: their pools
+        go back to the allocator, and from there to the device at the capture's ``empty_cache``)."""
+        dropped = False
         while len(self.runners) >= self.capacity:
             self.runners.popitem(last=False)
+            dropped = True
+        if dropped:
+            gc.collect()  # a runner in a reference cycle (a guided model's autograd graph) would keep its pool
 
     def put(self, sig: tuple, runner: CudaGraphSteps) -> None:
         self.make_room()
@@ -246,7 +288,7 @@ class GraphCache:
 
 def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: Optional[GraphCache] = None,
                capture=None, with_undo: bool = True):
-    """CUDA graphs where they can work (CUDA, no classifier autograd), else eager.
+    """CUDA graphs where they can work (CUDA; guidance's autograd only with ``opts.graph_guidance``), else eager.
 
     ``cache`` (kept for a run) reuses a capture for every batch of the same
     shape. ``with_undo``: whether the schedule has undo steps (no undo graph
@@ -254,8 +296,10 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: 
     new capture is replayed once against an eager step; a capture that fails or
     differs is reported through ``log`` (or ``warnings``) and the run goes on eager.
     """
-    wants_graphs = (opts.cuda_graphs and (cond.gt.is_cuda or capture is not None) and cond.cond_fn is None
-                    and not opts.compile)
+    # torch.compile and capture together: compiled during the warm-up, then captured (GroupNorm, scale-shift
+    # and SiLU fused, and no launch cost); a guided step is captured with its backward where asked (issue 37.7)
+    wants_graphs = (opts.cuda_graphs and (cond.gt.is_cuda or capture is not None)
+                    and (cond.cond_fn is None or getattr(opts, "graph_guidance", False)))
     if not wants_graphs or (cache is not None and cache.capture_failed):
         return EagerSteps(model, cond)
     sig = graph_signature(model, cond, with_undo)
@@ -286,4 +330,4 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: 
         return EagerSteps(model, cond)
     if cache is not None:
         cache.put(sig, runner)
-    return runner
+    return runner.load_batch(cond)  # the flags the warm-up and the check touched start clean

@@ -10,6 +10,7 @@ and every fallback is said out loud: a wrong graph is never used silently.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ class EngineOptions:
     # None = on on the CPU (1.1-1.3x here, benchmarks/RESULTS.md), off on CUDA: CUDA's GroupNorm converts
     # channels_last to NCHW and back at every norm, and no GPU benchmark has shown a gain yet
     channels_last: Optional[bool] = None
-    compile: bool = False
+    compile: bool = False  # on CUDA with cuda_graphs: compiled, warmed up, then captured
+    graph_guidance: bool = False  # capture guided steps (their backward included) too; off until measured on a GPU
     threads: Optional[int] = None
     batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (batch_invariant.py)
     batch_size: object = "auto"  # images per batch, or "auto": sized from memory and resolution
@@ -140,10 +142,41 @@ class PrecisionModel(torch.nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.dtype == torch.float32:
-            return self.inner(x, t, **kw).float()
+            with ieee_fp32() if self.device_type == "cuda" else contextlib.nullcontext():
+                return self.inner(x, t, **kw).float()
         # cache off: required under CUDA graph capture; the weights need no cast (see the class docstring)
         with torch.autocast(self.device_type, dtype=self.dtype, cache_enabled=False):
             return self.inner(x, t, **kw).float()
+
+
+@contextlib.contextmanager
+def ieee_fp32():
+    """fp32 that is fp32 on CUDA: TF32 off for cuDNN's convolutions (on by PyTorch's default) and for matmuls
+    while the model runs, the process's own settings restored after (kernels are chosen at launch, so a
+    captured graph keeps the fp32 ones)."""
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    try:
+        saved = [f.allow_tf32 for f in flags]
+    except RuntimeError:  # someone set the TF32 flags with PyTorch's newer per-operator API: use that one
+        saved = None
+    if saved is None:
+        parts = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+        before = [p.fp32_precision for p in parts]
+        for p in parts:
+            p.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            for p, v in zip(parts, before):
+                p.fp32_precision = v
+        return
+    for f in flags:
+        f.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for f, v in zip(flags, saved):
+            f.allow_tf32 = v
 
 
 LOW_PRECISION_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
@@ -164,8 +197,10 @@ def low_precision_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch
     host = torch.device("cpu")
     source = model.to(host) if next(model.parameters()).device.type != "meta" else model
     low = copy.deepcopy(source)
+    # the layers the model keeps in fp32 (guided-diffusion's UNet: embeddings, emb_layers, the final out)
+    keep = {id(k) for f in getattr(low, "fp32_modules", lambda: [])() for k in f.modules()}
     for m in low.modules():
-        if isinstance(m, LOW_PRECISION_LAYERS):
+        if isinstance(m, LOW_PRECISION_LAYERS) and id(m) not in keep:
             for name in ("weight", "bias"):
                 p = getattr(m, name, None)
                 if p is not None and p.is_floating_point():

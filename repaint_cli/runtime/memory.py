@@ -17,15 +17,29 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and any(m in str(e).lower() for m in _OOM_MARKERS)
 
 
-def fit_batch(peak_1: int, peak_2: int, free: int, n_images: int, cap: int = 512) -> int:
+# Bytes per value of an image (C*H*W) that a run with captured graphs holds besides the reverse step's pool:
+# the static buffers (gt, keep, x and the graphs' outputs, fp32) and the undo graph's pool (the noise draw's
+# int64 (2, C*H*W) intermediates), ~24 values' worth of fp32
+STATE_BYTES_PER_VALUE = 96
+# what the allocator loses to fragmentation, over what a capture holds
+FRAGMENTATION = 1.1
+
+
+def fit_batch(peak_1: int, peak_2: int, free: int, n_images: int, cap: int = 512, state_per_image: int = 0) -> int:
     """The batch that fits in 80% of ``free`` bytes, from a step's peak memory at batch 1 and 2.
 
     The difference is the per-image cost; the rest of batch 1's peak is fixed
-    (workspaces). A 1.5x margin covers the captured graphs' pools and fragmentation.
+    (workspaces). What a run holds at batch b is what a capture holds: the
+    reverse step's private pool, one eager step's peak (the capture is taken
+    with the allocator's cache emptied, no eager step alive, and the previous
+    shape's pool given back: ``cuda_graphs``), plus ``state_per_image`` per
+    image (static buffers, the undo graph's pool), plus 10% for fragmentation.
+    (It was 1.5 x the step against the ~2 x a first capture needed then.)
     """
     per_image = max(peak_2 - peak_1, 1) if peak_2 > peak_1 else max(peak_1, 1)
     fixed = max(peak_1 - per_image, 0)
-    return max(1, min(cap, n_images, int((0.8 * free - fixed) // (per_image * 1.5))))
+    return max(1, min(cap, n_images, int((0.8 * free - fixed * FRAGMENTATION)
+                                         // ((per_image + state_per_image) * FRAGMENTATION))))
 
 
 def auto_batch_size(model, image_size: int, device: torch.device, n_images: int, cap: int = 512,
@@ -73,4 +87,17 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
         torch.cuda.synchronize(device)
         peaks.append(torch.cuda.max_memory_allocated(device) - base)
     free, _ = torch.cuda.mem_get_info(device)
-    return fit_batch(peaks[0], peaks[1], free, n_images, cap)
+    return fit_batch(peaks[0], peaks[1], free, n_images, cap, STATE_BYTES_PER_VALUE * 3 * image_size ** 2)
+
+
+def timed_batch_choice(seconds_per_image: dict, within: float = 0.05) -> int:
+    """The smallest batch whose measured time per image is within ``within`` of the best one.
+
+    For ``auto`` batch sizes on CUDA, where memory allows far more than pays: past the size that fills the
+    GPU a bigger batch is no faster per image, and only makes the first image wait and the OOM split coarser.
+    ``seconds_per_image``: batch size -> seconds per image of a (graph-replayed) step at that size.
+    """
+    if not seconds_per_image:
+        raise ValueError("no timings to choose a batch size from")
+    best = min(seconds_per_image.values())
+    return min(b for b, s in seconds_per_image.items() if s <= best * (1 + within))

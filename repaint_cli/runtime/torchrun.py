@@ -80,10 +80,16 @@ def init(rank: Rank, device: str = "auto") -> str:
         raise SystemExit(2) from None
     if not tdist.is_initialized():
         tdist.init_process_group("gloo", timeout=timeout)
-    if use_cuda:  # this rank's own GPU, also as the current device (CUDA graphs capture on it)
-        torch.cuda.set_device(rank.local_rank)
-        return f"cuda:{rank.local_rank}"
+    if use_cuda and device in ("auto", "cuda"):  # an explicit cuda:N is the user's choice and stays
+        return f"cuda:{rank_gpu(rank)}"  # made the current device by runtime.device.pick_device
     return device
+
+
+def rank_gpu(rank: Rank) -> int:
+    """This rank's GPU among those it sees: LOCAL_RANK where each rank sees every GPU of the node; 0 where each
+    sees only its own (CUDA_VISIBLE_DEVICES per rank, as some launchers set); shared round-robin where ranks
+    outnumber the GPUs."""
+    return rank.local_rank % max(1, torch.cuda.device_count())
 
 
 _object_group = None  # a gloo group for Python objects when someone else set up an nccl default group
