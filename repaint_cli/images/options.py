@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
-from ..choices import CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, METHODS, ChoiceError, check_choice
+from ..constraints import INPAINT, OptionError, check_eta, check_fields
 from ..runtime.device import EngineOptions
 
 
@@ -14,10 +13,12 @@ class RunError(Exception):
     """A problem that stops the whole run before any image (one line)."""
 
 
-def _choice(value, choices, what: str, hint: str = "") -> None:
+def _check(part) -> None:
+    """Each value of an options part checked once, against the declared table (``constraints.INPAINT``, which the
+    CLI checks too, in the same words): RunError, one line naming the option."""
     try:
-        check_choice(value, choices, what, hint)
-    except ChoiceError as e:
+        check_fields(INPAINT, part)
+    except OptionError as e:
         raise RunError(str(e)) from None
 
 
@@ -32,13 +33,11 @@ class ReadOptions:
     fit: str = "crop"
     context: float = 0.5
     allow_empty: bool = False  # a mask with no hole (or no known pixel) warns instead of failing
+    null: bool = False  # paths on stdin ('-') are separated by NUL (find -print0), not by lines
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
-        _choice(self.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
-        _choice(self.fit, FIT_MODES, "--fit")
-        if not (self.context >= 0 and math.isfinite(self.context)):
-            raise RunError(f"--context {self.context}: must be a finite number >= 0 (a fraction of the hole's box)")
+        _check(self)
         self.shard_part  # noqa: B018 (parsed once here, so a bad --shard stops the run before anything)
 
     @property
@@ -73,13 +72,11 @@ class SampleOptions:
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
-        _choice(self.method, METHODS, "--method")
-        if not 0 <= self.eta <= 1:
-            raise RunError(f"--eta {self.eta}: must be between 0 and 1")
-        if self.eta and self.method != "ddim":
-            raise RunError(f"--eta applies to --method ddim only (not {self.method})")
-        if self.guidance is not None and not (self.guidance >= 0 and math.isfinite(self.guidance)):
-            raise RunError(f"--guidance {self.guidance}: must be 0 (the paper's algorithm) or more")
+        _check(self)
+        try:
+            check_eta(self.eta, self.method)
+        except OptionError as e:
+            raise RunError(str(e)) from None
 
 
 @dataclass
@@ -92,6 +89,9 @@ class WriteOptions:
     save_mask: bool = False
     manifest: Optional[str] = None  # JSON lines file, one record per image (appended)
     extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see hooks.BatchHook
+
+    def __post_init__(self):
+        _check(self)
 
 
 _PARTS = {"read": ReadOptions, "sample": SampleOptions, "engine": EngineOptions, "write": WriteOptions}

@@ -17,6 +17,7 @@ from ..models.loaded import LoadedModel, ModelError
 from ..files import sha256_model
 from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_jump_params
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
+from ..constraints import check_t_T_within
 from .resume import side_suffixes
 
 
@@ -76,10 +77,14 @@ def _schedule(sample: SampleOptions, conf: dict, card, hp: dict) -> tuple[JumpPa
                                    jump_length=sample.jump_length, jump_n_sample=sample.jump_n_sample,
                                    n_sample=sample.n_sample)
         times = jump_schedule(jump)
-    except ValueError as e:
+        # more respaced steps than the model has would fail deep in the respacing, with a traceback
+        check_t_T_within(jump.t_T, int(hp.get("diffusion_steps", 1000)), f"the model {card.name}" if card else
+                         "this model")
+        respacing = (str(jump.t_T) if sample.t_T is not None or not conf.get("timestep_respacing")
+                     else conf["timestep_respacing"])
+        diffusion = diffusion_from_hparams(hp, respacing)
+    except ValueError as e:  # constraints.OptionError too
         raise RunError(str(e)) from None
-    respacing = str(jump.t_T) if sample.t_T is not None or not conf.get("timestep_respacing") else conf["timestep_respacing"]
-    diffusion = diffusion_from_hparams(hp, respacing)
     if diffusion.num_steps != jump.t_T:
         raise RunError(f"timestep_respacing {respacing!r} keeps {diffusion.num_steps} steps but t_T is {jump.t_T}; "
                        f"make them equal (or drop timestep_respacing)")

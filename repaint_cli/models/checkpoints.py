@@ -57,6 +57,12 @@ def check_conf_keys(conf: dict, where) -> None:
                 hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
                 raise ModelError(f"{where}: unknown key '{prefix}{key}'; {hint}(RePaint's conf keys are accepted; "
                                  f"a misspelled key would be ignored silently)")
+    if jump is not None and not isinstance(jump, dict):
+        raise ModelError(f"{where}: schedule_jump_params must be a mapping of its keys (t_T, jump_length, ...)")
+    try:  # values too: t_T: null would fail after the model loads, t_T: 50.9 would be truncated
+        JumpParams.from_dict(jump or {})
+    except ValueError as e:
+        raise ModelError(f"{where}: schedule_jump_params.{e}") from None
 
 
 def read_conf(path_or_dict, check_keys: bool = False) -> dict:
