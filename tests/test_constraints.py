@@ -191,3 +191,48 @@ def test_every_declared_option_refuses_a_value_of_the_wrong_type():
                 with pytest.raises(OptionError) as e:
                     check_value(o, wrong[o.kind], name)
                 assert str(e.value).startswith(o.flag) and "\n" not in str(e.value)
+
+
+# --- T3, N8: model names and cards -------------------------------------------------------------------
+
+def test_a_stray_non_utf8_yaml_in_a_weights_folder_is_skipped_with_one_line(tmp_path, monkeypatch):
+    """T3: any non-UTF-8 *.yaml in a weights folder (./weights included) broke every inpaint and 'models list'."""
+    (tmp_path / "notes.yaml").write_bytes(b"name: x\n\xff\xfe caf\xe9\n")
+    (tmp_path / "folder.yaml").mkdir()
+    monkeypatch.setenv("REPAINT_WEIGHTS", str(tmp_path))
+    r = invoke("models", "list")
+    assert r.exit_code == 0, r.output
+    assert "emoji32" in r.stdout
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [f"warning: {tmp_path / 'folder.yaml'}: cannot be read (Is a directory); skipped as a model card",
+                      f"warning: {tmp_path / 'notes.yaml'}: not UTF-8 text; skipped as a model card"]
+    assert "Traceback" not in r.output
+
+
+def test_a_stray_non_utf8_yaml_does_not_stop_inpaint(tmp_path, monkeypatch):
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "notes.yaml").write_bytes(b"\xff\xfe\x00\x01")
+    monkeypatch.setenv("REPAINT_WEIGHTS", str(weights))
+    make_images(tmp_path / "in", 1, size=32)
+    r = invoke("inpaint", tmp_path / "in", "--preset", "draft", "--jump-n-sample", 1, "--t-T", 5,
+               "--out", tmp_path / "o", "--threads", 1)
+    assert r.exit_code == 0, r.output
+    assert f"warning: {weights / 'notes.yaml'}: not UTF-8 text; skipped as a model card" in r.stderr
+
+
+def test_a_misspelled_model_name_gets_did_you_mean(tmp_path):
+    """N8: '--model celba256' said 'neither a checkpoint file nor a known model', with no guess."""
+    make_images(tmp_path / "in", 1)
+    r = invoke("inpaint", tmp_path / "in", "--model", "celba256", "--out", tmp_path / "o")
+    assert r.exit_code == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: celba256: no known model of this name (did you mean 'celeba256'?); known: ")
+
+
+@pytest.mark.parametrize("name", ["nodir/model.pt", "model.safetensors"])
+def test_a_missing_checkpoint_path_says_no_such_file(tmp_path, name):
+    make_images(tmp_path / "in", 1)
+    r = invoke("inpaint", tmp_path / "in", "--model", name, "--out", tmp_path / "o")
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {name}: no such file; give a checkpoint file")

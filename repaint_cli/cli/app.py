@@ -20,7 +20,7 @@ from typing import List, Optional
 import typer
 
 from .. import __version__
-from .output import die, err, error_line, rich_reporter
+from .output import die, err, error_line, print_line, rich_reporter
 from .sheet import register as register_sheet
 from .impute import register as register_impute
 from .masks import masks_app
@@ -419,7 +419,14 @@ def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Has
     env = "" if os.environ.get("REPAINT_WEIGHTS") else "$REPAINT_WEIGHTS (unset), "
     err.print(f"looked for checkpoints in {env}{', '.join(looked)}, then the files shipped with repaint "
               f"({bundled_weights_dir()})", markup=False, highlight=False, soft_wrap=True)
-    for card in list_cards():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as skipped:  # cards skipped: one 'warning:' line each
+        warnings.simplefilter("always")
+        cards = list_cards()
+    for w in skipped:
+        print_line(err, str(w.message), "warning")
+    for card in cards:
         path = card.find_file()
         if card.format == "diffusers":
             status = (f"present ({path})" if path else
