@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -149,14 +150,19 @@ class RunSummary:
     interrupted: bool = False
     seconds: float = 0.0
     results: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # every warning the run said (an image's are in its result too)
 
     @property
     def ok(self) -> bool:
         return self.failed == 0 and not self.interrupted
 
 
+log = logging.getLogger("repaint_cli")
+
+
 class Reporter:
-    """How a run talks: the CLI renders these with Rich; the default collects lines."""
+    """How a run talks: the CLI renders these with Rich; the default collects lines and passes warnings and errors
+    to the ``repaint_cli`` logger (so a Python caller sees them without a reporter of its own)."""
 
     def __init__(self):
         self.lines: list[str] = []
@@ -164,6 +170,7 @@ class Reporter:
     def log(self, msg: str, level: str = "info") -> None:
         """level: info (progress talk), warning or error (always shown)."""
         self.lines.append(msg)
+        log.log({"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO), msg)
 
     def start(self, n_images: int, total_steps: int) -> None:
         pass
@@ -173,6 +180,28 @@ class Reporter:
 
     def image_done(self, result: ImageResult) -> None:
         pass
+
+
+class Heard(Reporter):
+    """A run's reporter as ``inpaint()`` sees it: everything goes on to ``inner``, and the warnings are kept for the
+    summary (``RunSummary.warnings``), whichever reporter the caller gave."""
+
+    def __init__(self, inner: Reporter):
+        self.inner, self.warnings = inner, []
+
+    def log(self, msg: str, level: str = "info") -> None:
+        if level == "warning":
+            self.warnings.append(msg)
+        self.inner.log(msg, level)
+
+    def start(self, n_images: int, total_steps: int) -> None:
+        self.inner.start(n_images, total_steps)
+
+    def advance_steps(self, n: int = 1) -> None:
+        self.inner.advance_steps(n)
+
+    def image_done(self, result: ImageResult) -> None:
+        self.inner.image_done(result)
 
 
 class StopFlag:
