@@ -140,7 +140,7 @@ def _sub_folder_note(folder: Path, skipped) -> Optional[str]:
 def _stdin_names(stream, null: bool) -> tuple[list[str], Optional[str]]:
     """The paths listed on stdin (one a line; with ``null``, separated by NUL as ``find -print0`` writes them), and
     a one-line problem: NUL characters without ``null`` would make one path of many names."""
-    text = stream.read()
+    text = stream.read() if hasattr(stream, "read") else "".join(stream)  # a file, or lines (the Python API)
     if null:
         return [n for n in text.split("\0") if n], None
     if "\0" in text:
