@@ -149,10 +149,7 @@ def generate_cmd(
     params = _resolve_params(kind, preset)
     convention = _check_convention(convention)
     if for_images is not None:
-        given = [f for f, v in (("--count", count), ("--size", size), ("--height", height), ("--width", width),
-                                ("--start", start or None)) if v is not None]
-        if given:
-            die(f"{given[0]}: --for draws one mask per image, at the image's size; leave {', '.join(given)} out")
+        _only_for(count=count, size=size, height=height, width=width, start=start or None)
         _generate_for(for_images, params, seed, out, convention, overwrite, kind is None and preset is None)
         return
     count = 100 if count is None else count
@@ -198,6 +195,13 @@ def generate_cmd(
         markup=False,
         soft_wrap=True,
     )
+
+
+def _only_for(**values: Optional[int]) -> None:
+    """--for sizes each mask as its image and names it after it: the options that say otherwise are refused."""
+    given = [f"--{name}" for name, value in values.items() if value is not None]
+    if given:
+        die(f"{given[0]}: --for draws one mask per image, at the image's size; leave {', '.join(given)} out")
 
 
 def _generate_for(images: str, params: dict, seed: int, out: Path, convention: str, overwrite: bool,

@@ -149,6 +149,26 @@ def _stdin_names(stream, null: bool) -> tuple[list[str], Optional[str]]:
     return [line.strip() for line in text.splitlines() if line.strip()], None
 
 
+def _scan_stdin(stream, null: bool, skipped, found: list, ignored: list, errors: list) -> None:
+    """The images listed on stdin, into ``found``; those under a skipped folder (``find .`` listing --out) are left
+    out and said."""
+    names, problem = _stdin_names(stream, null)
+    if problem:
+        errors.append(problem)
+    left_out = []
+    for name in names:
+        q = Path(name)
+        if not q.is_file():
+            errors.append(f"{q}: no such file (read from stdin); check the list of paths")
+        elif skipped(q):
+            left_out.append(q)
+        else:
+            found.append(Found(q, False, source="-"))  # a listing (find ...), not typed names: like a scan
+    if left_out:  # said, not dropped silently
+        ignored.append(f"{len(left_out)} {STDIN_LEFT_OUT} the --out or --mask folder (first: {left_out[0]}) "
+                       f"and are left out: a run never reads its results or masks as inputs")
+
+
 def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str],
           null: bool = False) -> tuple[list[Found], list[str], list[str]]:
     """(found images, ignored notes, errors); folders and globs skip anything under ``skip_dirs`` (resolved);
@@ -165,21 +185,8 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str],
 
     for item in inputs:
         if item == "-":
-            names, problem = _stdin_names(stdin if stdin is not None else sys.stdin, null)
-            if problem:
-                errors.append(problem)
-            left_out = []
-            for name in names:
-                q = Path(name)
-                if not q.is_file():
-                    errors.append(f"{q}: no such file (read from stdin); check the list of paths")
-                elif skipped(q, ""):  # e.g. `find .` listing the --out folder
-                    left_out.append(q)
-                else:
-                    found.append(Found(q, False, source="-"))  # a listing (find ...), not typed names: like a scan
-            if left_out:  # said, not dropped silently
-                ignored.append(f"{len(left_out)} {STDIN_LEFT_OUT} the --out or --mask folder (first: {left_out[0]}) "
-                               f"and are left out: a run never reads its results or masks as inputs")
+            _scan_stdin(stdin if stdin is not None else sys.stdin, null, lambda q: skipped(q, ""), found, ignored,
+                        errors)
             continue
         p = Path(item)
         if _has_glob(item) and not p.exists():
