@@ -127,10 +127,11 @@ def _sep(value) -> Optional[str]:
 
 
 def _animate(value) -> Optional[str]:
+    """A choice, in any case (--animate GIF)."""
     try:
         check_choice(str(value).lower(), ANIMATIONS, "--animate")
-    except ChoiceError:
-        return f"use one of {', '.join(ANIMATIONS)}"
+    except ChoiceError as e:
+        return str(e).split(": ", 1)[1]  # 'use one of gif, mp4 (did you mean 'gif'?)'
     return None
 
 

@@ -236,3 +236,23 @@ def test_a_missing_checkpoint_path_says_no_such_file(tmp_path, name):
     r = invoke("inpaint", tmp_path / "in", "--model", name, "--out", tmp_path / "o")
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {name}: no such file; give a checkpoint file")
+
+
+def test_constraints_import_nothing_heavy():
+    """The CLI checks every value against the table before PyTorch, numpy or OpenCV are imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, repaint_cli.constraints; "
+            "print(sorted(m for m in ('numpy', 'torch', 'cv2', 'PIL', 'pandas') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_animate_typo_gets_did_you_mean(tmp_path):
+    make_images(tmp_path / "in", 1)
+    r = invoke("inpaint", tmp_path / "in", "--animate", "gfi", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and r.stderr.strip() == "error: --animate gfi: use one of gif, mp4 (did you mean 'gif'?)"
