@@ -23,6 +23,9 @@ METHODS = ("repaint", "ddnm", "ddim")
 # repaint impute: the conditional model (tables/conditional.py, the default), or an eps model sampled by a METHOD
 TABLE_METHODS = ("conditional",) + METHODS
 
+#: Sampling presets' names (core/schedule.PRESETS holds their schedules; a test keeps the two alike).
+PRESET_NAMES = ("paper", "quick", "fast", "draft", "noresample")
+
 #: Per-image animations (images/frames.py).
 ANIMATIONS = ("gif", "mp4")
 

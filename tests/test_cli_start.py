@@ -126,10 +126,13 @@ def test_cli_and_engine_agree_on_option_values():
     from repaint_cli import choices
     from repaint_cli.runtime.device import PRECISIONS
 
+    from repaint_cli.constraints import IMPUTE, INPAINT
     from repaint_cli.core.sampler import METHODS
+    from repaint_cli.core.schedule import PRESETS
 
-    assert cli.PRECISIONS == PRECISIONS == choices.PRECISIONS and cli.ANIMATIONS == fr.ANIMATIONS == choices.ANIMATIONS
-    assert cli.METHODS == tuple(METHODS) == choices.METHODS
+    assert INPAINT["precision"].choices == PRECISIONS == choices.PRECISIONS and fr.ANIMATIONS == choices.ANIMATIONS
+    assert INPAINT["method"].choices == tuple(METHODS) == choices.METHODS
+    assert INPAINT["preset"].choices == IMPUTE["preset"].choices == tuple(PRESETS) == choices.PRESET_NAMES
 
 
 def test_mp4_codec_is_probed_once_and_named(tmp_path):

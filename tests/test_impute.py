@@ -154,7 +154,7 @@ def test_draws_and_saved_model(tmp_path):
         assert all(g != "" for row in rows for g in row)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "model.yaml").is_file()
     again = tmp_path / "again.csv"
-    r = invoke(src, "--out", again, "--model", tmp_path / "model.yaml", *QUICK)
+    r = invoke(src, "--out", again, "--model", tmp_path / "model.yaml", "-k", 2, "--threads", 1)
     assert r.exit_code == 0, r.output
     assert "training" not in r.stderr and "trained" not in r.stderr
     # a table of another schema is refused, naming the difference

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_impute_silent import TINY, TINY_REPAINT, invoke, linear_table, one_error_line
+from test_impute_silent import TINY, TINY_REPAINT, TINY_USE, invoke, linear_table, one_error_line
 from repaint_cli.tables.codec import TableError, read_table
 from repaint_cli.tables.conditional import column_groups, draw_samples, point_samples, train_conditional
 from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings, load_table_model
@@ -45,10 +45,10 @@ def test_a_saved_model_chooses_its_method_and_refuses_another(tmp_path):
     model, cols, card = load_table_model(f"{saved}.yaml")
     assert card["model"]["kind"] == "conditional" and card["model"]["dropout"] == 0.4
     assert card["model"]["members"] == 2 and type(model).__name__ == "ConditionalEnsemble"
-    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", "--json", *TINY)
+    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", "--json", *TINY_USE)
     assert r.exit_code == 0 and "training" not in r.stderr, r.output
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "o.csv").read_text(), "a saved model imputes the same"
-    r = invoke(src, "--out", tmp_path / "q.csv", "--model", f"{saved}.yaml", *TINY, *TINY_REPAINT)
+    r = invoke(src, "--out", tmp_path / "q.csv", "--model", f"{saved}.yaml", *TINY_USE, *TINY_REPAINT)
     assert r.exit_code == 2 and "a conditional model" in one_error_line(r)
 
 
@@ -64,7 +64,7 @@ def test_a_card_without_a_kind_loads_as_the_eps_model(tmp_path):
     (tmp_path / "m.yaml").write_text(old + "\n")
     model, _, _ = load_table_model(f"{saved}.yaml")
     assert model.cfg.kind == "eps" and type(model).__name__ == "TableDenoiser"
-    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", *TINY, *TINY_REPAINT[2:])
+    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", *TINY_USE, *TINY_REPAINT[2:])
     assert r.exit_code == 0, r.output
 
 
@@ -247,7 +247,7 @@ def test_a_card_from_before_members_loads_as_one_model(tmp_path):
     (tmp_path / "m.yaml").write_text(old + "\n")
     model, _, _ = load_table_model(f"{saved}.yaml")
     assert type(model).__name__ == "ConditionalDenoiser" and model.cfg.members == 1
-    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", *TINY)
+    r = invoke(src, "--out", tmp_path / "p.csv", "--model", f"{saved}.yaml", *TINY_USE)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "o.csv").read_text()
 
@@ -404,7 +404,7 @@ def test_a_saved_model_keeps_its_base_and_a_card_from_before_it_loads_without(tm
     model, _, card = load_table_model(tmp_path / "m.yaml")
     assert card["model"]["gaussian_base"] is True and model.base_cov is not None
     assert not torch.equal(model.base_cov, torch.eye(model.dim))  # the fitted one, not the placeholder
-    r = invoke(src, "--out", tmp_path / "p.csv", "--model", tmp_path / "m.yaml", *TINY)
+    r = invoke(src, "--out", tmp_path / "p.csv", "--model", tmp_path / "m.yaml", *TINY_USE)
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "o.csv").read_text()
     # a model saved before the base existed: no buffers in its weights, no field in its card
     r = invoke(src, "--out", tmp_path / "q.csv", "--save-model", tmp_path / "old", "--members", 1,
@@ -414,7 +414,7 @@ def test_a_saved_model_keeps_its_base_and_a_card_from_before_it_loads_without(tm
     (tmp_path / "old.yaml").write_text("\n".join(line for line in text.splitlines() if "gaussian_base" not in line))
     model, _, _ = load_table_model(tmp_path / "old.yaml")
     assert model.cfg.gaussian_base is False and model.base_cov is None
-    r = invoke(src, "--out", tmp_path / "s.csv", "--model", tmp_path / "old.yaml", *TINY)
+    r = invoke(src, "--out", tmp_path / "s.csv", "--model", tmp_path / "old.yaml", *TINY_USE)
     assert (tmp_path / "s.csv").read_text() == (tmp_path / "q.csv").read_text()
 
 

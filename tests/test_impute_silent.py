@@ -14,6 +14,7 @@ from repaint_cli.cli.app import app
 
 runner = CliRunner()
 TINY = ["--train-steps", 40, "--samples", 1, "--width", 32, "--blocks", 1, "--threads", 1]
+TINY_USE = ["--samples", 1, "--threads", 1]  # with --model: the saved model fixes its size and training
 TINY_REPAINT = ["--method", "repaint", "--t-T", 10, "--jump-length", 5, "--jump-n-sample", 1]
 
 
@@ -94,14 +95,14 @@ def test_reused_model_fills_a_constant_column_with_this_tables_constant(tmp_path
     assert r.exit_code == 0, r.output
     second, out = tmp_path / "second.csv", tmp_path / "o2.csv"
     linear_table(second, seed=1, extra=("unit", lambda i: "" if i % 3 == 0 else "y"))
-    r = invoke(second, "--out", out, "--model", f"{saved}.yaml", *TINY)
+    r = invoke(second, "--out", out, "--model", f"{saved}.yaml", *TINY_USE)
     assert r.exit_code == 0, r.output
     assert "('y')" in r.stderr.replace("(y)", "('y')")
     with out.open(newline="") as f:
         assert {row["unit"] for row in csv.DictReader(f)} == {"y"}
     third = tmp_path / "third.csv"
     linear_table(third, seed=2, extra=("unit", lambda i: "" if i % 3 == 0 else "yz"[i % 2]))
-    r = invoke(third, "--out", tmp_path / "o3.csv", "--model", f"{saved}.yaml", *TINY)
+    r = invoke(third, "--out", tmp_path / "o3.csv", "--model", f"{saved}.yaml", *TINY_USE)
     assert r.exit_code == 2 and "column 'unit'" in one_error_line(r)
 
 
@@ -134,7 +135,7 @@ def test_parquet_timestamp_column_model_card_round_trips(tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.yaml").is_file() and (tmp_path / "m.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    r = invoke(src, "--out", tmp_path / "o2.parquet", "--model", f"{saved}.yaml", "--categorical", "when", *TINY)
+    r = invoke(src, "--out", tmp_path / "o2.parquet", "--model", f"{saved}.yaml", "--categorical", "when", *TINY_USE)
     assert r.exit_code == 0, r.output
 
 
@@ -160,10 +161,10 @@ def test_missing_weights_behind_model_is_one_line(tmp_path):
     r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", saved, *TINY)
     assert r.exit_code == 0, r.output
     (tmp_path / "m.safetensors").unlink()
-    r = invoke(src, "--out", tmp_path / "o2.csv", "--model", f"{saved}.yaml", *TINY)
+    r = invoke(src, "--out", tmp_path / "o2.csv", "--model", f"{saved}.yaml", *TINY_USE)
     assert r.exit_code == 2 and "m.safetensors" in one_error_line(r)
     (tmp_path / "m.safetensors").write_bytes(b"not weights")
-    r = invoke(src, "--out", tmp_path / "o2.csv", "--model", f"{saved}.yaml", *TINY)
+    r = invoke(src, "--out", tmp_path / "o2.csv", "--model", f"{saved}.yaml", *TINY_USE)
     assert r.exit_code == 2 and "m.safetensors" in one_error_line(r)
 
 
@@ -227,10 +228,10 @@ def test_impute_table_leaves_the_callers_options_alone(tmp_path):
     linear_table(src)
     r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", saved, *TINY, *TINY_REPAINT)
     assert r.exit_code == 0, r.output
-    opts = ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, train=TrainSettings(steps=5),
-                         model=TableModelConfig(width=64, blocks=2), method="repaint")
+    # (a saved model fixes its size and training: those are left at None, the loaded model's come in)
+    opts = ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, method="repaint")
     impute_table(read_table(src), opts, model_path=f"{saved}.yaml")
-    assert opts.model == TableModelConfig(width=64, blocks=2)
+    assert opts.model == TableModelConfig() and opts.train == TrainSettings() and opts.rounds is None
 
 
 # --- A7: semicolons and tabs ----------------------------------------------------------------------
@@ -307,7 +308,7 @@ def test_ctrl_c_while_imputing_keeps_the_trained_model(tmp_path, monkeypatch, sa
     assert kept.is_file() and (tmp_path / "o.csv.model.safetensors").is_file()
     assert str(kept) in r.stderr and "--model" in r.stderr
     monkeypatch.undo()
-    r = invoke(src, "--out", out, "--model", kept, *TINY, *method[2:])
+    r = invoke(src, "--out", out, "--model", kept, *TINY_USE, *method[2:])
     assert r.exit_code == 0 and "training" not in r.stderr, r.output
 
 

@@ -10,7 +10,6 @@ rest load inside the commands that need them, so ``--help``, ``masks list``,
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -21,11 +20,11 @@ from typing import List, Optional
 import typer
 
 from .. import __version__
-from .output import die, die_unless_choice, err, error_line, rich_reporter
+from .output import die, err, error_line, print_line, rich_reporter
 from .sheet import register as register_sheet
 from .impute import register as register_impute
 from .masks import masks_app
-from ..choices import ANIMATIONS, CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, MASK_KINDS, METHODS, PRECISIONS
+from ..choices import MASK_KINDS
 from ..core.schedule import PRESETS
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -175,6 +174,7 @@ Paths on stdin, one LaMa-style mask (white = hole) for all, JSON lines out:
 def inpaint_cmd(
     inputs: List[str] = typer.Argument(..., metavar="INPUTS", show_default=False, help="Image files, folders, globs or - (paths on stdin). [bold]Quote globs[/bold] ('shots/*.jpg') so that repaint, not the shell, expands them."),
     recursive: bool = typer.Option(False, "--recursive", "-r", **FLAG, help="Look into sub-folders of input folders.", rich_help_panel=P_IN),
+    null: bool = typer.Option(False, "--null", "-0", **FLAG, help="Paths on stdin (-) are separated by NUL characters (find -print0), not by lines.", rich_help_panel=P_IN),
     shard: Optional[str] = typer.Option(None, metavar="I/N", help="Process part I of N of the sorted inputs (I from 0). Automatic under torchrun.", rich_help_panel=P_IN),
     mask: str = typer.Option("thick", "--mask", "-m", metavar="MASK", help=f"A mask file for all images, a folder or glob of masks paired by stem (quote it: --mask 'masks/*.png', else the shell expands it), a preset YAML, or a kind to generate: {', '.join(MASK_KINDS)}.", rich_help_panel=P_MASK),
     mask_convention: str = typer.Option("keep", metavar="keep|hole", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint).", rich_help_panel=P_MASK),
@@ -222,30 +222,21 @@ def inpaint_cmd(
 
 
 def _check_inpaint_values(a) -> None:
-    """Exit 2 with one line for an option value that cannot work; sets ``a.batch_size`` to its int or 'auto'."""
-    if not (a.context >= 0 and a.context < float("inf")):
-        die(f"--context {a.context}: must be a finite number >= 0 (a fraction of the hole's box)")
-    if a.threads is not None and a.threads < 1:
-        die(f"--threads {a.threads}: must be at least 1")
-    die_unless_choice(a.precision, PRECISIONS, "--precision")
-    die_unless_choice(a.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
-    die_unless_choice(a.fit, FIT_MODES, "--fit")
-    if a.animate is not None:
-        die_unless_choice(a.animate.lower(), ANIMATIONS, "--animate")
-    if a.frames < 0:
-        die(f"--frames {a.frames}: must be 0 or more")
-    die_unless_choice(a.method, METHODS, "--method")
-    if not 0 <= a.eta <= 1 or (a.eta and a.method != "ddim"):
-        die(f"--eta {a.eta}: a number from 0 to 1, for --method ddim only")
-    if a.guidance is not None and not (a.guidance >= 0 and math.isfinite(a.guidance)):
-        die(f"--guidance {a.guidance}: a number 0 (the paper's algorithm) or more")
-    if a.preset is not None:
-        die_unless_choice(a.preset, PRESETS, "--preset")
-    a.batch_size = a.batch_size if a.batch_size == "auto" else _int_option(a.batch_size, "--batch-size")
+    """Exit 2 with one line for an option value that cannot work (the declared table, ``constraints.INPAINT``,
+    the same checks the Python API's option classes make); sets ``a.batch_size`` to its int or 'auto'."""
+    from ..constraints import INPAINT, OptionError, check_eta, check_values
+
+    try:
+        check_values(INPAINT, vars(a))
+        check_eta(a.eta, a.method)
+    except OptionError as e:
+        die(str(e))
+    a.batch_size = a.batch_size if a.batch_size == "auto" else int(a.batch_size)
 
 
 def _inpaint_options(a, rank):
     """The run's InpaintOptions from the command's options (and, under torchrun, this rank's shard and device)."""
+    from ..constraints import OptionError
     from ..images.frames import hooks_from_options
     from ..images.options import RunError
     from ..runtime import torchrun
@@ -262,7 +253,7 @@ def _inpaint_options(a, rank):
     manifest = str(torchrun.manifest_path(a.manifest, rank)) if a.manifest else None
     try:
         return _options_from(a, shard, device, extras, manifest)
-    except RunError as e:  # a value the parts refuse (images/options.py checks each once)
+    except (RunError, OptionError) as e:  # a value the parts refuse (each checked once, constraints.py)
         die(str(e))
 
 
@@ -272,7 +263,7 @@ def _options_from(a, shard, device, extras, manifest):
 
     return InpaintOptions(
         read=ReadOptions(mask=a.mask, mask_convention=a.mask_convention, recursive=a.recursive, shard=shard,
-                         fit=a.fit, context=a.context, allow_empty=a.allow_empty),
+                         fit=a.fit, context=a.context, allow_empty=a.allow_empty, null=a.null),
         sample=SampleOptions(model=a.model, config=str(a.config) if a.config else None, preset=a.preset,
                              method=a.method, eta=a.eta, t_T=a.t_T, jump_length=a.jump_length,
                              jump_n_sample=a.jump_n_sample, n_sample=a.n_sample, seed=a.seed,
@@ -359,16 +350,6 @@ def _run_showing_warnings(run, reporter):
         return run()
 
 
-def _int_option(value: str, name: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        die(f"{name} {value}: expected a whole number or auto")
-    if v < 1:
-        die(f"{name} {value}: must be at least 1")
-    return v
-
-
 @app.command("schedule")
 def schedule_cmd(
     t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps."),
@@ -438,7 +419,14 @@ def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Has
     env = "" if os.environ.get("REPAINT_WEIGHTS") else "$REPAINT_WEIGHTS (unset), "
     err.print(f"looked for checkpoints in {env}{', '.join(looked)}, then the files shipped with repaint "
               f"({bundled_weights_dir()})", markup=False, highlight=False, soft_wrap=True)
-    for card in list_cards():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as skipped:  # cards skipped: one 'warning:' line each
+        warnings.simplefilter("always")
+        cards = list_cards()
+    for w in skipped:
+        print_line(err, str(w.message), "warning")
+    for card in cards:
         path = card.find_file()
         if card.format == "diffusers":
             status = (f"present ({path})" if path else

@@ -52,9 +52,9 @@ def impute_cmd(
     train_steps: Optional[int] = typer.Option(None, metavar="N", show_default="conditional: 1,500 to 3,000 by the rows; 3,000 RePaint methods", help="Training steps (of each of the --members).", rich_help_panel=P_MODEL),
     members: Optional[int] = typer.Option(None, metavar="K", show_default="2 conditional, 1 RePaint methods", help="--method conditional: models trained apart (side by side on the --threads' cores), each imputing every row; all their imputations are averaged.", rich_help_panel=P_MODEL),
     gaussian_base: Optional[bool] = typer.Option(None, "--gaussian-base/--no-gaussian-base", show_default="on, up to 96 encoded values", help="--method conditional: the model also reads what a Gaussian fitted to the table predicts for each cell (its linear conditional); off, it learns every relation itself.", rich_help_panel=P_MODEL),
-    rounds: int = typer.Option(1, metavar="N", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
+    rounds: Optional[int] = typer.Option(None, metavar="N", show_default="1", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
     width: Optional[int] = typer.Option(None, metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
-    blocks: int = typer.Option(3, metavar="N", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
+    blocks: Optional[int] = typer.Option(None, metavar="N", show_default="3", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
     samples: int = typer.Option(5, "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode (categories). (-k, its old short name, still works.)", rich_help_panel=P_SAMPLE),
     samples_k: Optional[int] = typer.Option(None, "-k", hidden=True),  # the old short name of --samples
     combine: str = typer.Option("mean", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=P_SAMPLE),
@@ -83,12 +83,19 @@ def impute_cmd(
 
 
 def _check_impute_values(a) -> None:
-    """Exit 2 with one line for option values that cannot work; normalises ``a.samples`` and ``a.sep``."""
+    """Exit 2 with one line for option values that cannot work (the declared table, ``constraints.IMPUTE``, the
+    same checks ``tables.impute.check_options`` makes); normalises ``a.samples`` and ``a.sep``."""
+    from ..constraints import IMPUTE, OptionError, check_values, fixed_by_model
+
+    try:
+        check_values(IMPUTE, vars(a))
+        if a.model is not None:
+            fixed_by_model(IMPUTE, vars(a), a.model)
+    except OptionError as e:
+        die(str(e))
     if a.samples_k is not None:
         a.samples = a.samples_k
     a.sep = {"tab": "\t", "\\t": "\t"}.get(a.sep, a.sep) if a.sep is not None else None
-    if a.sep is not None and len(a.sep) != 1:
-        die(f"--sep {a.sep!r}: give one character (',', ';', '|') or tab")
     if a.json_out and a.out is None:
         die("--json prints a summary on stdout, where the table goes without --out; give --out PATH")
     if (a.target is None) != (a.predict is None):
@@ -154,7 +161,7 @@ def _read_tables(a, opts):
     from ..tables.impute import TableError, check_options
 
     try:
-        check_options(opts if a.model else opts.settled())  # a --model's kind settles the method later
+        check_options(opts if a.model else opts.settled(), a.model)  # a --model's kind settles the method later
         if a.predict is not None:
             return (read_table(a.table, a.na_values, sep=a.sep),
                     read_table(a.predict, a.na_values, allow_missing_columns=True, sep=a.sep))

@@ -125,8 +125,8 @@ def _write_png_or_die(path: Path, image: np.ndarray) -> None:
 @masks_app.command("generate")
 def generate_cmd(
     kind: Optional[str] = typer.Option(None, "--kind", "-k", metavar="KIND", show_default="thick, or the preset's kind", help=f"Mask kind: {', '.join(MASK_KINDS)}."),
-    count: int = typer.Option(100, "--count", "-n", metavar="N", help="Number of masks to write (1 or more)."),
-    size: int = typer.Option(256, "--size", "-s", metavar="PX", help="Side of square masks (pixels)."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", metavar="N", show_default="100", help="Number of masks to write (1 or more)."),
+    size: Optional[int] = typer.Option(None, "--size", "-s", metavar="PX", show_default="256", help="Side of square masks (pixels)."),
     height: Optional[int] = typer.Option(None, "--height", metavar="PX", help="Mask height; overrides --size."),
     width: Optional[int] = typer.Option(None, "--width", metavar="PX", help="Mask width; overrides --size."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Run seed (0 or more); mask i depends only on kind, size, seed, i and parameters."),
@@ -135,8 +135,10 @@ def generate_cmd(
     preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML", help="YAML preset (kind + parameters), e.g. a copy of masks/thick.yaml."),
     start: int = typer.Option(0, "--start", metavar="N", help="Index of the first mask (to extend or split a run)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace masks of the same names already in DIR (refused otherwise)."),
+    for_images: Optional[str] = typer.Option(None, "--for", metavar="IMAGES", help="One mask per image of this folder, file or quoted glob, at its size, named <stem>_mask.png so that 'repaint inpaint IMAGES --mask DIR' pairs them; the same masks 'repaint inpaint --mask KIND --seed N' draws."),
 ) -> None:
-    """Write COUNT masks as PNGs named <kind>_<index:05d>.png; print their paths."""
+    """Write COUNT masks as PNGs named <kind>_<index:05d>.png (with --for: one per image, <stem>_mask.png); print
+    their paths."""
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -146,7 +148,12 @@ def generate_cmd(
     _at_least(0, seed=seed, start=start)
     params = _resolve_params(kind, preset)
     convention = _check_convention(convention)
-    h, w = _size(size, height, width)
+    if for_images is not None:
+        _only_for(count=count, size=size, height=height, width=width, start=start or None)
+        _generate_for(for_images, params, seed, out, convention, overwrite, kind is None and preset is None)
+        return
+    count = 100 if count is None else count
+    h, w = _size(256 if size is None else size, height, width)
     name = params["kind"]
     _check_out_folder(out, [f"{name}_{i:05d}.png" for i in range(start, start + count)], overwrite)
     try:
@@ -188,6 +195,64 @@ def generate_cmd(
         markup=False,
         soft_wrap=True,
     )
+
+
+def _only_for(**values: Optional[int]) -> None:
+    """--for sizes each mask as its image and names it after it: the options that say otherwise are refused."""
+    given = [f"--{name}" for name, value in values.items() if value is not None]
+    if given:
+        die(f"{given[0]}: --for draws one mask per image, at the image's size; leave {', '.join(given)} out")
+
+
+def _generate_for(images: str, params: dict, seed: int, out: Path, convention: str, overwrite: bool,
+                  default_kind: bool) -> None:
+    """--for IMAGES: a mask per image, at its size, named <stem>_mask.png, drawn from the image's mask key (the
+    seed and its stem), so that it is the mask 'repaint inpaint IMAGES --mask KIND --seed SEED' draws."""
+    from ..core.keys import ImageKeys
+    from ..images.jobs import expand_inputs, missing_inputs
+    from ..images.masks import MaskError, hole_fraction, mask_for_image, to_convention
+
+    problems = missing_inputs([images])
+    found, _, errors = expand_inputs([images]) if not problems else ([], [], problems)
+    if errors or not found:
+        die(f"--for {images}: {(errors or ['no images found'])[0]}")
+    stems: dict[str, Path] = {}
+    for path in found:
+        if path.stem in stems:
+            die(f"--for {images}: {stems[path.stem]} and {path} have the same stem, so one mask name; "
+                f"give them separately")
+        stems[path.stem] = path
+    names = [f"{stem}_mask.png" for stem in stems]
+    _check_out_folder(out, names, overwrite)
+    if default_kind:
+        err.print("no --kind given: drawing thick masks", markup=False)
+    fractions = []
+    for (stem, path), name in zip(stems.items(), names):
+        w, h = _oriented_size(path)
+        try:
+            keep = mask_for_image(params, h, w, ImageKeys.of(seed, stem).mask)
+        except MaskError as exc:
+            die(f"{path}: {exc}")
+        fractions.append(hole_fraction(keep))
+        _write_png_or_die(out / name, to_convention(keep, convention))
+        sys.stdout.write(f"{out / name}\n")
+    err.print(f"Wrote {len(names)} {params['kind']} mask(s), one per image of {images} at its size (seed {seed}, "
+              f"{convention} convention, mean hole {sum(fractions) / len(fractions):.3f}) to {out}: "
+              f"repaint inpaint {images} --mask {out}"
+              + (" --mask-convention hole" if convention == "hole" else ""), markup=False, soft_wrap=True)
+
+
+def _oriented_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image as repaint reads it (EXIF orientation applied), from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception as exc:  # Pillow raises many types on broken files
+        die(f"{path}: not a readable image ({type(exc).__name__}); remove it or fix it")
+    return (h, w) if turned else (w, h)
 
 
 @masks_app.command("list")

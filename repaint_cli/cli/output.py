@@ -17,6 +17,8 @@ from ..choices import ChoiceError, check_choice
 # Rich looks up sys.stderr at write time, so test runners that swap sys.stderr still capture it.
 err = Console(stderr=True, highlight=False)
 
+STEPS_LABEL = "schedule steps"  # what inpaint's progress counts (the log line beside it gives the UNet calls)
+
 _PREFIX = {"error": "[red]error:[/red] ", "warning": "[yellow]warning:[/yellow] "}
 
 
@@ -68,9 +70,10 @@ def rich_reporter(json_lines: bool, quiet: bool = False):
             super().__init__()
             self.json_lines = json_lines
             self.quiet = quiet
+            # the count is of schedule steps (UNet calls and undo steps, over all batches), not UNet calls: labelled
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-                                     disable=quiet)
+                                     TextColumn(STEPS_LABEL), TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                                     transient=False, disable=quiet)
             self.task = None
             self.images_done = 0
             self.n_images = 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..constraints import whole_number
+
 
 @dataclass(frozen=True)
 class JumpParams:
@@ -23,7 +25,9 @@ class JumpParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "JumpParams":
-        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        """From a conf's ``schedule_jump_params`` (and overrides): a value that is no whole number (null, 50.9,
+        text) raises ValueError naming the key; none is truncated."""
+        return cls(**{k: whole_number(v, k) for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -33,7 +33,7 @@ from ..files import InputError
 from . import fit, image_files, masks
 from .hooks import Prepared
 from .jobs import Job
-from .options import ImageResult, InpaintOptions, Reporter, RunError, RunSummary, StopFlag  # noqa: F401 (RunError: the API raises it)
+from .options import Heard, ImageResult, InpaintOptions, Reporter, RunError, RunSummary, StopFlag  # noqa: F401 (RunError: the API raises it)
 from .prepare import fill_colour_note, prefetched, upscale_warning
 from .provenance import SETTINGS_KEY, append_run_record, job_settings
 from .resume import OutputLocks, files_on_disk, mask_output, skip_finished
@@ -45,10 +45,11 @@ def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, s
             stop: Optional[StopFlag] = None) -> RunSummary:
     """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
     t_start = time.time()
-    reporter = reporter or Reporter()
+    reporter = Heard(reporter or Reporter())  # the run's warnings also come back in the summary
     run = _Run(plan_run(inputs, opts, stdin, reporter), reporter, stop or StopFlag())
     run.go()
     run.summary.seconds = time.time() - t_start
+    run.summary.warnings = reporter.warnings
     return run.summary
 
 
@@ -156,7 +157,8 @@ class _Run:
         self.reporter.log(
             f"model {st.loaded.card.name if st.loaded.card else st.loaded.path.name} ({self.S}x{self.S}) on "
             f"{st.device}; schedule t_T={st.jump.t_T} jump_length={st.jump.jump_length} "
-            f"jump_n_sample={st.jump.jump_n_sample}: {summ['unet_calls']} UNet calls per image; batch {bs}")
+            f"jump_n_sample={st.jump.jump_n_sample}: {summ['unet_calls']} UNet calls and {summ['undo_steps']} undo "
+            f"steps per image; batch {bs}")
         self.reporter.start(n, -(-n // bs) * (len(st.times) - 1))  # schedule steps over all batches
         return bs
 

@@ -36,6 +36,7 @@ from ..core.keys import ImageKeys
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MASK_NAME = re.compile(r".[_.-]mask", re.IGNORECASE)  # cat_mask001, cat.mask, cat-mask
+STDIN_LEFT_OUT = "path(s) read from stdin lie under"
 QUOTE_HINT = "quote globs so that the shell does not expand them (--mask 'masks/*.png')"
 
 
@@ -48,6 +49,7 @@ class Job:
     mask_kind: Optional[str] = None  # or a generated mask: a kind name or a preset path
     error: Optional[str] = None  # a problem found while pairing (reported, job not run)
     keys: Optional[ImageKeys] = None  # noise, mask and class keys (core.keys); make_jobs sets them for its seed
+    mask_missing: bool = False  # the folder or glob of masks holds none for this image (``error`` says so)
 
     def __post_init__(self):
         if self.keys is None:
@@ -135,8 +137,42 @@ def _sub_folder_note(folder: Path, skipped) -> Optional[str]:
     return f"{folder}: {below} image(s) in its sub-folders are not included; pass -r to include them"
 
 
-def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -> tuple[list[Found], list[str], list[str]]:
-    """(found images, ignored notes, errors); folders and globs skip anything under ``skip_dirs`` (resolved)."""
+def _stdin_names(stream, null: bool) -> tuple[list[str], Optional[str]]:
+    """The paths listed on stdin (one a line; with ``null``, separated by NUL as ``find -print0`` writes them), and
+    a one-line problem: NUL characters without ``null`` would make one path of many names."""
+    text = stream.read() if hasattr(stream, "read") else "".join(stream)  # a file, or lines (the Python API)
+    if null:
+        return [n for n in text.split("\0") if n], None
+    if "\0" in text:
+        return [], ("stdin holds NUL-separated names (find -print0, xargs -0): pass -0 (--null) to read them, or "
+                    "list one path a line")
+    return [line.strip() for line in text.splitlines() if line.strip()], None
+
+
+def _scan_stdin(stream, null: bool, skipped, found: list, ignored: list, errors: list) -> None:
+    """The images listed on stdin, into ``found``; those under a skipped folder (``find .`` listing --out) are left
+    out and said."""
+    names, problem = _stdin_names(stream, null)
+    if problem:
+        errors.append(problem)
+    left_out = []
+    for name in names:
+        q = Path(name)
+        if not q.is_file():
+            errors.append(f"{q}: no such file (read from stdin); check the list of paths")
+        elif skipped(q):
+            left_out.append(q)
+        else:
+            found.append(Found(q, False, source="-"))  # a listing (find ...), not typed names: like a scan
+    if left_out:  # said, not dropped silently
+        ignored.append(f"{len(left_out)} {STDIN_LEFT_OUT} the --out or --mask folder (first: {left_out[0]}) "
+                       f"and are left out: a run never reads its results or masks as inputs")
+
+
+def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str],
+          null: bool = False) -> tuple[list[Found], list[str], list[str]]:
+    """(found images, ignored notes, errors); folders and globs skip anything under ``skip_dirs`` (resolved);
+    ``null``: stdin's names are separated by NUL."""
     found, ignored, errors = [], [], []
 
     def skipped(f: Path, root: str) -> bool:
@@ -149,14 +185,8 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str]) -
 
     for item in inputs:
         if item == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            for line in stream:
-                if line.strip():
-                    q = Path(line.strip())
-                    if not q.is_file():
-                        errors.append(f"{q}: no such file (read from stdin); check the list of paths")
-                    elif not skipped(q, ""):  # e.g. `find .` listing the --out folder
-                        found.append(Found(q, False, source="-"))  # a listing (find ...), not typed names: like a scan
+            _scan_stdin(stdin if stdin is not None else sys.stdin, null, lambda q: skipped(q, ""), found, ignored,
+                        errors)
             continue
         p = Path(item)
         if _has_glob(item) and not p.exists():
@@ -228,7 +258,8 @@ def index_masks(mask: str, recursive: bool = False) -> Optional[dict[str, Path]]
     """Mask files of a folder or glob ``--mask`` by key; None for a single file.
 
     Keys are file stems; with ``recursive`` a folder's sub-folders are indexed too, as
-    'sub/stem' (their relative name), so images of a -r scan find their mirrored masks.
+    'sub/stem' (their relative name), so images of a -r scan find their mirrored masks. A glob's
+    files are keyed by their name below the glob's root the same way.
     """
     p = Path(mask)
     if p.is_dir():
@@ -236,19 +267,34 @@ def index_masks(mask: str, recursive: bool = False) -> Optional[dict[str, Path]]
                        if _is_image(f))
         return {f.relative_to(p).with_suffix("").as_posix(): f for f in files}
     if _has_glob(mask) and not p.exists():
+        # keyed by the name below the glob's root, as a folder's: 'masks/**/*.png' gives 'x/a' and 'y/a', so that
+        # in/x/a.png never takes masks/y/a.png
+        root = Path(_glob_root(mask))
         files = [Path(m) for m in sorted(globlib.glob(mask, recursive=True)) if Path(m).is_file()]
-        return {f.stem: f for f in files}
+        return {_key_below(f, root): f for f in files}
     return None
 
 
+def _key_below(f: Path, root: Path) -> str:
+    try:
+        return f.relative_to(root).with_suffix("").as_posix()
+    except ValueError:  # a pattern that climbs out of its root ('../m/*.png' resolves elsewhere)
+        return f.stem
+
+
 def mask_for_stem(stem: str, by_stem: dict[str, Path], sorted_keys: Optional[list[str]] = None) -> Optional[Path]:
-    """The mask named like the image (``cat.png``), or LaMa/IOPaint-style ``cat_mask*.png``.
+    """The mask of an image of this stem: LaMa/IOPaint-style ``cat_mask*.png``, else the file named like the image
+    (``cat.png``).
 
     ``sorted_keys``: ``sorted(by_stem)``, computed once for many look-ups (each is then a binary search).
     """
-    if stem in by_stem:
-        return by_stem[stem]
     keys = sorted_keys if sorted_keys is not None else sorted(by_stem)
+    # a file named as the mask wins over one named like the image: an --out folder written with --save-mask
+    # holds both a.png (the inpainted output) and a_mask.png (its mask)
+    return _named_as_mask(stem, by_stem, keys) or by_stem.get(stem)
+
+
+def _named_as_mask(stem: str, by_stem: dict[str, Path], keys: list[str]) -> Optional[Path]:
     for suffix in ("_mask", ".mask", "-mask"):
         prefix = stem + suffix
         i = bisect.bisect_left(keys, prefix)
@@ -305,10 +351,17 @@ class MaskSource:
     shared: bool = False  # the mask source is an input source: only files named like masks are masks
     real_of: dict = field(default_factory=dict)  # mask file -> its resolved path
     reals: set = field(default_factory=set)  # every mask file's resolved path
+    shadowed: list = field(default_factory=list)  # (file named like an image, the mask file taken instead)
+    top_level: list = field(default_factory=list)  # (image in a sub-folder, the top-level mask it took)
 
     @property
     def sorted_keys(self) -> list[str]:
         return sorted(self.by_stem or {})
+
+    @property
+    def mirrors_folders(self) -> bool:
+        """The masks lie in sub-folders (mirroring the images'): an image then takes only its mirrored mask."""
+        return any("/" in k for k in self.by_stem or {})
 
 
 def _mask_source(mask: str, input_list: list[str], is_kind: bool, recursive: bool, errors: list[str]) -> MaskSource:
@@ -354,6 +407,7 @@ def _sort_out_images(found: list[Found], input_list: list[str], src: MaskSource,
         item == "-" or not Path(item).is_file() or _real(Path(item).parent) != mask_folder for item in input_list)
     beside = {(_real(f.path.parent), f.path.stem) for f in found}  # (folder, stem) of every input
     images: dict[str, Found] = {}
+    expanded: dict[str, list[Path]] = {}  # why -> the inputs that look like an expanded --mask glob
     left_out = 0
     for f in found:
         r = _real(f.path)
@@ -366,23 +420,33 @@ def _sort_out_images(found: list[Found], input_list: list[str], src: MaskSource,
                               and not _sorts_before(f.path.name, single.name))
             mask_of = _mask_of_another(f.path, beside)
             if is_single_mask or in_mask_folder or mask_of:
-                why = ("is the --mask file" if is_single_mask else
-                       f"lies in the folder of the --mask file {single}" if in_mask_folder else
-                       f"is named like the mask of the input {mask_of}")
-                result.errors.append(f"{f.path}: an input that {why}: was a --mask glob expanded by the shell? "
-                                     f"{QUOTE_HINT}; or move the mask out of the images' folder")
+                why = ("that is the --mask file" if is_single_mask else
+                       f"in the folder of the --mask file {single}" if in_mask_folder else
+                       f"named like the mask of another input (first: {mask_of})")
+                expanded.setdefault(why, []).append(f.path)
                 continue
         elif r in src.reals or (src.shared and is_mask_name(f.path)):
             left_out += 1
             continue
         images[r] = f
+    for why, paths in expanded.items():  # one line, however many names the shell's expansion passed
+        result.errors.append(_expanded_glob_message(why, paths))
     if left_out:
         result.notes.append(f"{left_out} mask file(s) found among the inputs are used as masks, not inpainted")
     if not images and not result.errors:
+        from_stdin = next((n for n in result.ignored if STDIN_LEFT_OUT in n), None)
         result.errors.append(f"no images to inpaint: every input is a mask of --mask {src.text}; put masks in their "
                              f"own folder, or name them <stem>_mask*.png beside their images and pass that folder as "
-                             f"--mask" if left_out else "no images to inpaint: no input path given")
+                             f"--mask" if left_out else f"no images to inpaint: {from_stdin}" if from_stdin else
+                             "no images to inpaint: no input path given")
     return images
+
+
+def _expanded_glob_message(why: str, paths: list[Path]) -> str:
+    names = ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    what = "an input" if len(paths) == 1 else f"{len(paths)} inputs"
+    return (f"{names}: {what} {why}: was a --mask glob expanded by the shell? {QUOTE_HINT}; or move the mask out "
+            f"of the images' folder")
 
 
 @dataclass
@@ -430,30 +494,47 @@ def _job_for(f: Found, src: MaskSource, outputs: _Outputs, twins: list[Path], im
     elif src.single is not None:
         job.mask_file = src.single
     else:
-        keys = src.sorted_keys
-        job.mask_file = mask_for_stem(stem, src.by_stem, keys) or (
-            mask_for_stem(img.stem, src.by_stem, keys) if f.rel else None)
-        if job.mask_file is not None and src.real_of.get(job.mask_file) == image_real:
-            job.mask_file = None  # never its own mask
-        if job.mask_file is None:
-            job.error = (f"{img}: no mask named {img.stem}.* (or {img.stem}_mask*) in {src.text}; add one or pass "
-                         f"--mask KIND to generate masks")
+        _pair_mask(job, f, src, image_real)
     return job
+
+
+def _pair_mask(job: Job, f: Found, src: MaskSource, image_real: str) -> None:
+    """The job's mask file from a folder or glob of masks, by its key (``sub/a`` below the scanned folder); an
+    image of a -r scan takes the top-level mask of its stem only where the masks have no sub-folders (noted)."""
+    keys, img = src.sorted_keys, job.image
+    mask = mask_for_stem(job.stem, src.by_stem, keys)
+    if mask is None and f.rel and not src.mirrors_folders:
+        mask = mask_for_stem(img.stem, src.by_stem, keys)
+        if mask is not None:
+            src.top_level.append((img, mask))
+    if mask is not None and src.real_of.get(mask) == image_real:
+        mask = None  # never its own mask
+    if mask is not None:
+        plain = src.by_stem.get(job.stem if job.stem in src.by_stem else img.stem)
+        if plain is not None and plain != mask and src.real_of.get(plain) != image_real:
+            src.shadowed.append((plain, mask))
+        job.mask_file = mask
+        return
+    job.mask_missing = True
+    mirrored = f" (its sub-folder: the masks mirror the images' folders)" if f.rel and src.mirrors_folders else ""
+    job.error = (f"{img}: no mask named {job.stem}.* (or {job.stem}_mask*) in {src.text}{mirrored}; add one or "
+                 f"pass --mask KIND to generate masks")
 
 
 def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: bool, overwrite: bool = False,
               shard: Optional[tuple[int, int]] = None, stdin=None, recursive: bool = False,
-              out_ext: str = ".png", side_suffixes: Iterable[str] = (), seed: int = 0) -> JobList:
+              out_ext: str = ".png", side_suffixes: Iterable[str] = (), seed: int = 0, null: bool = False) -> JobList:
     """Resolve inputs and masks into jobs, each with its keys for ``seed``; every problem that concerns the whole
     run goes in ``errors``.
 
     ``side_suffixes``: the other files written per image (``_mask.png``, ``_concat.png``...),
     appended to the output's stem; no output or side file may land on an input or mask file.
+    ``null``: names on stdin are separated by NUL (``find -print0``).
     """
     input_list = list(inputs)
     errors: list[str] = []
     src = _mask_source(mask, input_list, mask_is_kind, recursive, errors)
-    found, ignored, scan_errors = _scan(input_list, stdin, recursive, _skip_dirs(out_dir, mask, src))
+    found, ignored, scan_errors = _scan(input_list, stdin, recursive, _skip_dirs(out_dir, mask, src), null)
     result = JobList(ignored=ignored, errors=scan_errors + errors)
     images = _sort_out_images(found, input_list, src, result)
     if src.by_stem:  # an input is an image, so never a mask
@@ -473,7 +554,31 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
             result.skipped_done.append(job)
         else:
             result.jobs.append(job)
+    _pairing_notes(src, result)
     return result
+
+
+def _pairing_notes(src: MaskSource, result: JobList) -> None:
+    """What pairing by name decided that a user would not guess, said once; and a run where no image found its
+    mask stops now (exit 2, before the model loads), not after failing every image."""
+    if src.shadowed:
+        plain, taken = src.shadowed[0]
+        result.notes.append(f"{len(src.shadowed)} image(s) have both a file named like them and one named as their "
+                            f"mask in {src.text} (first: {plain.name} and {taken.name}): the one named as a mask is "
+                            f"used (an --out folder written with --save-mask holds both)")
+    if src.top_level:
+        img, mask = src.top_level[0]
+        result.notes.append(f"{len(src.top_level)} image(s) in sub-folders take the top-level mask of their stem, "
+                            f"as {src.text} has no sub-folders (first: {img} <- {mask})")
+    missing = [j for j in result.jobs if j.mask_missing]
+    if missing and len(missing) == len(result.jobs) and not result.skipped_done:
+        held = sorted(src.by_stem or {})
+        shown = ", ".join(k + Path(src.by_stem[k]).suffix for k in held[:2]) + (", ..." if len(held) > 2 else "")
+        first = missing[0]
+        result.errors.append(
+            f"--mask {src.text}: no image has a mask there (it holds {shown}); masks pair by name: {first.image} "
+            f"takes {first.stem}.* or {first.stem}_mask*.* there; name the masks after the images "
+            f"('repaint masks generate --for IMAGES'), or pass --mask KIND to generate them")
 
 
 def check_out_dir(out_dir: Path, create: bool = True) -> Optional[str]:

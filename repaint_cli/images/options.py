@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import math
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
-from ..choices import CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, METHODS, ChoiceError, check_choice
+from ..constraints import INPAINT, OptionError, check_eta, check_fields
 from ..runtime.device import EngineOptions
 
 
@@ -14,10 +14,12 @@ class RunError(Exception):
     """A problem that stops the whole run before any image (one line)."""
 
 
-def _choice(value, choices, what: str, hint: str = "") -> None:
+def _check(part) -> None:
+    """Each value of an options part checked once, against the declared table (``constraints.INPAINT``, which the
+    CLI checks too, in the same words): RunError, one line naming the option."""
     try:
-        check_choice(value, choices, what, hint)
-    except ChoiceError as e:
+        check_fields(INPAINT, part)
+    except OptionError as e:
         raise RunError(str(e)) from None
 
 
@@ -32,13 +34,11 @@ class ReadOptions:
     fit: str = "crop"
     context: float = 0.5
     allow_empty: bool = False  # a mask with no hole (or no known pixel) warns instead of failing
+    null: bool = False  # paths on stdin ('-') are separated by NUL (find -print0), not by lines
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
-        _choice(self.mask_convention, CONVENTIONS, "--mask-convention", CONVENTIONS_HINT)
-        _choice(self.fit, FIT_MODES, "--fit")
-        if not (self.context >= 0 and math.isfinite(self.context)):
-            raise RunError(f"--context {self.context}: must be a finite number >= 0 (a fraction of the hole's box)")
+        _check(self)
         self.shard_part  # noqa: B018 (parsed once here, so a bad --shard stops the run before anything)
 
     @property
@@ -73,13 +73,11 @@ class SampleOptions:
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
-        _choice(self.method, METHODS, "--method")
-        if not 0 <= self.eta <= 1:
-            raise RunError(f"--eta {self.eta}: must be between 0 and 1")
-        if self.eta and self.method != "ddim":
-            raise RunError(f"--eta applies to --method ddim only (not {self.method})")
-        if self.guidance is not None and not (self.guidance >= 0 and math.isfinite(self.guidance)):
-            raise RunError(f"--guidance {self.guidance}: must be 0 (the paper's algorithm) or more")
+        _check(self)
+        try:
+            check_eta(self.eta, self.method)
+        except OptionError as e:
+            raise RunError(str(e)) from None
 
 
 @dataclass
@@ -92,6 +90,9 @@ class WriteOptions:
     save_mask: bool = False
     manifest: Optional[str] = None  # JSON lines file, one record per image (appended)
     extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see hooks.BatchHook
+
+    def __post_init__(self):
+        _check(self)
 
 
 _PARTS = {"read": ReadOptions, "sample": SampleOptions, "engine": EngineOptions, "write": WriteOptions}
@@ -149,14 +150,19 @@ class RunSummary:
     interrupted: bool = False
     seconds: float = 0.0
     results: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # every warning the run said (an image's are in its result too)
 
     @property
     def ok(self) -> bool:
         return self.failed == 0 and not self.interrupted
 
 
+log = logging.getLogger("repaint_cli")
+
+
 class Reporter:
-    """How a run talks: the CLI renders these with Rich; the default collects lines."""
+    """How a run talks: the CLI renders these with Rich; the default collects lines and passes warnings and errors
+    to the ``repaint_cli`` logger (so a Python caller sees them without a reporter of its own)."""
 
     def __init__(self):
         self.lines: list[str] = []
@@ -164,6 +170,7 @@ class Reporter:
     def log(self, msg: str, level: str = "info") -> None:
         """level: info (progress talk), warning or error (always shown)."""
         self.lines.append(msg)
+        log.log({"warning": logging.WARNING, "error": logging.ERROR}.get(level, logging.INFO), msg)
 
     def start(self, n_images: int, total_steps: int) -> None:
         pass
@@ -173,6 +180,28 @@ class Reporter:
 
     def image_done(self, result: ImageResult) -> None:
         pass
+
+
+class Heard(Reporter):
+    """A run's reporter as ``inpaint()`` sees it: everything goes on to ``inner``, and the warnings are kept for the
+    summary (``RunSummary.warnings``), whichever reporter the caller gave."""
+
+    def __init__(self, inner: Reporter):
+        self.inner, self.warnings = inner, []
+
+    def log(self, msg: str, level: str = "info") -> None:
+        if level == "warning":
+            self.warnings.append(msg)
+        self.inner.log(msg, level)
+
+    def start(self, n_images: int, total_steps: int) -> None:
+        self.inner.start(n_images, total_steps)
+
+    def advance_steps(self, n: int = 1) -> None:
+        self.inner.advance_steps(n)
+
+    def image_done(self, result: ImageResult) -> None:
+        self.inner.image_done(result)
 
 
 class StopFlag:

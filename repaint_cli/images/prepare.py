@@ -35,10 +35,35 @@ def prepare(job: Job, read: ReadOptions, S: int) -> Prepared:
         keep, mask_warnings = image_files.read_mask(job.mask_file, read.mask_convention, size=(h, w))
         warnings += mask_warnings
         label = str(job.mask_file)
+        note = None if _one_mask_for_all(read) else inverted_mask_note(keep, job.mask_file, read.mask_convention)
+        warnings += [note] if note else []
         warnings += image_files.check_mask(keep, job.mask_file, allow_empty=read.allow_empty)
     plan = fit.plan_fit(keep, S, read.fit, read.context, path=job.image)
     rgb_S, keep_S = fit.apply_fit(plan, img.rgb, keep)
     return Prepared(job, img, keep, plan, rgb_S, keep_S, label, warnings)
+
+
+# Above this share of hole, a mask file is most likely read in the other convention (a LaMa / IOPaint mask, white =
+# hole, read as RePaint's white = keep regenerates almost the whole image): said, never guessed.
+LIKELY_INVERTED = 0.9
+
+
+def inverted_mask_note(keep: np.ndarray, path, convention: str) -> Optional[str]:
+    """A warning when a mask file read with ``convention`` leaves more than LIKELY_INVERTED of the image as hole."""
+    hole = 1.0 - float(np.count_nonzero(keep)) / max(keep.size, 1)
+    if hole <= LIKELY_INVERTED or hole >= 1.0:  # (no known pixel at all: check_mask says so)
+        return None
+    other, white = ("hole", "white = hole, as LaMa and IOPaint write masks") if convention == "keep" else \
+        ("keep", "white = keep, RePaint's")
+    return (f"{path}: {hole:.0%} of the image is hole under --mask-convention {convention}: did you mean "
+            f"--mask-convention {other} ({white})?")
+
+
+def _one_mask_for_all(read: ReadOptions) -> bool:
+    """One --mask file for every image: its convention note is given once, before the run (setup.resolve_jobs)."""
+    from pathlib import Path
+
+    return Path(read.mask).is_file()
 
 
 def _prepare_or_error(job: Job, read: ReadOptions, S: int) -> tuple[Optional[Prepared], Optional[str]]:

@@ -12,11 +12,12 @@ from ..runtime.device import EngineOptions, pick_device
 from .guidance import Guidance
 from .jobs import JobList, _has_glob, check_out_dir, make_jobs, unknown_mask_message
 from ..models.cards import DEFAULT_MODEL
-from ..models.checkpoints import load_for_run, read_conf
+from ..models.checkpoints import load_for_run, read_conf, resolve
 from ..models.loaded import LoadedModel, ModelError
-from ..files import sha256_model
+from ..files import InputError, sha256_model
 from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_jump_params
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
+from ..constraints import check_t_T_within
 from .resume import side_suffixes
 
 
@@ -76,10 +77,14 @@ def _schedule(sample: SampleOptions, conf: dict, card, hp: dict) -> tuple[JumpPa
                                    jump_length=sample.jump_length, jump_n_sample=sample.jump_n_sample,
                                    n_sample=sample.n_sample)
         times = jump_schedule(jump)
-    except ValueError as e:
+        # more respaced steps than the model has would fail deep in the respacing, with a traceback
+        check_t_T_within(jump.t_T, int(hp.get("diffusion_steps", 1000)), f"the model {card.name}" if card else
+                         "this model")
+        respacing = (str(jump.t_T) if sample.t_T is not None or not conf.get("timestep_respacing")
+                     else conf["timestep_respacing"])
+        diffusion = diffusion_from_hparams(hp, respacing)
+    except ValueError as e:  # constraints.OptionError too
         raise RunError(str(e)) from None
-    respacing = str(jump.t_T) if sample.t_T is not None or not conf.get("timestep_respacing") else conf["timestep_respacing"]
-    diffusion = diffusion_from_hparams(hp, respacing)
     if diffusion.num_steps != jump.t_T:
         raise RunError(f"timestep_respacing {respacing!r} keeps {diffusion.num_steps} steps but t_T is {jump.t_T}; "
                        f"make them equal (or drop timestep_respacing)")
@@ -126,6 +131,7 @@ def plan_run(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Report
     reporter.log(describe_masks(opts.read, opts.sample.seed))
     if opts.sample.model is None and not conf.get("model_path"):
         reporter.log(DEFAULT_MODEL_NOTE)
+    _check_some_image_fits(joblist, opts.read, opts.sample, conf)
     # a rerun whose outputs all exist compares their settings, which needs the model's card, not its weights
     st = setup(opts.sample, opts.engine, conf, weights=bool(joblist.jobs or not joblist.skipped_done))
     guidance = make_guidance(st, opts.sample)
@@ -134,6 +140,31 @@ def plan_run(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Report
     for note in joblist.notes:
         reporter.log(note)
     return RunPlan(opts, joblist, st, guidance, run_settings(st, opts, guidance, reporter), not st.loaded.weights)
+
+
+def _check_some_image_fits(joblist: JobList, read: ReadOptions, sample: SampleOptions, conf: dict) -> None:
+    """--fit pad where no image is small enough for the model: one line now, before the model loads, rather than
+    every image failing after. The model's size comes from its card or hyper-parameters (no weights read)."""
+    if read.fit != "pad" or not joblist.jobs:
+        return
+    from PIL import Image
+
+    try:
+        _, hp, _ = resolve(sample.model, conf or None)
+        S = int(hp["image_size"])
+    except Exception:  # a model that does not resolve says why when it loads; a diffusers model: checked per image
+        return
+    sizes = []
+    for job in joblist.jobs:
+        try:
+            with Image.open(job.image) as im:
+                sizes.append((job.image, im.size))
+        except Exception:  # an unreadable image fails on its own, with its own line
+            return
+    if sizes and all(w > S or h > S for _, (w, h) in sizes):
+        first, (w, h) = sizes[0]
+        raise RunError(f"--fit pad: no image is at most {S}x{S}, the model's size (first: {first} is {w}x{h}); "
+                       f"use --fit crop or --fit resize")
 
 
 def check_out(out_dir, create: bool = True) -> None:
@@ -162,14 +193,31 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Re
         raise RunError(unknown_mask_message(read.mask, list(masks.MASK_KINDS)))
     joblist = make_jobs(inputs, read.mask, Path(write.out_dir), mask_is_kind=is_kind, overwrite=write.overwrite,
                         shard=read.shard_part, stdin=stdin, recursive=read.recursive,
-                        side_suffixes=side_suffixes(write), seed=sample.seed)
+                        side_suffixes=side_suffixes(write), seed=sample.seed, null=read.null)
     if joblist.errors:
         for message in joblist.errors[1:]:
             (reporter or Reporter()).log(message, "error")
         more = f" (and {len(joblist.errors) - 1} more problem(s), above)" if len(joblist.errors) > 1 else ""
         raise RunError(joblist.errors[0] + more)
+    if not is_kind and Path(read.mask).is_file():
+        _check_single_mask(Path(read.mask), read.mask_convention, reporter or Reporter())
     check_out(write.out_dir, create=False)  # created once the model is loaded (inpaint._Run)
     return conf, joblist
+
+
+def _check_single_mask(path: Path, convention: str, reporter: Reporter) -> None:
+    """One --mask file for every image: read once now, so that an unreadable one stops the run before the model
+    loads (not once per image after), and its convention is questioned once."""
+    from .image_files import read_mask
+    from .prepare import inverted_mask_note
+
+    try:
+        keep, _ = read_mask(path, convention)
+    except InputError as e:
+        raise RunError(str(e)) from None
+    note = inverted_mask_note(keep, path, convention)
+    if note:
+        reporter.log(note, "warning")
 
 
 def describe_masks(read: ReadOptions, seed: int) -> str:

@@ -87,6 +87,12 @@ def list_cards() -> list[ModelCard]:
             except IncompleteCard as e:  # named, as a broken-YAML card is: its model must not vanish silently
                 warnings.warn(str(e), stacklevel=2)
                 continue
+            except UnicodeDecodeError:  # any stray *.yaml in ./weights (Latin-1 notes, a binary) is read here
+                warnings.warn(f"{p}: not UTF-8 text; skipped as a model card", stacklevel=2)
+                continue
+            except OSError as e:  # unreadable, or a folder named *.yaml
+                warnings.warn(f"{p}: cannot be read ({e.strerror or e}); skipped as a model card", stacklevel=2)
+                continue
             except (TypeError, AttributeError):
                 continue  # not a card: e.g. the sidecar hyper-parameters of an exported model
             if card.name not in seen:

@@ -57,6 +57,12 @@ def check_conf_keys(conf: dict, where) -> None:
                 hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
                 raise ModelError(f"{where}: unknown key '{prefix}{key}'; {hint}(RePaint's conf keys are accepted; "
                                  f"a misspelled key would be ignored silently)")
+    if jump is not None and not isinstance(jump, dict):
+        raise ModelError(f"{where}: schedule_jump_params must be a mapping of its keys (t_T, jump_length, ...)")
+    try:  # values too: t_T: null would fail after the model loads, t_T: 50.9 would be truncated
+        JumpParams.from_dict(jump or {})
+    except ValueError as e:
+        raise ModelError(f"{where}: schedule_jump_params.{e}") from None
 
 
 def read_conf(path_or_dict, check_keys: bool = False) -> dict:
@@ -157,9 +163,7 @@ def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:
         # a RePaint conf's model_path (./data/pretrained/celeba256_250000.pt) names a file we know by name
         found = card.find_file() if card else None
         if found is None:
-            names = ", ".join(c.name for c in list_cards()) or "none"
-            hint = f"; {card.missing_message()}" if card else f" (known: {names})"
-            raise ModelError(f"{checkpoint}: neither a checkpoint file nor a known model{hint}")
+            raise ModelError(card.missing_message() if card else _not_found_message(checkpoint))
         path = found
     sidecar = path.with_suffix(".yaml")
     base = card.hparams if card else (read_conf(sidecar) if sidecar.is_file() else None)
@@ -167,6 +171,22 @@ def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:
         raise ModelError(f"{path}: no model hyper-parameters known for this file; "
                          f"pass --config with RePaint's conf YAML (or put {sidecar.name} beside it)")
     return path, {**(base or {}), **conf}, card
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
+
+
+def _not_found_message(checkpoint: str) -> str:
+    """A --model that is neither a card nor a file: a path names the missing file; a bare name is a model name,
+    with the closest known one (``celba256``: did you mean 'celeba256'?)."""
+    names = [c.name for c in list_cards()]
+    known = ", ".join(names) or "none"
+    if "/" in checkpoint or "\\" in checkpoint or Path(checkpoint).suffix.lower() in CHECKPOINT_SUFFIXES:
+        return f"{checkpoint}: no such file; give a checkpoint file, or a known model ({known})"
+    close = difflib.get_close_matches(checkpoint, names, n=1, cutoff=0.6)
+    guess = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"{checkpoint}: no known model of this name{guess}; known: {known} ('repaint models list'), or give a "
+            f"checkpoint file")
 
 
 def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, Diffusion]:

@@ -22,6 +22,7 @@ from ..models.batch_invariant import self_check as invariant_self_check
 from ..models.batch_invariant import set_batch_invariant
 
 from ..choices import PRECISIONS  # defined once, in repaint_cli/choices.py
+from ..constraints import INPAINT, check_fields
 from .threads import set_threads
 from .memory import is_oom
 
@@ -39,6 +40,10 @@ class EngineOptions:
     threads: Optional[int] = None
     batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (batch_invariant.py)
     batch_size: object = "auto"  # images per batch, or "auto": sized from memory and resolution
+
+    def __post_init__(self):
+        """Each value checked once, against the declared table (constraints.OptionError, one line)."""
+        check_fields(INPAINT, self)
 
 
 def pick_device(name: str = "auto") -> torch.device:

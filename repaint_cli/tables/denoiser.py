@@ -35,7 +35,7 @@ _DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3, "members"
 @dataclass
 class TableModelConfig:
     width: Optional[int] = None  # None: the kind's (128 conditional, 256 eps)
-    blocks: int = 3
+    blocks: Optional[int] = None  # None: 3
     time_dim: int = 64
     diffusion_steps: int = 1000
     noise_schedule: str = "cosine"
@@ -50,7 +50,7 @@ class TableModelConfig:
         """This config for ``kind`` (default its own), every None replaced by that kind's default."""
         kind = kind or self.kind
         d = _DEFAULTS[kind]
-        return replace(self, kind=kind, width=self.width or d["width"],
+        return replace(self, kind=kind, width=self.width or d["width"], blocks=3 if self.blocks is None else self.blocks,
                        dropout=d["dropout"] if self.dropout is None else self.dropout,
                        members=self.members or d["members"],
                        gaussian_base=d["gaussian_base"] if self.gaussian_base is None else self.gaussian_base)

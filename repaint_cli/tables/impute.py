@@ -59,7 +59,8 @@ class ImputeOptions:
     jump_length: Optional[int] = None
     jump_n_sample: Optional[int] = None
     eta: float = 0.0  # ddim only: as `repaint inpaint --eta` (0: deterministic between resamplings)
-    rounds: int = 1  # EM rounds: train, impute, then re-train on the imputed table (DiffPuter's idea)
+    rounds: Optional[int] = None  # EM rounds: train, impute, then re-train on the imputed table (DiffPuter's
+    # idea); None: 1
     variance: str = "small"  # the reverse step's fixed variance: posterior ('small') or beta ('large')
     guidance: Optional[float] = None  # reconstruction guidance scale (0: plain RePaint); None: GUIDANCE
 
@@ -73,6 +74,7 @@ class ImputeOptions:
         method = self.method or ("repaint" if kind == "eps" else "conditional")
         model_kind = "conditional" if method == "conditional" else "eps"
         return dataclasses.replace(self, method=method, model=self.model.settled(model_kind),
+                                   rounds=1 if self.rounds is None else self.rounds,
                                    train=self.train.settled(model_kind, rows),
                                    guidance=GUIDANCE if self.guidance is None and method != "conditional" else
                                    self.guidance)
@@ -122,33 +124,38 @@ def row_block_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch
     return gaussian_seeded(keys, int(draw), (math.prod(shape),)).reshape(shape)
 
 
-def check_options(opts: ImputeOptions) -> None:
-    """TableError (one line) for options that cannot work together; a method of None (a loaded model's kind, else
-    conditional) is checked again once settled."""
-    from ..choices import TABLE_METHODS, ChoiceError, check_choice
+def option_values(opts: ImputeOptions) -> dict:
+    """The options' values by their CLI names (``constraints.IMPUTE``)."""
+    return dict(samples=opts.samples, combine=opts.combine, method=opts.method, seed=opts.seed, threads=opts.threads,
+                categorical=opts.categorical, preset=opts.preset, t_T=opts.t_T, jump_length=opts.jump_length,
+                jump_n_sample=opts.jump_n_sample, eta=opts.eta, rounds=opts.rounds, guidance=opts.guidance,
+                train_steps=opts.train.steps, width=opts.model.width, blocks=opts.model.blocks,
+                members=opts.model.members, gaussian_base=opts.model.gaussian_base)
 
-    if opts.samples < 1:
-        raise TableError("--samples must be at least 1")
-    if opts.combine not in ("mean", "median"):
-        raise TableError(f"--combine {opts.combine!r}: use mean or median")
-    if opts.train.steps is not None and opts.train.steps < 1:
-        raise TableError("--train-steps must be at least 1")
-    if opts.model.members is not None and opts.model.members < 1:
-        raise TableError(f"--members {opts.model.members}: use 1 or more (2 is the default)")
+
+def check_options(opts: ImputeOptions, model_path=None) -> None:
+    """TableError (one line) for options that cannot work together; a method of None (a loaded model's kind, else
+    conditional) is checked again once settled. Each value is checked against the declared table
+    (``constraints.IMPUTE``, which the CLI checks too, in the same words); with ``model_path`` (a saved model),
+    an option the model fixes is refused by name."""
+    from ..constraints import IMPUTE, OptionError, check_eta, check_t_T_within, check_values, fixed_by_model
+
+    try:
+        values = option_values(opts)
+        check_values(IMPUTE, values)
+        if model_path is not None:
+            fixed_by_model(IMPUTE, values, model_path)
+    except OptionError as e:
+        raise TableError(str(e)) from None
     if opts.model.members not in (None, 1) and opts.method not in (None, "conditional"):
         raise TableError(f"--members is for --method conditional; --method {opts.method} trains one model")
     if opts.model.gaussian_base and opts.method not in (None, "conditional"):
         raise TableError(f"--gaussian-base is for --method conditional; leave it out with --method {opts.method}")
-    if opts.method is not None:
-        try:
-            check_choice(opts.method, TABLE_METHODS, "--method")
-        except ChoiceError as e:
-            raise TableError(str(e)) from None
     if opts.method == "conditional":
         given = [flag for flag, value in (("--preset", opts.preset), ("--t-T", opts.t_T),
                  ("--jump-length", opts.jump_length), ("--jump-n-sample", opts.jump_n_sample),
                  ("--guidance", opts.guidance), ("--eta", opts.eta or None),
-                 ("--rounds", opts.rounds if opts.rounds != 1 else None)) if value is not None]
+                 ("--rounds", opts.rounds if opts.rounds not in (None, 1) else None)) if value is not None]
         if given == ["--eta"]:
             raise TableError(f"--eta {opts.eta}: applies to --method ddim only")
         if given:
@@ -158,19 +165,13 @@ def check_options(opts: ImputeOptions) -> None:
         return
     if opts.variance not in ("small", "large"):
         raise TableError(f"--variance {opts.variance!r}: use small or large")
-    if opts.guidance is not None and not opts.guidance >= 0:
-        raise TableError("--guidance must be 0 (none) or more")
-    if not 0 <= opts.eta <= 1 or (opts.eta and opts.method not in (None, "ddim")):
-        raise TableError(f"--eta {opts.eta}: a number from 0 to 1, for --method ddim only")
-    if opts.rounds < 1:
-        raise TableError("--rounds must be at least 1")
     try:
+        check_eta(opts.eta, opts.method)
         jp = opts.jump_params()
         jump_schedule(jp)
-    except ValueError as e:
+        check_t_T_within(jp.t_T, opts.model.diffusion_steps, "the table model")
+    except ValueError as e:  # OptionError too
         raise TableError(str(e)) from None
-    if jp.t_T > opts.model.diffusion_steps:
-        raise TableError(f"--t-T {jp.t_T} is more than the model's {opts.model.diffusion_steps} diffusion steps")
 
 
 def sample_rows(model, x: np.ndarray, keep: np.ndarray, clip: np.ndarray, opts: ImputeOptions, sample: int,
@@ -226,7 +227,7 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     impute its missing cells, return the filled table. Ctrl-C while imputing raises :class:`Interrupted` with the
     trained model."""
     progress = progress or Progress()
-    check_options(opts)
+    check_options(opts, model_path)
     set_threads(opts.threads)  # None: the free cores (runtime.threads)
     cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
     model, loaded = None, False
