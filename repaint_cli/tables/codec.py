@@ -203,14 +203,14 @@ def _read_csv(path: Path, na: set, sep: Optional[str]) -> Table:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             lines = list(csv.reader(f, delimiter=style.sep))
-        while lines and not any(c.strip() for c in lines[0]):  # blank lines before the header
+        while lines and not lines[0]:  # blank lines before the header
             lines.pop(0)
     except UnicodeDecodeError:
         raise TableError(f"{path}: not UTF-8 text; save the table as UTF-8 CSV") from None
     except csv.Error as e:
         raise TableError(f"{path}: not a CSV table ({_first_line(e)}); give comma-separated text with a header") from None
     header = _check_header(path, lines[0] if lines else None, style.sep)
-    rows, style.row_names = _data_rows(path, lines[1:], len(header))
+    rows, style.row_names = _data_rows(path, lines[1:], len(header), sniffed=sep is None)
     names = [r[0] for r in rows] if style.row_names else None
     cells = [r[1:] for r in rows] if style.row_names else rows
     frame = pd.DataFrame(cells, columns=header, dtype=object, index=pd.Index(names, dtype=object) if names else None)
@@ -220,17 +220,20 @@ def _read_csv(path: Path, na: set, sep: Optional[str]) -> Table:
     return Table(frame, observed, path, "csv", style)
 
 
-def _data_rows(path: Path, lines: list[list[str]], n: int) -> tuple[list[list[str]], bool]:
+def _data_rows(path: Path, lines: list[list[str]], n: int, sniffed: bool) -> tuple[list[list[str]], bool]:
     """The data rows, each of ``n`` cells (a short row's last cells are missing), and whether each row
     starts with a row name (every row one field longer than the header: R's write.table layout).
-    A blank line is a missing cell in a one-column table (but at the end), else skipped."""
-    blank = [not r or (len(r) == 1 and not r[0].strip()) for r in lines]
-    if n == 1 and all(len(r) <= 1 for r in lines):
-        last = max((i for i, b in enumerate(blank) if not b), default=-1)
+    A blank line is a missing cell in a one-column table (but at the end), else skipped (a line of spaces too)."""
+    if n == 1 and all(len(r) <= 1 for r in lines):  # only an empty line is blank here ('""' and ' ' are cells)
+        last = max((i for i, r in enumerate(lines) if r), default=-1)
         return [r if r else [""] for r in lines[:last + 1]], False
+    blank = [not r or (len(r) == 1 and not r[0].strip()) for r in lines]
     rows = [r for r, b in zip(lines, blank) if not b]
     lengths = {len(r) for r in rows}
     row_names = lengths == {n + 1}
+    if row_names and n == 1 and sniffed:  # a one-name header gives no delimiter to go by
+        raise TableError(f"{path}: one column name but two fields in every row (row names first, or a decimal "
+                         "comma?); give --sep (the delimiter)")
     if row_names:
         return rows, True
     for i, (r, b) in enumerate(zip(lines, blank)):
@@ -267,11 +270,13 @@ def _csv_style(path: Path, head: bytes, sep: Optional[str]) -> CsvStyle:
 
 
 def _refuse_one_column(path: Path, head: bytes, sep: str) -> None:
-    """A one-column read of a file whose every line holds ';' or a tab is a wrong delimiter, not a table."""
-    lines = [line for line in head.decode("utf-8", errors="replace").splitlines()[:50] if line.strip()]
+    """A one-column read of a file whose every data row splits at ';', a tab or '|' is a wrong delimiter,
+    not a table."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     for c, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
-        if c != sep and lines and all(c in line for line in lines):
-            raise TableError(f"{path}: read as one column with the delimiter {sep!r}, but its lines hold {name}; "
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=c) if any(f.strip() for f in r)][1:51]
+        if c != sep and rows and all(len(r) > 1 for r in rows):
+            raise TableError(f"{path}: read as one column with the delimiter {sep!r}, but its rows hold {name}; "
                              f"give --sep {name}")
 
 
@@ -349,8 +354,6 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:([T ])\d{2}:\d{2}(:\d{2})?)?$")
 
 
 def _fit_column(name: str, obs: np.ndarray, fmt: str, dtype, force_category: bool, comma: bool = False) -> Column:
-    import pandas as pd
-
     if len(obs) == 0:  # only where allowed (a saved model knows the column)
         return Column(name, "constant", constant=None)
     col = None if force_category else _csv_numbers(name, obs, comma) if fmt == "csv" else _typed_numbers(name, obs, dtype)
