@@ -221,3 +221,25 @@ def test_summary_is_one_line_and_counts_the_rows_written(tmp_path):
     line = next(line for line in r.stderr.splitlines() if line.startswith("filled"))
     assert line.endswith("model calls per row)"), r.stderr
     assert line.startswith("filled 2 cells in 2 rows x 2 columns"), line
+
+
+def test_a_quoted_empty_cell_at_the_end_of_a_one_column_table_is_a_row(tmp_path):
+    """Found by tests/test_fuzz_tables.py: '""' (or ' ') on the last line is a missing cell, not a blank line."""
+    src, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    for last in ('""', " "):
+        src.write_text(f"a\n1\n2\n3\n{last}\n\n")
+        r = invoke(src, "--out", out, "--overwrite", *TINY)
+        assert r.exit_code == 0, r.output
+        got = rows_of(out)
+        assert len(got) == 5 and re.fullmatch(r"[1-3]", got[4][0]), got
+
+
+def test_dates_written_to_parquet_are_timestamps(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    src, out = tmp_path / "t.csv", tmp_path / "o.parquet"
+    src.write_text("x,when\n" + "".join(f"{i},{'' if i == 2 else f'2024-01-{i + 1:02d}'}\n" for i in range(12)))
+    r = invoke(src, "--out", out, *TINY)
+    assert r.exit_code == 0, r.output
+    got = pd.read_parquet(out)
+    assert pd.api.types.is_datetime64_any_dtype(got["when"]) and not got["when"].isna().any()
