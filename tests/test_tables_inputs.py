@@ -53,6 +53,11 @@ def test_rows_with_one_field_more_than_the_header_keep_their_row_names(tmp_path)
     assert [row[0] for row in got[1:]] == [f"r{i}" for i in range(6)]
     assert [row[1] for row in got[1:]] == [str(i) for i in range(6)]
     assert all(row[2] == str(10 * i) for i, row in enumerate(got[1:]) if i != 2) and re.fullmatch(r"\d+", got[3][2])
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    r = invoke(src, "--out", tmp_path / "o.parquet", *TINY)
+    assert r.exit_code == 0, r.output
+    assert list(pd.read_parquet(tmp_path / "o.parquet").index) == [f"r{i}" for i in range(6)]
 
 
 def test_a_row_longer_than_the_others_is_refused_with_one_line(tmp_path):

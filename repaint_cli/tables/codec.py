@@ -728,7 +728,7 @@ def write_table(frame, path, fmt: Optional[str] = None, style: Optional[CsvStyle
     fmt = fmt or table_format(path)
     with atomic_path(path, option) as tmp:
         if fmt == "parquet":
-            typed_frame(frame, cols).to_parquet(tmp, index=False)
+            typed_frame(frame, cols).to_parquet(tmp, index=bool(style and style.row_names))  # R's row names kept
         else:
             style = style or CsvStyle()
             frame.to_csv(tmp, encoding="utf-8-sig" if style.bom else "utf-8", compression=None, **csv_options(style))
