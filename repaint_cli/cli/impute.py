@@ -200,26 +200,26 @@ def _impute_run(a) -> int:
 
 def _write_results(a, result, style) -> None:
     """The filled table to --out (or stdout), the draws, the summary lines."""
-    from ..tables.codec import write_table
+    from ..tables.codec import write_csv, write_table
 
     if a.draws is not None:
         a.draws.mkdir(parents=True, exist_ok=True)
         for path, frame in zip(a.draw_paths, result.draws):
-            write_table(frame, path, a.fmt, style, option="--draws")
+            write_table(frame, path, a.fmt, style, option="--draws", cols=result.columns)
     if a.out is not None:
-        write_table(result.frame, a.out, a.fmt, style)
+        write_table(result.frame, a.out, a.fmt, style, cols=result.columns)
         summary = {"input": str(a.table), "output": str(a.out), **({"predict": str(a.predict)} if a.predict else {}),
                    **({"draws": [str(p) for p in a.draw_paths]} if a.draws else {}), **result.stats}
         print(json.dumps(summary) if a.json_out else a.out, flush=True)
     else:
-        if style.bom:
-            sys.stdout.write("\ufeff")
-        result.frame.to_csv(sys.stdout, index=False, sep=style.sep, lineterminator=style.newline)
+        write_csv(result.frame, sys.stdout, style)
     s = result.stats
-    if not a.quiet:
+    if not a.quiet:  # one line however wide (a log file is not wrapped at 80 columns); the rows written out
         trained = f"trained {s['train_s']:.1f} s, " if "train_s" in s else ""
-        err.print(f"filled {s['missing']} cells in {s['rows']} rows x {s['columns']} columns in {s['seconds']:.1f} s "
-                  f"({trained}imputed {s.get('impute_s', 0):.1f} s; {s['model_calls_per_row']} model calls per row)")
+        rows = s.get("predicted_rows", s["rows"])
+        err.print(f"filled {s['filled']} cells in {rows} rows x {s['columns']} columns in {s['seconds']:.1f} s "
+                  f"({trained}imputed {s.get('impute_s', 0):.1f} s; {s['model_calls_per_row']} model calls per row)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _die_unless_writable(folder: Path, what: str) -> None:

@@ -17,8 +17,10 @@ No torch here; numpy and pandas only.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -42,23 +44,32 @@ class TableError(ValueError):
 @dataclass
 class Column:
     name: str
-    kind: str  # "float", "int", "category" or "constant"
+    kind: str  # "float", "int", "date", "category", "constant" or "identifier"
     categories: list = field(default_factory=list)  # category: the observed values, sorted
     values: Optional[np.ndarray] = None  # numeric: points of the quantile map (nondecreasing)
     scores: Optional[np.ndarray] = None  # numeric: their normal scores (increasing)
     decimals: Optional[int] = None  # float: decimals written for filled cells (None: shortest repr)
     constant: object = None  # constant: the one observed value (a cell as read)
+    decimal: str = "."  # float: the decimal mark of a CSV's cells ("," in a ';'- or tab-separated file)
+    unit: Optional[str] = None  # date: numpy's unit of its ISO texts (D, m or s) ...
+    date_sep: str = "T"  # ... and what stands between the date and the time
 
     @property
     def numeric(self) -> bool:
-        return self.kind in ("float", "int")
+        """Filled through the quantile map: numbers, and dates as their count of ``unit`` since 1970."""
+        return self.kind in ("float", "int", "date")
+
+    @property
+    def whole(self) -> bool:
+        """Filled values are rounded: integers, and dates to their unit."""
+        return self.kind in ("int", "date")
 
     @property
     def width(self) -> int:
         if self.kind == "category":
             k = len(self.categories)
             return k if k <= ONEHOT_MAX else max(1, math.ceil(math.log2(k)))
-        return 0 if self.kind == "constant" else 1
+        return 0 if self.kind in ("constant", "identifier") else 1
 
     def describe(self) -> str:
         if self.kind == "category":
@@ -71,6 +82,10 @@ class Column:
             d["categories"] = [_plain(c) for c in self.categories]
         if self.kind == "float":
             d["decimals"] = self.decimals
+            if self.decimal != ".":
+                d["decimal"] = self.decimal
+        if self.kind == "date":
+            d.update(unit=self.unit, date_sep=self.date_sep)
         if self.kind == "constant":
             d["constant"] = _plain(self.constant)
         return d
@@ -78,7 +93,8 @@ class Column:
     @classmethod
     def from_card(cls, d: dict, arrays: dict) -> "Column":
         col = cls(d["name"], d["kind"], list(d.get("categories", [])), decimals=d.get("decimals"),
-                  constant=d.get("constant"))
+                  constant=d.get("constant"), decimal=d.get("decimal", "."), unit=d.get("unit"),
+                  date_sep=d.get("date_sep", "T"))
         if col.numeric:
             col.values = arrays[f"{col.name}.values"]
             col.scores = arrays[f"{col.name}.scores"]
@@ -100,6 +116,7 @@ class CsvStyle:
     sep: str = ","
     bom: bool = False
     newline: str = "\n"
+    row_names: bool = False  # every data row has one field more than the header: R's write.table layout
 
 
 @dataclass
@@ -111,6 +128,7 @@ class Table:
     path: Path
     fmt: str  # "csv" or "parquet"
     style: CsvStyle = field(default_factory=CsvStyle)
+    dtypes: Optional[dict] = None  # Parquet: each column's dtype as pandas reads the file (written back so)
 
     @property
     def columns(self) -> list[str]:
@@ -128,52 +146,14 @@ def table_format(path: Path) -> str:
 def read_table(path, na_values=(), allow_missing_columns: bool = False, sep: Optional[str] = None) -> Table:
     """Read a CSV (every cell as its text; ``sep`` None: sniffed, tab for .tsv) or a Parquet file (typed).
     Raises TableError."""
-    import pandas as pd
-
     path = Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such file")
     if path.is_dir():
         raise TableError(f"{path}: a folder, not a table; give a .csv or .parquet file")
-    fmt = table_format(path)
     na = set(NA_VALUES) | {str(v) for v in na_values}
-    style = CsvStyle()
-    if fmt == "parquet":
-        try:
-            frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
-        except ImportError:
-            raise TableError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow, or give a CSV") from None
-        except Exception as e:
-            raise TableError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
-        observed = ~frame.isna().to_numpy()
-        for j, name in enumerate(frame.columns):  # strings listed in --na-values count as missing here too
-            if not pd.api.types.is_numeric_dtype(frame[name]) and na_values:
-                observed[:, j] &= ~frame[name].astype(str).isin(na).to_numpy()
-    else:
-        with path.open("rb") as f:
-            head = f.read(65536)
-        if b"\0" in head:
-            raise TableError(f"{path}: a binary file, not a CSV table; give a comma-separated text file")
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as e:
-            if e.start < len(head) - 4:  # not just a character cut at the end of the sample
-                raise TableError(f"{path}: not UTF-8 text; save the table as UTF-8 CSV") from None
-        style = _csv_style(path, head, sep)
-        _check_header(path, style.sep)
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=sorted(na), skipinitialspace=False,
-                                sep=style.sep, encoding="utf-8-sig")
-        except pd.errors.EmptyDataError:
-            raise TableError(f"{path}: empty file; give a CSV with a header row and data rows") from None
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-            raise TableError(f"{path}: not a CSV table ({_first_line(e)}); give comma-separated text with a header") from None
-        cells = frame.to_numpy(dtype=object)
-        blank = np.vectorize(lambda c: isinstance(c, str) and c.strip() in na, otypes=[bool])(cells) if cells.size else \
-            np.zeros(cells.shape, bool)
-        observed = ~(pd.isna(frame).to_numpy() | blank)
-        if frame.shape[1] == 1:
-            _refuse_one_column(path, head, style.sep)
+    table = _read_parquet(path, na, bool(na_values)) if table_format(path) == "parquet" else _read_csv(path, na, sep)
+    frame, observed = table.frame, table.observed
     if len(frame) == 0:
         raise TableError(f"{path}: the table has a header but no rows; give at least one data row")
     if frame.shape[1] == 0:
@@ -182,12 +162,90 @@ def read_table(path, na_values=(), allow_missing_columns: bool = False, sep: Opt
         empty = [str(c) for j, c in enumerate(frame.columns) if not observed[:, j].any()]
         if empty:
             raise TableError(f"{path}: column '{empty[0]}' has no observed value; drop it (nothing to learn it from)")
-    return Table(frame, observed, path, fmt, style)
+    return table
+
+
+def _read_parquet(path: Path, na: set, strings_na: bool) -> Table:
+    """Cells typed (nullable dtypes while filling, so that an integer column with gaps stays integer);
+    each column's own dtype, as pandas reads the file, is kept to write back."""
+    import pandas as pd
+
+    try:
+        import pyarrow.parquet as pq
+
+        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
+        dtypes = dict(pq.read_schema(path).empty_table().to_pandas().dtypes)  # an empty table: no gaps to widen
+    except ImportError:
+        raise TableError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow, or give a CSV") from None
+    except Exception as e:
+        raise TableError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+    observed = ~frame.isna().to_numpy()
+    for j, name in enumerate(frame.columns):  # strings listed in --na-values count as missing here too
+        if not pd.api.types.is_numeric_dtype(frame[name]) and strings_na:
+            observed[:, j] &= ~frame[name].astype(str).isin(na).to_numpy()
+    return Table(frame, observed, path, "parquet", dtypes={str(k): v for k, v in dtypes.items()})
+
+
+def _read_csv(path: Path, na: set, sep: Optional[str]) -> Table:
+    """Every cell as its text (missing ones too, so that a cell left unfilled is written as it was)."""
+    import pandas as pd
+
+    with path.open("rb") as f:
+        head = f.read(65536)
+    if b"\0" in head:
+        raise TableError(f"{path}: a binary file, not a CSV table; give a comma-separated text file")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the end of the sample
+            raise TableError(f"{path}: not UTF-8 text; save the table as UTF-8 CSV") from None
+    style = _csv_style(path, head, sep)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            lines = list(csv.reader(f, delimiter=style.sep))
+        while lines and not lines[0]:  # blank lines before the header
+            lines.pop(0)
+    except UnicodeDecodeError:
+        raise TableError(f"{path}: not UTF-8 text; save the table as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise TableError(f"{path}: not a CSV table ({_first_line(e)}); give comma-separated text with a header") from None
+    header = _check_header(path, lines[0] if lines else None, style.sep)
+    rows, style.row_names = _data_rows(path, lines[1:], len(header), sniffed=sep is None)
+    names = [r[0] for r in rows] if style.row_names else None
+    cells = [r[1:] for r in rows] if style.row_names else rows
+    frame = pd.DataFrame(cells, columns=header, dtype=object, index=pd.Index(names, dtype=object) if names else None)
+    observed = np.array([[c.strip() not in na for c in r] for r in cells], dtype=bool).reshape(len(cells), len(header))
+    if frame.shape[1] == 1:
+        _refuse_one_column(path, head, style.sep)
+    return Table(frame, observed, path, "csv", style)
+
+
+def _data_rows(path: Path, lines: list[list[str]], n: int, sniffed: bool) -> tuple[list[list[str]], bool]:
+    """The data rows, each of ``n`` cells (a short row's last cells are missing), and whether each row
+    starts with a row name (every row one field longer than the header: R's write.table layout).
+    A blank line is a missing cell in a one-column table (but at the end), else skipped (a line of spaces too)."""
+    if n == 1 and all(len(r) <= 1 for r in lines):  # only an empty line is blank here ('""' and ' ' are cells)
+        last = max((i for i, r in enumerate(lines) if r), default=-1)
+        return [r if r else [""] for r in lines[:last + 1]], False
+    blank = [not r or (len(r) == 1 and not r[0].strip()) for r in lines]
+    rows = [r for r, b in zip(lines, blank) if not b]
+    lengths = {len(r) for r in rows}
+    row_names = lengths == {n + 1}
+    if row_names and n == 1 and sniffed:  # a one-name header gives no delimiter to go by
+        raise TableError(f"{path}: one column name but two fields in every row (row names first, or a decimal "
+                         "comma?); give --sep (the delimiter)")
+    if row_names:
+        return rows, True
+    for i, (r, b) in enumerate(zip(lines, blank)):
+        if not b and len(r) > n:
+            raise TableError(f"{path}: data row {i + 1} has {len(r)} fields but the header {n}; "
+                             "give every row as many fields as the header (quote cells that hold the delimiter)")
+    return [r + [""] * (n - len(r)) for r in rows], False
 
 
 def _csv_style(path: Path, head: bytes, sep: Optional[str]) -> CsvStyle:
-    """The delimiter (given, tab for .tsv, else the one that splits the first lines into equal rows),
-    the byte-order mark and the line ending of a CSV."""
+    """The delimiter (given, tab for .tsv, else the one that splits the first rows into as many fields
+    as the header, or one more: row names), the byte-order mark and the line ending of a CSV."""
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     first = head.split(b"\n", 1)[0]
     newline = "\r\n" if first.endswith(b"\r") else "\n"
@@ -195,24 +253,30 @@ def _csv_style(path: Path, head: bytes, sep: Optional[str]) -> CsvStyle:
     if sep is None and path.suffix.lower() in (".tsv", ".tab"):
         style.sep = "\t"
     elif sep is None:
-        lines = [line for line in text.splitlines()[:50] if line.strip()]
-        if len(head) == 65536 and len(lines) > 2:
-            lines = lines[:-1]  # the last one may be cut
         best = 1
         for c in SEPARATORS:
-            counts = {len(row) for row in csv.reader(lines, delimiter=c)}
-            n = counts.pop() if len(counts) == 1 else 0
-            if n > best:
+            try:
+                rows = [r for _, r in zip(range(51), csv.reader(io.StringIO(text, newline=""), delimiter=c)) if r]
+            except csv.Error:
+                continue
+            if len(head) == 65536 and len(rows) > 2:
+                rows = rows[:-1]  # the last one may be cut
+            if not rows:
+                continue
+            n, counts = len(rows[0]), {len(r) for r in rows[1:]}
+            if n > best and (counts <= {n} or counts == {n + 1}):
                 style.sep, best = c, n
     return style
 
 
 def _refuse_one_column(path: Path, head: bytes, sep: str) -> None:
-    """A one-column read of a file whose every line holds ';' or a tab is a wrong delimiter, not a table."""
-    lines = [line for line in head.decode("utf-8", errors="replace").splitlines()[:50] if line.strip()]
+    """A one-column read of a file whose every data row splits at ';', a tab or '|' is a wrong delimiter,
+    not a table."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     for c, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
-        if c != sep and lines and all(c in line for line in lines):
-            raise TableError(f"{path}: read as one column with the delimiter {sep!r}, but its lines hold {name}; "
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=c) if any(f.strip() for f in r)][1:51]
+        if c != sep and rows and all(len(r) > 1 for r in rows):
+            raise TableError(f"{path}: read as one column with the delimiter {sep!r}, but its rows hold {name}; "
                              f"give --sep {name}")
 
 
@@ -221,9 +285,8 @@ def _first_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _check_header(path: Path, sep: str = ",") -> None:
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-        header = next(csv.reader(f, delimiter=sep), None)
+def _check_header(path: Path, header: Optional[list], sep: str) -> list[str]:
+    """The header row's names, or TableError for an empty, duplicated or unsplit header."""
     if not header or not any(h.strip() for h in header):
         raise TableError(f"{path}: empty file; give a CSV with a header row and data rows")
     seen = set()
@@ -233,70 +296,145 @@ def _check_header(path: Path, sep: str = ",") -> None:
         seen.add(h)
     if len(header) == 1 and len(header[0]) > 200:
         raise TableError(f"{path}: no header row split by {sep!r}; give a CSV table (or --sep)")
+    return header
 
 
 # --- column types ---------------------------------------------------------------------------
 
 def infer_columns(table: Table, categorical=(), warn: Optional[Callable[[str], None]] = None) -> list[Column]:
-    """Each column's type and encoding, fitted on its observed cells; ``warn`` hears of a column
-    read as a category that is numeric except for a few cells (a missing-value spelling?)."""
+    """Each column's type and encoding, fitted on its observed cells; ``warn`` hears of a column read
+    as a category that holds numbers but for a few kinds of cell (a missing-value spelling?) or
+    numbers written with a decimal comma."""
     categorical = set(categorical)
     unknown = categorical - set(table.columns)
     if unknown:
         raise TableError(f"{table.path}: --categorical names no column '{sorted(unknown)[0]}'; "
                          f"columns: {', '.join(table.columns)}")
     cols = []
+    comma = table.fmt == "csv" and table.style.sep != ","  # a ',' file cannot hold decimal commas unquoted
     for j, name in enumerate(table.columns):
         obs = table.frame.iloc[:, j].to_numpy(dtype=object)[table.observed[:, j]]
-        cols.append(_fit_column(name, obs, table.fmt, table.frame.dtypes.iloc[j], name in categorical))
-        if warn is not None and cols[-1].kind == "category" and table.fmt == "csv":
-            odd, n_bad = _odd_cells(obs)
-            if odd:
-                warn(f"column '{name}' is numeric except for {n_bad} cell{'s' if n_bad > 1 else ''} "
-                     f"({', '.join(repr(v) for v in odd)}), so it is read as a category; if that means missing, "
-                     "give " + " ".join(f"--na-values {v!r}" for v in odd))
+        cols.append(_fit_column(name, obs, table.fmt, table.frame.dtypes.iloc[j], name in categorical, comma))
+        if warn is not None and cols[-1].kind in ("category", "identifier") and table.fmt == "csv" \
+                and name not in categorical:
+            _warn_numbers_as_text(name, obs, warn)
     return cols
 
 
+def _warn_numbers_as_text(name: str, obs: np.ndarray, warn: Callable[[str], None]) -> None:
+    odd, n_bad = _odd_cells(obs)
+    if odd:
+        warn(f"column '{name}' holds numbers but for {n_bad} cell{'s' if n_bad > 1 else ''} "
+             f"({', '.join(repr(v) for v in odd)}), so it is read as a category; if that means missing, "
+             "give " + " ".join(f"--na-values {v!r}" for v in odd))
+    elif len(obs) and all(_COMMA_NUMBER.match(str(v).strip()) for v in obs):
+        warn(f"column '{name}' holds numbers written with a decimal comma ({str(obs[0]).strip()!r}) in a "
+             "','-separated file, so it is read as a category; write them with a decimal point, or separate "
+             "the file with ';' (a decimal comma is read there)")
+
+
 def _odd_cells(obs: np.ndarray) -> tuple[list[str], int]:
-    """The distinct non-numeric texts (up to 5) of a column whose cells are numbers but for a few
-    (5% at most), and how many cells hold them; ([], 0) for any other column."""
+    """The distinct non-numeric texts (up to 5 kinds) of a column whose other cells are all numbers (at
+    least as many as the odd ones), and how many cells hold them; ([], 0) for any other column."""
     import pandas as pd
 
-    text = pd.Series([str(v).strip() for v in obs])
+    text = pd.Series([str(v).strip() for v in obs], dtype=object)
     bad = ~np.isfinite(pd.to_numeric(text, errors="coerce").to_numpy(dtype=float))
     n_bad = int(bad.sum())
-    if n_bad == 0 or n_bad > max(2, len(obs) // 20) or len(obs) - n_bad < 2:
+    odd = list(dict.fromkeys(text[bad]))
+    if n_bad == 0 or len(odd) > 5 or len(obs) - n_bad < max(2, n_bad):
         return [], 0
-    return list(dict.fromkeys(text[bad]))[:5], n_bad
+    return odd, n_bad
 
 
-def _fit_column(name: str, obs: np.ndarray, fmt: str, dtype, force_category: bool) -> Column:
-    import pandas as pd
+_UNITS = {"D": "day", "m": "minute", "s": "second"}
+IDENTIFIER_MIN = 10  # a text column with this many observed cells, all different, is an identifier
+_COMMA_NUMBER = re.compile(r"^[+-]?\d+,\d+$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:([T ])\d{2}:\d{2}(:\d{2})?)?$")
 
+
+def _fit_column(name: str, obs: np.ndarray, fmt: str, dtype, force_category: bool, comma: bool = False) -> Column:
     if len(obs) == 0:  # only where allowed (a saved model knows the column)
         return Column(name, "constant", constant=None)
-    if fmt == "csv":
-        text = [str(v).strip() for v in obs]
-        nums = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(dtype=float)
-        numeric = not force_category and bool(np.isfinite(nums).all())
-        kind = "int" if numeric and all(_INT.match(t) for t in text) else "float"
-    else:
-        numeric = not force_category and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-        nums = np.asarray(obs, dtype=float) if numeric else None
-        kind = "int" if numeric and pd.api.types.is_integer_dtype(dtype) else "float"
-    if numeric:
-        if np.unique(nums).size == 1:
+    col = None if force_category else _csv_numbers(name, obs, comma) if fmt == "csv" else _typed_numbers(name, obs, dtype)
+    if col is not None:
+        if np.unique(col.values).size == 1:
             return Column(name, "constant", constant=obs[0])
-        col = Column(name, kind)
-        col.values, col.scores = quantile_map(nums)
-        if kind == "float":
-            col.decimals = _decimals(text) if fmt == "csv" else None
         return col
     keys = sorted({_category_key(v) for v in obs}, key=lambda v: (str(type(v)), v))
     if len(keys) == 1:
         return Column(name, "constant", constant=obs[0])
+    if len(keys) == len(obs) >= IDENTIFIER_MIN:
+        return Column(name, "identifier", categories=keys)  # kept to compare with a model's, not encoded
     return Column(name, "category", categories=keys)
+
+
+def _csv_numbers(name: str, obs: np.ndarray, comma: bool) -> Optional[Column]:
+    """A numeric (or ISO date) column from a CSV's cells, its quantile map fitted; None for text."""
+    import pandas as pd
+
+    text = [str(v).strip() for v in obs]
+    col = Column(name, "float")
+    nums = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(nums).all() and comma and all(_COMMA_NUMBER.match(t) or _INT.match(t) for t in text):
+        col.decimal = ","  # 1,5 in a ';'-separated file
+        text = [t.replace(",", ".") for t in text]
+        nums = np.array([float(t) for t in text])
+    if np.isfinite(nums).all():
+        if all(_INT.match(t) for t in text):
+            col.kind = "int"
+        else:
+            col.decimals = _decimals(text)
+    else:
+        nums = _dates(text, col)
+        if nums is None:
+            return None
+    col.values, col.scores = quantile_map(nums)
+    return col
+
+
+def _typed_numbers(name: str, obs: np.ndarray, dtype) -> Optional[Column]:
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return None
+    col = Column(name, "int" if pd.api.types.is_integer_dtype(dtype) else "float")
+    col.values, col.scores = quantile_map(np.asarray(obs, dtype=float))
+    return col
+
+
+def _date_numbers(cells, unit: str) -> np.ndarray:
+    """ISO date texts (or a Parquet's timestamps) as counts of ``unit`` since 1970 (NaN where one is not a date)."""
+    out = np.full(len(cells), np.nan)
+    for i, c in enumerate(cells):
+        try:
+            out[i] = np.datetime64(str(c).strip().replace(" ", "T"), unit).astype(np.int64)
+        except ValueError:
+            pass
+    return out
+
+
+def _dates(text: list[str], col: Column) -> Optional[np.ndarray]:
+    """ISO dates (2024-05-01, and with a time to the minute or second, after 'T' or a space) as counts of
+    days, minutes or seconds since 1970, setting ``col``'s kind, unit and separator; None for other text."""
+    shapes = set()
+    for t in text:
+        m = _DATE.match(t)
+        if m is None:
+            return None
+        shapes.add((m.group(1), m.group(2) is not None))
+    if len(shapes) != 1:
+        return None
+    sep, seconds = shapes.pop()
+    unit = "D" if sep is None else "s" if seconds else "m"
+    try:
+        stamps = np.array([t.replace(" ", "T") for t in text], dtype=f"datetime64[{unit}]")
+    except ValueError:  # 2024-02-30
+        return None
+    if np.isnat(stamps).any():
+        return None
+    col.kind, col.unit, col.date_sep = "date", unit, sep or "T"
+    return stamps.astype(np.int64).astype(np.float64)
 
 
 def _category_key(v):
@@ -346,6 +484,8 @@ def schema_difference(model_cols: list[Column], table: Table, cols_here: list[Co
             return f"column '{extra[0]}' is not in the model's schema"
         return "the columns are in another order than the model's: " + ", ".join(names)
     for m, h in zip(model_cols, cols_here):
+        if m.kind == "identifier":  # the model gave it no width, and fills none of its cells
+            continue
         if m.kind == "constant":  # the model gave it no width: any one value here is fine, several are not
             if h.kind != "constant":
                 return (f"column '{m.name}' has one value only in the model ({m.constant!r}) "
@@ -359,8 +499,10 @@ def schema_difference(model_cols: list[Column], table: Table, cols_here: list[Co
             if m.kind == "category" and _category_key(h.constant) not in set(m.categories):
                 return f"column '{m.name}' has the value '{_category_key(h.constant)}', which the model never saw"
             continue
-        if m.numeric != h.numeric:
+        if m.numeric != h.numeric or (m.kind == "date") != (h.kind == "date"):
             return f"column '{m.name}' is {h.describe()} here but {m.describe()} in the model"
+        if m.kind == "date" and m.unit != h.unit:
+            return f"column '{m.name}' holds dates to the {_UNITS[h.unit]} here but to the {_UNITS[m.unit]} in the model"
         if m.kind == "category":
             new = [c for c in h.categories if c not in set(m.categories)]
             if new:
@@ -369,10 +511,19 @@ def schema_difference(model_cols: list[Column], table: Table, cols_here: list[Co
 
 
 def adopt_constants(model_cols: list[Column], cols_here: list[Column]) -> list[Column]:
-    """The model's columns, but a column constant in the model takes this table's constant
-    (the model never saw it: it has no width), so that its missing cells get this table's value."""
-    return [h if m.kind == "constant" and h.kind == "constant" and h.constant is not None else m
-            for m, h in zip(model_cols, cols_here)]
+    """The model's columns, written as this table writes them: a column constant in the model takes this
+    table's constant (the model never saw it: it has no width), and a number is written as this table's
+    (an integer column of the model filled into a column with decimals gets its decimals, and the reverse)."""
+    out = []
+    for m, h in zip(model_cols, cols_here):
+        if m.kind == "constant" and h.kind == "constant" and h.constant is not None:
+            m = h
+        elif m.kind in ("int", "float") and h.kind in ("int", "float"):
+            m = dataclasses.replace(m, kind=h.kind, decimals=h.decimals, decimal=h.decimal)
+        elif m.kind == "date" and h.kind == "date":
+            m = dataclasses.replace(m, date_sep=h.date_sep)
+        out.append(m)
+    return out
 
 
 def _is_number(v) -> bool:
@@ -393,9 +544,13 @@ def cell_values(table: Table, cols: list[Column]) -> list[np.ndarray]:
     for j, col in enumerate(cols):
         raw = table.frame.iloc[:, j].to_numpy(dtype=object)
         obs = table.observed[:, j]
-        if col.numeric:
+        if col.kind == "date":
             v = np.full(len(raw), np.nan)
-            text = [str(x).strip() if isinstance(x, str) else x for x in raw[obs]]
+            v[obs] = _date_numbers(raw[obs], col.unit)
+            out.append(v)
+        elif col.numeric:
+            v = np.full(len(raw), np.nan)
+            text = [str(x).strip().replace(col.decimal, ".") if isinstance(x, str) else x for x in raw[obs]]
             v[obs] = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=float)
             out.append(v)
         elif col.kind == "category":
@@ -447,7 +602,7 @@ def decode(x: np.ndarray, cols: list[Column]) -> list[np.ndarray]:
         at += w
         if col.numeric:
             v = np.interp(block[:, 0], col.scores, col.values)  # clipped to the observed range
-            out.append(np.round(v) if col.kind == "int" else v)
+            out.append(np.round(v) if col.whole else v)
         elif col.kind == "category":
             codes = category_codes(col)
             if len(col.categories) <= ONEHOT_MAX:
@@ -484,7 +639,7 @@ def combine(samples: list[list[np.ndarray]], cols: list[Column], how: str = "mea
         stack = np.stack([s[j] for s in samples])  # (K, rows)
         if col.numeric:
             v = np.median(stack, 0) if how == "median" else stack.mean(0)
-            out.append(np.round(v) if col.kind == "int" else v)
+            out.append(np.round(v) if col.whole else v)
         elif col.kind == "category":
             k = len(col.categories)
             counts = np.zeros((stack.shape[1], k), np.int64)
@@ -499,14 +654,16 @@ def combine(samples: list[list[np.ndarray]], cols: list[Column], how: str = "mea
 # --- writing -----------------------------------------------------------------------------------
 
 def filled_frame(table: Table, cols: list[Column], values: list[np.ndarray], rows=None):
-    """The table with its missing cells filled from ``values``; observed cells are left as read."""
+    """The table with its missing cells filled from ``values``; observed cells are left as read, and so
+    are an identifier's missing cells (no value could be right). Parquet columns get back the dtypes
+    pandas reads from the file (float64 stays float64)."""
     import pandas as pd
 
     frame = table.frame.copy()
     rows = np.arange(len(frame)) if rows is None else np.asarray(rows)
     for j, col in enumerate(cols):
         miss = ~table.observed[:, j]
-        if not miss.any():
+        if not miss.any() or col.kind == "identifier":
             continue
         if col.kind == "constant":
             fill = [col.constant] * int(miss.sum())
@@ -522,31 +679,94 @@ def filled_frame(table: Table, cols: list[Column], values: list[np.ndarray], row
         series = series.copy()
         series.iloc[np.flatnonzero(miss)] = fill
         frame[frame.columns[j]] = series
+    if table.dtypes:
+        frame = _file_dtypes(frame, table.dtypes)
     return frame.iloc[rows]
 
 
+def _file_dtypes(frame, dtypes: dict):
+    """Each column as the dtype pandas reads from the Parquet file (float64, int64, object), where its
+    cells allow it (an integer column that still has a gap stays a nullable Int64)."""
+    import pandas as pd
+
+    for name in frame.columns:
+        want = dtypes.get(str(name))
+        series = frame[name]
+        if want is None or series.dtype == want:
+            continue
+        if pd.api.types.is_integer_dtype(want) or pd.api.types.is_bool_dtype(want):
+            if series.isna().any():
+                continue
+        try:
+            frame[name] = series.to_numpy(dtype=want, na_value=np.nan) if pd.api.types.is_float_dtype(want) \
+                else series.astype(want)
+        except (TypeError, ValueError):
+            pass  # kept as it is (nullable): a value the file's own dtype cannot hold
+    return frame
+
+
 def _number(v: float, col: Column, fmt: str):
+    if col.kind == "date":
+        return str(np.datetime64(int(v), col.unit)).replace("T", col.date_sep)
     if col.kind == "int":
         return str(int(v)) if fmt == "csv" else int(v)
     if fmt != "csv":
         return float(v)
     if col.decimals is None:
         return repr(float(v))
-    return f"{v:.{col.decimals}f}"
+    return f"{v:.{col.decimals}f}".replace(".", col.decimal)
 
 
 def write_table(frame, path, fmt: Optional[str] = None, style: Optional[CsvStyle] = None,
-                option: str = "--out") -> None:
+                option: str = "--out", cols: Optional[list] = None) -> None:
     """Write atomically (repaint_cli.files): a temporary file beside the target, renamed over it
-    when complete. A CSV keeps ``style`` (the input's delimiter, byte-order mark and line ending)."""
+    when complete. A CSV keeps ``style`` (the input's delimiter, byte-order mark, line ending and row
+    names); a Parquet file written from a CSV's text cells gets typed columns from ``cols``."""
     from ..files import atomic_path
 
     path = Path(path)
     fmt = fmt or table_format(path)
     with atomic_path(path, option) as tmp:
         if fmt == "parquet":
-            frame.to_parquet(tmp, index=False)
+            typed_frame(frame, cols).to_parquet(tmp, index=bool(style and style.row_names))  # R's row names kept
         else:
             style = style or CsvStyle()
-            frame.to_csv(tmp, index=False, sep=style.sep, lineterminator=style.newline,
-                         encoding="utf-8-sig" if style.bom else "utf-8", compression=None)
+            frame.to_csv(tmp, encoding="utf-8-sig" if style.bom else "utf-8", compression=None, **csv_options(style))
+
+
+def write_csv(frame, stream, style: CsvStyle) -> None:
+    """A filled table as CSV on an open text stream (stdout), as ``write_table`` writes it."""
+    if style.bom:
+        stream.write("\ufeff")
+    frame.to_csv(stream, **csv_options(style))
+
+
+def csv_options(style: CsvStyle) -> dict:
+    """pandas.to_csv's arguments for a CSV in ``style``: row names first, under no header cell, as R writes them."""
+    return dict(sep=style.sep, lineterminator=style.newline, index=style.row_names,
+                **({"index_label": False} if style.row_names else {}))
+
+
+def typed_frame(frame, cols: Optional[list]):
+    """A CSV's text cells as typed columns (for Parquet): integers as Int64, decimals as float64, dates as
+    datetime64, the rest as text. A frame that is typed already (read from Parquet) comes back as it is."""
+    import pandas as pd
+
+    if not cols:
+        return frame
+    out = frame.copy()
+    for j, col in enumerate(cols):
+        series = frame.iloc[:, j]
+        if series.dtype != object:
+            continue
+        kind = col.kind
+        if kind == "constant":  # typed by its one value
+            kind = "int" if _INT.match(str(col.constant).strip()) else "float" if _is_number(col.constant) else ""
+        text = series.map(lambda v: v.strip() if isinstance(v, str) else v)
+        if kind in ("int", "float"):
+            nums = pd.to_numeric(text.map(lambda v: v.replace(col.decimal, ".") if isinstance(v, str) else v),
+                                 errors="coerce")
+            out[out.columns[j]] = nums.astype("Int64" if kind == "int" else "float64")
+        elif kind == "date":
+            out[out.columns[j]] = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    return out

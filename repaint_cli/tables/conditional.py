@@ -210,7 +210,7 @@ def column_groups(columns) -> list[list[int]]:
     """The encoded dimensions of each modelled column (a categorical one-hot block is one group)."""
     groups, at = [], 0
     for col in columns:
-        if col.width and col.kind in ("float", "int", "category"):
+        if col.width and col.kind in ("float", "int", "date", "category"):
             groups.append(list(range(at, at + col.width)))
         at += col.width
     return groups

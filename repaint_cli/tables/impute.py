@@ -230,9 +230,12 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
     check_options(opts, model_path)
     set_threads(opts.threads)  # None: the free cores (runtime.threads)
     cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
-    model, loaded = None, False
-    if model_path is not None or fitted is not None:
-        model, cols = fitted if fitted is not None else load_table_model(model_path)[:2]
+    model, loaded, card = None, False, {}
+    if fitted is not None:
+        model, cols = fitted
+    elif model_path is not None:
+        model, cols, card = load_table_model(model_path)
+    if model is not None:
         why = schema_difference(cols, table, cols_here)
         if why:
             raise TableError(f"{table.path}: does not fit the model {model_path}: {why}; train a new one (leave out --model)")
@@ -249,11 +252,13 @@ def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress]
         opts.model = model.cfg
     check_options(opts)
     _warn_constants(table, cols, progress)
-    model_card = {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
+    model_card = _card_fields(table, opts, card if model_path is not None else None, model_path)
     if save_model is not None:
         card_text(cols, model_card)  # a value no card can hold is found now, not after training
     x, keep = encode(cell_values(table, cols), cols)
+    unfilled = sum(int((~table.observed[:, j]).sum()) for j, c in enumerate(cols) if c.kind == "identifier")
     stats = {"rows": len(table.frame), "columns": len(cols), "missing": table.n_missing,
+             "filled": table.n_missing - unfilled,
              "encoded_width": int(x.shape[1]), "samples": opts.samples, "seed": opts.seed, "method": opts.method,
              "model_calls_per_row": calls_per_row(opts, draws=keep_draws)}
     if opts.conditional:
@@ -370,10 +375,26 @@ def _train_conditional(x, keep, cols, opts: ImputeOptions, progress: Progress, s
 
 
 def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> None:
+    """A warning for each column whose missing cells are not imputed: a constant's get the constant, an
+    identifier's (a different value in every row) are left as they are."""
     for j, col in enumerate(cols):
-        if col.kind == "constant" and (~table.observed[:, j]).any():
+        n_missing = int((~table.observed[:, j]).sum())
+        if col.kind == "constant" and n_missing:
             progress.log(f"column '{col.name}' has one value only ({col.constant!r}): its missing cells get it",
                          "warning")
+        if col.kind == "identifier" and n_missing:
+            progress.log(f"column '{col.name}' has a different value in every row (an identifier): its {n_missing} "
+                         f"missing cell{'s are' if n_missing > 1 else ' is'} left as {'they are' if n_missing > 1 else 'it is'} "
+                         "(no value could be right; a filled one would copy another row's)", "warning")
+
+
+def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict], model_path) -> dict:
+    """What a saved model's card says of its training: this table's, or a loaded model's own (saved again
+    with --save-model, it was not trained here)."""
+    if loaded_card is None:
+        return {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
+    return {**{k: loaded_card[k] for k in ("trained_on", "rows", "train") if k in loaded_card},
+            "copied_from": str(model_path)}
 
 
 def _phases(opts: ImputeOptions, rows: int, rounds: int, loaded: bool) -> list[tuple[str, int, float]]:
@@ -447,14 +468,18 @@ def predict_table(train: Table, test: Table, target: str, opts: ImputeOptions, p
     for j, name in enumerate(train.columns):
         if name in test.columns and name != target:
             test_obs[:, j] = test.observed[:, test.columns.index(name)]
+        elif train.fmt == "parquet":  # a column the test table lacks: empty, of the training table's dtype
+            test_frame[name] = pd.Series(index=test_frame.index, dtype=train.frame[name].dtype)
     train_frame = train.frame
     if train.fmt == "csv":
         train_frame, test_frame = train_frame.astype(object), test_frame.astype(object)
     both = Table(pd.concat([train_frame, test_frame], ignore_index=True),
-                 np.concatenate([train.observed, test_obs]), train.path, train.fmt)
+                 np.concatenate([train.observed, test_obs]), train.path, train.fmt, dtypes=train.dtypes)
     result = impute_table(both, opts, progress, **kw)
     rows = np.arange(len(train.frame), len(both.frame))
-    result.frame = result.frame.iloc[rows].reset_index(drop=True)
-    result.draws = [d.iloc[rows].reset_index(drop=True) for d in result.draws]
+    result.frame = result.frame.iloc[rows].set_axis(test.frame.index)  # the test table's row names, if any
+    result.draws = [d.iloc[rows].set_axis(test.frame.index) for d in result.draws]
     result.stats["predicted_rows"] = len(rows)
+    unfilled = sum(int((~test_obs[:, j]).sum()) for j, c in enumerate(result.columns) if c.kind == "identifier")
+    result.stats["filled"] = int((~test_obs).sum()) - unfilled  # the cells filled in the rows written out
     return result
