@@ -24,6 +24,7 @@ from .. import __version__
 from .output import die, die_unless_choice, err, error_line, rich_reporter
 from .sheet import register as register_sheet
 from .impute import register as register_impute
+from .fetch import fetch_before_run, register as register_fetch
 from .masks import masks_app
 from ..choices import ANIMATIONS, CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, MASK_KINDS, METHODS, PRECISIONS
 from ..core.schedule import PRESETS
@@ -180,6 +181,7 @@ def inpaint_cmd(
     mask_convention: str = typer.Option("keep", metavar="keep|hole", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint).", rich_help_panel=P_MASK),
     allow_empty: bool = typer.Option(False, "--allow-empty", **FLAG, help="Warn instead of failing on masks with no hole or no known pixel.", rich_help_panel=P_MASK),
     model: Optional[str] = typer.Option(None, metavar="NAME|PATH", show_default="emoji32", help="Model name ('repaint models list') or checkpoint path.", rich_help_panel=P_MODEL),
+    fetch: bool = typer.Option(False, "--fetch", **FLAG, help="Download the model's checkpoint first if it is missing (scripts; a terminal asks).", rich_help_panel=P_MODEL),
     config: Optional[Path] = typer.Option(None, metavar="YAML", help="A RePaint conf file (model hyper-parameters, timestep_respacing, schedule_jump_params, model_path).", rich_help_panel=P_MODEL),
     class_label: Optional[str] = typer.Option(None, "--class", metavar="CLASS", show_default="random", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed).", rich_help_panel=P_MODEL),
     classifier: Optional[str] = typer.Option(None, metavar="PATH", show_default="the card's", help="Noisy-image classifier checkpoint for guidance.", rich_help_panel=P_MODEL),
@@ -293,6 +295,8 @@ def _inpaint_run(a) -> int:
 
     rank = torchrun.from_env()
     quiet = a.quiet or rank.rank != 0
+    if rank.rank == 0:  # a known model whose checkpoint is missing: --fetch, a yes on a terminal, or a clear no
+        fetch_before_run(a.model, a.fetch, classifier=a.classifier is None and a.classifier_scale != 0)
     opts = _inpaint_options(a, rank)
     if a.animate and a.animate.lower() == "mp4" and not quiet:
         _say_mp4_codec()
@@ -442,16 +446,29 @@ def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Has
         path = card.find_file()
         if card.format == "diffusers":
             status = (f"present ({path})" if path else
-                      f"not downloaded: huggingface-cli download {card.file} (diffusers format)")
+                      f"fetchable: repaint models fetch {card.name} (diffusers format, from the Hugging Face hub)")
             verify_this = False
         else:
-            status = f"present ({path})" if path else f"missing: put {card.file} in ~/.cache/repaint/weights/"
+            status = f"present ({path}, {_file_size(path)})" if path else _missing_status(card)
             verify_this = verify
         if path and verify_this:
             digest = sha256_file(path)
             status += (" sha256 ok" if card.sha256 == digest else
                        f" sha256 {digest}" + (" MISMATCH" if card.sha256 else ""))
         print(f"{card.name}\t{card.hparams.get('image_size')}px\t{status}\t{card.description}")
+
+
+def _file_size(path: Path) -> str:
+    from ..models.fetch import human_size
+
+    return human_size(path.stat().st_size)
+
+
+def _missing_status(card) -> str:
+    """A missing checkpoint: fetchable (with its size where the card says it), or where to put it."""
+    if card.fetchable():
+        return f"fetchable{' (' + card.size + ')' if card.size else ''}: repaint models fetch {card.name}"
+    return f"missing: put {card.file} in ~/.cache/repaint/weights/"
 
 
 @app.command("train")
@@ -498,6 +515,7 @@ def train_cmd(
 
 register_sheet(app)
 register_impute(app)
+register_fetch(models_app)
 
 
 @app.command("merge-manifests")
