@@ -21,7 +21,7 @@ from ..models.batch_invariant import self_check as invariant_self_check
 from ..models.batch_invariant import set_batch_invariant
 
 from ..choices import PRECISIONS  # defined once, in repaint_cli/choices.py
-from .threads import set_threads
+from .threads import set_threads, threads_in_use
 from .memory import is_oom
 
 
@@ -228,3 +228,23 @@ def use_batch_invariant(model, on: bool) -> bool:
     return True
 
 
+
+
+def engine_facts(model: PrecisionModel, device: torch.device) -> dict:
+    """How a run computes, for its info line and run record: the precision that ran, and on the CPU the thread
+    count and why it is that (``--threads``, OMP_NUM_THREADS, or the cores free when it started)."""
+    facts = {"precision": PRECISION_NAMES.get(model.dtype, str(model.dtype))}
+    if device.type == "cpu":
+        facts["threads"], facts["threads_why"] = threads_in_use()
+    return facts
+
+
+def describe_engine(facts: dict) -> str:
+    """'bf16; 2 threads (why)' for the info line."""
+    if "threads" not in facts:
+        return facts["precision"]
+    n = facts["threads"]
+    return f"{facts['precision']}; {n} thread{'' if n == 1 else 's'} ({facts['threads_why']})"
+
+
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
