@@ -43,9 +43,13 @@ def version_text() -> str:
     """repaint-cli's version and the PyTorch (and CUDA) it runs on."""
     import torch
 
+    hip = getattr(torch.version, "hip", None)  # AMD's ROCm builds: their GPUs are PyTorch's 'cuda' devices
     if torch.cuda.is_available():
         gpus = torch.cuda.device_count()
-        cuda = f"CUDA {torch.version.cuda}, {gpus} GPU{'s' if gpus != 1 else ''} ({torch.cuda.get_device_name(0)})"
+        cuda = (f"{'ROCm ' + hip if hip else 'CUDA ' + str(torch.version.cuda)}, {gpus} GPU{'s' if gpus != 1 else ''} "
+                f"({torch.cuda.get_device_name(0)})")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        cuda = "Apple MPS"
     elif torch.version.cuda:
         cuda = f"built for CUDA {torch.version.cuda}, no GPU visible"
     else:
@@ -209,12 +213,12 @@ def inpaint_cmd(
     json_lines: bool = typer.Option(False, "--json", **FLAG, help="Print one JSON line per image on stdout (else its output path).", rich_help_panel=P_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bar.", rich_help_panel=P_OUT),
     batch_size: str = typer.Option("auto", metavar="N|auto", help="Images per batch; auto sizes it from memory and resolution.", rich_help_panel=P_SPEED),
-    device: str = typer.Option("auto", metavar="DEV", help="auto, cpu, cuda or cuda:N.", rich_help_panel=P_SPEED),
-    precision: str = typer.Option("auto", metavar="P", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.", rich_help_panel=P_SPEED),
+    device: str = typer.Option("auto", metavar="DEV", help="auto (CUDA or ROCm, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps.", rich_help_panel=P_SPEED),
+    precision: str = typer.Option("auto", metavar="P", help="auto (fp16 on CUDA; fp32 on MPS and the CPU), fp32, fp16 (CUDA, MPS) or bf16 (CUDA; CPUs with bf16 instructions).", rich_help_panel=P_SPEED),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", **FLAG, help="Capture each step as a CUDA graph.", rich_help_panel=P_SPEED),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", **FLAG, show_default="CPU: on, CUDA: off", help="Memory layout of the UNet.", rich_help_panel=P_SPEED),
     compile_model: bool = typer.Option(False, "--compile", **FLAG, help="torch.compile the UNet (pays off only on long runs).", rich_help_panel=P_SPEED),
-    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for PyTorch. Default: the free cores (usable cores less the 1-minute load average). On a shared machine, set 1 or the cores you own; results do not change.", rich_help_panel=P_SPEED),
+    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for PyTorch. Default: the cores free when the run starts (usable cores less those busy over 0.2 s). On a shared machine, set 1 or the cores you own; results do not change.", rich_help_panel=P_SPEED),
 ):
     """Inpaint images with RePaint: each output is DIR/<stem>.png, its path printed on stdout."""
     args = SimpleNamespace(**locals())  # every option by name, for the helpers below

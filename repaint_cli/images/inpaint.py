@@ -27,7 +27,7 @@ import torch
 
 from ..runtime.cuda_graphs import GraphCache
 from ..runtime.device import EngineOptions, describe_engine, engine_facts, prepare_model
-from ..runtime.memory import auto_batch_size
+from ..runtime.memory import auto_batch_size, empty_device_cache
 from ..core.schedule import schedule_summary
 from ..files import InputError
 from . import fit, image_files, masks
@@ -215,8 +215,7 @@ class _Run:
     def _free_after_oom(self) -> None:
         self.graph_cache.clear()  # their private pools hold a step's activations each
         gc.collect()
-        if self.st.device.type == "cuda":
-            torch.cuda.empty_cache()
+        empty_device_cache(self.st.device)
 
     # ------------------------------------------------------------------------- writing
 
