@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parts", default="speed32,invariance,quality")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--kinds", nargs="+", default=["thick", "thin", "hole-right", "hole-left"])
+    ap.add_argument("--kinds", nargs="+", default=["thick", "thin", "medium", "genhalf", "ex64", "box"])
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "bf16.json")
     a = ap.parse_args()

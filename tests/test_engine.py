@@ -62,8 +62,13 @@ def test_precision_and_device_fallbacks():
     assert resolve_precision("auto", cpu) == torch.float32
     with pytest.warns(UserWarning, match="CUDA"):
         assert resolve_precision("fp16", cpu) == torch.float32
-    with pytest.warns(UserWarning):
-        assert resolve_precision("bf16", cpu) == torch.float32
+    from repaint_cli.runtime.device import cpu_has_bf16
+
+    if cpu_has_bf16():  # issue 34: bf16 on CPUs with its instructions (tests/test_devices.py)
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.warns(UserWarning):
+            assert resolve_precision("bf16", cpu) == torch.float32
     with pytest.raises(ValueError):
         resolve_precision("fp8", cpu)
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

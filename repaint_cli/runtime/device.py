@@ -126,8 +126,10 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_auto_precision() -> torch.dtype:
-    """--precision auto on the CPU: fp32. bf16 was measured 2x faster per UNet call here but its paired quality
-    against fp32 not yet to within 0.1 dB (benchmarks/RESULTS.md), so it is offered, not chosen."""
+    """--precision auto on the CPU: fp32, bf16 being offered, not chosen (benchmarks/RESULTS.md, "bf16 on the
+    CPU"). It should be chosen only where it is both faster and within 0.1 dB of fp32; measured here, at 32 px
+    it was within 0.1 dB but slower at batch 1 (faster at batch 16), and at 256 px, where it was faster, no
+    paper checkpoint was at hand to measure its quality."""
     return torch.float32
 
 
