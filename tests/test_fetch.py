@@ -362,5 +362,6 @@ def test_fetch_celeba256_from_the_local_server_resumes_and_refuses_a_corrupt_fil
     assert r.exit_code == 1
     assert server.requests == [("celeba256_250000.pt", None), ("celeba256_250000.pt", f"bytes={1 << 20}-")]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "celeba256_250000.pt" in errors[0] and "removed" in errors[0]
+    assert len(errors) == 1 and "removed" in errors[0] and ".part" not in errors[0]
+    assert errors[0].startswith("error: celeba256_250000.pt (downloaded): ")
     assert list(w.iterdir()) == []

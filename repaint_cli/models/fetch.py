@@ -413,8 +413,9 @@ def strict_check(card: ModelCard, target: Target) -> Callable[[Path], None]:
 
         try:
             check_state_matches(_architecture(card, target), read_state_dict(path), f"{target.file} (downloaded)")
-        except ModelError as e:
-            raise FetchError(f"{e}; the download was removed") from None
+        except ModelError as e:  # named by the checkpoint, not by its hidden partial file
+            reason = str(e).replace(str(path), f"{target.file} (downloaded)").replace("; check the path", "")
+            raise FetchError(f"{reason}; the download was removed; try again, or --from another source") from None
     return check
 
 
