@@ -19,6 +19,7 @@ import http.client
 import ipaddress
 import os
 import re
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -255,7 +256,8 @@ def _http_once(url: str, part: Path, name: str, progress: Progress) -> None:
         try:
             out = open(part, "ab" if offset else "wb")
         except OSError as e:
-            raise FetchError(f"{part}: cannot write ({e.strerror or e}); set $REPAINT_WEIGHTS to another folder") from None
+            raise FetchError(f"{part}: cannot write ({e.strerror or e}); set $REPAINT_WEIGHTS to another "
+                             f"folder") from None
         with out:
             while True:
                 try:
