@@ -118,7 +118,7 @@ def _batch_size(value) -> Optional[str]:
 
 
 def _device(value) -> Optional[str]:
-    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)) else "use auto, cpu, cuda or cuda:N"
+    return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(value)) else "use auto, cpu, cuda, cuda:N or mps"
 
 
 def _sep(value) -> Optional[str]:
@@ -200,6 +200,7 @@ INPAINT: dict[str, Option] = {
     "cuda_graphs": _flag("--cuda-graphs", optional=False),
     "channels_last": _flag("--channels-last"),
     "compile_model": _flag("--compile", optional=False, api="compile"),
+    "fetch": _flag("--fetch", optional=False, api=""),
 }
 
 #: ``repaint impute``: every parameter of the command, by its name there.

@@ -244,7 +244,7 @@ def test_one_reverse_and_undo_step_of_the_device_path_touch_no_cpu_tensor_and_ne
     from torch.utils._python_dispatch import TorchDispatchMode
 
     meta = torch.device("meta")
-    model = prepare_model(copy.deepcopy(unet), meta, EngineOptions(device="meta", precision="fp32"))
+    model = prepare_model(copy.deepcopy(unet), meta, EngineOptions(device="cpu", precision="fp32"))
     cond = make_cond(n=2, steps="10", device="meta")
 
     class Watch(TorchDispatchMode):

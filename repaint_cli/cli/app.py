@@ -23,6 +23,7 @@ from .. import __version__
 from .output import die, err, error_line, print_line, rich_reporter
 from .sheet import register as register_sheet
 from .impute import register as register_impute
+from .fetch import fetch_before_run, register as register_fetch
 from .masks import masks_app
 from ..choices import MASK_KINDS
 from ..core.schedule import PRESETS
@@ -41,9 +42,13 @@ def version_text() -> str:
     """repaint-cli's version and the PyTorch (and CUDA) it runs on."""
     import torch
 
+    hip = getattr(torch.version, "hip", None)  # AMD's ROCm builds: their GPUs are PyTorch's 'cuda' devices
     if torch.cuda.is_available():
         gpus = torch.cuda.device_count()
-        cuda = f"CUDA {torch.version.cuda}, {gpus} GPU{'s' if gpus != 1 else ''} ({torch.cuda.get_device_name(0)})"
+        cuda = (f"{'ROCm ' + hip if hip else 'CUDA ' + str(torch.version.cuda)}, {gpus} GPU{'s' if gpus != 1 else ''} "
+                f"({torch.cuda.get_device_name(0)})")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        cuda = "Apple MPS"
     elif torch.version.cuda:
         cuda = f"built for CUDA {torch.version.cuda}, no GPU visible"
     else:
@@ -180,6 +185,7 @@ def inpaint_cmd(
     mask_convention: str = typer.Option("keep", metavar="keep|hole", help="keep: white = keep (RePaint); hole: white = hole (LaMa, IOPaint).", rich_help_panel=P_MASK),
     allow_empty: bool = typer.Option(False, "--allow-empty", **FLAG, help="Warn instead of failing on masks with no hole or no known pixel.", rich_help_panel=P_MASK),
     model: Optional[str] = typer.Option(None, metavar="NAME|PATH", show_default="emoji32", help="Model name ('repaint models list') or checkpoint path.", rich_help_panel=P_MODEL),
+    fetch: bool = typer.Option(False, "--fetch", **FLAG, help="Download the model's checkpoint first if it is missing (scripts; a terminal asks).", rich_help_panel=P_MODEL),
     config: Optional[Path] = typer.Option(None, metavar="YAML", help="A RePaint conf file (model hyper-parameters, timestep_respacing, schedule_jump_params, model_path).", rich_help_panel=P_MODEL),
     class_label: Optional[str] = typer.Option(None, "--class", metavar="CLASS", show_default="random", help="Class-conditional models: an ImageNet class index or name, or random (per image, from the seed).", rich_help_panel=P_MODEL),
     classifier: Optional[str] = typer.Option(None, metavar="PATH", show_default="the card's", help="Noisy-image classifier checkpoint for guidance.", rich_help_panel=P_MODEL),
@@ -207,12 +213,12 @@ def inpaint_cmd(
     json_lines: bool = typer.Option(False, "--json", **FLAG, help="Print one JSON line per image on stdout (else its output path).", rich_help_panel=P_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bar.", rich_help_panel=P_OUT),
     batch_size: str = typer.Option("auto", metavar="N|auto", help="Images per batch; auto sizes it from memory and resolution.", rich_help_panel=P_SPEED),
-    device: str = typer.Option("auto", metavar="DEV", help="auto, cpu, cuda or cuda:N.", rich_help_panel=P_SPEED),
-    precision: str = typer.Option("auto", metavar="P", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.", rich_help_panel=P_SPEED),
+    device: str = typer.Option("auto", metavar="DEV", help="auto (CUDA or ROCm, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps.", rich_help_panel=P_SPEED),
+    precision: str = typer.Option("auto", metavar="P", help="auto (fp16 on CUDA; fp32 on MPS and the CPU), fp32, fp16 (CUDA, MPS) or bf16 (CUDA; CPUs with bf16 instructions).", rich_help_panel=P_SPEED),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", **FLAG, help="Capture each step as a CUDA graph.", rich_help_panel=P_SPEED),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", **FLAG, show_default="CPU: on, CUDA: off", help="Memory layout of the UNet.", rich_help_panel=P_SPEED),
     compile_model: bool = typer.Option(False, "--compile", **FLAG, help="torch.compile the UNet (pays off only on long runs).", rich_help_panel=P_SPEED),
-    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for PyTorch. Default: the free cores (usable cores less the 1-minute load average). On a shared machine, set 1 or the cores you own; results do not change.", rich_help_panel=P_SPEED),
+    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for PyTorch. Default: the cores free when the run starts (usable cores less those busy over 0.2 s). On a shared machine, set 1 or the cores you own; results do not change.", rich_help_panel=P_SPEED),
 ):
     """Inpaint images with RePaint: each output is DIR/<stem>.png, its path printed on stdout."""
     args = SimpleNamespace(**locals())  # every option by name, for the helpers below
@@ -284,6 +290,8 @@ def _inpaint_run(a) -> int:
 
     rank = torchrun.from_env()
     quiet = a.quiet or rank.rank != 0
+    if rank.rank == 0:  # a known model whose checkpoint is missing: --fetch, a yes on a terminal, or a clear no
+        fetch_before_run(a.model, a.fetch, classifier=a.classifier is None and a.classifier_scale != 0)
     opts = _inpaint_options(a, rank)
     if a.animate and a.animate.lower() == "mp4" and not quiet:
         _say_mp4_codec()
@@ -430,16 +438,29 @@ def models_list(verify: bool = typer.Option(False, "--verify", **FLAG, help="Has
         path = card.find_file()
         if card.format == "diffusers":
             status = (f"present ({path})" if path else
-                      f"not downloaded: huggingface-cli download {card.file} (diffusers format)")
+                      f"fetchable: repaint models fetch {card.name} (diffusers format, from the Hugging Face hub)")
             verify_this = False
         else:
-            status = f"present ({path})" if path else f"missing: put {card.file} in ~/.cache/repaint/weights/"
+            status = f"present ({path}, {_file_size(path)})" if path else _missing_status(card)
             verify_this = verify
         if path and verify_this:
             digest = sha256_file(path)
             status += (" sha256 ok" if card.sha256 == digest else
                        f" sha256 {digest}" + (" MISMATCH" if card.sha256 else ""))
         print(f"{card.name}\t{card.hparams.get('image_size')}px\t{status}\t{card.description}")
+
+
+def _file_size(path: Path) -> str:
+    from ..models.fetch import human_size
+
+    return human_size(path.stat().st_size)
+
+
+def _missing_status(card) -> str:
+    """A missing checkpoint: fetchable (with its size where the card says it), or where to put it."""
+    if card.fetchable():
+        return f"fetchable{' (' + card.size + ')' if card.size else ''}: repaint models fetch {card.name}"
+    return f"missing: put {card.file} in ~/.cache/repaint/weights/"
 
 
 @app.command("train")
@@ -486,6 +507,7 @@ def train_cmd(
 
 register_sheet(app)
 register_impute(app)
+register_fetch(models_app)
 
 
 @app.command("merge-manifests")

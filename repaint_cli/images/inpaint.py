@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ..runtime.cuda_graphs import GraphCache
-from ..runtime.device import EngineOptions, prepare_model
-from ..runtime.memory import auto_batch_size
+from ..runtime.device import EngineOptions, describe_engine, engine_facts, prepare_model
+from ..runtime.memory import auto_batch_size, empty_device_cache
 from ..core.schedule import schedule_summary
 from ..files import InputError
 from . import fit, image_files, masks
@@ -122,6 +122,7 @@ class _Run:
         """Sample the jobs batch by batch and write their files; closes the manifest and adds the run record."""
         st, engine = self.st, self.opts.engine
         self.model = prepare_model(st.loaded.model, st.device, engine)
+        self.engine_facts = engine_facts(self.model, st.device)  # precision, threads and why: info line, run record
         self.model_fp32 = None  # made from the fp32 master when a batch is not finite under fp16/bf16
         self.graph_cache = GraphCache()  # CUDA graph captures per model and batch shape, reused across batches
         self.split = SplitState()  # after an out-of-memory, later batches start at the size that worked
@@ -158,7 +159,8 @@ class _Run:
             f"model {st.loaded.card.name if st.loaded.card else st.loaded.path.name} ({self.S}x{self.S}) on "
             f"{st.device}; schedule t_T={st.jump.t_T} jump_length={st.jump.jump_length} "
             f"jump_n_sample={st.jump.jump_n_sample}: {summ['unet_calls']} UNet calls and {summ['undo_steps']} undo "
-            f"steps per image; batch {bs}")
+            f"steps per image; batch {bs}; "
+            f"{describe_engine(self.engine_facts)}")
         self.reporter.start(n, -(-n // bs) * (len(st.times) - 1))  # schedule steps over all batches
         return bs
 
@@ -229,8 +231,7 @@ class _Run:
     def _free_after_oom(self) -> None:
         self.graph_cache.clear()  # their private pools hold a step's activations each
         gc.collect()
-        if self.st.device.type == "cuda":
-            torch.cuda.empty_cache()
+        empty_device_cache(self.st.device)
 
     # ------------------------------------------------------------------------- writing
 
@@ -314,7 +315,7 @@ class _Run:
             append_run_record(Path(self.opts.write.out_dir), {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": self.settings, "mask": read.mask,
                 "shard": read.shard, "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
-                "interrupted": summary.interrupted})
+                "interrupted": summary.interrupted, "engine": self.engine_facts})
         if late is not None and sys.exc_info()[1] is None:
             raise late
 

@@ -30,6 +30,8 @@ class ModelCard:
     description: str = ""
     source: str = ""
     sha256: Optional[str] = None
+    url: object = None  # where the checkpoint can be downloaded: one URL or a list (repaint models fetch)
+    size: Optional[str] = None  # the download's size as shown by 'repaint models list' (e.g. "about 2.2 GB")
     sampling: dict = field(default_factory=dict)  # default jump schedule for this model
     classifier: Optional[dict] = None  # {file, hparams, source} for guided models
     extra: dict = field(default_factory=dict)
@@ -44,9 +46,16 @@ class ModelCard:
                 raise IncompleteCard(f"{path}: a model card without {missing}; skipped (a card needs name, file "
                                      f"and hparams)")
             raise TypeError(f"{path}: not a model card (needs name, file, hparams)")
-        known = {"name", "file", "hparams", "description", "source", "sha256", "sampling", "classifier"}
+        known = {"name", "file", "hparams", "description", "source", "sha256", "url", "size", "sampling", "classifier"}
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known},
                    card_path=Path(path))
+
+    @property
+    def urls(self) -> list[str]:
+        """The checkpoint's download URLs, from ``url:`` (a string or a list)."""
+        if self.url is None:
+            return []
+        return [str(u) for u in self.url] if isinstance(self.url, (list, tuple)) else [str(self.url)]
 
     @property
     def format(self) -> str:
@@ -68,9 +77,19 @@ class ModelCard:
             return (f"model '{self.name}': {self.file} is not in the Hugging Face cache ({hf_hub_cache()}) nor a "
                     f"folder ~/.cache/repaint/weights/{self.name}/; download it where a network exists: "
                     f"huggingface-cli download {self.file} (needs repaint-cli[diffusers])")
+        if self.fetchable(file):
+            return (f"model '{self.name}': checkpoint {file or self.file} not found in the weights folders "
+                    f"(~/.cache/repaint/weights/, ./weights/, $REPAINT_WEIGHTS); download it with 'repaint models "
+                    f"fetch {self.name}' (or rerun with --fetch)")
         return (f"model '{self.name}': checkpoint {file or self.file} not found; put it in ~/.cache/repaint/weights/ "
                 f"(or ./weights/, or a folder named by $REPAINT_WEIGHTS)"
                 f"{'; get it from ' + self.source if self.source else ''}")
+
+    def fetchable(self, file: Optional[str] = None) -> bool:
+        """Whether the card names where ``file`` (default: the checkpoint) can be downloaded from."""
+        if file in (None, self.file):
+            return bool(self.urls) or self.format == "diffusers"
+        return bool(self.classifier and self.classifier.get("file") == file and self.classifier.get("url"))
 
 
 def list_cards() -> list[ModelCard]:

@@ -129,6 +129,13 @@ def read_state_dict(path: Path) -> dict:
 
 def load_strict(module: torch.nn.Module, state: dict, path) -> None:
     """``load_state_dict(strict=True)`` with a message that names the keys that differ."""
+    check_state_matches(module, state, path)
+    module.load_state_dict(state, strict=True)
+
+
+def check_state_matches(module: torch.nn.Module, state: dict, path) -> None:
+    """ModelError naming the keys that differ, unless ``state`` has exactly ``module``'s keys and shapes
+    (``module`` may live on the meta device: nothing is loaded)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -142,7 +149,6 @@ def load_strict(module: torch.nn.Module, state: dict, path) -> None:
                 parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
         raise ModelError(f"{path}: checkpoint does not match the architecture ({'; '.join(parts)}); "
                          f"check the model hyper-parameters (--config or the model card)")
-    module.load_state_dict(state, strict=True)
 
 
 def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:

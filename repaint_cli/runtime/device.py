@@ -23,7 +23,7 @@ from ..models.batch_invariant import set_batch_invariant
 
 from ..choices import PRECISIONS  # defined once, in repaint_cli/choices.py
 from ..constraints import INPAINT, check_fields
-from .threads import set_threads
+from .threads import set_threads, threads_in_use
 from .memory import is_oom
 
 
@@ -47,19 +47,31 @@ class EngineOptions:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The run's device: ``auto`` is CUDA (also AMD's ROCm builds, which PyTorch names cuda), else Apple's MPS,
+    else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise RuntimeError(f"--device {name}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+        raise RuntimeError(f"--device {name}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise RuntimeError(f"--device {name}: use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if dev.type == "mps" and not mps_available():
+        raise RuntimeError("--device mps: Apple's Metal (MPS) is not available here (it needs Apple silicon and a "
+                           "PyTorch built with it); use --device cpu or auto")
     if dev.type == "cuda":
         return use_cuda_device(dev)
-    return dev
+    return torch.device("mps") if dev.type == "mps" else dev
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 def use_cuda_device(dev: torch.device) -> torch.device:
@@ -83,13 +95,26 @@ def default_channels_last(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The UNet's compute dtype. Half precision on the CPU is refused: it is ~300x slower there."""
+    """The UNet's compute dtype. auto: fp16 on CUDA, fp32 elsewhere (on MPS no fp16 run has been measured
+    for quality; on the CPU bf16 only where it was measured faster and as good, :func:`cpu_auto_precision`).
+    fp16 on the CPU is refused: it is ~300x slower there; bf16 there needs the CPU's bf16 instructions."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if device.type != "cuda" and precision != "fp32":
-        warnings.warn(f"--precision {precision} is for CUDA; running fp32 on {device.type}")
+        if device.type == "cuda":
+            return torch.float16
+        return cpu_auto_precision() if device.type == "cpu" else torch.float32
+    if device.type == "cpu" and precision == "bf16":
+        if cpu_has_bf16():
+            return torch.bfloat16
+        warnings.warn("--precision bf16: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16), where bf16 "
+                      "is slower than fp32; running fp32")
+        return torch.float32
+    if device.type == "mps" and precision == "bf16":
+        warnings.warn("--precision bf16 is not offered on MPS; running fp32")
+        return torch.float32
+    if device.type == "cpu" and precision != "fp32":
+        warnings.warn(f"--precision {precision} is for CUDA (on the CPU: bf16 or fp32); running fp32 on the CPU")
         return torch.float32
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         warnings.warn("this GPU has no bf16 support; using fp16")
@@ -97,6 +122,22 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slowly."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_auto_precision() -> torch.dtype:
+    """--precision auto on the CPU: fp32, bf16 being offered, not chosen (benchmarks/RESULTS.md, "bf16 on the
+    CPU"). It should be chosen only where it is both faster and within 0.1 dB of fp32; measured here, at 32 px
+    it was within 0.1 dB but slower at batch 1 (faster at batch 16), and at 256 px, where it was faster, no
+    paper checkpoint was at hand to measure its quality."""
+    return torch.float32
 
 
 class PrecisionModel(torch.nn.Module):
@@ -268,3 +309,23 @@ def use_batch_invariant(model, on: bool) -> bool:
     return True
 
 
+
+
+def engine_facts(model: PrecisionModel, device: torch.device) -> dict:
+    """How a run computes, for its info line and run record: the precision that ran, and on the CPU the thread
+    count and why it is that (``--threads``, OMP_NUM_THREADS, or the cores free when it started)."""
+    facts = {"precision": PRECISION_NAMES.get(model.dtype, str(model.dtype))}
+    if device.type == "cpu":
+        facts["threads"], facts["threads_why"] = threads_in_use()
+    return facts
+
+
+def describe_engine(facts: dict) -> str:
+    """'bf16; 2 threads (why)' for the info line."""
+    if "threads" not in facts:
+        return facts["precision"]
+    n = facts["threads"]
+    return f"{facts['precision']}; {n} thread{'' if n == 1 else 's'} ({facts['threads_why']})"
+
+
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}

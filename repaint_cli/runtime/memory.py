@@ -55,7 +55,7 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
     batch 16 against 8.6 ms at 1, benchmarks/RESULTS.md) and little at large
     ones: 16 up to 64 px, 4 at 128, 1 at 256.
     """
-    if device.type != "cuda":
+    if device.type not in ("cuda", "mps"):
         cpu_default = max(1, min(16, 4 * (128 // image_size) ** 2))
         return max(1, min(cpu_default, n_images))
     if probe is None:
@@ -67,6 +67,8 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
             kw = {"y": torch.zeros(b, dtype=torch.int64, device=device)} if num_classes else {}
             return model(x, t, **kw)
 
+    if device.type == "mps":
+        return _mps_batch_size(probe, n_images, cap)
     peaks = []
     for b in (1, 2):
         torch.cuda.synchronize(device)
@@ -101,3 +103,39 @@ def timed_batch_choice(seconds_per_image: dict, within: float = 0.05) -> int:
         raise ValueError("no timings to choose a batch size from")
     best = min(seconds_per_image.values())
     return min(b for b, s in seconds_per_image.items() if s <= best * (1 + within))
+
+
+def _mps_batch_size(probe: Callable[[int], object], n_images: int, cap: int) -> int:
+    """:func:`auto_batch_size` on Apple's MPS, which keeps no peak statistics: the driver's memory after a
+    step at batch 1 and 2, its cache emptied first, stands for the step's peak (freed blocks stay cached);
+    what is free: Metal's recommended working set less what the driver holds. Out of memory there: 1."""
+    mps = torch.mps
+    peaks = []
+    for b in (1, 2):
+        mps.synchronize()
+        mps.empty_cache()
+        base = mps.driver_allocated_memory()
+        try:
+            with torch.no_grad():
+                probe(b)
+            mps.synchronize()
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            oom = True
+        else:
+            oom = False
+        if oom:
+            mps.empty_cache()
+            return 1
+        peaks.append(max(mps.driver_allocated_memory() - base, 1))
+    free = max(mps.recommended_max_memory() - mps.driver_allocated_memory(), 0)
+    return fit_batch(peaks[0], peaks[1], free, n_images, cap)  # no graphs on MPS: no capture state to add
+
+
+def empty_device_cache(device: torch.device) -> None:
+    """Give the allocator's cached blocks back after an out-of-memory (CUDA, MPS)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

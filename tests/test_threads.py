@@ -1,0 +1,81 @@
+"""The default thread count reads the cores busy now (issue 34), with a real busy process started here."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import repaint_cli.runtime.threads as threads
+
+pytestmark = pytest.mark.skipif(not os.path.isfile("/proc/stat") or not hasattr(os, "sched_setaffinity"),
+                                reason="needs Linux's /proc/stat and CPU affinity")
+
+BUSY_LOOP = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@pytest.fixture
+def busy_process():
+    """A bounded busy loop (30 s at most) pinned to the first usable CPU; killed at the end."""
+    cpu = threads.usable_cpus()[0]
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    try:
+        os.sched_setaffinity(proc.pid, {cpu})
+        time.sleep(0.3)  # past its start-up
+        yield cpu
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_busy_process_counts_as_a_busy_core(busy_process):
+    busy = threads.busy_cores([busy_process], window=0.3)
+    assert busy is not None and busy >= 0.8  # others' work can only add to it
+
+
+def test_the_choice_leaves_the_busy_core_to_its_process(busy_process, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_CHOICE", [])
+    monkeypatch.setattr(threads, "_TORCH_THREADS", 64)
+    usable = len(threads.usable_cpus())
+    n, why = threads.thread_choice()
+    assert n <= max(1, usable - 1) and f"{usable} usable cores" in why and "/proc/stat" in why
+
+
+def test_our_own_work_is_not_counted_as_busy():
+    """A thread of our own spinning through the window (a reader thread, say) is not another process."""
+    cpu = threads.usable_cpus()[0]
+    stop = threading.Event()
+    own_cpus_before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # this process (its spinning thread) on the measured core
+    try:
+        spinner = threading.Thread(target=lambda: [None for _ in iter(lambda: stop.is_set(), True)])
+        spinner.start()
+        busy, own = threads.cpu_busy_sample([cpu], 0.3)
+    finally:
+        stop.set()
+        spinner.join()
+        os.sched_setaffinity(0, own_cpus_before)
+    # the spinning counted as ours (on a shared machine it gets a share of the core, not all of it), and it was
+    # on the measured core, inside what that core spent busy
+    assert own >= 0.2 and busy >= own - 0.1
+
+
+def test_the_info_line_and_run_record_say_the_threads_and_why(small_checkpoint, tmp_path):
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from conftest import write_png
+    from repaint_cli.cli.app import app
+    from repaint_cli.images.provenance import RUN_RECORD
+
+    write_png(tmp_path / "a.png", np.random.default_rng(0).integers(0, 256, (16, 16, 3)))
+    args = ["inpaint", tmp_path / "a.png", "--model", small_checkpoint, "--preset", "draft", "--out", tmp_path / "o"]
+    r = CliRunner().invoke(app, [str(a) for a in args + ["--threads", "1"]])
+    assert r.exit_code == 0, r.output
+    assert "fp32; 1 thread (--threads 1)" in r.stderr
+    record = json.loads((tmp_path / "o" / RUN_RECORD).read_text().splitlines()[-1])
+    assert record["engine"] == {"precision": "fp32", "threads": 1, "threads_why": "--threads 1"}
