@@ -342,9 +342,22 @@ def _dpi(info: dict, png: bool = False) -> tuple[float, float] | None:
     return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
 
 
+def _recorded_dpi(img: Image.Image, header) -> tuple[float, float] | None:
+    """The dpi the file records; None where Pillow fills in a default (a TIFF without resolution
+    tags reads (1, 1), a JPEG with EXIF but no resolution (72, 72))."""
+    try:
+        if img.format == "TIFF" and 282 not in img.tag_v2:  # XResolution
+            return None
+        if img.format == "JPEG" and img.info.get("jfif_unit") not in (1, 2) and 0x011A not in img.getexif():
+            return None
+    except Exception:  # unreadable EXIF: trust none of it
+        return None
+    return _dpi(img.info, header is not None)
+
+
 def _metadata(img: Image.Image, header) -> dict:
     """What an output keeps of its input besides pixels: ICC profile, dpi, PNG text and colour chunks."""
-    return dict(icc_profile=img.info.get("icc_profile") or None, dpi=_dpi(img.info, header is not None),
+    return dict(icc_profile=img.info.get("icc_profile") or None, dpi=_recorded_dpi(img, header),
                 text=dict(getattr(img, "text", None) or {}) if header is not None else {})
 
 
