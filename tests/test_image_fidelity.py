@@ -205,3 +205,38 @@ def test_concat_from_the_cli_draws_hole_masks_white(tmp_path):
     assert r.exit_code == 0, r.output
     concat = np.asarray(Image.open(tmp_path / "out" / "a_concat.png"))
     assert np.array_equal(concat[:, 14:24, 0], hole)
+
+
+# ------------------------------------------------------------------ found by tests/test_fuzz_images.py
+
+
+def test_tiff_without_resolution_gets_no_dpi(tmp_path):
+    """Pillow reads (1, 1) for a TIFF with no resolution tags; it was written into the output as 1 dpi."""
+    Image.fromarray(RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(tmp_path / "a.tif")
+    assert read_image(tmp_path / "a.tif").dpi is None
+    Image.fromarray(RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(tmp_path / "b.tif", dpi=(300, 200))
+    assert read_image(tmp_path / "b.tif").dpi == (300, 200)
+
+
+def test_jpeg_with_exif_but_no_resolution_gets_no_dpi(tmp_path):
+    """Pillow fills in (72, 72) for a JPEG whose EXIF has no resolution; it was written as 72 dpi."""
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    img = Image.fromarray(RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8))
+    data = pb.pil_bytes(img, "JPEG", exif=ex)
+    out = run_one(tmp_path, data, keep_mask(6, 5), name="a.jpg")
+    assert b"pHYs" not in dict(pb.chunks_of(out))
+    (tmp_path / "c.jpg").write_bytes(pb.pil_bytes(img, "JPEG", exif=ex, dpi=(150, 150)))
+    assert read_image(tmp_path / "c.jpg").dpi == (150, 150)
+
+
+def test_16bit_grey_with_rgb_profile_reads_without_libpng_warnings(tmp_path, capfd):
+    """OpenCV's libpng printed 'libpng warning: iCCP: ...' to the terminal for such a file."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    g = RNG.integers(0, 65536, (6, 6), dtype=np.uint16)
+    (tmp_path / "g.png").write_bytes(pb.splice(pb.cv2_png(g), [pb.iccp(icc)]))
+    img = read_image(tmp_path / "g.png")
+    assert np.array_equal(img.deep, g) and img.icc_profile == icc
+    assert "libpng" not in capfd.readouterr().err

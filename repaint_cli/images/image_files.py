@@ -307,7 +307,12 @@ def _read_png16(path, header: png_chunks.Header, trns: bytes | None, orientation
     """(deep, deep_alpha) of a 16-bit PNG, uint16 in display orientation, via OpenCV (Pillow
     truncates 16-bit colour and grey+alpha to 8 bits); the colour type from the file's header
     says grey or colour (OpenCV returns grey+alpha as four channels).  None if OpenCV fails."""
-    arr = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        with open(path, "rb") as f:
+            data = png_chunks.pixels_only(f.read())
+    except OSError:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
         return None
     arr = _orient_array(arr, orientation)  # IMREAD_UNCHANGED ignores EXIF orientation
@@ -319,7 +324,7 @@ def _read_png16(path, header: png_chunks.Header, trns: bytes | None, orientation
         deep = np.ascontiguousarray(arr[..., 2::-1])  # BGR(A) -> RGB
         alpha = arr[..., 3] if header.colour_type == 6 and arr.shape[2] == 4 else None
     key = png_chunks.trns_key(header, trns)
-    if key is not None and alpha is None:  # our own key, not OpenCV's (it ignores one on grey)
+    if key is not None and alpha is None:  # the key is applied here: OpenCV ignores one on grey
         alpha = _key_alpha(deep, key[0] if header.grey else key, 65535)
     return deep, None if alpha is None else np.ascontiguousarray(alpha)
 

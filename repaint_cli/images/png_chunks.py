@@ -67,6 +67,22 @@ def read_chunks(path, wanted=(b"tRNS", *COLOUR_CHUNKS)) -> tuple[Header | None, 
     return header, found
 
 
+def pixels_only(data: bytes) -> bytes:
+    """The PNG ``data`` with only the chunks that make its pixels (IHDR, PLTE, IDAT, IEND): what
+    OpenCV is given, so that libpng prints no warning about metadata (an RGB ICC profile on a
+    grey image...) to the terminal, and applies no ``tRNS`` of its own."""
+    out, i = [data[:8]], 8
+    while i + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[i:i + 4])
+        end = i + 12 + length
+        if data[i + 4:i + 8] in (b"IHDR", b"PLTE", b"IDAT", b"IEND"):
+            out.append(data[i:end])
+        if data[i + 4:i + 8] == b"IEND":
+            break
+        i = end
+    return b"".join(out)
+
+
 def trns_key(header: Header, data: bytes | None) -> tuple[int, ...] | None:
     """The transparent colour of a grey or RGB PNG, in the file's own sample values; None for others."""
     if data is None:
