@@ -238,5 +238,5 @@ def test_16bit_grey_with_rgb_profile_reads_without_libpng_warnings(tmp_path, cap
     g = RNG.integers(0, 65536, (6, 6), dtype=np.uint16)
     (tmp_path / "g.png").write_bytes(pb.splice(pb.cv2_png(g), [pb.iccp(icc)]))
     img = read_image(tmp_path / "g.png")
-    assert np.array_equal(img.deep, g) and img.icc_profile == icc
     assert "libpng" not in capfd.readouterr().err
+    assert img.icc_profile == icc and np.array_equal(img.rgb[..., 0], ((g.astype(int) + 128) // 257))
