@@ -59,6 +59,7 @@ class Case:
     text: dict = field(default_factory=dict)
     gama: bytes | None = None
     orientation: int = 1
+    damaged: bool = False  # bytes cut off or changed: the image is done or fails with one line
 
 
 def _text_items():
@@ -98,8 +99,14 @@ def cases(draw) -> Case:
     alpha = None if alpha is None else pb.orient(alpha, orientation)
     dh, dw = truth.shape[:2]
     keep = _mask(draw, rng, dh, dw)
+    damage = draw(st.sampled_from(["none"] * 8 + ["cut", "flip"]))
+    if damage == "cut":
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif damage == "flip":
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1:]
     return Case(kind, data, ext, truth, alpha, keep, draw(st.sampled_from(["keep", "hole"])),
-                draw(st.sampled_from(["crop", "resize"])), **meta)
+                draw(st.sampled_from(["crop", "resize"])), damaged=damage != "none", **meta)
 
 
 def _mask(draw, rng, h, w) -> np.ndarray:
@@ -216,6 +223,10 @@ def check(case: Case) -> None:
         summary = inpaint([str(src)], opts, Reporter())
         (result,) = summary.results
         out = tmp / "out" / "img.png"
+        if case.damaged:  # whatever the decoder makes of it, or one line naming the file
+            named = str(src) in (result.error or "") or str(tmp / "mask.png") in (result.error or "")
+            assert result.status == "done" or ("\n" not in result.error and named and not out.exists()), result.error
+            return
         if case.keep.all() or not case.keep.any():  # nothing to inpaint, or nothing to go on
             assert result.status == "failed" and "\n" not in result.error
             assert str(src) in result.error or str(tmp / "mask.png") in result.error
