@@ -28,15 +28,27 @@ Reading images
     may hold private data).  The ICC profile is kept in ``LoadedImage.icc_profile`` when
     it still describes the returned pixels; pass it to the writer as ``icc_profile=`` (a
     colour-managed photo must not change colour because it was inpainted).  The DPI is
-    kept in ``LoadedImage.dpi``; pass it as ``dpi=``.
+    kept in ``LoadedImage.dpi``; pass it as ``dpi=``.  Only a resolution the file records
+    counts (Pillow's defaults, 1 dpi for a TIFF without one and 72 for a JPEG with EXIF,
+    do not); a PNG's pixels per metre are read as the whole dpi they encode when there is
+    one (11811 as 300, not 299.9994).  A PNG's text chunks (``LoadedImage.text``) and its
+    ``gAMA`` / ``cHRM`` / ``sRGB`` chunks are kept too.  :func:`write_like` writes all of
+    it back.
   * Colour modes (RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV, RGBX, RGBa) give colour output;
     grey modes (1, L, LA, La, I;16*, I, F and 16-bit grey PNGs) give ``gray=True``.
-    Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs.
+    Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs; 16-bit inputs
+    are written as 16-bit PNGs (below).  1-, 2- and 4-bit grey give 8-bit grey (values
+    exact: 0/255, times 85, times 17); palettes give RGB(A).
   * Alpha (RGBA, LA, PA, P with transparency, 16-bit grey+alpha and RGBA PNG) is returned
     separately in ``LoadedImage.alpha`` and is put back by the writer; it is never
-    fitted or inpainted.
-  * 16-bit data is scaled with ``round(v / 257)``.  Pillow truncates 16-bit colour PNGs
-    to their high byte, so those (and 16-bit grey+alpha PNGs) are decoded with OpenCV.
+    fitted or inpainted.  A ``tRNS`` colour key on a grey or RGB PNG (what optipng and
+    oxipng write) is read as alpha: 0 where a pixel has the key's value (in the file's own
+    bit depth), opaque elsewhere; it is written back as an alpha channel (RGBA / LA), so a
+    generated pixel can never turn transparent by matching the key.
+  * 16-bit data is scaled with ``round(v / 257)`` for the model; the 16-bit samples are
+    kept in ``LoadedImage.deep``.  Pillow truncates 16-bit colour and grey+alpha PNGs to
+    their high byte, so every 16-bit PNG is decoded with OpenCV (given only the pixel
+    chunks, so libpng prints no warnings; grey or colour comes from the PNG header).
     Mode ``I`` (32-bit int) is clipped to 0..65535 and scaled like 16-bit; mode ``F`` is
     taken as 0..1 when its maximum is <= 1, else as 0..255 (clipped).
   * CMYK is converted by Pillow's plain formula (no colour management).
@@ -60,6 +72,11 @@ Writing
     (unless the caller passes ``quality`` or ``lossless``).  Known pixels are only
     byte-identical on disk for lossless formats (PNG, TIFF, BMP, lossless WebP).
   * Alpha is dropped with a warning for formats that cannot store it (JPEG, ...).
+  * 16-bit (uint16) pixels are written as a 16-bit PNG by :mod:`.png_chunks` (Pillow
+    cannot), with the ICC profile, dpi and text chunks.  :func:`write_like` gives an
+    output made from a 16-bit input the input's 16-bit value at every pixel whose 8-bit
+    value is the input's own (so known pixels are exact at 16 bits) and ``v * 257`` at
+    generated ones.
 
 Fitting images to the model's square resolution lives in :mod:`.fit`; atomic writing
 in :mod:`repaint_cli.files`.
