@@ -241,3 +241,21 @@ def test_16bit_png_with_a_mismatched_profile_reads_without_libpng_warnings(tmp_p
     img = read_image(tmp_path / "g.png")
     assert "libpng" not in capfd.readouterr().err
     assert img.icc_profile == icc
+
+
+def test_a_conversion_error_in_pillow_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """A fuzz run (under -W error) saw Pillow's convert raise ValueError ('Transparency for P mode
+    should be bytes or int'); it escaped read_image and would have stopped the run."""
+    from repaint_cli.files import InputError
+
+    img = Image.fromarray(RNG.integers(0, 4, (4, 4), dtype=np.uint8), "P")
+    img.putpalette(bytes(range(12)))
+    img.save(tmp_path / "p.png", transparency=1)
+
+    def broken(self, *a, **k):
+        raise ValueError("Transparency for P mode should be bytes or int")
+
+    monkeypatch.setattr(Image.Image, "convert", broken)
+    with pytest.raises(InputError) as e:
+        read_image(tmp_path / "p.png")
+    assert "\n" not in str(e.value) and "p.png" in str(e.value) and "ValueError" in str(e.value)

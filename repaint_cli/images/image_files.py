@@ -405,7 +405,13 @@ def read_image(path) -> LoadedImage:
                                    deep_alpha=deep_alpha, **meta)
         transparency = img.info.get("transparency")
         img = _exif_transpose(img, path, warnings)
-        rgb, alpha, bit_depth, deep, keeps_icc = _decode(img, path, mode, transparency, header)
+        try:
+            rgb, alpha, bit_depth, deep, keeps_icc = _decode(img, path, mode, transparency, header)
+        except InputError:
+            raise
+        except Exception as e:  # Pillow's conversions raise on damaged metadata (a P image's tRNS...)
+            raise _err(path, f"cannot decode image ({e.__class__.__name__}: {_short(e)})",
+                       "re-export it or remove it from the input") from None
         if not keeps_icc:
             meta["icc_profile"] = None  # the profile describes the original colour space
         is_gray = mode in _GRAY_MODES or mode.startswith("I;16")
