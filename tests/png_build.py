@@ -107,7 +107,8 @@ def header(data: bytes) -> tuple[int, int]:
 
 def decode(data: bytes) -> np.ndarray:
     """The file's own samples, RGB(A) order, by OpenCV (16-bit kept); grey+alpha as (H, W, 2)."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    pixels = SIG + b"".join(chunk(k, d) for k, d in chunks_of(data) if k in (b"IHDR", b"PLTE", b"IDAT", b"IEND"))
+    arr = cv2.imdecode(np.frombuffer(pixels, np.uint8), cv2.IMREAD_UNCHANGED)  # no libpng warnings on metadata
     depth, ctype = header(data)
     if ctype == 4:
         return arr[..., [0, 3]]
