@@ -253,7 +253,8 @@ def _inpaint_options(a, rank):
             die("--shard and torchrun together: torchrun already splits the inputs by rank")
         shard, device = rank.shard, torchrun.init(rank, device)
     try:
-        extras = hooks_from_options(a.out, frames=a.frames, animate=a.animate, concat=a.concat)
+        extras = hooks_from_options(a.out, frames=a.frames, animate=a.animate, concat=a.concat,
+                                    mask_convention=a.mask_convention)
     except ValueError as e:
         die(str(e))
     manifest = str(torchrun.manifest_path(a.manifest, rank)) if a.manifest else None

@@ -17,7 +17,9 @@ Naming
   time line at the bottom whose marker sits at ``t / t_T`` (it jumps back up at
   each resampling jump).
 * Concat: ``<out>/<stem>_concat.png``: input with the hole as a checkerboard | mask
-  (white = keep) | output, at the original size, 4 px of white between them.
+  | output, at the original size, 4 px of white between them.  The mask is drawn in the
+  run's ``--mask-convention`` (as ``--save-mask`` writes it): white = keep under ``keep``,
+  white = hole under ``hole``, so it looks like the mask the user gave.
 * Contact sheet: ``<out>/sheet.png`` by default.
 
 Every file is written atomically (``repaint_cli.files.atomic_path``).
@@ -40,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from . import image_files
-from ..choices import ANIMATIONS, check_choice
+from ..choices import ANIMATIONS, CONVENTIONS, check_choice
 from ..files import atomic_path, write_bytes_atomic
 from .hooks import BatchHook, Prepared
 from .mp4_probe import first_working
@@ -174,13 +176,17 @@ def hole_checkerboard(rgb: np.ndarray, keep: np.ndarray, square: int = 8) -> np.
     return np.where(np.asarray(keep, bool)[..., None], np.asarray(rgb, np.uint8), board)
 
 
-def concat_image(rgb: np.ndarray, keep: np.ndarray, output: np.ndarray, sep: int = SEPARATION) -> np.ndarray:
-    """input with the hole shown | mask (white = keep) | output, ``sep`` px white between.
+def concat_image(rgb: np.ndarray, keep: np.ndarray, output: np.ndarray, sep: int = SEPARATION,
+                 convention: str = "keep") -> np.ndarray:
+    """input with the hole shown | mask in ``convention`` (keep: white = keep; hole: white = hole) |
+    output, ``sep`` px white between.
 
     Width ``3 * W + 2 * sep``, height H (the original size)."""
+    check_choice(convention, CONVENTIONS, "mask convention")
     keep = np.asarray(keep, bool)
     h, w = keep.shape
-    mask = np.repeat(np.where(keep, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+    white = keep if convention == "keep" else ~keep
+    mask = np.repeat(np.where(white, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
     out = np.full((h, 3 * w + 2 * sep, 3), 255, np.uint8)
     for i, panel in enumerate((hole_checkerboard(rgb, keep), mask, np.asarray(output, np.uint8))):
         out[:, i * (w + sep):i * (w + sep) + w] = panel
@@ -433,22 +439,24 @@ def write_frames(out_dir, stem: str, frames: list, keep_S: np.ndarray, t_T: int,
 
 
 class ConcatHook(BatchHook):
-    """Writes ``<out_dir>/<stem>_concat.png``: input with hole | mask | output."""
+    """Writes ``<out_dir>/<stem>_concat.png``: input with hole | mask (in ``convention``) | output."""
 
     side_suffixes = ("_concat.png",)
     from_disk = True  # needs no sample: made for finished images on a rerun too
 
-    def __init__(self, out_dir):
-        self.out_dir = Path(out_dir)
+    def __init__(self, out_dir, convention: str = "keep"):
+        check_choice(convention, CONVENTIONS, "--mask-convention")
+        self.out_dir, self.convention = Path(out_dir), convention
 
     def finish(self, item: Prepared, sample_S: np.ndarray, output_rgb: np.ndarray, submit) -> None:
-        img = concat_image(item.image.rgb, item.keep, output_rgb)
+        img = concat_image(item.image.rgb, item.keep, output_rgb, convention=self.convention)
         submit(image_files.write_image_atomic, self.out_dir / f"{item.job.stem}_concat.png", img)
 
 
 def hooks_from_options(out_dir, frames: Optional[int] = None, animate: Optional[str] = None, concat: bool = False,
-                       fps: float = 12) -> list[BatchHook]:
-    """Hooks for ``repaint inpaint --frames N --animate gif|mp4 --concat``.
+                       fps: float = 12, mask_convention: str = "keep") -> list[BatchHook]:
+    """Hooks for ``repaint inpaint --frames N --animate gif|mp4 --concat``; ``mask_convention`` is
+    the run's (``--concat`` draws the mask in it).
 
     ``--animate`` without ``--frames`` (or with 0) captures 24 frames. Raises ValueError
     with a one-line message for bad values.
@@ -468,7 +476,7 @@ def hooks_from_options(out_dir, frames: Optional[int] = None, animate: Optional[
     if n > 0:
         hooks.append(FrameHook(out_dir, n, animate, fps, save_pngs))
     if concat:
-        hooks.append(ConcatHook(out_dir))
+        hooks.append(ConcatHook(out_dir, mask_convention))
     return hooks
 
 

@@ -28,15 +28,27 @@ Reading images
     may hold private data).  The ICC profile is kept in ``LoadedImage.icc_profile`` when
     it still describes the returned pixels; pass it to the writer as ``icc_profile=`` (a
     colour-managed photo must not change colour because it was inpainted).  The DPI is
-    kept in ``LoadedImage.dpi``; pass it as ``dpi=``.
+    kept in ``LoadedImage.dpi``; pass it as ``dpi=``.  Only a resolution the file records
+    counts (Pillow's defaults, 1 dpi for a TIFF without one and 72 for a JPEG with EXIF,
+    do not); a PNG's pixels per metre are read as the whole dpi they encode when there is
+    one (11811 as 300, not 299.9994).  A PNG's text chunks (``LoadedImage.text``) and its
+    ``gAMA`` / ``cHRM`` / ``sRGB`` chunks are kept too.  :func:`write_like` writes all of
+    it back.
   * Colour modes (RGB, RGBA, P, PA, CMYK, YCbCr, LAB, HSV, RGBX, RGBa) give colour output;
     grey modes (1, L, LA, La, I;16*, I, F and 16-bit grey PNGs) give ``gray=True``.
-    Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs.
+    Write-back rule: RGB(A) for colour inputs, L(A) for grayscale inputs; 16-bit inputs
+    are written as 16-bit PNGs (below).  1-, 2- and 4-bit grey give 8-bit grey (values
+    exact: 0/255, times 85, times 17); palettes give RGB(A).
   * Alpha (RGBA, LA, PA, P with transparency, 16-bit grey+alpha and RGBA PNG) is returned
     separately in ``LoadedImage.alpha`` and is put back by the writer; it is never
-    fitted or inpainted.
-  * 16-bit data is scaled with ``round(v / 257)``.  Pillow truncates 16-bit colour PNGs
-    to their high byte, so those (and 16-bit grey+alpha PNGs) are decoded with OpenCV.
+    fitted or inpainted.  A ``tRNS`` colour key on a grey or RGB PNG (what optipng and
+    oxipng write) is read as alpha: 0 where a pixel has the key's value (in the file's own
+    bit depth), opaque elsewhere; it is written back as an alpha channel (RGBA / LA), so a
+    generated pixel can never turn transparent by matching the key.
+  * 16-bit data is scaled with ``round(v / 257)`` for the model; the 16-bit samples are
+    kept in ``LoadedImage.deep``.  Pillow truncates 16-bit colour and grey+alpha PNGs to
+    their high byte, so every 16-bit PNG is decoded with OpenCV (given only the pixel
+    chunks, so libpng prints no warnings; grey or colour comes from the PNG header).
     Mode ``I`` (32-bit int) is clipped to 0..65535 and scaled like 16-bit; mode ``F`` is
     taken as 0..1 when its maximum is <= 1, else as 0..255 (clipped).
   * CMYK is converted by Pillow's plain formula (no colour management).
@@ -60,6 +72,11 @@ Writing
     (unless the caller passes ``quality`` or ``lossless``).  Known pixels are only
     byte-identical on disk for lossless formats (PNG, TIFF, BMP, lossless WebP).
   * Alpha is dropped with a warning for formats that cannot store it (JPEG, ...).
+  * 16-bit (uint16) pixels are written as a 16-bit PNG by :mod:`.png_chunks` (Pillow
+    cannot), with the ICC profile, dpi and text chunks.  :func:`write_like` gives an
+    output made from a 16-bit input the input's 16-bit value at every pixel whose 8-bit
+    value is the input's own (so known pixels are exact at 16 bits) and ``v * 257`` at
+    generated ones.
 
 Fitting images to the model's square resolution lives in :mod:`.fit`; atomic writing
 in :mod:`repaint_cli.files`.
@@ -86,6 +103,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 from ..choices import CONVENTIONS, check_choice
 from ..files import InputError, atomic_path
 from ..files import display_path as _disp, input_error as _err
+from . import png_chunks
 from .fit import as_keep as _as_keep
 
 __all__ = [
@@ -95,6 +113,7 @@ __all__ = [
     "read_mask",
     "check_mask",
     "write_image_atomic",
+    "write_like",
     "OutputLock",
     "lock_output",
     "read_png_text",
@@ -125,6 +144,14 @@ class LoadedImage:
     warnings:    one-line notes (first frame of an animation, unreadable EXIF...).
     dpi:         the resolution the file records, (x, y) dots per inch, or None; pass it
                  on as ``dpi=``.
+    deep:        16-bit inputs: the file's samples, uint16 (H, W) grey or (H, W, 3) RGB, in
+                 display orientation (``rgb`` is them scaled to 8 bits); else None.
+    deep_alpha:  16-bit inputs with transparency: the alpha as uint16 (H, W).
+    text:        a PNG's text chunks {key: value} (``PngImagePlugin.iTXt`` values keep
+                 their language); {} for other formats.
+    png_chunks:  a PNG's ``gAMA`` / ``cHRM`` / ``sRGB`` chunks {type: data}, copied to a PNG
+                 output with the profile.
+    :func:`write_like` writes an output in this image's format with all of the above.
     """
 
     rgb: np.ndarray
@@ -136,6 +163,18 @@ class LoadedImage:
     icc_profile: bytes | None = None
     warnings: list[str] = field(default_factory=list)
     dpi: tuple[float, float] | None = None
+    deep: np.ndarray | None = None
+    deep_alpha: np.ndarray | None = None
+    text: dict = field(default_factory=dict)
+    png_chunks: dict = field(default_factory=dict)
+
+    @property
+    def depth_warning(self) -> str | None:
+        """One line when a PNG output cannot hold the file's bit depth, else None."""
+        if self.bit_depth <= 8 or (self.bit_depth == 16 and self.deep is not None):
+            return None
+        held = 16 if self.deep is not None else 8
+        return f"{self.bit_depth}-bit input: the output is {held}-bit (known pixels exact at {held} bits)"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -256,46 +295,92 @@ def _float_to_u8(a: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
-def _gray_to_u8(img: Image.Image) -> tuple[np.ndarray, int]:
-    """One grey channel as uint8 plus the file's bit depth, for every grey mode."""
+def _gray_to_u8(img: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """One grey channel as uint8, the file's bit depth, and its 16-bit samples (None up to 8 bits)."""
     mode = img.mode
     if mode.startswith("I;16"):
-        return _scale16(np.asarray(img)), 16
+        deep = np.asarray(img).astype(np.uint16)
+        return _scale16(deep), 16, deep
     if mode == "I":
-        return _scale16(np.asarray(img)), 32
+        deep = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+        return _scale16(deep), 32, deep
     if mode == "F":
-        return _float_to_u8(np.asarray(img)), 32
+        return _float_to_u8(np.asarray(img)), 32, None
     if mode == "1":
-        return np.asarray(img.convert("L")), 1
-    return np.asarray(img.convert("L")), 8
+        return np.asarray(img.convert("L")), 1, None
+    return np.asarray(img.convert("L")), 8, None
 
 
-def _read_png16_cv2(path, orientation: int):
-    """16-bit colour / grey+alpha PNG via OpenCV (Pillow truncates those to the high byte)."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+def _key_alpha(samples: np.ndarray, key, opaque: int) -> np.ndarray | None:
+    """Alpha from a transparent colour key (PNG ``tRNS`` on grey or RGB): 0 where a pixel is the key,
+    ``opaque`` elsewhere; None when no pixel is (nothing is transparent)."""
+    match = samples == np.asarray(key, samples.dtype) if samples.ndim == 2 else (samples == np.asarray(key)).all(axis=2)
+    if not match.any():
+        return None
+    return np.where(match, 0, opaque).astype(np.uint16 if opaque > 255 else np.uint8)
+
+
+def _read_png16(path, header: png_chunks.Header, trns: bytes | None, orientation: int):
+    """(deep, deep_alpha) of a 16-bit PNG, uint16 in display orientation, via OpenCV (Pillow
+    truncates 16-bit colour and grey+alpha to 8 bits); the colour type from the file's header
+    says grey or colour (OpenCV returns grey+alpha as four channels).  None if OpenCV fails."""
+    try:
+        with open(path, "rb") as f:
+            data = png_chunks.pixels_only(f.read())
+    except OSError:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16:
         return None
-    arr = _orient_array(arr, orientation)
-    if arr.ndim == 2:
-        return _scale16(arr), None, True
-    ch = arr.shape[2]
-    if ch == 2:  # grey + alpha (if a build returns it that way)
-        return _scale16(arr[..., 0]), _scale16(arr[..., 1]), True
-    if ch == 3:
-        return _scale16(arr[..., ::-1]), None, False
-    if ch == 4:
-        return _scale16(arr[..., 2::-1]), _scale16(arr[..., 3]), False
-    return None
+    arr = _orient_array(arr, orientation)  # IMREAD_UNCHANGED ignores EXIF orientation
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    if header.grey:
+        deep = np.ascontiguousarray(arr[..., 0])
+        alpha = arr[..., -1] if header.colour_type == 4 and arr.shape[2] in (2, 4) else None
+    else:
+        deep = np.ascontiguousarray(arr[..., 2::-1])  # BGR(A) -> RGB
+        alpha = arr[..., 3] if header.colour_type == 6 and arr.shape[2] == 4 else None
+    key = png_chunks.trns_key(header, trns)
+    if key is not None and alpha is None:  # the key is applied here: OpenCV ignores one on grey
+        alpha = _key_alpha(deep, key[0] if header.grey else key, 65535)
+    return deep, None if alpha is None else np.ascontiguousarray(alpha)
 
 
-def _dpi(info: dict) -> tuple[float, float] | None:
+def _snap_dpi(d: float) -> float:
+    """PNG stores pixels per metre (300 dpi: 11811, which reads 299.9994): the whole number of
+    dots per inch that gives the same count, when there is one."""
+    n = round(d)
+    return float(n) if n > 0 and int(n / 0.0254 + 0.5) == int(d / 0.0254 + 0.5) else d
+
+
+def _dpi(info: dict, png: bool = False) -> tuple[float, float] | None:
     """The file's (x, y) dots per inch when it records a usable one."""
     try:
         x, y = (float(v) for v in info.get("dpi") or ())
     except (TypeError, ValueError):
         return None
+    if png:
+        x, y = _snap_dpi(x), _snap_dpi(y)
     return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
+
+
+def _recorded_dpi(img: Image.Image, header) -> tuple[float, float] | None:
+    """The dpi the file records; None where Pillow fills in a default (a TIFF without resolution
+    tags reads (1, 1), a JPEG with EXIF but no resolution (72, 72))."""
+    try:
+        if img.format == "TIFF" and 282 not in img.tag_v2:  # XResolution
+            return None
+        if img.format == "JPEG" and img.info.get("jfif_unit") not in (1, 2) and 0x011A not in img.getexif():
+            return None
+    except Exception:  # unreadable EXIF: trust none of it
+        return None
+    return _dpi(img.info, header is not None)
+
+
+def _metadata(img: Image.Image, header) -> dict:
+    """What an output keeps of its input besides pixels: ICC profile, dpi, PNG text and colour chunks."""
+    return dict(icc_profile=img.info.get("icc_profile") or None, dpi=_recorded_dpi(img, header),
+                text=dict(getattr(img, "text", None) or {}) if header is not None else {})
 
 
 def read_image(path) -> LoadedImage:
@@ -305,58 +390,82 @@ def read_image(path) -> LoadedImage:
     try:
         if getattr(img, "n_frames", 1) > 1:
             warnings.append(f"{_disp(path)}: has {img.n_frames} frames; only the first is used")
+        header, chunks = png_chunks.read_chunks(path) if img.format == "PNG" else (None, {})
+        meta = _metadata(img, header)
+        meta["png_chunks"] = {k: v for k, v in chunks.items() if k in png_chunks.COLOUR_CHUNKS}
         mode = img.mode
-        fmt = img.format
-        icc = img.info.get("icc_profile") or None
-        dpi = _dpi(img.info)
-        orientation = _exif_orientation(img)
-
-        if fmt == "PNG":
-            ihdr = _png_ihdr(path)
-            if ihdr is not None and ihdr[0] == 16 and ihdr[1] in (2, 4, 6):
-                got = _read_png16_cv2(path, orientation)
-                if got is not None:
-                    gray, alpha, is_gray = got
-                    rgb = np.repeat(gray[..., None], 3, axis=2) if is_gray else np.ascontiguousarray(gray)
-                    return LoadedImage(rgb, alpha, str(path), mode, 16, is_gray, icc, warnings, dpi)
-
+        if header is not None and header.bit_depth == 16:
+            got = _read_png16(path, header, chunks.get(b"tRNS"), _exif_orientation(img))
+            if got is not None:
+                deep, deep_alpha = got
+                gray8 = _scale16(deep)
+                rgb = np.repeat(gray8[..., None], 3, axis=2) if header.grey else gray8
+                alpha = None if deep_alpha is None else _scale16(deep_alpha)
+                return LoadedImage(rgb, alpha, str(path), mode, 16, header.grey, warnings=warnings, deep=deep,
+                                   deep_alpha=deep_alpha, **meta)
+        transparency = img.info.get("transparency")
         img = _exif_transpose(img, path, warnings)
-        alpha = None
-        bit_depth = 8
-        if mode in ("RGB",):
-            rgb = np.asarray(img)
-        elif mode in ("RGBA", "RGBa", "PA") or (
-            mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA"))
-        ):
-            rgba = np.asarray(img.convert("RGBA"))
-            rgb, alpha = rgba[..., :3], rgba[..., 3]
-        elif mode in ("P", "RGBX") or mode in _COLOUR_CONVERT_MODES:
-            rgb = np.asarray(img.convert("RGB"))
-            if mode in _COLOUR_CONVERT_MODES:
-                icc = None  # profile describes the original colour space
-        elif mode in ("LA", "La"):
-            la = np.asarray(img.convert("LA"))
-            gray8, alpha = la[..., 0], la[..., 1]
-            rgb = np.repeat(gray8[..., None], 3, axis=2)
-        elif mode in _GRAY_MODES or mode.startswith("I;16"):
-            gray8, bit_depth = _gray_to_u8(img)
-            rgb = np.repeat(gray8[..., None], 3, axis=2)
-            if mode == "L" and "transparency" in img.info:
-                alpha = np.asarray(img.convert("LA"))[..., 1]
-        else:
-            try:
-                rgb = np.asarray(img.convert("RGB"))
-                icc = None
-            except Exception:
-                raise _err(path, f"unsupported image mode {mode!r}", "convert it to an 8-bit RGB PNG or JPEG") from None
+        try:
+            rgb, alpha, bit_depth, deep, keeps_icc = _decode(img, path, mode, transparency, header)
+        except InputError:
+            raise
+        except Exception as e:  # Pillow's conversions raise on damaged metadata (a P image's tRNS...)
+            raise _err(path, f"cannot decode image ({e.__class__.__name__}: {_short(e)})",
+                       "re-export it or remove it from the input") from None
+        if not keeps_icc:
+            meta["icc_profile"] = None  # the profile describes the original colour space
         is_gray = mode in _GRAY_MODES or mode.startswith("I;16")
-        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        if alpha is not None:
-            alpha = np.ascontiguousarray(alpha, dtype=np.uint8)
-        return LoadedImage(rgb, alpha, str(path), mode, bit_depth, is_gray, icc, warnings, dpi)
+        deep_alpha = None if deep is None or alpha is None else alpha.astype(np.uint16) * 257
+        return LoadedImage(np.ascontiguousarray(rgb, dtype=np.uint8),
+                           None if alpha is None else np.ascontiguousarray(alpha, dtype=np.uint8),
+                           str(path), mode, bit_depth, is_gray, warnings=warnings, deep=deep, deep_alpha=deep_alpha,
+                           **meta)
     finally:
         img.close()
         opened.close()
+
+
+def _has_palette_alpha(img: Image.Image) -> bool:
+    return img.mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA"))
+
+
+def _decode(img: Image.Image, path, mode: str, transparency, header):
+    """(rgb uint8 (H, W, 3), alpha uint8 or None, bit depth, deep uint16 grey or None, ICC still valid)
+    for every mode Pillow opens (16-bit PNGs are read by :func:`_read_png16`)."""
+    alpha, deep, bit_depth = None, None, 8
+    if mode == "RGB":
+        rgb = np.asarray(img)
+        if isinstance(transparency, tuple) and len(transparency) == 3:  # tRNS colour key (optipng, oxipng)
+            alpha = _key_alpha(rgb, transparency, 255)
+        return rgb, alpha, 8, None, True
+    if mode in ("RGBA", "RGBa", "PA") or _has_palette_alpha(img):
+        rgba = np.asarray(img.convert("RGBA"))
+        return rgba[..., :3], rgba[..., 3], 8, None, True
+    if mode in ("P", "RGBX") or mode in _COLOUR_CONVERT_MODES:
+        return np.asarray(img.convert("RGB")), None, 8, None, mode not in _COLOUR_CONVERT_MODES
+    if mode in ("LA", "La"):
+        la = np.asarray(img.convert("LA"))
+        return np.repeat(la[..., :1], 3, axis=2), la[..., 1], 8, None, True
+    if mode in _GRAY_MODES or mode.startswith("I;16"):
+        gray8, bit_depth, deep = _gray_to_u8(img)
+        if isinstance(transparency, int):
+            alpha = _grey_key_alpha(gray8, deep, transparency, mode, header)
+        return np.repeat(gray8[..., None], 3, axis=2), alpha, bit_depth, deep, True
+    try:
+        return np.asarray(img.convert("RGB")), None, 8, None, False
+    except Exception:
+        raise _err(path, f"unsupported image mode {mode!r}", "convert it to an 8-bit RGB PNG or JPEG") from None
+
+
+def _grey_key_alpha(gray8: np.ndarray, deep: np.ndarray | None, key: int, mode: str, header) -> np.ndarray | None:
+    """Alpha of a grey image with a transparent grey value (``tRNS``), which Pillow gives in the
+    file's own units: 0..1 for 1-bit, 0..15 for 4-bit (shown as 0..255, each level times 17)."""
+    if deep is not None:
+        return _key_alpha(deep, key, 255) if mode.startswith("I;16") or mode == "I" else None
+    if mode == "1":
+        return _key_alpha(gray8, 255 if key else 0, 255)
+    bits = header.bit_depth if header is not None and header.bit_depth < 8 else 8
+    return _key_alpha(gray8, key * (255 // (2 ** bits - 1)), 255) if key < 2 ** bits else None
 
 
 # ----------------------------------------------------------------------------- masks
@@ -525,63 +634,121 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
-def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False,
-                       text: dict | None = None, **save_kwargs) -> list[str]:
-    """Encode ``rgb`` (uint8 (H, W, 3), or (H, W) grey) to ``path`` atomically.
+def _luma(arr: np.ndarray) -> np.ndarray:
+    """Pillow's L = (19595 R + 38470 G + 7471 B + 32768) >> 16, for 8 or 16 bits: exact when R == G == B."""
+    a = arr.astype(np.int64)
+    return ((19595 * a[..., 0] + 38470 * a[..., 1] + 7471 * a[..., 2] + 32768) >> 16).astype(arr.dtype)
 
-    The format comes from the extension.  ``alpha`` (uint8 (H, W)) is put back as RGBA /
-    LA where the format supports it; ``gray=True`` writes L / LA (luminance of ``rgb``,
-    exact for equal channels).  ``text`` ({key: str}) is stored as PNG text chunks
-    (other formats: ignored); read it back with :func:`read_png_text`.  ``save_kwargs``
-    go to Pillow (``quality=``, ``icc_profile=``, ``dpi=``...; None values are left out).
-    Returns warnings (e.g. alpha dropped for JPEG).
+
+def _checked_alpha(alpha, arr: np.ndarray) -> np.ndarray | None:
+    if alpha is None:
+        return None
+    alpha = np.asarray(alpha)
+    if alpha.dtype == bool:
+        alpha = alpha.astype(arr.dtype) * (65535 if arr.dtype == np.uint16 else 255)
+    if alpha.dtype not in (np.uint8, np.uint16) or alpha.shape != arr.shape[:2]:
+        raise ValueError(f"alpha must be uint8 or uint16 {arr.shape[:2]}, got {alpha.dtype} {alpha.shape}")
+    if alpha.dtype != arr.dtype:  # alpha at the pixels' depth
+        alpha = alpha.astype(np.uint16) * 257 if arr.dtype == np.uint16 else _scale16(alpha)
+    return alpha
+
+
+def write_image_atomic(path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, gray: bool = False,
+                       text: dict | None = None, copied_text: dict | None = None, colour_chunks: dict | None = None,
+                       **save_kwargs) -> list[str]:
+    """Encode ``rgb`` (uint8 or uint16 (H, W, 3), or (H, W) grey) to ``path`` atomically.
+
+    The format comes from the extension.  ``alpha`` ((H, W), at any depth) is put back as
+    RGBA / LA where the format supports it; ``gray=True`` writes L / LA (luminance of ``rgb``,
+    exact for equal channels).  uint16 pixels are written as a 16-bit PNG (other formats:
+    8-bit, with a warning).  ``text`` ({key: str}) is stored as PNG iTXt chunks, ``copied_text``
+    (an input's text chunks) as they came, ``text`` winning on a shared key, and
+    ``colour_chunks`` ({b"gAMA": data...}) as they are (other formats: ignored); read text back
+    with :func:`read_png_text`.  ``save_kwargs`` go to Pillow (``quality=``, ``icc_profile=``,
+    ``dpi=``...; None values are left out).  Returns warnings (e.g. alpha dropped for JPEG).
     """
     final = Path(path)
     fmt = _format_for(final)
     arr = np.asarray(rgb)
-    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise ValueError(f"rgb must be uint8 (H, W, 3) or (H, W), got {arr.dtype} {arr.shape}")
+    if arr.dtype not in (np.uint8, np.uint16) or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"rgb must be uint8 or uint16 (H, W, 3) or (H, W), got {arr.dtype} {arr.shape}")
     warnings: list[str] = []
-    if arr.ndim == 2:
-        gray = True
-        g = arr
-    elif gray:
-        # Pillow's L = (19595 R + 38470 G + 7471 B + 32768) >> 16: exact when R == G == B.
-        a32 = arr.astype(np.uint32)
-        g = ((19595 * a32[..., 0] + 38470 * a32[..., 1] + 7471 * a32[..., 2] + 32768) >> 16).astype(np.uint8)
-    if alpha is not None:
-        alpha = np.asarray(alpha)
-        if alpha.dtype == bool:
-            alpha = alpha.astype(np.uint8) * 255
-        if alpha.dtype != np.uint8 or alpha.shape != arr.shape[:2]:
-            raise ValueError(f"alpha must be uint8 {arr.shape[:2]}, got {alpha.dtype} {alpha.shape}")
-        if fmt not in _ALPHA_FORMATS:
-            warnings.append(f"{_disp(final)}: {fmt} cannot store transparency; alpha channel dropped (use .png to keep it)")
-            alpha = None
-    if gray:
-        img = Image.fromarray(np.dstack([g, alpha]), "LA") if alpha is not None else Image.fromarray(g, "L")
-    else:
-        img = Image.fromarray(np.dstack([arr, alpha]), "RGBA") if alpha is not None else Image.fromarray(arr, "RGB")
-
-    kw = dict(save_kwargs)
+    alpha = _checked_alpha(alpha, arr)
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        warnings.append(f"{_disp(final)}: {fmt} cannot store transparency; alpha channel dropped (use .png to keep it)")
+        alpha = None
+    if arr.dtype == np.uint16 and fmt != "PNG":
+        warnings.append(f"{_disp(final)}: written as 8-bit ({fmt}); use .png to keep 16 bits")
+        arr, alpha = _scale16(arr), None if alpha is None else _scale16(alpha)
+    gray = gray or arr.ndim == 2
+    g = _luma(arr) if gray and arr.ndim == 3 else arr
+    pixels = np.dstack([g, alpha]) if alpha is not None else g
+    kw = {k: v for k, v in save_kwargs.items() if not (k in ("icc_profile", "dpi") and not v)}  # None: none
+    texts = [(k, v, False) for k, v in (copied_text or {}).items() if k not in (text or {})]
+    texts += [(k, str(v), True) for k, v in (text or {}).items()]
+    if arr.dtype == np.uint16:
+        data = png_chunks.encode_png16(pixels, _png16_chunks(kw, texts, colour_chunks or {}))
+        with atomic_path(final) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+        return warnings
+    img = Image.fromarray(pixels, ("LA" if gray else "RGBA") if alpha is not None else ("L" if gray else "RGB"))
     if fmt == "JPEG":
         kw.setdefault("quality", 95)
         kw.setdefault("subsampling", 0)
     elif fmt == "WEBP" and "quality" not in kw and "lossless" not in kw:
         kw["lossless"] = True
-    for key in ("icc_profile", "dpi"):  # None: the input had none
-        if not kw.get(key):
-            kw.pop(key, None)
-    if text and fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_itxt(key, str(value))  # iTXt: UTF-8 (file names need not be Latin-1)
-        kw["pnginfo"] = info
-
+    if fmt == "PNG" and (texts or colour_chunks):
+        kw["pnginfo"] = _pnginfo(texts, colour_chunks or {})
     with atomic_path(final) as tmp:
         with open(tmp, "wb") as f:
             img.save(f, format=fmt, **kw)
     return warnings
+
+
+def _pnginfo(texts: list, colour_chunks: dict) -> PngImagePlugin.PngInfo:
+    """Text chunks (copied ones in their kind; ours, ``ours``, as iTXt: file names need not be
+    Latin-1) and colour chunks for Pillow's PNG writer."""
+    info = PngImagePlugin.PngInfo()
+    for kind, data in colour_chunks.items():
+        info.add(kind, data)
+    for key, value, ours in texts:
+        if ours or isinstance(value, PngImagePlugin.iTXt):
+            info.add_itxt(key, value, getattr(value, "lang", "") or "", getattr(value, "tkey", "") or "")
+        else:
+            info.add_text(key, value)  # tEXt when Latin-1, else iTXt
+    return info
+
+
+def _png16_chunks(kw: dict, texts: list, colour_chunks: dict) -> list[bytes]:
+    """The chunks Pillow would write around a 16-bit PNG's pixels: ICC profile, colour, dpi, text."""
+    out = [png_chunks.iccp_chunk(kw["icc_profile"])] if kw.get("icc_profile") else []
+    out += [png_chunks.chunk(kind, data) for kind, data in colour_chunks.items()]
+    if kw.get("dpi"):
+        out.append(png_chunks.phys_chunk(kw["dpi"]))
+    for key, value, ours in texts:
+        out.append(png_chunks.text_chunk(key, str(value), getattr(value, "lang", "") or "",
+                                         getattr(value, "tkey", "") or "", itxt=ours))
+    return out
+
+
+def write_like(path, rgb: np.ndarray, image: LoadedImage, *, text: dict | None = None) -> list[str]:
+    """Write ``rgb`` (uint8 (H, W, 3), an output made from ``image`` at its size) in ``image``'s
+    pixel format: grey stays grey, alpha is put back, a 16-bit input gives a 16-bit PNG in which
+    every pixel whose 8-bit value is the input's own keeps the input's 16-bit value (known pixels
+    exact at 16 bits); with the input's ICC profile, dpi, PNG text and colour chunks (``text``
+    adds to them).  Returns warnings."""
+    rgb = np.asarray(rgb)
+    if rgb.shape != image.rgb.shape:
+        raise ValueError(f"output {rgb.shape} is not the size of its input {image.rgb.shape}")
+    pixels, alpha = rgb, image.alpha
+    if image.deep is not None:
+        new8, old8 = (_luma(rgb), image.rgb[..., 0]) if image.gray else (rgb, image.rgb)
+        same = new8 == old8 if image.gray else (new8 == old8).all(axis=2, keepdims=True)
+        pixels = np.where(same, image.deep, new8.astype(np.uint16) * 257)
+        alpha = image.deep_alpha if image.deep_alpha is not None else alpha
+    return write_image_atomic(path, pixels, alpha, gray=image.gray, text=text, copied_text=image.text,
+                              colour_chunks=image.png_chunks, icc_profile=image.icc_profile, dpi=image.dpi)
 
 
 def read_png_text(path, key: str) -> str | None:

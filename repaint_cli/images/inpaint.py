@@ -250,9 +250,7 @@ class _Run:
                 self.fill_notes[str(item.job.output)] = note
             text = {SETTINGS_KEY: json.dumps(job_settings(self.settings, item.job, self.mask_hashes),
                                              separators=(",", ":"))}
-            futs = [self.writer.submit(image_files.write_image_atomic, item.job.output, out_rgb, item.image.alpha,
-                                       gray=item.image.gray, text=text, icc_profile=item.image.icc_profile,
-                                       dpi=item.image.dpi)]
+            futs = [self.writer.submit(image_files.write_like, item.job.output, out_rgb, item.image, text=text)]
             if write.save_mask:
                 mask_img = masks.to_convention(np.where(item.keep, 255, 0).astype(np.uint8),
                                                self.opts.read.mask_convention)

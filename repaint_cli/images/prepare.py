@@ -18,8 +18,8 @@ def prepare(job: Job, read: ReadOptions, S: int) -> Prepared:
     img = image_files.read_image(job.image)
     warnings = list(img.warnings)
     h, w = img.size
-    if img.bit_depth > 8:
-        warnings.append(f"{img.bit_depth}-bit input: the output is 8-bit (known pixels exact at 8 bits)")
+    if img.depth_warning:
+        warnings.append(img.depth_warning)
     if job.mask_kind is not None:
         label = job.mask_kind
         try:
