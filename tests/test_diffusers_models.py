@@ -213,7 +213,8 @@ def test_card_names_a_hub_model(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     r = runner.invoke(app, ["models", "list"])
-    assert "ddpm-ema-celebahq-256\t256px\tnot downloaded: huggingface-cli download google/ddpm-ema-celebahq-256" in r.stdout
+    assert ("ddpm-ema-celebahq-256\t256px\tfetchable: repaint models fetch ddpm-ema-celebahq-256 (diffusers format, "
+            "from the Hugging Face hub)") in r.stdout
     # a downloaded folder put under the card's name in a weights folder is found by the card
     monkeypatch.setenv("REPAINT_WEIGHTS", str(tmp_path / "w"))
     save_pipeline_folder((tmp_path / "w" / "ddpm-cifar10-32"), layout="flat")
