@@ -100,11 +100,6 @@ def _check_impute_outputs(a) -> None:
     sets ``a.fmt`` (csv or parquet) and ``a.draw_paths``."""
     from ..tables.codec import table_format
 
-    inputs = [a.table] + ([a.predict] if a.predict else [])
-    for o in ([a.out] if a.out else []) + ([a.draws] if a.draws else []):
-        for i in inputs:
-            if i.exists() and o.exists() and os.path.samefile(i, o):
-                die(f"{o}: the output would overwrite the input {i}; choose another --out (inputs are never overwritten)")
     if a.out is not None:
         if a.out.is_dir():
             die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
@@ -123,14 +118,48 @@ def _check_impute_outputs(a) -> None:
 
         if importlib.util.find_spec("pyarrow") is None:
             die(f"{a.out}: writing Parquet needs pyarrow; pip install pyarrow, or give --out a .csv name")
-    a.draw_paths = []
+    a.draw_paths, a.old_draws = [], []
     if a.draws is not None:
         suffix = ".parquet" if a.fmt == "parquet" else ".csv"
         name = a.predict or a.table
         a.draw_paths = [a.draws / f"{name.stem}_draw{k + 1:0{len(str(a.samples))}d}{suffix}" for k in range(a.samples)]
-        clash = [p for p in a.draw_paths if p.exists()]
-        if clash and not a.overwrite:
-            die(f"{clash[0]}: exists; --overwrite replaces the draws")
+        a.old_draws = _earlier_draws(a.draws, name.stem)
+        if a.old_draws and not a.overwrite:  # of another run: two runs' draws never mix in one folder
+            die(f"{a.old_draws[0]}: {len(a.old_draws)} draw(s) of an earlier run in --draws {a.draws}; --overwrite "
+                f"replaces them all (draws this run does not make are removed), or choose another --draws folder")
+    _check_write_plan(a)
+
+
+def _earlier_draws(folder: Path, stem: str) -> list[Path]:
+    """The draws of ``stem`` already in ``folder`` (any run's: <stem>_draw<k>.csv or .parquet)."""
+    import re
+
+    pattern = re.compile(re.escape(stem) + r"_draw\d+\.(csv|parquet)")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
+
+
+def _check_write_plan(a) -> None:
+    """Exit 2 with one line when two outputs collide, one is an input, or one is not a regular file (a device,
+    a FIFO: `--out /dev/null` would replace the device as root)."""
+    from ..files import InputError, WritePlan
+    from ..tables.denoiser import model_paths
+
+    plan = WritePlan()
+    plan.read(a.table, f"the input {a.table}")
+    if a.predict:
+        plan.read(a.predict, f"the --predict table {a.predict}")
+    for p in model_paths(a.model) if a.model else ():
+        plan.read(p, f"the --model file {p}")
+    if a.out is not None:
+        plan.write(a.out, "--out")
+    for p in a.draw_paths:
+        plan.write(p, "--draws")
+    for p in model_paths(a.save_model) if a.save_model else ():
+        plan.write(p, "--save-model")
+    try:
+        plan.check()
+    except InputError as e:
+        die(str(e))
 
 
 def _impute_options(a):
@@ -196,6 +225,8 @@ def _write_results(a, result, style) -> None:
         a.draws.mkdir(parents=True, exist_ok=True)
         for path, frame in zip(a.draw_paths, result.draws):
             write_table(frame, path, a.fmt, style, option="--draws")
+        for old in set(a.old_draws) - set(a.draw_paths):  # an earlier run's (--overwrite): only this run's stay
+            old.unlink(missing_ok=True)
     if a.out is not None:
         write_table(result.frame, a.out, a.fmt, style)
         summary = {"input": str(a.table), "output": str(a.out), **({"predict": str(a.predict)} if a.predict else {}),
