@@ -390,6 +390,8 @@ def test_impute_outputs_that_collide_are_refused(tmp_path):
     t = small_table(tmp_path / "t.csv")
     r = invoke("impute", t, "--out", tmp_path / "m.yaml", "--save-model", tmp_path / "m", *QUICK)
     one_line_exit_2(r, str(tmp_path / "m.yaml"), "--save-model")
+    r = invoke("impute", t, "--out", t, *QUICK)  # onto the input: said so, not "--overwrite replaces it"
+    one_line_exit_2(r, "would overwrite the input")
 
 
 def test_draws_of_two_runs_never_mix(tmp_path):

@@ -96,38 +96,38 @@ def _check_impute_values(a) -> None:
 
 
 def _check_impute_outputs(a) -> None:
-    """Every output checked before training: not onto an input, not existing without --overwrite, writable;
-    sets ``a.fmt`` (csv or parquet) and ``a.draw_paths``."""
+    """Every output checked before training: not onto an input nor onto another output, a regular file, not
+    existing without --overwrite, writable; sets ``a.fmt`` (csv or parquet), ``a.draw_paths`` and ``a.old_draws``."""
     from ..tables.codec import table_format
 
-    if a.out is not None:
-        if a.out.is_dir():
-            die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
-        if a.out.exists() and not a.overwrite:
-            die(f"{a.out}: exists; --overwrite replaces it")
-        _die_unless_writable(a.out.parent, "--out")
+    if a.out is not None and a.out.is_dir():
+        die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
     if a.draws is not None and a.draws.exists() and not a.draws.is_dir():
         die(f"{a.draws}: not a folder; --draws takes a folder")
-    if a.draws is not None:  # made at the end: the nearest folder that exists must take it
-        _die_unless_writable(next(p for p in [a.draws, *a.draws.parents] if p.exists()), "--draws")
-    if a.save_model is not None:
-        _check_save_model(a.save_model, a.overwrite)
     a.fmt = table_format(a.out) if a.out else "csv"
-    if a.fmt == "parquet":  # found out now, not after training
-        import importlib.util
-
-        if importlib.util.find_spec("pyarrow") is None:
-            die(f"{a.out}: writing Parquet needs pyarrow; pip install pyarrow, or give --out a .csv name")
     a.draw_paths, a.old_draws = [], []
     if a.draws is not None:
         suffix = ".parquet" if a.fmt == "parquet" else ".csv"
         name = a.predict or a.table
         a.draw_paths = [a.draws / f"{name.stem}_draw{k + 1:0{len(str(a.samples))}d}{suffix}" for k in range(a.samples)]
         a.old_draws = _earlier_draws(a.draws, name.stem)
+    _check_write_plan(a)  # first: an output onto an input is refused as such, never answered with --overwrite
+    if a.out is not None:
+        if a.out.exists() and not a.overwrite:
+            die(f"{a.out}: exists; --overwrite replaces it")
+        _die_unless_writable(a.out.parent, "--out")
+    if a.draws is not None:  # made at the end: the nearest folder that exists must take it
+        _die_unless_writable(next(p for p in [a.draws, *a.draws.parents] if p.exists()), "--draws")
         if a.old_draws and not a.overwrite:  # of another run: two runs' draws never mix in one folder
             die(f"{a.old_draws[0]}: {len(a.old_draws)} draw(s) of an earlier run in --draws {a.draws}; --overwrite "
                 f"replaces them all (draws this run does not make are removed), or choose another --draws folder")
-    _check_write_plan(a)
+    if a.save_model is not None:
+        _check_save_model(a.save_model, a.overwrite)
+    if a.fmt == "parquet":  # found out now, not after training
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            die(f"{a.out}: writing Parquet needs pyarrow; pip install pyarrow, or give --out a .csv name")
 
 
 def _earlier_draws(folder: Path, stem: str) -> list[Path]:
