@@ -14,6 +14,12 @@ through :func:`atomic_path` (or :func:`atomic_paths` for files that belong toget
 * Missing parent folders are created.  Permission / read-only-filesystem errors become
   :class:`InputError`; other OS errors (disk full...) propagate unchanged, since
   continuing with the next file would not help.
+* Only a regular file (or nothing) is ever replaced: a device (``/dev/null``), a FIFO, a
+  socket or a link to one (``/dev/stdout``) is refused with :class:`InputError` before any
+  temporary is made, and again just before the rename.
+
+A run lists every path it will write in a :class:`WritePlan` before any work, and refuses
+two that collide, one that is an input, or one that is not a regular file.
 
 Standard library only: cheap to import anywhere.
 """
@@ -25,11 +31,13 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["InputError", "atomic_path", "atomic_paths", "write_bytes_atomic", "is_atomic_temp"]
+__all__ = ["InputError", "WritePlan", "atomic_path", "atomic_paths", "write_bytes_atomic", "is_atomic_temp"]
 
 
 class InputError(Exception):
@@ -133,7 +141,39 @@ def _new_temp(final: Path, option: str) -> Path:
         raise
 
 
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular(path, folder: bool = False) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (a folder where ``folder``), followed through
+    links: 'a FIFO', 'a character device'...; None when it is absent or of the kind expected."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:  # a dangling loop of links, a name too long: say what it is
+        return f"unreadable ({e.strerror})"
+    if stat.S_ISDIR(mode):
+        return None if folder else "a folder"
+    if folder:
+        return "a file"
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def _refuse_non_regular(final: Path) -> None:
+    what = not_regular(final)
+    if what == "a folder":
+        raise input_error(final, "a folder with this name exists", "remove it or choose another output name")
+    if what is not None:
+        raise input_error(final, f"not a regular file ({what}); repaint replaces only regular files",
+                          "choose a file name")
+
+
 def _replace(tmp: Path, final: Path, option: str) -> None:
+    _refuse_non_regular(final)  # checked before the temporary was made; again here, where it counts
     try:
         os.replace(tmp, final)
     except IsADirectoryError:
@@ -157,6 +197,8 @@ def atomic_paths(*paths, option: str = "--out") -> Iterator[list[Path]]:
     """
     finals = [Path(p) for p in paths]
     temps: list[Path] = []
+    for final in finals:
+        _refuse_non_regular(final)
     try:
         for final in finals:
             temps.append(_new_temp(final, option))
@@ -187,6 +229,99 @@ def write_bytes_atomic(path, data: bytes, option: str = "--out") -> None:
     with atomic_path(path, option) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+@dataclass
+class PlannedWrite:
+    path: Path
+    what: str  # who writes it, in the user's words: 'the output of photos/a.png', '--save-mask of photos/a.png'
+    folder: bool = False  # a folder the run writes files into (frames/<stem>/)
+
+
+def _key(path) -> str:
+    """One name per place on disk: resolved (links, '..') and case-folded where the file system folds case."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _file_id(path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class WritePlan:
+    """Every path a run will write, and every input it reads, listed before any work (:meth:`check`).
+
+    Refused, each in one line naming the path, who writes it and the fix: two writes to one place (also a file
+    where another write needs a folder), a write onto an input (by resolved name or, for hard links and
+    case-insensitive names, by file identity), and a write onto something that is not a regular file (a device,
+    a FIFO, a socket, a folder; a link is followed). A file appended to (a manifest) is planned like any other.
+    """
+
+    def __init__(self):
+        self.entries: list[PlannedWrite] = []
+        self.inputs: list[tuple[Path, str]] = []
+
+    def write(self, path, what: str, *, folder: bool = False) -> None:
+        self.entries.append(PlannedWrite(Path(path), what, folder))
+
+    def read(self, path, what: str) -> None:
+        self.inputs.append((Path(path), what))
+
+    @property
+    def paths(self) -> list[Path]:
+        return [e.path for e in self.entries]
+
+    def problems(self) -> list[str]:
+        """One line per problem, in the order the writes were planned."""
+        inputs_by_key = {_key(p): what for p, what in self.inputs}
+        inputs_by_id = {i: what for i, what in ((_file_id(p), what) for p, what in self.inputs) if i is not None}
+        problems: list[str] = []
+        seen: dict[str, PlannedWrite] = {}
+        files: dict[str, PlannedWrite] = {}
+        for e in self.entries:
+            k = _key(e.path)
+            first = seen.get(k)
+            if first is not None:
+                if first.folder and e.folder:
+                    continue  # two writers of one folder (frames/): fine, the files in it are planned apart
+                problems.append(f"{display_path(e.path)}: {first.what} and {e.what} would both be written here, one "
+                                f"over the other; rename one input, leave out the option, or choose another path")
+                continue
+            seen[k] = e
+            if not e.folder:
+                files[k] = e
+            problems += self._alone(e, k, inputs_by_key, inputs_by_id)
+        for e in self.entries:  # a file where another write needs a folder (OUT/frames the output of frames.png)
+            for parent in Path(_key(e.path)).parents:
+                clash = files.get(str(parent))
+                if clash is not None:
+                    problems.append(f"{display_path(clash.path)}: {clash.what} is a file where {e.what} needs a "
+                                    f"folder; rename one input, leave out the option, or choose another path")
+                    break
+        return problems
+
+    @staticmethod
+    def _alone(e: PlannedWrite, k: str, inputs_by_key: dict, inputs_by_id: dict) -> list[str]:
+        """The problems of one planned write on its own: onto an input, onto something not a regular file."""
+        victim = inputs_by_key.get(k) or inputs_by_id.get(_file_id(e.path))
+        if victim is not None:
+            return [f"{display_path(e.path)}: {e.what} would overwrite {victim} (inputs are never overwritten); "
+                    f"choose another path"]
+        what = not_regular(e.path, e.folder)
+        if what is not None:
+            return [f"{display_path(e.path)}: {what}, not a {'folder' if e.folder else 'regular file'}, where "
+                    f"{e.what} would be written; repaint writes only regular files: choose another path"]
+        return []
+
+    def check(self) -> None:
+        """Raise InputError with the first problem (and how many more) when there is any."""
+        problems = self.problems()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InputError(problems[0] + more)
 
 
 def sha256_file(path: Path) -> str:

@@ -280,7 +280,7 @@ def _options_from(a, shard, device, extras, manifest):
                              channels_last=a.channels_last, compile=a.compile_model, threads=a.threads,
                              batch_size=a.batch_size),
         write=WriteOptions(out_dir=a.out, paste=a.paste, overwrite=a.overwrite, save_mask=a.save_mask,
-                           manifest=manifest, extras=extras))
+                           manifest=manifest, extras=extras, sheet=a.sheet))
 
 
 def _inpaint_run(a) -> int:
@@ -311,7 +311,7 @@ def _inpaint_run(a) -> int:
     reporter.stop()
     parts = torchrun.gather((summary.done, summary.failed, summary.skipped, summary.interrupted, summary.seconds), rank)
     torchrun.finish(rank)
-    return _inpaint_summary(parts, rank, a.out, a.sheet)
+    return _inpaint_summary(parts, rank, a.out, summary.outputs if a.sheet else None)
 
 
 def _say_mp4_codec() -> None:
@@ -322,16 +322,19 @@ def _say_mp4_codec() -> None:
               + ("" if codec is None or codec[0] == "avc1" else "; this OpenCV build has no H.264 encoder"))
 
 
-def _inpaint_summary(parts: list, rank, out: Path, sheet: bool) -> int:
-    """The summary line over all ranks (rank 0 prints it), the contact sheet; the exit code."""
-    from ..images.sheet import sheet_for_dir
+def _inpaint_summary(parts: list, rank, out: Path, sheet_of: Optional[list]) -> int:
+    """The summary line over all ranks (rank 0 prints it), the contact sheet of the outputs ``sheet_of`` (every
+    rank's: the run's write plan lists them all) that exist; the exit code."""
+    from ..images.plan import SHEET_NAME
+    from ..images.sheet import make_sheet
 
     done, failed, skipped = (sum(p[i] for p in parts) for i in range(3))
     if rank.rank == 0:
         ranks = f" over {rank.world} ranks" if rank.world > 1 else ""
         err.print(f"done {done}, failed {failed}, skipped {skipped}{ranks} in {max(p[4] for p in parts):.1f} s -> {out}")
-    if sheet and rank.rank == 0 and (done or skipped):
-        err.print(f"contact sheet: {sheet_for_dir(out)}")
+    made = [p for p in sheet_of or [] if Path(p).is_file()]
+    if made and rank.rank == 0:  # where the plan was checked: OUT/sheet.png is no image's output
+        err.print(f"contact sheet: {make_sheet(made, out / SHEET_NAME)}")
     return 130 if any(p[3] for p in parts) else 1 if failed else 0
 
 
@@ -517,19 +520,31 @@ def merge_manifests_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="stdout", help="Write the merged manifest here."),
 ):
     """Join shard manifests: one record per input, the best status winning (done > skipped > failed)."""
+    from ..files import InputError, WritePlan, write_bytes_atomic
     from ..runtime import torchrun
 
     missing = [str(m) for m in manifests if not m.is_file()]
     if missing:
         die(f"{missing[0]}: manifest not found")
+    if out:  # checked before reading: never onto a manifest read, never over a device or a FIFO
+        plan = WritePlan()
+        for m in manifests:
+            plan.read(m, f"the manifest {m}")
+        plan.write(out, "--out")
+        try:
+            plan.check()
+        except InputError as e:
+            die(str(e))
     try:
         records = torchrun.merge_manifests(manifests)
     except ValueError as e:
         die(str(e))
     text = "".join(json.dumps(r) + "\n" for r in records)
     if out:
-        from ..files import write_bytes_atomic
-        write_bytes_atomic(out, text.encode())
+        try:
+            write_bytes_atomic(out, text.encode())
+        except InputError as e:
+            die(str(e))
     else:
         sys.stdout.write(text)
     counts = {s: sum(1 for r in records if r.get("status") == s) for s in ("done", "failed", "skipped")}

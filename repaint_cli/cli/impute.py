@@ -103,41 +103,70 @@ def _check_impute_values(a) -> None:
 
 
 def _check_impute_outputs(a) -> None:
-    """Every output checked before training: not onto an input, not existing without --overwrite, writable;
-    sets ``a.fmt`` (csv or parquet) and ``a.draw_paths``."""
+    """Every output checked before training: not onto an input nor onto another output, a regular file, not
+    existing without --overwrite, writable; sets ``a.fmt`` (csv or parquet), ``a.draw_paths`` and ``a.old_draws``."""
     from ..tables.codec import table_format
 
-    inputs = [a.table] + ([a.predict] if a.predict else [])
-    for o in ([a.out] if a.out else []) + ([a.draws] if a.draws else []):
-        for i in inputs:
-            if i.exists() and o.exists() and os.path.samefile(i, o):
-                die(f"{o}: the output would overwrite the input {i}; choose another --out (inputs are never overwritten)")
+    if a.out is not None and a.out.is_dir():
+        die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
+    if a.draws is not None and a.draws.exists() and not a.draws.is_dir():
+        die(f"{a.draws}: not a folder; --draws takes a folder")
+    a.fmt = table_format(a.out) if a.out else "csv"
+    a.draw_paths, a.old_draws = [], []
+    if a.draws is not None:
+        suffix = ".parquet" if a.fmt == "parquet" else ".csv"
+        name = a.predict or a.table
+        a.draw_paths = [a.draws / f"{name.stem}_draw{k + 1:0{len(str(a.samples))}d}{suffix}" for k in range(a.samples)]
+        a.old_draws = _earlier_draws(a.draws, name.stem)
+    _check_write_plan(a)  # first: an output onto an input is refused as such, never answered with --overwrite
     if a.out is not None:
-        if a.out.is_dir():
-            die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
         if a.out.exists() and not a.overwrite:
             die(f"{a.out}: exists; --overwrite replaces it")
         _die_unless_writable(a.out.parent, "--out")
-    if a.draws is not None and a.draws.exists() and not a.draws.is_dir():
-        die(f"{a.draws}: not a folder; --draws takes a folder")
     if a.draws is not None:  # made at the end: the nearest folder that exists must take it
         _die_unless_writable(next(p for p in [a.draws, *a.draws.parents] if p.exists()), "--draws")
+        if a.old_draws and not a.overwrite:  # of another run: two runs' draws never mix in one folder
+            die(f"{a.old_draws[0]}: {len(a.old_draws)} draw(s) of an earlier run in --draws {a.draws}; --overwrite "
+                f"replaces them all (draws this run does not make are removed), or choose another --draws folder")
     if a.save_model is not None:
         _check_save_model(a.save_model, a.overwrite)
-    a.fmt = table_format(a.out) if a.out else "csv"
     if a.fmt == "parquet":  # found out now, not after training
         import importlib.util
 
         if importlib.util.find_spec("pyarrow") is None:
             die(f"{a.out}: writing Parquet needs pyarrow; pip install pyarrow, or give --out a .csv name")
-    a.draw_paths = []
-    if a.draws is not None:
-        suffix = ".parquet" if a.fmt == "parquet" else ".csv"
-        name = a.predict or a.table
-        a.draw_paths = [a.draws / f"{name.stem}_draw{k + 1:0{len(str(a.samples))}d}{suffix}" for k in range(a.samples)]
-        clash = [p for p in a.draw_paths if p.exists()]
-        if clash and not a.overwrite:
-            die(f"{clash[0]}: exists; --overwrite replaces the draws")
+
+
+def _earlier_draws(folder: Path, stem: str) -> list[Path]:
+    """The draws of ``stem`` already in ``folder`` (any run's: <stem>_draw<k>.csv or .parquet)."""
+    import re
+
+    pattern = re.compile(re.escape(stem) + r"_draw\d+\.(csv|parquet)")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
+
+
+def _check_write_plan(a) -> None:
+    """Exit 2 with one line when two outputs collide, one is an input, or one is not a regular file (a device,
+    a FIFO: `--out /dev/null` would replace the device as root)."""
+    from ..files import InputError, WritePlan
+    from ..tables.denoiser import model_paths
+
+    plan = WritePlan()
+    plan.read(a.table, f"the input {a.table}")
+    if a.predict:
+        plan.read(a.predict, f"the --predict table {a.predict}")
+    for p in model_paths(a.model) if a.model else ():
+        plan.read(p, f"the --model file {p}")
+    if a.out is not None:
+        plan.write(a.out, "--out")
+    for p in a.draw_paths:
+        plan.write(p, "--draws")
+    for p in model_paths(a.save_model) if a.save_model else ():
+        plan.write(p, "--save-model")
+    try:
+        plan.check()
+    except InputError as e:
+        die(str(e))
 
 
 def _imputer(a):
@@ -206,6 +235,8 @@ def _write_results(a, result, style) -> None:
         a.draws.mkdir(parents=True, exist_ok=True)
         for path, frame in zip(a.draw_paths, result.draws):
             write_table(frame, path, a.fmt, style, option="--draws", cols=result.columns)
+        for old in set(a.old_draws) - set(a.draw_paths):  # an earlier run's (--overwrite): only this run's stay
+            old.unlink(missing_ok=True)
     if a.out is not None:
         write_table(result.frame, a.out, a.fmt, style, cols=result.columns)
         summary = {"input": str(a.table), "output": str(a.out), **({"predict": str(a.predict)} if a.predict else {}),

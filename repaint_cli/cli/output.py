@@ -97,7 +97,9 @@ def rich_reporter(json_lines: bool, quiet: bool = False):
                 self.progress.update(self.task, description=f"images {self.images_done}/{self.n_images}")
             if self.json_lines:
                 print(result.json(), flush=True)
-            elif result.status in ("done", "skipped"):  # every finished output, so stdout lists all results
+            elif result.status in ("done", "skipped") and result.output in result.files:
+                # every finished output, so stdout lists all results; not one another run is still making (a
+                # pipeline would get a file that does not exist yet): the --json line says that one is skipped
                 print(result.output, flush=True)
 
         def stop(self):

@@ -360,7 +360,17 @@ class FrameHook(BatchHook):
         self.side_suffixes = (f".{animate}",) if animate else ()
 
     def files_for(self, job) -> list[Path]:
-        return ([self.out_dir / "frames" / job.stem] if self.n_frames > 0 else []) + super().files_for(job)
+        return ([self.frames_folder(job)] if self.save_pngs else []) + super().files_for(job)
+
+    def frames_folder(self, job) -> Path:
+        return self.out_dir / "frames" / job.stem
+
+    def planned_files(self, job) -> list[tuple[Path, str, bool]]:
+        planned = [(self.frames_folder(job), "--frames", True)] if self.save_pngs else []
+        if self.animate:  # an MP4 that OpenCV cannot write becomes a GIF (write_animation)
+            for ext in dict.fromkeys([self.animate, "gif"]):
+                planned.append((job.output.with_name(f"{job.output.stem}.{ext}"), "--animate", False))
+        return planned
 
     def step_callback(self, batch: list[Prepared]) -> Optional[Callable]:
         self._cap = None
@@ -443,6 +453,7 @@ class ConcatHook(BatchHook):
 
     side_suffixes = ("_concat.png",)
     from_disk = True  # needs no sample: made for finished images on a rerun too
+    option = "--concat"
 
     def __init__(self, out_dir, convention: str = "keep"):
         check_choice(convention, CONVENTIONS, "--mask-convention")

@@ -27,10 +27,17 @@ class BatchHook:
 
     side_suffixes: tuple = ()  # files written per image: the output's stem + each suffix (e.g. '_concat.png')
     from_disk: bool = False  # finish() needs only the input, mask and output: it can run for finished images
+    option: str = ""  # the command-line option that asks for these files, named in the run's write plan
 
     def files_for(self, job: Job) -> list[Path]:
         """The files (or folders) this hook writes for one image."""
         return [job.output.with_name(job.output.stem + s) for s in self.side_suffixes]
+
+    def planned_files(self, job: Job) -> list[tuple[Path, str, bool]]:
+        """Every path this hook may write for one image, for the run's write plan (files.WritePlan): (path, the
+        option asking for it, whether it is a folder). More than :meth:`files_for` where a fallback may write
+        another file (an MP4 that becomes a GIF)."""
+        return [(p, self.option, False) for p in self.files_for(job)]
 
     def step_callback(self, batch: list[Prepared]) -> Optional[Callable[[StepInfo], None]]:
         return None

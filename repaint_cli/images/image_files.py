@@ -588,14 +588,19 @@ class OutputLock:
         self.fd = None
 
 
+def lock_path_of(path) -> Path:
+    """The lock file of the output ``path``: hidden beside it."""
+    final = Path(path)
+    return final.with_name(f".{final.name}.lock")
+
+
 def lock_output(path) -> OutputLock | None:
     """Lock the output ``path`` for this run; None when another run holds it.  Where no lock
     can be taken (no ``fcntl``, an unwritable folder) the lock is a no-op: the write then
     says what is wrong."""
     if fcntl is None:
         return OutputLock(None, None)
-    final = Path(path)
-    lock_path = final.with_name(f".{final.name}.lock")
+    lock_path = lock_path_of(path)
     for _ in range(10):  # the holder may remove the file between our open and our lock: then again
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,8 +62,14 @@ class _Run:
         self.st, self.opts, self.guidance, self.settings = plan.st, plan.opts, plan.guidance, plan.settings
         self.S = plan.st.loaded.model.cfg.image_size
         self.mask_hashes: dict = {}
-        self.summary = RunSummary()
+        self.summary = RunSummary(outputs=[str(j.output) for j in plan.joblist.all_jobs if j.error is None])
         self.manifest = None  # opened by go(), once --out exists
+        # results are reported in input order (stdout, --json, --manifest): a result waits for those before it
+        mine = plan.joblist.skipped_done + plan.joblist.jobs
+        self.position = {str(j.image): i for i, j in enumerate(plan.joblist.all_jobs)}
+        self.expected = sorted(self.position[str(j.image)] for j in mine)
+        self.next_result = 0  # the index in self.expected of the next result to report
+        self.held: dict = {}  # position -> a result that waits for earlier ones
         self.locks = OutputLocks()
         self.pending: list[tuple[Prepared, float, list[Future]]] = []  # sampled, files being written
         self.fill_notes: dict = {}  # output -> a note on its fill's colour (prepare.fill_colour_note)
@@ -75,7 +81,7 @@ class _Run:
         """Report the outputs a rerun finds done, then sample the rest (none where the plan is light)."""
         check_out(self.opts.write.out_dir)  # the folder is made only now that the model has loaded
         if self.opts.write.manifest:
-            self.manifest = open(self.opts.write.manifest, "a", encoding="utf-8")
+            self.manifest = _open_manifest(Path(self.opts.write.manifest))
         done = self.plan.joblist.skipped_done
         try:
             skip_finished(done, self.opts.read, self.opts.write, self.S, self.settings, self.mask_hashes,
@@ -99,11 +105,22 @@ class _Run:
             self.summary.failed += 1
         else:
             self.summary.skipped += 1
+        self.held[self.position.get(res.input, -1)] = res
+        while self.next_result < len(self.expected) and self.expected[self.next_result] in self.held:
+            self._report(self.held.pop(self.expected[self.next_result]))
+            self.next_result += 1
+
+    def _report(self, res: ImageResult) -> None:
         self.summary.results.append(res)
         self.reporter.image_done(res)
         if self.manifest is not None:
             self.manifest.write(res.json() + "\n")
             self.manifest.flush()
+
+    def report_held(self) -> None:
+        """The results still waiting (the run stopped before an earlier image was made), in input order."""
+        for pos in sorted(self.held):
+            self._report(self.held.pop(pos))
 
     def fail(self, job: Job, message: str) -> None:
         self.locks.release(job)
@@ -112,6 +129,7 @@ class _Run:
                                 "failed", error=message))
 
     def close_manifest(self) -> None:
+        self.report_held()
         if self.manifest is not None:
             self.manifest.close()
             self.manifest = None
@@ -326,6 +344,15 @@ class _Run:
             self.reporter.log(f"{len(self.far_fills)} image(s) filled far from their hole border's colour (first: "
                               f"{self.far_fills[0]}; each image's --json or --manifest line has both colours): this "
                               f"model may not suit these images; see README, Models", "warning")
+
+
+def _open_manifest(path: Path):
+    """--manifest, opened to append (its folder made, as --out's is)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"--manifest {path}: cannot open it to append ({e.strerror or e}); choose another path") from None
 
 
 def _take(items: Iterator[Prepared], size: int) -> list[Prepared]:

@@ -63,6 +63,8 @@ class JobList:
     ignored: list[str] = field(default_factory=list)  # one-line notes on inputs that are not images
     errors: list[str] = field(default_factory=list)  # run-wide problems: the run stops before the model loads
     notes: list[str] = field(default_factory=list)  # one-line information (e.g. mask files left out of the inputs)
+    all_jobs: list[Job] = field(default_factory=list)  # every image's job over all shards (the run's write plan)
+    inputs: list[tuple[Path, str]] = field(default_factory=list)  # (file, what it is): never written over
 
 
 @dataclass
@@ -548,8 +550,10 @@ def make_jobs(inputs: Iterable[str], mask: str, out_dir: Path, *, mask_is_kind: 
     by_output: dict[str, list[Path]] = {}
     for f in ordered:  # over all inputs, before sharding: twins in two shards would overwrite each other
         by_output.setdefault(outputs.real(f), []).append(f.path)
-    for f in take_shard(ordered, shard):
-        job = _job_for(f, src, outputs, by_output[outputs.real(f)], real_of[id(f)], seed)
+    result.all_jobs = [_job_for(f, src, outputs, by_output[outputs.real(f)], real_of[id(f)], seed) for f in ordered]
+    result.inputs = ([(f.path, f"the input image {f.path}") for f in ordered] +
+                     [(m, f"the mask file {m}") for m in [*(src.by_stem or {}).values(), *([src.single] if src.single else [])]])
+    for job in take_shard(result.all_jobs, shard):
         if job.error is None and job.output.exists() and not overwrite:
             result.skipped_done.append(job)
         else:

@@ -89,6 +89,7 @@ class WriteOptions:
     overwrite: bool = False
     save_mask: bool = False
     manifest: Optional[str] = None  # JSON lines file, one record per image (appended)
+    sheet: bool = False  # a contact sheet OUT/sheet.png of the run's outputs (planned with the rest; written by the CLI)
     extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see hooks.BatchHook
 
     def __post_init__(self):
@@ -151,6 +152,7 @@ class RunSummary:
     seconds: float = 0.0
     results: list = field(default_factory=list)
     warnings: list = field(default_factory=list)  # every warning the run said (an image's are in its result too)
+    outputs: list = field(default_factory=list)  # every image's output over all shards, in input order (--sheet)
 
     @property
     def ok(self) -> bool:

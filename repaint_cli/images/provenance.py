@@ -1,10 +1,10 @@
 """What made an output: the settings recorded in each output PNG and in a run record in ``--out``.
 
 An output's settings are a compact JSON object in its PNG text chunk ``repaint``: the model (name,
-sha256), the jump schedule, seed, mask source (with a mask file's or preset's sha256), mask
-convention, fit, context, paste, preset, device and repaint's version. A rerun compares them with
-its own (:data:`COMPARED`: what changes the pixels) to say which existing outputs were made
-otherwise. No tensors and no OpenCV here (the hashing of files lives here for that reason), so
+sha256), the jump schedule, seed, the input image's sha256, mask source (with a mask file's or
+preset's sha256), mask convention, fit, context, paste, guidance, preset, device and repaint's version.
+A rerun compares them with its own (:data:`COMPARED`: what changes the pixels) to say which existing
+outputs were made otherwise; an input replaced by another picture under the same name is one of them. No tensors and no OpenCV here (the hashing of files lives here for that reason), so
 reading what made an output stays quick.
 """
 from __future__ import annotations
@@ -22,21 +22,28 @@ SETTINGS_KEY = "repaint"  # the PNG text chunk holding an output's settings (com
 RUN_RECORD = ".repaint-run.jsonl"  # in --out: one JSON line per run
 # settings that change an output's pixels; version and preset (a name for the schedule) do not count. The
 # device does: the CPU and CUDA draw different noise from the same seed.
-COMPARED = ("model_sha256", "schedule", "method", "eta", "seed", "mask", "mask_convention", "fit", "context", "paste",
-            "class_label", "classifier_scale", "device")
-IMPLIED = {"method": "repaint"}  # what an output recorded before a setting existed was made with
+COMPARED = ("model_sha256", "schedule", "method", "eta", "guidance", "seed", "image", "mask", "mask_convention", "fit",
+            "context", "paste", "class_label", "classifier_scale", "device")
+# recorded, and not compared on their own: names (the model by its sha256, the preset by the schedule it gives),
+# the version, and the sha256s, which go with "image" and "mask" (a content changed under the same name)
+NOT_COMPARED = ("model", "preset", "version", "image_sha256", "mask_sha256")
+# what an output recorded before a setting existed was made with; guidance 0 is recorded as nothing
+IMPLIED = {"method": "repaint", "guidance": 0.0}
+_CONTENT = {"image": "image_sha256", "mask": "mask_sha256"}  # compared by content where both outputs know it
 
 
 def job_settings(run: dict, job: "Job", hashes: dict) -> dict:
-    """The run's settings plus this image's mask (a file's or preset's content by its sha256)."""
+    """The run's settings plus this image's input and mask (by name, and a file's or preset's content by its
+    sha256: a file replaced between two runs is told apart). ``hashes``: sha256s by resolved path, kept for the
+    run (one mask file serves many images)."""
     source = job.mask_file if job.mask_file is not None else job.mask_kind
-    d = {**run, "mask": str(source)}
-    path = Path(str(source))
-    if path.is_file():
-        key = os.path.realpath(path)
-        if key not in hashes:
-            hashes[key] = sha256_file(path)
-        d["mask_sha256"] = hashes[key]
+    d = {**run, "image": str(job.image), "mask": str(source)}
+    for key, path in (("image_sha256", Path(job.image)), ("mask_sha256", Path(str(source)))):
+        if path.is_file():
+            real = os.path.realpath(path)
+            if real not in hashes:
+                hashes[real] = sha256_file(path)
+            d[key] = hashes[real]
     return d
 
 
@@ -49,9 +56,12 @@ def settings_changes(old: dict, new: dict) -> list[str]:
     changes = []
     for key in COMPARED:
         a, b = old.get(key, IMPLIED.get(key)), new.get(key, IMPLIED.get(key))
-        if key == "mask" and old.get("mask_sha256") and new.get("mask_sha256"):
-            if old["mask_sha256"] != new["mask_sha256"]:
-                changes.append(f"mask {a} -> {b} (other content)")
+        content = _CONTENT.get(key)
+        if content and old.get(content) and new.get(content):
+            if old[content] != new[content]:
+                changes.append(f"{key} {a} -> {b} (other content)" if a != b else f"{key} {a} (other content)")
+            continue
+        if key == "image":  # an output made before images were recorded: nothing to compare
             continue
         if a == b:
             continue

@@ -62,6 +62,7 @@ def skip_finished(jobs: list[Job], read: ReadOptions, write: WriteOptions, S: in
         return
     differ, unknown, not_sampled, seen = 0, 0, 0, []
     for job in jobs:
+        remove_stale_lock(job)
         old = recorded_settings(job.output)
         changes = settings_changes(old, job_settings(settings, job, hashes)) if old is not None else []
         if old is None:
@@ -94,6 +95,16 @@ def skip_finished(jobs: list[Job], read: ReadOptions, write: WriteOptions, S: in
     if not_sampled:
         reporter.log(f"--frames/--animate need the sampling again: not made for {not_sampled} finished image(s); "
                      f"--overwrite redoes them", "warning")
+
+
+def remove_stale_lock(job: Job) -> None:
+    """A finished output's lock file that no run holds (its run was killed after writing, before removing it) is
+    taken and so removed; one that a run still holds stays."""
+    if not image_files.lock_path_of(job.output).exists():
+        return
+    lock = image_files.lock_output(job.output)
+    if lock is not None:
+        lock.release()
 
 
 class OutputLocks:

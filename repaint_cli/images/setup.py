@@ -14,10 +14,11 @@ from .jobs import JobList, _has_glob, check_out_dir, make_jobs, unknown_mask_mes
 from ..models.cards import DEFAULT_MODEL
 from ..models.checkpoints import load_for_run, read_conf, resolve
 from ..models.loaded import LoadedModel, ModelError
-from ..files import InputError, sha256_model
+from ..files import InputError, WritePlan, sha256_model
 from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_jump_params
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
 from ..constraints import check_t_T_within
+from .plan import plan_problems
 from .resume import side_suffixes
 
 
@@ -121,13 +122,14 @@ class RunPlan:
     guidance: Optional[Guidance]
     settings: dict  # what every output records (:func:`run_settings`)
     light: bool  # nothing to sample: the model's card was read, its weights were not loaded
+    writes: WritePlan  # every path the run writes, checked before the model loaded (plan.py)
 
 
 def plan_run(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Reporter] = None) -> RunPlan:
     """Settle a run: the checks that need no model first (a mistake costs no model load and no --out folder), then
     the device, model, schedule and guidance. Raises RunError (one line) for run-wide problems."""
     reporter = reporter or Reporter()
-    conf, joblist = resolve_jobs(inputs, opts, stdin, reporter)
+    conf, joblist, writes = resolve_jobs(inputs, opts, stdin, reporter)
     reporter.log(describe_masks(opts.read, opts.sample.seed))
     if opts.sample.model is None and not conf.get("model_path"):
         reporter.log(DEFAULT_MODEL_NOTE)
@@ -139,7 +141,8 @@ def plan_run(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Report
         reporter.log(note, "warning")
     for note in joblist.notes:
         reporter.log(note)
-    return RunPlan(opts, joblist, st, guidance, run_settings(st, opts, guidance, reporter), not st.loaded.weights)
+    return RunPlan(opts, joblist, st, guidance, run_settings(st, opts, guidance, reporter), not st.loaded.weights,
+                   writes)
 
 
 def _check_some_image_fits(joblist: JobList, read: ReadOptions, sample: SampleOptions, conf: dict) -> None:
@@ -173,9 +176,10 @@ def check_out(out_dir, create: bool = True) -> None:
         raise RunError(problem)
 
 
-def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Reporter] = None) -> tuple[dict, JobList]:
-    """(the --config read, the jobs): every check that needs no model, done before it loads and before
-    --out is created. Raises RunError (one line) for run-wide problems."""
+def resolve_jobs(inputs, opts: InpaintOptions, stdin=None,
+                 reporter: Optional[Reporter] = None) -> tuple[dict, JobList, WritePlan]:
+    """(the --config read, the jobs, every path the run writes): every check that needs no model, done before it
+    loads and before --out is created. Raises RunError (one line) for run-wide problems."""
     read, sample, write = opts.read, opts.sample, opts.write  # their values are checked (options.py)
     try:
         conf = read_conf(sample.config, check_keys=True)
@@ -194,15 +198,20 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None, reporter: Optional[Re
     joblist = make_jobs(inputs, read.mask, Path(write.out_dir), mask_is_kind=is_kind, overwrite=write.overwrite,
                         shard=read.shard_part, stdin=stdin, recursive=read.recursive,
                         side_suffixes=side_suffixes(write), seed=sample.seed, null=read.null)
-    if joblist.errors:
-        for message in joblist.errors[1:]:
+    writes, problems = (None, []) if joblist.errors else plan_problems(joblist, opts)
+    errors = joblist.errors or problems
+    if errors:
+        for message in errors[1:]:
             (reporter or Reporter()).log(message, "error")
-        more = f" (and {len(joblist.errors) - 1} more problem(s), above)" if len(joblist.errors) > 1 else ""
-        raise RunError(joblist.errors[0] + more)
+        more = f" (and {len(errors) - 1} more problem(s), above)" if len(errors) > 1 else ""
+        raise RunError(errors[0] + more)
     if not is_kind and Path(read.mask).is_file():
         _check_single_mask(Path(read.mask), read.mask_convention, reporter or Reporter())
     check_out(write.out_dir, create=False)  # created once the model is loaded (inpaint._Run)
-    return conf, joblist
+    folder_problem = check_out_dir(Path(write.manifest).parent, create=False) if write.manifest else None
+    if folder_problem:  # its folder is made with --out's (inpaint._Run.go)
+        raise RunError(f"--manifest {write.manifest}: {folder_problem.replace('--out', '--manifest')}")
+    return conf, joblist, writes
 
 
 def _check_single_mask(path: Path, convention: str, reporter: Reporter) -> None:

@@ -7,11 +7,12 @@ from typing import Optional
 import cv2
 import numpy as np
 from . import image_files
-from ..files import InputError, is_atomic_temp
+from ..files import InputError, WritePlan, is_atomic_temp
 from .frames import _text
 
 
 _SHEET_EXCLUDE = ("_mask", "_concat", "_sheet")
+SHEET_KEY = "repaint-sheet"  # the PNG text chunk that marks a contact sheet (a rerun may replace it)
 
 
 def _fit_cell(rgb: np.ndarray, cell: int) -> np.ndarray:
@@ -67,7 +68,7 @@ def make_sheet(image_paths, out_path, cols: Optional[int] = None, cell: int = 12
         sheet[oy:oy + th, ox:ox + tw] = thumb
         if labels:
             _text(sheet, _fit_label(p.stem, cell, scale), (x, y + cell + label_h - 5), scale, (0, 0, 0))
-    image_files.write_image_atomic(out_path, sheet)
+    image_files.write_image_atomic(out_path, sheet, text={SHEET_KEY: f"{n} images"})
     return Path(out_path)
 
 
@@ -90,7 +91,14 @@ def sheet_for_dir(out_dir, out_path=None, cols: Optional[int] = None, cell: int 
     if not out_dir.is_dir():
         raise ValueError(f"{out_dir}: not a folder; give the --out folder of a 'repaint inpaint' run")
     out_path = Path(out_path) if out_path else out_dir / "sheet.png"
-    images = [p for p in result_images(out_dir) if p.resolve() != out_path.resolve()]
+    # an earlier sheet is replaced (is_file first: opening a FIFO to read it would wait for a writer)
+    is_sheet = out_path.is_file() and image_files.read_png_text(out_path, SHEET_KEY) is not None
+    images = [p for p in result_images(out_dir) if not (is_sheet and p.resolve() == out_path.resolve())]
+    plan = WritePlan()  # never over a result, nor over a device or FIFO
+    for p in images:
+        plan.read(p, f"the result {p.name} (not a contact sheet)")
+    plan.write(out_path, "the contact sheet")
+    plan.check()
     if not images:
         raise ValueError(f"{out_dir}: no <stem>.png results in this folder; run 'repaint inpaint --out {out_dir}' first")
     return make_sheet(images, out_path, cols=cols, cell=cell)

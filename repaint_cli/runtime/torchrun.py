@@ -160,7 +160,11 @@ def merge_manifests(paths: Iterable[Path]) -> list[dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 raise ValueError(f"{path}:{n}: not a JSON line; is this a repaint manifest?") from None
-            key = rec.get("input")
+            if not isinstance(rec, dict) or not isinstance(rec.get("input"), str):
+                what = ("a run record line (.repaint-run.jsonl), not a manifest's" if isinstance(rec, dict)
+                        and "settings" in rec else "a JSON line without an \"input\"")
+                raise ValueError(f"{path}:{n}: {what}; give the files written by --manifest") from None
+            key = rec["input"]
             old = best.get(key)
             if old is None or STATUS_ORDER.get(rec.get("status"), 0) >= STATUS_ORDER.get(old.get("status"), 0):
                 best[key] = rec
