@@ -107,7 +107,8 @@ def _guided_x0(x, x0, cond: Conditioning, i, t_model):
 def _noised_known(cond: Conditioning, i, step):
     """The known image at noise level t: sqrt(abar) gt + sqrt(1 - abar) eps."""
     c = cond.coefs
-    return c.sqrt_alphas_cumprod[i] * cond.gt + c.sqrt_one_minus_alphas_cumprod[i] * cond.noise(draw_id(step, KNOWN_DRAW))
+    noise = cond.noise(draw_id(step, KNOWN_DRAW))
+    return c.sqrt_alphas_cumprod[i] * cond.gt + c.sqrt_one_minus_alphas_cumprod[i] * noise
 
 
 def _predict(model, x, cond: Conditioning, i):

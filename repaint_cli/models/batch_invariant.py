@@ -72,9 +72,10 @@ def _plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def one_thread():
-    """PyTorch (and MKL) on one thread inside the block, as many as before after it.
+    """PyTorch (and MKL) on one thread inside the block, as many as before after it (also when the
+    block raises). The one copy: the tables' training and sampling use it through ``runtime.threads``.
 
-    MKL's batched GEMM may split a problem's output columns between threads when the problems are
+    Here: MKL's batched GEMM may split a problem's output columns between threads when the problems are
     fewer than the threads (a lone image on 3 threads: blocks of 43 columns whose tails run other
     code and round differently); on one thread every problem is computed by the same code in order.
     """
