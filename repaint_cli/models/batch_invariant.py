@@ -172,8 +172,11 @@ def _invariant_group_norm(x: torch.Tensor, plain_forward) -> torch.Tensor:
     Padding costs up to threads - 1 images of work, so large maps (from ``GROUPNORM_PER_IMAGE``
     elements per image: 256 px models, run one image at a time on the CPU) run on one thread
     instead (a norm is a few milliseconds there, against seconds for the UNet call). The choice
-    depends on the layer's shape and the thread count only, never on the batch.
+    depends on the layer's shape and the thread count only, never on the batch. Off the CPU, and where
+    a gradient flows, the plain layer.
     """
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return plain_forward(x)
     x = canonical_batch_stride(x)
     n, threads = x.shape[0], torch.get_num_threads()
     if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
@@ -192,8 +195,6 @@ class InvariantGroupNorm32(GroupNorm32):
     """GroupNorm32 made batch-invariant on the CPU (:func:`_invariant_group_norm`)."""
 
     def forward(self, x):
-        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
-            return super().forward(x)
         return _invariant_group_norm(x, super().forward)
 
 
@@ -201,8 +202,6 @@ class InvariantGroupNorm(nn.GroupNorm):
     """torch's own GroupNorm (diffusers' UNet2DModel uses it) made batch-invariant on the CPU."""
 
     def forward(self, x):
-        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
-            return super().forward(x)
         return _invariant_group_norm(x, super().forward)
 
 
