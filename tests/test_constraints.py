@@ -230,7 +230,7 @@ def test_a_misspelled_model_name_gets_did_you_mean(tmp_path):
     assert line.startswith("error: celba256: no known model of this name (did you mean 'celeba256'?); known: ")
 
 
-@pytest.mark.parametrize("name", ["nodir/model.pt", "model.safetensors"])
+@pytest.mark.parametrize("name", ["nodir/model.pt", "model.safetensors", "model.yml"])
 def test_a_missing_checkpoint_path_says_no_such_file(tmp_path, name):
     make_images(tmp_path / "in", 1)
     r = invoke("inpaint", tmp_path / "in", "--model", name, "--out", tmp_path / "o")

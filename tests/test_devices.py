@@ -165,3 +165,51 @@ def test_the_run_record_says_bf16(small_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     assert "; bf16; 1 thread" in r.stderr
     assert json.loads((tmp_path / "o" / RUN_RECORD).read_text().splitlines()[-1])["engine"]["precision"] == "bf16"
+
+
+class FakeCuda:
+    """CUDA's memory counters: a step peaks at ``fixed`` plus ``per_image`` bytes per image over what is held."""
+
+    def __init__(self, fixed, per_image, free, oom_from=None):
+        self.fixed, self.per_image, self.free, self.oom_from = fixed, per_image, free, oom_from
+        self.held, self.peak, self.emptied = 1000, 1000, 0
+
+    def probe(self, b):
+        if self.oom_from is not None and b >= self.oom_from:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.peak = self.held + self.fixed + b * self.per_image
+
+    def reset_peak(self, device=None):
+        self.peak = self.held
+
+    def empty_cache(self):
+        self.emptied += 1
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    def make(**kw):
+        fake = FakeCuda(**kw)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", fake.reset_peak)
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: fake.held)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: fake.peak)
+        monkeypatch.setattr(torch.cuda, "empty_cache", fake.empty_cache)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (fake.free, 2 * fake.free))
+        return fake
+    return make
+
+
+def test_the_batch_size_probe_on_cuda_sizes_from_the_peaks_at_one_and_two_images(fake_cuda):
+    """The peaks over what was held before, at batch 1 and 2, and the capture state per image; an out of
+    memory at batch 2 gives 1, its cache emptied."""
+    gib = 1 << 30
+    fake = fake_cuda(fixed=gib // 2, per_image=gib // 4, free=8 * gib)
+    bs = memory.auto_batch_size(None, 64, torch.device("cuda"), 100, probe=fake.probe)
+    state = memory.STATE_BYTES_PER_VALUE * 3 * 64 ** 2
+    assert bs == memory.fit_batch(gib // 2 + gib // 4, gib // 2 + gib // 2, 8 * gib, 100, 512, state)
+    assert 10 <= bs <= 30 and fake.emptied == 0
+    fake = fake_cuda(fixed=gib, per_image=gib, free=8 * gib, oom_from=2)
+    assert memory.auto_batch_size(None, 64, torch.device("cuda"), 100, probe=fake.probe) == 1 and fake.emptied == 1
+    fake = fake_cuda(fixed=gib, per_image=gib, free=8 * gib, oom_from=1)
+    assert memory.auto_batch_size(None, 64, torch.device("cuda"), 100, probe=fake.probe) == 1 and fake.emptied == 1

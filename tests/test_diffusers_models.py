@@ -131,21 +131,21 @@ def test_schedule_arrays_equal_ddpmscheduler(name, start, end, variance_type):
     sched = DDPMScheduler(beta_schedule=name, beta_start=start, beta_end=end, variance_type=variance_type)
     hp = hparams_from_configs({"sample_size": 16, "out_channels": 6 if variance_type == "learned_range" else 3},
                               dict(sched.config), "test")
-    ours = diffusion_from_hparams(hp).arrays()
-    assert torch.allclose(ours["alphas_cumprod"].float(), sched.alphas_cumprod, rtol=1e-5, atol=1e-7)
+    ours = diffusion_from_hparams(hp).arrays
+    assert torch.allclose(ours.alphas_cumprod.float(), sched.alphas_cumprod, rtol=1e-5, atol=1e-7)
     # diffusers derives each step's beta as 1 - ac_t / ac_prev in float32, which cancels to about
     # 1e-7 absolute where beta is 1e-4; we keep float64 until the end, as guided-diffusion does
     for t in (1, 2, 10, 500, 999):
         if variance_type == "learned_range":  # the ends of the range: fixed_small (v=-1) and fixed_large (v=+1)
-            for v, ours_key in ((-1.0, "posterior_variance"), (1.0, "betas")):
+            for v, end in ((-1.0, ours.posterior_variance), (1.0, ours.betas)):
                 theirs = sched._get_variance(t, predicted_variance=torch.tensor(v)).exp()
-                assert torch.allclose(ours[ours_key][t].float(), theirs, rtol=1e-4, atol=2e-7), (t, v)
+                assert torch.allclose(end[t].float(), theirs, rtol=1e-4, atol=2e-7), (t, v)
             continue
         theirs = sched._get_variance(t)
         if variance_type == "fixed_small":
-            assert torch.allclose(ours["posterior_variance"][t].float(), theirs, rtol=1e-4, atol=2e-7), t
+            assert torch.allclose(ours.posterior_variance[t].float(), theirs, rtol=1e-4, atol=2e-7), t
         elif variance_type == "fixed_large":
-            assert torch.allclose(ours["betas"][t].float(), theirs, rtol=1e-4, atol=2e-7), t
+            assert torch.allclose(ours.betas[t].float(), theirs, rtol=1e-4, atol=2e-7), t
 
 
 class GivenNoise(Conditioning):
@@ -285,7 +285,7 @@ def test_scheduler_keys_that_change_the_schedule_are_refused_by_name():
     for sched in (DDPMScheduler(), DDIMScheduler(steps_offset=1, timestep_spacing="trailing"),
                   PNDMScheduler(skip_prk_steps=True)):
         hp = hparams_from_configs({"sample_size": 16}, dict(sched.config), "m")
-        ours = diffusion_from_hparams(hp).arrays()["alphas_cumprod"].float()
+        ours = diffusion_from_hparams(hp).arrays.alphas_cumprod.float()
         assert torch.allclose(ours, sched.alphas_cumprod, rtol=1e-5, atol=1e-7)
     assert hparams_from_configs({"sample_size": 16}, {"predict_epsilon": False}, "m")["prediction_type"] == "sample"
 

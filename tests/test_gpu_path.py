@@ -395,6 +395,27 @@ def test_fp32_on_cuda_runs_without_tf32_and_restores_the_process_settings():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+def test_fp32_uses_the_per_operator_tf32_settings_where_the_process_set_those_and_restores_them():
+    """Where TF32 was set with PyTorch's newer per-operator API (reading the old flags then raises), those are
+    set to IEEE and given back instead; in a child process, since the two APIs are not to be mixed in one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import torch\n"
+            "from repaint_cli.runtime.device import ieee_fp32\n"
+            "conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul\n"
+            "mm.fp32_precision = 'tf32'\n"
+            "with ieee_fp32():\n"
+            "    print(conv.fp32_precision, mm.fp32_precision)\n"
+            "print(conv.fp32_precision, mm.fp32_precision)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ieee", "ieee", "tf32", "tf32"]
+
+
 
 # ----------------------------------------------------------------------------- issue 37: the first capture's memory
 

@@ -309,7 +309,7 @@ def test_reconstruction_guidance_is_the_gradient_of_the_observed_error():
     keep = torch.tensor([[True, False, True], [False, True, True]])
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([400, 400])
-    a = make_diffusion(cfg).arrays()["alphas_cumprod"].float()[400]
+    a = make_diffusion(cfg).arrays.alphas_cumprod.float()[400]
     expected = -2.0 * a / (1 - a) * keep * (x / a.sqrt() - gt) / a.sqrt()
     net = _KeepsGraph(model)
     fn = reconstruction_guidance(net, gt, keep, 2.0)

@@ -73,7 +73,7 @@ def test_ddim_step_uses_the_guidance_term():
     guided, gx0 = ddim_step(Zero(), x, Conditioning(**args, cond_fn=lambda x, t: term), t, torch.tensor(0),
                             torch.tensor(True))
     i = t.reshape(1)
-    shift = coefs["sqrt_one_minus_alphas_cumprod"][i] ** 2 * coefs["sqrt_recip_alphas_cumprod"][i] * term
+    shift = coefs.sqrt_one_minus_alphas_cumprod[i] ** 2 * coefs.sqrt_recip_alphas_cumprod[i] * term
     assert torch.allclose(gx0, x0 + shift) and not torch.equal(guided, plain)
 
 

@@ -57,7 +57,7 @@ def test_a_model_that_predicts_the_true_noise_recovers_the_image(batch, method, 
     clean, keep, keys = batch
     full = Diffusion.create(1000, "linear", "")
     diffusion = Diffusion.create(1000, "linear", str(jump.t_T))
-    model = Oracle(clean, full.arrays()["alphas_cumprod"])
+    model = Oracle(clean, full.arrays.alphas_cumprod)
     with torch.no_grad():
         out = repaint(model, cond_for(method, diffusion, clean, keep, keys), jump_schedule(jump))
     assert (out - clean).abs().max() < 1e-4  # the hole too: the oracle knows it
@@ -76,16 +76,16 @@ def test_ddnm_puts_the_known_pixels_into_x0_and_leaves_x_t_alone(batch):
     assert torch.equal(x0[k], clean[k])  # A^+ y exactly
     assert torch.equal(x0[~k], x0_repaint_no_inject[~k])  # the model's null space, from the untouched x_t
     c = diffusion.coefficients()
-    mean = c["posterior_mean_coef1"][6] * x0 + c["posterior_mean_coef2"][6] * x
+    mean = c.posterior_mean_coef1[6] * x0 + c.posterior_mean_coef2[6] * x
     noise = cond.noise(draw_id(step, 1))  # the reverse step's own draw
-    assert torch.allclose(x_prev, mean + (0.5 * c["fixed_log_variance"][6]).exp() * noise, atol=1e-6)
+    assert torch.allclose(x_prev, mean + (0.5 * c.fixed_log_variance[6]).exp() * noise, atol=1e-6)
 
 
 def test_ddim_with_eta_1_is_the_ancestral_step_with_posterior_variance(batch):
     clean, keep, keys = batch
     diffusion = Diffusion.create(1000, "linear", "10")
     x = torch.randn(clean.shape, generator=torch.Generator().manual_seed(4))
-    model = Oracle(clean * 0.5, Diffusion.create(1000, "linear", "").arrays()["alphas_cumprod"], variance=-1.0)
+    model = Oracle(clean * 0.5, Diffusion.create(1000, "linear", "").arrays.alphas_cumprod, variance=-1.0)
     for t in (9, 5, 1, 0):
         args = (x, None, torch.tensor(t), torch.tensor(1), torch.tensor(True))
         with torch.no_grad():

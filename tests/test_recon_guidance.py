@@ -37,7 +37,7 @@ def test_the_image_term_is_the_gradient_of_the_known_pixels_error():
     x = torch.randn((2, 3, 4, 4), generator=g)
     net, cond_fn = reconstruction(ZeroNoise(), diffusion, gt, keep, 2.0)
     t = diffusion.timestep_map[10].repeat(2)
-    a = Diffusion.create(steps=1000).arrays()["alphas_cumprod"].float()[t[0]]
+    a = Diffusion.create(steps=1000).arrays.alphas_cumprod.float()[t[0]]
     expected = -2.0 * a / (1 - a) * keep * (x / a.sqrt() - gt) / a.sqrt()
     assert torch.allclose(cond_fn(x, t), expected, atol=1e-5)
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_the_term_is_scaled_before_the_backward_and_equals_the_old_one():
     g = torch.Generator().manual_seed(1)
     gt = torch.rand((2, 3, 8, 8), generator=g) * 2 - 1
     keep = torch.rand((2, 1, 8, 8), generator=g) > 0.5
-    abar = Diffusion.create(steps=1000).arrays()["alphas_cumprod"].float()
+    abar = Diffusion.create(steps=1000).arrays.alphas_cumprod.float()
     for step, scale in ((49, 3.0), (25, 1.0), (1, 0.5)):
         t = diffusion.timestep_map[step].repeat(2)
         a = abar[t[0]]

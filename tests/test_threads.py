@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 import repaint_cli.runtime.threads as threads
 
@@ -79,3 +80,51 @@ def test_the_info_line_and_run_record_say_the_threads_and_why(small_checkpoint, 
     assert "fp32; 1 thread (--threads 1)" in r.stderr
     record = json.loads((tmp_path / "o" / RUN_RECORD).read_text().splitlines()[-1])
     assert record["engine"] == {"precision": "fp32", "threads": 1, "threads_why": "--threads 1"}
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_one_thread_inside_the_block_and_the_count_restored_after_it_even_on_an_error(two_threads):
+    """Issue 35: the one "run on one thread, then restore" (the batch-invariant layers' own, offered here)."""
+    from repaint_cli.models import batch_invariant
+
+    assert threads.one_thread is batch_invariant.one_thread
+    with threads.one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(KeyboardInterrupt), threads.one_thread():
+        raise KeyboardInterrupt
+    assert torch.get_num_threads() == 2
+
+
+def test_the_tables_train_and_sample_on_one_thread_and_give_the_count_back_when_stopped(two_threads):
+    """Both table models train, and the conditional one samples, on one thread; a Ctrl-C in a progress
+    callback leaves PyTorch's count as the caller set it."""
+    import numpy as np
+
+    from repaint_cli.tables.conditional import point_samples, train_conditional
+    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings, train_table_model
+
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    keep = np.ones_like(x, bool)
+    seen = []
+
+    def stop(*_):
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt
+
+    cfg, settings = TableModelConfig(width=8, blocks=1, members=1), TrainSettings(steps=10, batch_size=8)
+    with pytest.raises(KeyboardInterrupt):
+        train_table_model(x, keep, cfg, settings, on_step=stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_conditional(x, keep, [[0], [1], [2]], cfg, settings, on_step=stop)
+    model = train_conditional(x, keep, [[0], [1], [2]], cfg, settings)
+    with pytest.raises(KeyboardInterrupt):
+        point_samples(model, x, keep, 1, 0, on_sample=stop)
+    assert seen == [1, 1, 1] and torch.get_num_threads() == 2

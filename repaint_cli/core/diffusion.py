@@ -6,9 +6,10 @@ become float32 device tensors only in :meth:`Diffusion.coefficients`.
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Optional, Sequence
 
 import torch
 
@@ -83,6 +84,74 @@ def space_timesteps(num_steps: int, section_counts) -> list[int]:
     return sorted(set(kept))
 
 
+class _TensorFields:
+    """Field-wise operations for the frozen dataclasses of per-step tensors below."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The fields that hold a tensor, by name (a field left None is left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionArrays(_TensorFields):
+    """guided-diffusion's derived arrays, one entry per kept step, under its names (float64 in
+    :attr:`Diffusion.arrays`)."""
+
+    betas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    alphas_cumprod_prev: torch.Tensor
+    sqrt_alphas_cumprod: torch.Tensor
+    sqrt_one_minus_alphas_cumprod: torch.Tensor
+    sqrt_recip_alphas_cumprod: torch.Tensor
+    sqrt_recipm1_alphas_cumprod: torch.Tensor
+    posterior_variance: torch.Tensor
+    posterior_log_variance_clipped: torch.Tensor
+    posterior_mean_coef1: torch.Tensor
+    posterior_mean_coef2: torch.Tensor
+    log_betas: torch.Tensor
+    # the variance for models that do not learn it: guided-diffusion's FIXED_LARGE (beta) or FIXED_SMALL (posterior)
+    fixed_log_variance: torch.Tensor
+    # x0 = x0_from_x * x_t + x0_from_out * model output, for what the model predicts
+    x0_from_x: torch.Tensor
+    x0_from_out: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class DdimArrays(_TensorFields):
+    """What DDIM's step adds for one noise scale eta (:meth:`Diffusion.ddim_arrays`)."""
+
+    sqrt_alphas_cumprod_prev: torch.Tensor
+    ddim_sigma: torch.Tensor
+    ddim_direction: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Coefficients(DiffusionArrays):
+    """What the sampler gathers from at each step, as device tensors (:meth:`Diffusion.coefficients`):
+    the diffusion's arrays, the UNet's time per step, the x0 bound and, for DDIM only, its arrays."""
+
+    timestep_map: torch.Tensor  # int64: the training step the UNet receives for each kept step
+    x0_clip: torch.Tensor  # broadcasts against one sample: (1,) one bound (inf: none) or (columns,)
+    sqrt_alphas_cumprod_prev: Optional[torch.Tensor] = None  # DDIM only (coefficients(eta=...)), as DdimArrays
+    ddim_sigma: Optional[torch.Tensor] = None
+    ddim_direction: Optional[torch.Tensor] = None
+
+    def clone(self) -> "Coefficients":
+        return replace(self, **{k: v.clone() for k, v in self.tensors().items()})
+
+    def copy_(self, other: "Coefficients") -> "Coefficients":
+        """Copies ``other``'s tensors into these (the same fields and shapes), in place; returns self."""
+        for k, v in other.tensors().items():
+            getattr(self, k).copy_(v)
+        return self
+
+
+def clip_to_bound(x0: torch.Tensor, bound: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x0`` clamped to [-bound, bound] element-wise; ``bound`` broadcasts against it (one number, or one
+    per column or channel; inf: no bound); None: ``x0`` as it is."""
+    return x0 if bound is None else torch.maximum(torch.minimum(x0, bound), -bound)
+
+
 @dataclass
 class Diffusion:
     """A (possibly respaced) diffusion process, with learned-range variance or a fixed one.
@@ -126,14 +195,9 @@ class Diffusion:
     def num_steps(self) -> int:
         return len(self.betas)
 
-    def arrays(self) -> dict[str, torch.Tensor]:
-        """guided-diffusion's derived arrays (float64), under its names; computed once."""
-        cached = self.__dict__.get("_arrays")
-        if cached is None:
-            cached = self.__dict__["_arrays"] = self._derive_arrays()
-        return cached
-
-    def _derive_arrays(self) -> dict[str, torch.Tensor]:
+    @functools.cached_property
+    def arrays(self) -> DiffusionArrays:
+        """guided-diffusion's derived arrays (float64), under its names; computed on first use."""
         b = self.betas
         a = 1 - b
         ac = torch.cumprod(a, 0)
@@ -144,35 +208,33 @@ class Diffusion:
         # entry per step (a step at t=0 adds no noise either way)
         after_0 = post_var[1:2] if len(b) > 1 else b[0:1]
         posterior_log_var = torch.log(torch.cat([after_0, post_var[1:]]))
-        return {
-            "betas": b,
-            "alphas_cumprod": ac,
-            "alphas_cumprod_prev": ac_prev,
-            "sqrt_alphas_cumprod": ac.sqrt(),
-            "sqrt_one_minus_alphas_cumprod": (1 - ac).sqrt(),
-            "sqrt_recip_alphas_cumprod": (1 / ac).sqrt(),
-            "sqrt_recipm1_alphas_cumprod": (1 / ac - 1).sqrt(),
-            "posterior_variance": post_var,
-            "posterior_log_variance_clipped": posterior_log_var,
-            "posterior_mean_coef1": b * ac_prev.sqrt() / (1 - ac),
-            "posterior_mean_coef2": (1 - ac_prev) * a.sqrt() / (1 - ac),
-            "log_betas": b.log(),
-            # for models without learned sigma: guided-diffusion's FIXED_LARGE (beta) or FIXED_SMALL (posterior)
-            "fixed_log_variance": (posterior_log_var if self.fixed_variance == "small"
-                                   else torch.log(torch.cat([after_0, b[1:]]))),
-            # x0 = x0_from_x * x_t + x0_from_out * model output, for what the model predicts
-            **_x0_coefficients(self.prediction_type, ac),
-        }
+        x0_from_x, x0_from_out = _x0_coefficients(self.prediction_type, ac)
+        return DiffusionArrays(
+            betas=b,
+            alphas_cumprod=ac,
+            alphas_cumprod_prev=ac_prev,
+            sqrt_alphas_cumprod=ac.sqrt(),
+            sqrt_one_minus_alphas_cumprod=(1 - ac).sqrt(),
+            sqrt_recip_alphas_cumprod=(1 / ac).sqrt(),
+            sqrt_recipm1_alphas_cumprod=(1 / ac - 1).sqrt(),
+            posterior_variance=post_var,
+            posterior_log_variance_clipped=posterior_log_var,
+            posterior_mean_coef1=b * ac_prev.sqrt() / (1 - ac),
+            posterior_mean_coef2=(1 - ac_prev) * a.sqrt() / (1 - ac),
+            log_betas=b.log(),
+            fixed_log_variance=(posterior_log_var if self.fixed_variance == "small"
+                                else torch.log(torch.cat([after_0, b[1:]]))),
+            x0_from_x=x0_from_x,
+            x0_from_out=x0_from_out,
+        )
 
-    def coefficients(self, device=None, dtype=torch.float32, eta: float | None = None) -> dict[str, torch.Tensor]:
+    def coefficients(self, device=None, dtype=torch.float32, eta: float | None = None) -> Coefficients:
         """The arrays the sampler gathers from, as device tensors (float32 by default); with ``eta``,
         also those of the DDIM step (``sampler.ddim_step``)."""
-        arrays = self.arrays() if eta is None else {**self.arrays(), **self.ddim_arrays(eta)}
-        out = {k: v.to(device=device, dtype=dtype) for k, v in arrays.items()}
-        out["timestep_map"] = self.timestep_map.to(device)
-        # a tensor, not a Python branch, so one captured CUDA graph serves either setting
-        out["x0_clip"] = self.x0_clip(device, dtype)
-        return out
+        ddim = {} if eta is None else self.ddim_arrays(eta).tensors()
+        moved = {k: v.to(device=device, dtype=dtype) for k, v in {**self.arrays.tensors(), **ddim}.items()}
+        # x0_clip: a tensor, not a Python branch, so one captured CUDA graph serves either setting
+        return Coefficients(**moved, timestep_map=self.timestep_map.to(device), x0_clip=self.x0_clip(device, dtype))
 
     def x0_clip(self, device=None, dtype=torch.float32) -> torch.Tensor:
         """``clip_x0`` as a tensor that broadcasts against one sample: (1,) for one bound (inf: none),
@@ -181,45 +243,43 @@ class Diffusion:
             return torch.tensor([math.inf if self.clip_x0 is None else self.clip_x0], dtype=dtype, device=device)
         return torch.as_tensor(self.clip_x0, dtype=dtype).to(device)
 
-    def ddim_arrays(self, eta: float) -> dict[str, torch.Tensor]:
+    def ddim_arrays(self, eta: float) -> DdimArrays:
         """DDIM's step (Song et al. 2021) with noise scale ``eta``: x_{t-1} = sqrt(abar_prev) x0
         + ddim_direction eps + ddim_sigma z. In float64: 1 - abar_prev - sigma^2 cancels to
         almost nothing at small t, where float32 would lose the digits."""
-        arr = self.arrays()
-        ac_prev = arr["alphas_cumprod_prev"]
-        sigma = eta * arr["posterior_variance"].clamp(min=0).sqrt()
-        return {"sqrt_alphas_cumprod_prev": ac_prev.sqrt(), "ddim_sigma": sigma,
-                "ddim_direction": (1 - ac_prev - sigma ** 2).clamp(min=0).sqrt()}
+        ac_prev = self.arrays.alphas_cumprod_prev
+        sigma = eta * self.arrays.posterior_variance.clamp(min=0).sqrt()
+        return DdimArrays(sqrt_alphas_cumprod_prev=ac_prev.sqrt(), ddim_sigma=sigma,
+                          ddim_direction=(1 - ac_prev - sigma ** 2).clamp(min=0).sqrt())
 
     # --- per-step math used by training, tests and the plain reference loop -------------
 
     def q_sample(self, x0, t, noise):
-        arr = self.arrays()
-        return _take(arr["sqrt_alphas_cumprod"], t, x0) * x0 + _take(arr["sqrt_one_minus_alphas_cumprod"], t, x0) * noise
+        arr = self.arrays
+        return _take(arr.sqrt_alphas_cumprod, t, x0) * x0 + _take(arr.sqrt_one_minus_alphas_cumprod, t, x0) * noise
 
     def p_mean_variance(self, model_out, x_t, t, clip: bool = True):
         """Mean, log-variance and x0 of p(x_{t-1} | x_t) from the UNet's output (eps and v)."""
-        arr = self.arrays()
+        arr = self.arrays
         if self.learn_sigma:
             pred, v = model_out.split(x_t.shape[1], dim=1)
-            lo = _take(arr["posterior_log_variance_clipped"], t, x_t)
-            hi = _take(arr["log_betas"], t, x_t)
+            lo = _take(arr.posterior_log_variance_clipped, t, x_t)
+            hi = _take(arr.log_betas, t, x_t)
             frac = (v + 1) / 2  # not clamped, as in the reference
             log_var = frac * hi + (1 - frac) * lo
         else:
             pred = model_out
-            log_var = _take(arr["fixed_log_variance"], t, x_t)
-        x0 = _take(arr["x0_from_x"], t, x_t) * x_t + _take(arr["x0_from_out"], t, x_t) * pred
+            log_var = _take(arr.fixed_log_variance, t, x_t)
+        x0 = _take(arr.x0_from_x, t, x_t) * x_t + _take(arr.x0_from_out, t, x_t) * pred
         if clip and self.clip_x0 is not None:
-            bound = self.x0_clip(x0.device, x0.dtype)
-            x0 = torch.maximum(torch.minimum(x0, bound), -bound)
-        mean = _take(arr["posterior_mean_coef1"], t, x_t) * x0 + _take(arr["posterior_mean_coef2"], t, x_t) * x_t
+            x0 = clip_to_bound(x0, self.x0_clip(x0.device, x0.dtype))
+        mean = _take(arr.posterior_mean_coef1, t, x_t) * x0 + _take(arr.posterior_mean_coef2, t, x_t) * x_t
         return mean, log_var, x0
 
     def q_posterior(self, x0, x_t, t):
-        arr = self.arrays()
-        mean = _take(arr["posterior_mean_coef1"], t, x_t) * x0 + _take(arr["posterior_mean_coef2"], t, x_t) * x_t
-        return mean, _take(arr["posterior_log_variance_clipped"], t, x_t)
+        arr = self.arrays
+        mean = _take(arr.posterior_mean_coef1, t, x_t) * x0 + _take(arr.posterior_mean_coef2, t, x_t) * x_t
+        return mean, _take(arr.posterior_log_variance_clipped, t, x_t)
 
     def training_losses(self, model, x0, t, noise=None, model_kwargs=None):
         """Improved DDPM's hybrid objective: eps MSE plus the variational bound for the variance.
@@ -244,14 +304,14 @@ class Diffusion:
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
 
-def _x0_coefficients(prediction_type: str, ac: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The predicted x0 as a linear function of x_t and the model's output, per step. As data,
-    not a branch in the step, so the sampler (and a captured CUDA graph) serves every kind."""
+def _x0_coefficients(prediction_type: str, ac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_from_x, x0_from_out): the predicted x0 as a linear function of x_t and the model's output, per
+    step. As data, not a branch in the step, so the sampler (and a captured CUDA graph) serves every kind."""
     if prediction_type == "sample":  # the output is x0 itself
-        return {"x0_from_x": torch.zeros_like(ac), "x0_from_out": torch.ones_like(ac)}
+        return torch.zeros_like(ac), torch.ones_like(ac)
     if prediction_type == "v_prediction":  # v = sqrt(ac) eps - sqrt(1-ac) x0 => x0 = sqrt(ac) x_t - sqrt(1-ac) v
-        return {"x0_from_x": ac.sqrt(), "x0_from_out": -(1 - ac).sqrt()}
-    return {"x0_from_x": (1 / ac).sqrt(), "x0_from_out": -(1 / ac - 1).sqrt()}  # eps: x0 = (x_t - sqrt(1-ac) eps) / sqrt(ac)
+        return ac.sqrt(), -(1 - ac).sqrt()
+    return (1 / ac).sqrt(), -(1 / ac - 1).sqrt()  # eps: x0 = (x_t - sqrt(1-ac) eps) / sqrt(ac)
 
 
 def diffusion_from_hparams(hp: dict, timestep_respacing="") -> Diffusion:

@@ -13,12 +13,13 @@ from typing import Callable, Optional
 
 import torch
 
+from .diffusion import Coefficients, clip_to_bound
 from .noise import per_image_noise
 
 # Noise draw numbers: draw 0 is the starting noise x_T; schedule step s owns draws
 # 4s+4 .. 4s+7, one per purpose below (the fourth is spare).
-_INIT_DRAW = 0
-_KNOWN, _STEP, _UNDO = 0, 1, 2  # purposes: noising the known part, the reverse step, the undo step
+INIT_DRAW = 0
+KNOWN_DRAW, STEP_DRAW, UNDO_DRAW = 0, 1, 2  # purposes: noising the known part, the reverse step, the undo step
 
 
 def draw_id(step: torch.Tensor | int, purpose: int):
@@ -36,7 +37,7 @@ class Conditioning:
     gt: torch.Tensor  # (B, C, H, W) float32 in [-1, 1] (tables: (rows, encoded width))
     keep: torch.Tensor  # (B, 1, H, W) bool, True = known pixel
     keys: torch.Tensor  # (B, 2) int64 noise keys, as the noise source wants them (per image by default)
-    coefs: dict  # Diffusion.coefficients(device)
+    coefs: Coefficients  # Diffusion.coefficients(device)
     model_kwargs: dict = field(default_factory=dict)  # e.g. {"y": labels}
     cond_fn: Optional[Callable] = None  # guidance: a gradient of log p (a classifier's, core/guidance.py's) * scale
     noise_index: Optional[torch.Tensor] = None  # arange(C*H*W), reused across draws
@@ -83,56 +84,58 @@ def ddim_step(model, x, cond: Conditioning, t, step, inject):
     resamplings, eta 1 has the ancestral step's variance. Guidance (``cond_fn``, a gradient of
     log p) moves the predicted noise, as guided-diffusion's ``condition_score`` does for DDIM."""
     c = cond.coefs
+    if c.ddim_sigma is None:
+        raise ValueError("the DDIM step needs the coefficients of Diffusion.coefficients(eta=...)")
     i = t.reshape(1)
     x = torch.where(cond.keep & inject, _noised_known(cond, i, step), x)
     x0, _, t_model = _predict(model, x, cond, i)
     if cond.cond_fn is not None:
         x0 = _guided_x0(x, x0, cond, i, t_model)
-    eps = (c["sqrt_recip_alphas_cumprod"][i] * x - x0) / c["sqrt_recipm1_alphas_cumprod"][i]  # from the clipped x0
-    x = c["sqrt_alphas_cumprod_prev"][i] * x0 + c["ddim_direction"][i] * eps
-    return x + c["ddim_sigma"][i] * (t > 0) * cond.noise(draw_id(step, _STEP)), x0
+    eps = (c.sqrt_recip_alphas_cumprod[i] * x - x0) / c.sqrt_recipm1_alphas_cumprod[i]  # from the clipped x0
+    x = c.sqrt_alphas_cumprod_prev[i] * x0 + c.ddim_direction[i] * eps
+    return x + c.ddim_sigma[i] * (t > 0) * cond.noise(draw_id(step, STEP_DRAW)), x0
 
 
 def _guided_x0(x, x0, cond: Conditioning, i, t_model):
     """eps - sqrt(1 - abar) * term, as x0: x0 + (1 - abar) / sqrt(abar) * term, clipped again."""
     c = cond.coefs
     term = cond.cond_fn(x, t_model, **cond.model_kwargs)
-    x0 = x0 + c["sqrt_one_minus_alphas_cumprod"][i] ** 2 * c["sqrt_recip_alphas_cumprod"][i] * term
-    return torch.maximum(torch.minimum(x0, c["x0_clip"]), -c["x0_clip"])
+    x0 = x0 + c.sqrt_one_minus_alphas_cumprod[i] ** 2 * c.sqrt_recip_alphas_cumprod[i] * term
+    return clip_to_bound(x0, c.x0_clip)
 
 
 def _noised_known(cond: Conditioning, i, step):
     """The known image at noise level t: sqrt(abar) gt + sqrt(1 - abar) eps."""
     c = cond.coefs
-    return c["sqrt_alphas_cumprod"][i] * cond.gt + c["sqrt_one_minus_alphas_cumprod"][i] * cond.noise(draw_id(step, _KNOWN))
+    noise = cond.noise(draw_id(step, KNOWN_DRAW))
+    return c.sqrt_alphas_cumprod[i] * cond.gt + c.sqrt_one_minus_alphas_cumprod[i] * noise
 
 
 def _predict(model, x, cond: Conditioning, i):
     """The model's predicted x0 (clipped) and log-variance at step index i, and the time it was given."""
     c = cond.coefs
-    t_model = c["timestep_map"][i].expand(x.shape[0])
+    t_model = c.timestep_map[i].expand(x.shape[0])
     out = model(x, t_model, **cond.model_kwargs).float()
     if cond.nonfinite is not None:  # in place, no sync: the flag is a buffer of a captured graph too
         cond.nonfinite |= ~torch.isfinite(out).flatten(1).all(dim=1)
     pred = out[:, : x.shape[1]]  # eps for RePaint's models; x0 or v for some diffusers models
     if out.shape[1] == 2 * x.shape[1]:  # learned range: interpolate log-variances
         frac = (out[:, x.shape[1]:] + 1) / 2
-        log_var = frac * c["log_betas"][i] + (1 - frac) * c["posterior_log_variance_clipped"][i]
+        log_var = frac * c.log_betas[i] + (1 - frac) * c.posterior_log_variance_clipped[i]
     else:  # fixed large variance
-        log_var = c["fixed_log_variance"][i].expand_as(x)
-    x0 = c["x0_from_x"][i] * x + c["x0_from_out"][i] * pred  # eps: (x - sqrt(1-abar) eps) / sqrt(abar)
-    x0 = torch.maximum(torch.minimum(x0, c["x0_clip"]), -c["x0_clip"])  # [-1, 1] for RePaint's models
-    return x0, log_var, t_model
+        log_var = c.fixed_log_variance[i].expand_as(x)
+    x0 = c.x0_from_x[i] * x + c.x0_from_out[i] * pred  # eps: (x - sqrt(1-abar) eps) / sqrt(abar)
+    return clip_to_bound(x0, c.x0_clip), log_var, t_model  # [-1, 1] for RePaint's models
 
 
 def _ancestral(x, x0, log_var, cond: Conditioning, t, i, step, t_model):
     """x_{t-1} ~ N(posterior mean of (x0, x_t) [+ variance * guidance], exp(log_var))."""
     c = cond.coefs
-    mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
+    mean = c.posterior_mean_coef1[i] * x0 + c.posterior_mean_coef2[i] * x
     if cond.cond_fn is not None:
         mean = mean + log_var.exp() * cond.cond_fn(x, t_model, **cond.model_kwargs)
     sigma = (0.5 * log_var).exp() * (t > 0)
-    return mean + sigma * cond.noise(draw_id(step, _STEP))
+    return mean + sigma * cond.noise(draw_id(step, STEP_DRAW))
 
 
 METHODS = {"repaint": repaint_step, "ddnm": ddnm_step, "ddim": ddim_step}
@@ -140,8 +143,8 @@ METHODS = {"repaint": repaint_step, "ddnm": ddnm_step, "ddim": ddim_step}
 
 def undo_step(x, cond: Conditioning, t, step):
     """x_{t} -> x_{t+1} by the forward kernel with the beta of step t+1."""
-    beta = cond.coefs["betas"][(t + 1).reshape(1)]
-    return (1 - beta).sqrt() * x + beta.sqrt() * cond.noise(draw_id(step, _UNDO))
+    beta = cond.coefs.betas[(t + 1).reshape(1)]
+    return (1 - beta).sqrt() * x + beta.sqrt() * cond.noise(draw_id(step, UNDO_DRAW))
 
 
 @dataclass
@@ -185,7 +188,7 @@ def repaint(model, cond: Conditioning, times: list[int], callback: Optional[Call
     times_dev = torch.tensor(times, dtype=torch.int64, device=device)
     step_ids = torch.arange(len(times), dtype=torch.int64, device=device)
     inject_flags = step_ids > 0  # the reference has no x0 yet at the very first step
-    x = cond.noise(torch.tensor(_INIT_DRAW, device=device))
+    x = cond.noise(torch.tensor(INIT_DRAW, device=device))
     x0 = None
     total = len(times) - 1
     for i in range(total):

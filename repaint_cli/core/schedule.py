@@ -41,9 +41,9 @@ def jump_schedule(p: JumpParams) -> list[int]:
     """Times from t_T-1 down to -1, with the paper's jumps back (resampling)."""
     if p.t_T < 1 or p.jump_length < 1 or p.jump_n_sample < 1 or p.n_sample < 1:
         raise ValueError("t_T, n_sample, jump_length and jump_n_sample must be at least 1")
-    jumps = _jump_budget(p.t_T, p.jump_length, p.jump_n_sample)
-    jumps2 = _jump_budget(p.t_T, p.jump2_length, p.jump2_n_sample)
-    jumps3 = _jump_budget(p.t_T, p.jump3_length, p.jump3_n_sample)
+    # three nested levels of jumps, the smallest (jump3) first; a bigger jump refills the smaller ones' budgets
+    levels = [(p.jump3_length, p.jump3_n_sample), (p.jump2_length, p.jump2_n_sample), (p.jump_length, p.jump_n_sample)]
+    budgets = [_jump_budget(p.t_T, length, n) for length, n in levels]
     t, times = p.t_T, []
     while t >= 1:
         t -= 1
@@ -56,25 +56,13 @@ def jump_schedule(p: JumpParams) -> list[int]:
                 if t >= 0:
                     t -= 1
                     times.append(t)
-        # three nested levels of jumps; a bigger jump refills the smaller ones' budgets
-        if jumps3.get(t, 0) > 0 and t <= p.start_resampling - p.jump3_length:
-            jumps3[t] -= 1
-            for _ in range(p.jump3_length):
-                t += 1
-                times.append(t)
-        if jumps2.get(t, 0) > 0 and t <= p.start_resampling - p.jump2_length:
-            jumps2[t] -= 1
-            for _ in range(p.jump2_length):
-                t += 1
-                times.append(t)
-            jumps3 = _jump_budget(p.t_T, p.jump3_length, p.jump3_n_sample)
-        if jumps.get(t, 0) > 0 and t <= p.start_resampling - p.jump_length:
-            jumps[t] -= 1
-            for _ in range(p.jump_length):
-                t += 1
-                times.append(t)
-            jumps2 = _jump_budget(p.t_T, p.jump2_length, p.jump2_n_sample)
-            jumps3 = _jump_budget(p.t_T, p.jump3_length, p.jump3_n_sample)
+        for level, (length, _) in enumerate(levels):
+            if budgets[level].get(t, 0) > 0 and t <= p.start_resampling - length:
+                budgets[level][t] -= 1
+                for _ in range(length):
+                    t += 1
+                    times.append(t)
+                budgets[:level] = [_jump_budget(p.t_T, *smaller) for smaller in levels[:level]]
     times.append(-1)
     return times
 

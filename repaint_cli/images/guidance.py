@@ -77,7 +77,7 @@ def reconstruction(model, diffusion, gt: torch.Tensor, keep: torch.Tensor, scale
         return model, cond_fn
     # the model is given the kept steps' training times: abar at those times is all the term reads
     abar = torch.ones(diffusion.num_train_steps, dtype=torch.float64)
-    abar[diffusion.timestep_map] = diffusion.arrays()["alphas_cumprod"].double()
+    abar[diffusion.timestep_map] = diffusion.arrays.alphas_cumprod.double()
     net = KeepsGraph(model)
     recon = reconstruction_guidance(net, gt, keep, float(scale), abar, diffusion.prediction_type)
     if cond_fn is None:

@@ -72,9 +72,10 @@ def _plain(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 @contextlib.contextmanager
 def one_thread():
-    """PyTorch (and MKL) on one thread inside the block, as many as before after it.
+    """PyTorch (and MKL) on one thread inside the block, as many as before after it (also when the
+    block raises). The one copy: the tables' training and sampling use it through ``runtime.threads``.
 
-    MKL's batched GEMM may split a problem's output columns between threads when the problems are
+    Here: MKL's batched GEMM may split a problem's output columns between threads when the problems are
     fewer than the threads (a lone image on 3 threads: blocks of 43 columns whose tails run other
     code and round differently); on one thread every problem is computed by the same code in order.
     """
@@ -171,8 +172,11 @@ def _invariant_group_norm(x: torch.Tensor, plain_forward) -> torch.Tensor:
     Padding costs up to threads - 1 images of work, so large maps (from ``GROUPNORM_PER_IMAGE``
     elements per image: 256 px models, run one image at a time on the CPU) run on one thread
     instead (a norm is a few milliseconds there, against seconds for the UNet call). The choice
-    depends on the layer's shape and the thread count only, never on the batch.
+    depends on the layer's shape and the thread count only, never on the batch. Off the CPU, and where
+    a gradient flows, the plain layer.
     """
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return plain_forward(x)
     x = canonical_batch_stride(x)
     n, threads = x.shape[0], torch.get_num_threads()
     if (x.dim() != 4 or threads == 1 or x.shape[2] * x.shape[3] < GROUPNORM_SPLIT_PIXELS
@@ -191,8 +195,6 @@ class InvariantGroupNorm32(GroupNorm32):
     """GroupNorm32 made batch-invariant on the CPU (:func:`_invariant_group_norm`)."""
 
     def forward(self, x):
-        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
-            return super().forward(x)
         return _invariant_group_norm(x, super().forward)
 
 
@@ -200,8 +202,6 @@ class InvariantGroupNorm(nn.GroupNorm):
     """torch's own GroupNorm (diffusers' UNet2DModel uses it) made batch-invariant on the CPU."""
 
     def forward(self, x):
-        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
-            return super().forward(x)
         return _invariant_group_norm(x, super().forward)
 
 

@@ -17,7 +17,7 @@ import yaml
 from .cards import DEFAULT_MODEL, ModelCard, find_card, list_cards  # noqa: F401 (re-exported)
 from ..core.diffusion import Diffusion, diffusion_from_hparams
 from ..core.schedule import JumpParams
-from .loaded import LoadedModel, ModelError
+from .loaded import MODEL_FILE_SUFFIXES, LoadedModel, ModelError
 from .unet import ClassifierConfig, EncoderUNetModel, UNetConfig, UNetModel
 
 
@@ -179,15 +179,12 @@ def resolve(checkpoint, hparams=None) -> tuple[Path, dict, Optional[ModelCard]]:
     return path, {**(base or {}), **conf}, card
 
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
-
-
 def _not_found_message(checkpoint: str) -> str:
     """A --model that is neither a card nor a file: a path names the missing file; a bare name is a model name,
     with the closest known one (``celba256``: did you mean 'celeba256'?)."""
     names = [c.name for c in list_cards()]
     known = ", ".join(names) or "none"
-    if "/" in checkpoint or "\\" in checkpoint or Path(checkpoint).suffix.lower() in CHECKPOINT_SUFFIXES:
+    if "/" in checkpoint or "\\" in checkpoint or Path(checkpoint).suffix.lower() in MODEL_FILE_SUFFIXES:
         return f"{checkpoint}: no such file; give a checkpoint file, or a known model ({known})"
     close = difflib.get_close_matches(checkpoint, names, n=1, cutoff=0.6)
     guess = f" (did you mean '{close[0]}'?)" if close else ""

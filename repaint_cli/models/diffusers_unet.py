@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from ..core.diffusion import PREDICTIONS
-from .loaded import LoadedModel, ModelError
+from .loaded import MODEL_FILE_SUFFIXES, LoadedModel, ModelError
 from ..resources import cached_snapshot, hf_hub_cache
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -38,13 +38,10 @@ class DiffusersError(ModelError):
 # --------------------------------------------------------------------------- finding the folders
 
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".yaml", ".yml")
-
-
 def looks_like_hub_id(name: str) -> bool:
     """'org/model' that is no path here: not on disk, its first part no local folder, no file suffix."""
     return (bool(HUB_ID.match(name)) and not Path(name).exists() and not Path(name).parent.is_dir()
-            and not name.lower().endswith(CHECKPOINT_SUFFIXES))
+            and not name.lower().endswith(MODEL_FILE_SUFFIXES))
 
 
 @dataclass

@@ -12,6 +12,11 @@ from ..core.diffusion import Diffusion
 from .cards import ModelCard
 
 
+# what a file holding a model (its weights, or a conf beside them) ends with: a --model with one of these is a
+# path, never a model's name nor a hub id
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".yaml", ".yml")
+
+
 class ModelError(Exception):
     """A one-line, user-facing problem with a model, card or checkpoint."""
 

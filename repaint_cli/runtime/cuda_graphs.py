@@ -41,7 +41,7 @@ class CudaGraphSteps:
         dev = cond.gt.device
         self.model = model
         self.cond = Conditioning(
-            cond.gt.clone(), cond.keep.clone(), cond.keys.clone(), {k: v.clone() for k, v in cond.coefs.items()},
+            cond.gt.clone(), cond.keep.clone(), cond.keys.clone(), cond.coefs.clone(),
             {k: v.clone() for k, v in cond.model_kwargs.items()}, cond.cond_fn,
             torch.arange(cond.gt[0].numel(), device=dev), cond.method, cond.noise_source,
             None if cond.nonfinite is None else cond.nonfinite.clone(),
@@ -89,7 +89,7 @@ class CudaGraphSteps:
         """One eager reverse (and undo) step on a noisy x at mid-schedule, so that the model, the noise and the
         coefficients all matter: the inputs and the outputs :meth:`check_against_eager` compares a replay with."""
         c, dev = self.cond, self.x.device
-        n_steps = c.coefs["betas"].shape[0]
+        n_steps = c.coefs.betas.shape[0]
         ref = {"x": c.noise(torch.ones((), dtype=torch.int64, device=dev)),
                "t": torch.full((), (n_steps - 1) // 2, dtype=torch.int64, device=dev),
                "step": torch.ones((), dtype=torch.int64, device=dev),
@@ -134,8 +134,7 @@ class CudaGraphSteps:
         static.keys.copy_(cond.keys)
         for k, v in cond.model_kwargs.items():
             static.model_kwargs[k].copy_(v)
-        for k, v in cond.coefs.items():
-            static.coefs[k].copy_(v)
+        static.coefs.copy_(cond.coefs)
         if static.nonfinite is not None:
             static.nonfinite.copy_(cond.nonfinite)
         return self
@@ -238,7 +237,7 @@ def graph_signature(model, cond: Conditioning, with_undo: bool = True) -> tuple:
     return (id(model), tuple(cond.gt.shape), tuple(cond.keep.shape), str(cond.gt.device), with_undo, cond.method,
             cond.noise_source, id(cond.cond_fn) if cond.cond_fn is not None else None, cond.nonfinite is not None,
             tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(cond.model_kwargs.items())),
-            tuple((k, tuple(v.shape)) for k, v in sorted(cond.coefs.items())))
+            tuple((k, tuple(v.shape)) for k, v in cond.coefs.tensors().items()))
 
 
 class GraphCache:

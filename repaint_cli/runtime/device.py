@@ -201,28 +201,26 @@ def ieee_fp32():
     while the model runs, the process's own settings restored after (kernels are chosen at launch, so a
     captured graph keeps the fp32 ones)."""
     flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    setting = (flags, "allow_tf32", False)
     try:
-        saved = [f.allow_tf32 for f in flags]
-    except RuntimeError:  # someone set the TF32 flags with PyTorch's newer per-operator API: use that one
-        saved = None
-    if saved is None:
-        parts = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
-        before = [p.fp32_precision for p in parts]
-        for p in parts:
-            p.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            for p, v in zip(parts, before):
-                p.fp32_precision = v
-        return
-    for f in flags:
-        f.allow_tf32 = False
+        [f.allow_tf32 for f in flags]  # raises where the flags were set with PyTorch's newer per-operator API
+    except RuntimeError:  # then use that one
+        setting = ((torch.backends.cudnn.conv, torch.backends.cuda.matmul), "fp32_precision", "ieee")
+    with _set_during(*setting):
+        yield
+
+
+@contextlib.contextmanager
+def _set_during(objects, name: str, value):
+    """Attribute ``name`` of each of ``objects`` set to ``value`` inside the block, each one's own back after."""
+    before = [getattr(o, name) for o in objects]
+    for o in objects:
+        setattr(o, name, value)
     try:
         yield
     finally:
-        for f, v in zip(flags, saved):
-            f.allow_tf32 = v
+        for o, v in zip(objects, before):
+            setattr(o, name, v)
 
 
 LOW_PRECISION_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)

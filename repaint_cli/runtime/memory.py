@@ -69,25 +69,17 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
 
     if device.type == "mps":
         return _mps_batch_size(probe, n_images, cap)
-    peaks = []
-    for b in (1, 2):
+
+    def start() -> int:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        try:
-            with torch.no_grad():
-                probe(b)
-        except Exception as e:
-            if not is_oom(e):
-                raise
-            oom = True
-        else:
-            oom = False
-        if oom:  # outside the except block, so that the failed attempt's memory is already released
-            torch.cuda.empty_cache()
-            return 1
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+        return torch.cuda.memory_allocated(device)
+
+    peaks = _probe_peaks(probe, start, lambda: torch.cuda.synchronize(device),
+                         lambda base: torch.cuda.max_memory_allocated(device) - base)
+    if peaks is None:
+        torch.cuda.empty_cache()
+        return 1
     free, _ = torch.cuda.mem_get_info(device)
     return fit_batch(peaks[0], peaks[1], free, n_images, cap, STATE_BYTES_PER_VALUE * 3 * image_size ** 2)
 
@@ -110,27 +102,39 @@ def _mps_batch_size(probe: Callable[[int], object], n_images: int, cap: int) -> 
     step at batch 1 and 2, its cache emptied first, stands for the step's peak (freed blocks stay cached);
     what is free: Metal's recommended working set less what the driver holds. Out of memory there: 1."""
     mps = torch.mps
-    peaks = []
-    for b in (1, 2):
+
+    def start() -> int:
         mps.synchronize()
         mps.empty_cache()
-        base = mps.driver_allocated_memory()
+        return mps.driver_allocated_memory()
+
+    peaks = _probe_peaks(probe, start, mps.synchronize, lambda base: max(mps.driver_allocated_memory() - base, 1))
+    if peaks is None:
+        mps.empty_cache()
+        return 1
+    free = max(mps.recommended_max_memory() - mps.driver_allocated_memory(), 0)
+    return fit_batch(peaks[0], peaks[1], free, n_images, cap)  # no graphs on MPS: no capture state to add
+
+
+def _probe_peaks(probe: Callable[[int], object], start: Callable[[], int], finish: Callable[[], object],
+                 peak: Callable[[int], int]) -> Optional[list[int]]:
+    """[the memory of ``probe(1)``, of ``probe(2)``]: each run between ``start()`` (which returns the memory
+    held before) and ``finish()`` (the device synchronised), its memory ``peak(held before)``. None where
+    either runs out of memory (other errors raise): by the time it returns the failed attempt's memory is
+    released, so the caller's emptying of the cache gives it back."""
+    peaks = []
+    for b in (1, 2):
+        base = start()
         try:
             with torch.no_grad():
                 probe(b)
-            mps.synchronize()
+            finish()
         except Exception as e:
             if not is_oom(e):
                 raise
-            oom = True
-        else:
-            oom = False
-        if oom:
-            mps.empty_cache()
-            return 1
-        peaks.append(max(mps.driver_allocated_memory() - base, 1))
-    free = max(mps.recommended_max_memory() - mps.driver_allocated_memory(), 0)
-    return fit_batch(peaks[0], peaks[1], free, n_images, cap)  # no graphs on MPS: no capture state to add
+            return None
+        peaks.append(peak(base))
+    return peaks
 
 
 def empty_device_cache(device: torch.device) -> None:

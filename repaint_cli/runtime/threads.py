@@ -8,6 +8,10 @@ import time
 from typing import Optional
 import torch
 
+# "run on one thread, then restore" lives with the batch-invariant layers, a floor below (models/ may not
+# import runtime/), which need it inside a forward; offered here to every other user
+from ..models.batch_invariant import one_thread  # noqa: F401
+
 
 def set_threads(threads: Optional[int]) -> None:
     """``threads`` for PyTorch; None: :func:`default_threads` (the cores that are free), unless the

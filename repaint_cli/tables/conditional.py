@@ -43,7 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.diffusion import clip_to_bound
 from ..core.noise import gaussian_seeded, image_key, keys_tensor
+from ..runtime.threads import one_thread
 from .apart import can_fork, run_apart
 from .steps import adamw, learning_rate, optimiser_step
 
@@ -245,15 +247,11 @@ def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], 
             on_step(sum(done), settings.steps * len(plans), loss)
 
     jobs = [partial(_train_member, x, keep, groups, cfg, own, category_dims) for own in plans]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         if workers > 1 and len(jobs) > 1 and can_fork():
             states = run_apart(jobs, workers, progress)
         else:
             states = [job(partial(progress, k)) for k, job in enumerate(jobs)]
-    finally:
-        torch.set_num_threads(threads)
     members = []
     for own, state in zip(plans, states):
         member = ConditionalDenoiser(x.shape[1], cfg, seed=own.seed)
@@ -341,10 +339,6 @@ def _blocks(x: np.ndarray, keep: np.ndarray):
                torch.from_numpy(np.ascontiguousarray(keep[start:start + BLOCK_ROWS], bool)))
 
 
-def _clip(x0: torch.Tensor, limit: Optional[torch.Tensor]) -> torch.Tensor:
-    return x0 if limit is None else torch.maximum(torch.minimum(x0, limit), -limit)
-
-
 @torch.no_grad()
 def point_samples(model, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
                   clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None) -> np.ndarray:
@@ -369,12 +363,10 @@ def draw_samples(model, x: np.ndarray, keep: np.ndarray, samples: int, seed: int
 
 def _run(members, member_of: list[int], x, keep, seed, clip, on_sample, steps: int) -> np.ndarray:
     """Sample k by ``members[member_of[k]]``, its noise keyed by k."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same table at any --threads
     limit = torch.from_numpy(np.asarray(clip, np.float32)) if clip is not None else None
     out = np.empty((len(member_of),) + tuple(x.shape), np.float32)
     bases = {}  # (member, block): its Gaussian base, the same for every sample (smaller than out)
-    try:
+    with one_thread():  # the same table at any --threads
         for k, m in enumerate(member_of):
             for start, xb, kb in _blocks(x, keep):
                 if (m, start) not in bases:
@@ -384,8 +376,6 @@ def _run(members, member_of: list[int], x, keep, seed, clip, on_sample, steps: i
                 out[k, start:start + len(xb)] = torch.where(kb, xb, x0).numpy()
             if on_sample is not None:
                 on_sample()
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 
@@ -397,7 +387,7 @@ def _chain(model, X, K, limit, steps: int, noise, base=None) -> torch.Tensor:
     xt = noise(0, X.shape)
     x0 = xt
     for i in range(steps):
-        x0 = _clip(model(torch.where(K, X, xt), c, ts[i].expand(n), base=base), limit)
+        x0 = clip_to_bound(model(torch.where(K, X, xt), c, ts[i].expand(n), base=base), limit)
         if i == steps - 1:
             break
         a, a_next = alpha_bar(ts[i]), alpha_bar(ts[i + 1])

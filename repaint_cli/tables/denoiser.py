@@ -19,6 +19,7 @@ from torch import nn
 
 from ..core.diffusion import Diffusion
 from ..models.unet import timestep_embedding
+from ..runtime.threads import one_thread
 from .steps import adamw, conditional_steps, learning_rate, optimiser_step
 
 CARD_FORMAT = "repaint-table-model"
@@ -160,12 +161,8 @@ def train_table_model(x: np.ndarray, keep: np.ndarray, cfg: TableModelConfig, se
     """
     cfg = cfg.settled("eps")
     settings = settings.settled("eps")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _train(x, keep, cfg, settings, fill, model, on_step)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(x, keep, cfg: TableModelConfig, settings: TrainSettings, fill, model, on_step) -> TableDenoiser:
