@@ -107,7 +107,7 @@ class ReadOnly(dict):
 def test_tables_use_the_core_as_it_is(monkeypatch):
     """No subclass of Conditioning, no edited coefficients: the variance and the clip are asked for."""
     from repaint_cli.tables import impute
-    from repaint_cli.tables.denoiser import TableModelConfig
+    from repaint_cli.tables.model_config import TableModelConfig
 
     made = []
     original = Diffusion.coefficients
@@ -126,7 +126,7 @@ def test_tables_use_the_core_as_it_is(monkeypatch):
     keep = np.array([[True, False]] * 5)
     clip = np.array([1.5, 2.5], np.float32)
     opts = impute.ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, guidance=0.0, variance="small")
-    out = impute.sample_rows(Model(), x, keep, clip, opts, 0)
+    out = impute.sample_rows(Model(), x, keep, clip, opts, 0, opts.schedule())
     cond = made[0]
     assert type(cond) is Conditioning
     assert torch.equal(cond.coefs["x0_clip"], torch.from_numpy(clip))

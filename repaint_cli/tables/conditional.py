@@ -23,7 +23,7 @@ random share of each row's *observed* cells and learns to predict them from the 
 - Two models are trained apart, each on its own seed, and their samples averaged
   (:class:`ConditionalEnsemble`): a cell's error under the mean of two predictions is at most the
   mean of their errors, and on a small table one model's errors are largely its own. They train
-  side by side, one process per core (apart.py), so on two cores they cost the wall time of one.
+  side by side, one process per core (runtime/apart.py), so on two cores they cost the wall time of one.
 - Imputing: the point estimate is one call at t = 1 per sample and member, each with fresh noise in
   the missing cells, averaged over them all (:func:`point_samples`). Draws for multiple imputation
   run a short DDPM chain from t = 1 (:func:`draw_samples`).
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..core.noise import gaussian_seeded, image_key, keys_tensor
-from .apart import can_fork, run_apart
+from ..runtime.apart import can_fork, run_apart
 from .steps import adamw, learning_rate, optimiser_step
 
 BLOCK_ROWS = 4096  # rows per imputation block (the noise key's unit): fixed, so results do not depend on memory
