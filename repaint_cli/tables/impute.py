@@ -165,11 +165,12 @@ def option_values(opts: ImputeOptions) -> dict:
                 members=opts.model.members, gaussian_base=opts.model.gaussian_base)
 
 
-def check_options(opts: ImputeOptions, model_path=None) -> Optional[Schedule]:
+def check_options(opts: ImputeOptions, model_path=None, schedule: bool = True) -> Optional[Schedule]:
     """TableError (one line, naming parameters) for options that cannot work together; a method of None (a loaded
     model's kind, else conditional) is checked again once settled. Each value is checked against the declared
     table (``constraints.IMPUTE``, which the CLI checks too, in the same words); with ``model_path`` (a saved
-    model), an option the model fixes is refused by name. The RePaint methods' schedule comes back (built once)."""
+    model), an option the model fixes is refused by name. The RePaint methods' schedule is built and checked here
+    (``schedule`` False: later, once the options are settled) and comes back."""
     from ..constraints import IMPUTE, OptionError, check_eta, check_t_T_within, check_values, fixed_by_model
 
     try:
@@ -190,11 +191,13 @@ def check_options(opts: ImputeOptions, model_path=None) -> Optional[Schedule]:
         raise TableError(said(f"`variance`={opts.variance!r}: use small or large"))
     try:
         check_eta(opts.eta, opts.method)
-        schedule = opts.schedule()
-        check_t_T_within(schedule.params.t_T, opts.model.diffusion_steps, "the table model")
+        if not schedule:
+            return None
+        built = opts.schedule()
+        check_t_T_within(built.params.t_T, opts.model.diffusion_steps, "the table model")
     except ValueError as e:  # OptionError too
         raise TableError(parameter_words(str(e))) from None
-    return schedule
+    return built
 
 
 def _check_conditional(opts: ImputeOptions) -> None:
@@ -263,7 +266,7 @@ class ImputePlan:
     card: dict  # what a saved model's card says of its training
     stats: dict
     model: object = None  # a given model (loaded or fitted); None: train one
-    draws: bool = False  # --draws' tables too (``samples`` of them)
+    draws: bool = False  # the completed tables of each sample too (multiple imputation)
 
     @property
     def columns(self) -> list[Column]:
@@ -287,7 +290,7 @@ def plan_impute(table: Table, opts: ImputeOptions, progress: Optional[Progress] 
     schedule and the phases ahead. ``saving``: the model will be saved (its card is checked now, not after
     training); ``fit_only``: the plan of :func:`fit_table` (train, fill nothing)."""
     progress = progress or Progress()
-    check_options(opts, model_path)
+    check_options(opts, model_path, schedule=False)  # the schedule once settled, below
     set_threads(opts.threads)  # None: the free cores (runtime.threads)
     here = TableEncoder().fit(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
     model, card, encoder = None, {}, here
@@ -340,7 +343,7 @@ def _stats(plan: ImputePlan, fit_only: bool) -> dict:
 
 
 def calls_per_row(opts: ImputeOptions, draws: bool = False, schedule: Optional[Schedule] = None) -> int:
-    """Model calls per row (all samples; ``draws``: with --draws' chains too), for settled options."""
+    """Model calls per row (all samples; ``draws``: with the draws' chains too), for settled options."""
     if opts.conditional:
         return opts.samples * (opts.model.members + (DRAW_STEPS if draws else 0))  # each member's samples
     return (schedule or opts.schedule()).calls * opts.samples
@@ -551,7 +554,7 @@ def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> Non
 
 def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict], model_path) -> dict:
     """What a saved model's card says of its training: this table's, or a loaded model's own (saved again
-    with --save-model, it was not trained here)."""
+    again, it was not trained here)."""
     if loaded_card is None:
         return {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
     return {**{k: loaded_card[k] for k in ("trained_on", "rows", "train") if k in loaded_card},

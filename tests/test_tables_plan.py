@@ -1,0 +1,136 @@
+"""The tables wing as parts: a run settled once (plan_impute), then train and impute; the encoder as a fitted
+object; messages that name parameters, which the command writes as its flags; the layers kept."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repaint_cli.tables import impute
+from repaint_cli.tables.encoder import TableEncoder
+from repaint_cli.tables.messages import Message, TableError, parameter_words, said
+from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
+from repaint_cli.tables.table_files import read_table
+
+PACKAGE = Path(__file__).resolve().parents[1] / "repaint_cli"
+REPAINT = dict(method="repaint", t_T=10, jump_length=5, jump_n_sample=2, samples=2, guidance=0.0)
+
+
+def mixed_table(path: Path, rows: int = 60) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c,d"]
+    for i in range(rows):
+        a = int(rng.integers(0, 20))
+        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
+        if i % 5 == 1:
+            cells[i % 4] = ""
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny(**kw) -> impute.ImputeOptions:
+    return impute.ImputeOptions(train=TrainSettings(steps=20), model=TableModelConfig(width=16, blocks=1),
+                                threads=1, **kw)
+
+
+def test_a_run_builds_its_jump_schedule_once(tmp_path, monkeypatch):
+    """Two EM rounds, each imputing: the schedule is built once, in the plan, and every step reads it."""
+    built = []
+    real = impute.jump_schedule
+    monkeypatch.setattr(impute, "jump_schedule", lambda p: built.append(p) or real(p))
+    table = read_table(mixed_table(tmp_path / "t.csv"))
+    result = impute.impute_table(table, tiny(rounds=2, **REPAINT))
+    assert len(built) == 1
+    assert result.stats["model_calls_per_row"] == impute.schedule_summary(real(built[0]))["unet_calls"] * 2
+
+
+def test_plan_train_impute_is_impute_table(tmp_path):
+    """The three steps in a row give the cells impute_table gives (which is those steps), and the plan holds the
+    encoded table, the columns and the phases before anything is trained."""
+    table = read_table(mixed_table(tmp_path / "t.csv"))
+    plan = impute.plan_impute(table, tiny())
+    assert plan.x.shape == plan.keep.shape == (60, plan.encoder.width) and not plan.keep.all()
+    assert [c.kind for c in plan.columns] == ["int", "float", "category", "date"]
+    assert [name for name, _, _ in plan.phases] == ["training", "imputing"] and plan.schedule is None
+    model = impute.train(plan)
+    steps = impute.impute(plan, model).frame
+    assert steps.equals(impute.impute_table(table, tiny()).frame)
+
+
+def test_ctrl_c_while_imputing_carries_the_trained_model_from_either_kind(tmp_path, monkeypatch):
+    table = read_table(mixed_table(tmp_path / "t.csv"))
+    for sampler, kw in (("point_samples", {}), ("sample_rows", REPAINT)):
+        plan = impute.plan_impute(table, tiny(**kw))
+        model = impute.train(plan)
+        monkeypatch.setattr(impute, sampler, lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(impute.Interrupted) as stop:
+            impute.impute(plan, model)
+        assert stop.value.model is model and stop.value.extra["trained_on"] == str(table.path)
+        monkeypatch.undo()
+
+
+def test_the_encoder_round_trips_observed_cells(tmp_path):
+    table = read_table(mixed_table(tmp_path / "t.csv"))
+    encoder = TableEncoder().fit(table)
+    x, keep = encoder.transform(table)
+    back = encoder.inverse_transform(x)
+    for j, col in enumerate(encoder.columns):
+        observed = table.observed[:, j]
+        cells = table.frame.iloc[:, j].to_numpy(dtype=object)[observed]
+        if col.kind == "category":
+            assert [col.categories[i] for i in back[j][observed]] == list(cells)
+        elif col.kind in ("int", "float"):
+            assert np.allclose(back[j][observed], cells.astype(float))
+    assert encoder.clip().shape == (encoder.width,) and x.shape[1] == encoder.width
+
+
+def test_a_message_names_parameters_and_the_command_writes_its_flags():
+    from repaint_cli.cli.impute import flag_words
+
+    message = said("`eta`=0.5: applies to `method` ddim only; leave `train_steps` out")
+    assert message == "eta=0.5: applies to method ddim only; leave train_steps out"
+    assert flag_words(message) == "--eta 0.5: applies to --method ddim only; leave --train-steps out"
+    flags = "--t-T 90: more than the model's 50 steps; leave --jump-n-sample out, --combine 'max'"
+    assert flag_words(parameter_words(flags)) == flags  # the shared checks' lines come back as they were
+    assert str(parameter_words(flags)) == "t_T=90: more than the model's 50 steps; leave jump_n_sample out, combine='max'"
+    assert flag_words(TableError("a `plain` line")) == "a `plain` line"  # backticks of a plain message kept
+    assert isinstance(TableError(message).message, Message)
+
+
+def test_the_library_names_parameters_where_the_command_names_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from repaint_cli.cli.app import app
+
+    src = mixed_table(tmp_path / "t.csv")
+    with pytest.raises(TableError) as e:
+        impute.check_options(impute.ImputeOptions(method="repaint", model=TableModelConfig(members=2)))
+    assert str(e.value) == "members is for method conditional; method repaint trains one model"
+    r = CliRunner().invoke(app, ["impute", str(src), "--method", "repaint", "--members", "2"])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "error: --members is for --method conditional; --method repaint trains one model"
+    with pytest.raises(TableError, match=r"^.*: `?categorical`? names no column 'zz'") as e:
+        impute.impute_table(read_table(src), tiny(categorical=("zz",)))
+    assert "--" not in str(e.value)
+
+
+def test_tables_speak_no_flags():
+    """No message of the tables wing names a flag (docstrings and comments may; messages.py reads them)."""
+    for path in sorted(p for p in (PACKAGE / "tables").glob("*.py") if p.name != "messages.py"):
+        tree = ast.parse(path.read_text())
+        docs = {id(node.body[0].value) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                assert " --" not in node.value and not node.value.startswith("--"), (path.name, node.value)
+
+
+def test_runtime_imports_nothing_from_the_wings_above_it():
+    for path in sorted((PACKAGE / "runtime").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.split(".")[0] in ("tables", "images", "cli"), (path.name, node.module)
