@@ -134,3 +134,20 @@ def test_runtime_imports_nothing_from_the_wings_above_it():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.split(".")[0] in ("tables", "images", "cli"), (path.name, node.module)
+
+
+def test_predict_fits_on_both_tables_then_fills_the_test_rows_alone(tmp_path):
+    """--predict: the model is fitted on the training rows and the test rows without their target, then fills the
+    test table as a table of its own (what transform does with a fitted model): the same cells, an integer
+    target still written as integers."""
+    src = mixed_table(tmp_path / "t.csv", rows=80)
+    lines = src.read_text().splitlines()
+    (tmp_path / "train.csv").write_text("\n".join(lines[:61]) + "\n")
+    test = [line.split(",") for line in lines[61:]]
+    (tmp_path / "test.csv").write_text("\n".join([lines[0]] + [",".join(["", *r[1:]]) for r in test]) + "\n")
+    test_table = read_table(tmp_path / "test.csv", allow_missing_columns=True)
+    result = impute.predict_table(read_table(tmp_path / "train.csv"), test_table, "a", tiny())
+    assert result.stats["predicted_rows"] == 20 and result.stats["rows"] == 80
+    alone = impute.impute_table(test_table, tiny(), fitted=(result.model, result.columns))
+    assert result.frame.equals(alone.frame)
+    assert all(str(v).lstrip("-").isdigit() for v in result.frame["a"])

@@ -192,18 +192,17 @@ def _read_tables(a, opts):
 def _impute_run(a) -> int:
     """Train (or load), impute, write; the exit code (0, or 130 on Ctrl-C)."""
     from ..files import InputError
-    from ..tables.impute import Interrupted, predict_table
+    from ..tables.impute import Interrupted
     from ..tables.messages import TableError
 
-    opts = _impute_options(a)
-    train_table, test_table = _read_tables(a, opts)
+    train_table, test_table = _read_tables(a, _impute_options(a))
     progress = _FlagProgress(err, a.quiet)
     saving = a.save_model is not None
     try:
         with progress:
             if a.predict is not None:
-                result = predict_table(train_table, test_table, a.target, opts, progress, model_path=a.model,
-                                       saving=saving, keep_draws=bool(a.draws))
+                result = _imputer(a).predict_table(train_table, test_table, a.target, progress, model_path=a.model,
+                                                   saving=saving, draws=bool(a.draws))
             else:
                 if train_table.n_missing == 0:
                     progress.log(f"{a.table}: no missing cell; the table is written unchanged", "warning")

@@ -230,7 +230,7 @@ def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], 
     """Train on encoded rows ``x`` whose ``keep`` cells are observed; ``groups`` from :func:`column_groups`;
     ``cfg`` a ``TableModelConfig``, ``settings`` ``TrainSettings`` (denoiser.py). ``cfg.members`` models of
     ``settings.steps`` each (a :class:`ConditionalEnsemble`; one member: a ConditionalDenoiser), trained side by
-    side in up to ``workers`` processes (apart.py), the same weights as in turn; ``on_step(step, total, loss)``
+    side in up to ``workers`` processes (runtime/apart.py), the same weights as in turn; ``on_step(step, total, loss)``
     counts the steps of all members."""
     cfg = cfg.settled("conditional")
     if cfg.gaussian_base and x.shape[1] > BASE_MAX_DIM:  # the card then says so

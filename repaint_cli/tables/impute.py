@@ -561,10 +561,33 @@ def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict],
             "copied_from": str(model_path)}
 
 
-def predict_table(train: Table, test: Table, target: str, opts: ImputeOptions, progress=None, **kw) -> Imputed:
-    """Prediction as imputation: the test rows' ``target`` is treated as missing, the model is
-    trained on the training rows and the test rows' other cells together, and the test rows
-    come back with their target filled."""
+def predict_table(train_table: Table, test_table: Table, target: str, opts: ImputeOptions, progress=None,
+                  model_path=None, keep_draws: bool = False, saving: bool = False) -> Imputed:
+    """Prediction as imputation: the test rows' ``target`` is treated as missing; the model is fitted on the
+    training rows and the test rows' other cells together (or is ``model_path``'s, checked against them), then
+    fills the test rows alone, which come back with their target filled. The stats count the rows and missing
+    cells of both tables (what the model was fitted on), ``filled`` those of the test rows."""
+    progress = progress or Progress()
+    test, both = _prediction_tables(train_table, test_table, target)
+    plan = plan_impute(both, opts, progress, model_path=model_path, draws=keep_draws, saving=saving)
+    t0 = time.perf_counter()
+    if plan.phases:
+        progress.plan(plan.phases)
+    model = plan.model if plan.given or not plan.need else train(plan, progress)
+    n = len(train_table.frame)  # the test rows, encoded as the table fitted on encodes them
+    result = impute(dataclasses.replace(plan, table=test, x=plan.x[n:], keep=plan.keep[n:]), model, progress)
+    _round_times(result.stats, time.perf_counter() - t0)
+    unfilled = sum(int((~test.observed[:, j]).sum()) for j, c in enumerate(result.columns) if c.kind == "identifier")
+    result.stats.update(filled=test.n_missing - unfilled, predicted_rows=len(test.frame))
+    if saving and model is None:
+        raise TableError(said(f"{train_table.path}: nothing to train on (no missing cell or no column to model); "
+                              "`save_model` needs a table with missing cells"))
+    return result
+
+
+def _prediction_tables(train: Table, test: Table, target: str) -> tuple[Table, Table]:
+    """(the test rows with the training table's columns, ``target`` missing; both tables' rows, one under the other),
+    or TableError for tables that cannot be paired."""
     import pandas as pd
 
     if target not in train.columns:
@@ -586,11 +609,5 @@ def predict_table(train: Table, test: Table, target: str, opts: ImputeOptions, p
         train_frame, test_frame = train_frame.astype(object), test_frame.astype(object)
     both = Table(pd.concat([train_frame, test_frame], ignore_index=True),
                  np.concatenate([train.observed, test_obs]), train.path, train.fmt, dtypes=train.dtypes)
-    result = impute_table(both, opts, progress, **kw)
-    rows = np.arange(len(train.frame), len(both.frame))
-    result.frame = result.frame.iloc[rows].set_axis(test.frame.index)  # the test table's row names, if any
-    result.draws = [d.iloc[rows].set_axis(test.frame.index) for d in result.draws]
-    result.stats["predicted_rows"] = len(rows)
-    unfilled = sum(int((~test_obs[:, j]).sum()) for j, c in enumerate(result.columns) if c.kind == "identifier")
-    result.stats["filled"] = int((~test_obs).sum()) - unfilled  # the cells filled in the rows written out
-    return result
+    # the test table's row names, if any, kept
+    return Table(test_frame, test_obs, test.path, train.fmt, test.style, dtypes=train.dtypes), both

@@ -187,6 +187,18 @@ class DiffusionImputer:
                              {"trained_on": str(table.path), "rows": len(table.frame)})
         return result
 
+    def predict_table(self, train: Table, test: Table, target: str, progress=None, model_path=None,
+                      saving: bool = False, draws: bool = False):
+        """The command's ``--predict``: fitted on ``train`` and ``test`` without its ``target`` (or given
+        ``model_path``), then the test rows filled (``impute.predict_table``); the imputer is fitted afterwards."""
+        from .impute import predict_table
+
+        result = predict_table(train, test, target, self.options(), progress, model_path=model_path, saving=saving,
+                               keep_draws=draws)
+        if result.model is not None:
+            self._set_fitted(_Input(train, train.frame, True), result.model, result.columns, result.card)
+        return result
+
     # --- saving --------------------------------------------------------------------------------------
 
     def save(self, path) -> tuple[Path, Path]:
