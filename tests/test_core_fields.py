@@ -138,16 +138,16 @@ def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
     """runtime/device.py copies the Conditioning into static buffers: the copy draws from the same source,
     and a graph captured for one source is never reused for another."""
     from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, graph_signature
-    from repaint_cli.tables.impute import row_block_noise
+    from repaint_cli.tables.conditional import row_noise
 
     gt, keep, keys = images()
     d = Diffusion.create(1000, "linear", "8", learn_sigma=False)
-    custom = Conditioning(gt, keep, keys[:1], d.coefficients(), noise_source=row_block_noise)
+    custom = Conditioning(gt, keep, keys, d.coefficients(), noise_source=row_noise)
     with torch.no_grad():
         eager = repaint(Sine(), custom, TIMES)
         runner = CudaGraphSteps(Sine(), custom, capture=EagerReplay.capture)
         graphed = repaint(Sine(), custom, TIMES, steps=runner)
-    assert runner.cond.noise_source is row_block_noise
+    assert runner.cond.noise_source is row_noise
     assert torch.equal(graphed, eager)
     default = Conditioning(gt, keep, keys[:1], d.coefficients())
     assert graph_signature(Sine, custom) != graph_signature(Sine, default)

@@ -13,8 +13,9 @@ phases, the model given or loaded), :func:`train` trains, :func:`impute` fills; 
 ``model_files.py``); the RePaint methods' sampling is the images' own RePaint loop (``sampler.repaint``
 over a ``schedule.jump_schedule``), run on (rows, encoded width) tensors. The core is used as it is,
 through its parameters: the diffusion's ``fixed_variance`` and per-column ``clip_x0``, and the
-Conditioning's ``noise_source``. Each row block draws its noise from one key made of the seed, the sample
-number and the block's first row (:func:`row_block_noise`), so a seed gives the same table on any machine.
+Conditioning's ``noise_source``. Each row draws its noise from its own key, made of the seed and the row's
+label (``conditional.row_keys``), with the sample number (``conditional.row_noise``): a seed gives the same table
+on any machine, and a row the same cells in any partition of its table.
 Messages name parameters (``messages.py``), never a command's flags.
 """
 from __future__ import annotations
@@ -30,11 +31,11 @@ import numpy as np
 import torch
 
 from ..core.guidance import KeepsGraph, reconstruction_guidance as core_reconstruction_guidance
-from ..core.noise import gaussian_seeded, image_key, keys_tensor
 from ..core.sampler import Conditioning, repaint
 from ..core.schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
 from ..runtime.threads import set_threads
-from .conditional import DRAW_STEPS, category_dims, column_groups, draw_samples, point_samples, train_conditional
+from .conditional import (DRAW_STEPS, category_dims, column_groups, draw_samples, point_samples, row_keys, row_noise,
+                          stream_keys, train_conditional)
 from .denoiser import make_diffusion, train_table_model
 from .encoder import TableEncoder, combine
 from .messages import TableError, parameter_words, said
@@ -44,7 +45,7 @@ from .schema import Column, adopt_constants, schema_difference
 from .table_files import Table, filled_frame
 
 TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
-BLOCK_ROWS = 4096  # rows per sampling block; fixed, so that the noise (and the result) does not depend on the machine
+BLOCK_ROWS = 4096  # rows per sampling block (memory only: each row's noise is its own)
 
 
 GUIDANCE = 10.0  # the RePaint methods' reconstruction guidance scale (see reconstruction_guidance)
@@ -150,12 +151,6 @@ class Imputed:
     card: dict = field(default_factory=dict)  # what its card says of its training (model_files.save_table_model)
 
 
-def row_block_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch.Tensor:
-    """The tables' noise source (see ``noise.per_image_noise``): a block of rows is one noise
-    'image', with one key (``keys`` is (1, 2)) and one generator draw per purpose and step."""
-    return gaussian_seeded(keys, int(draw), (math.prod(shape),)).reshape(shape)
-
-
 def option_values(opts: ImputeOptions) -> dict:
     """The options' values by their CLI names (``constraints.IMPUTE``)."""
     return dict(samples=opts.samples, combine=opts.combine, method=opts.method, seed=opts.seed, threads=opts.threads,
@@ -215,8 +210,11 @@ def _check_conditional(opts: ImputeOptions) -> None:
 
 
 def sample_rows(model, x: np.ndarray, keep: np.ndarray, clip: np.ndarray, opts: ImputeOptions, sample: int,
-                schedule: Schedule, on_step: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """One RePaint imputation of encoded rows over ``schedule``: kept cells exactly as given, the others sampled."""
+                schedule: Schedule, on_step: Optional[Callable[[int], None]] = None,
+                keys: Optional[np.ndarray] = None) -> np.ndarray:
+    """One RePaint imputation of encoded rows over ``schedule``: kept cells exactly as given, the others sampled.
+    ``keys``: the rows' noise keys (``conditional.row_keys``; by default of their numbers and the seed)."""
+    keys = torch.from_numpy(np.asarray(keys if keys is not None else row_keys(range(len(x)), opts.seed), np.int64))
     # x0 clipped per column to the data's own range
     diffusion = make_diffusion(model.cfg, respacing=str(schedule.params.t_T), clip_x0=np.asarray(clip, np.float32),
                                fixed_variance=opts.variance)
@@ -226,8 +224,8 @@ def sample_rows(model, x: np.ndarray, keep: np.ndarray, clip: np.ndarray, opts: 
     for start in range(0, len(x), BLOCK_ROWS):
         gt = torch.from_numpy(np.ascontiguousarray(x[start:start + BLOCK_ROWS], np.float32))
         kp = torch.from_numpy(np.ascontiguousarray(keep[start:start + BLOCK_ROWS]))
-        key = keys_tensor([image_key(opts.seed, f"table/{sample}/{start}")])
-        cond = Conditioning(gt=gt, keep=kp, keys=key, coefs=coefs, method=opts.method, noise_source=row_block_noise)
+        own = stream_keys(keys[start:start + len(gt)], "repaint", sample)
+        cond = Conditioning(gt=gt, keep=kp, keys=own, coefs=coefs, method=opts.method, noise_source=row_noise)
         net = model
         if opts.guidance > 0:
             net = KeepsGraph(model)
@@ -266,6 +264,7 @@ class ImputePlan:
     card: dict  # what a saved model's card says of its training
     stats: dict
     model: object = None  # a given model (loaded or fitted); None: train one
+    row_keys: Optional[np.ndarray] = None  # (rows, 2) each row's noise key (conditional.row_keys)
     draws: bool = False  # the completed tables of each sample too (multiple imputation)
 
     @property
@@ -319,7 +318,8 @@ def plan_impute(table: Table, opts: ImputeOptions, progress: Optional[Progress] 
         card_text(encoder.columns, card_fields)  # a value no card can hold is found now, not after training
     x, keep = encoder.transform(table)
     rounds = 0 if model is not None else 1 if opts.conditional else opts.rounds
-    plan = ImputePlan(table, opts, encoder, x, keep, schedule, rounds, [], card_fields, {}, model, draws)
+    plan = ImputePlan(table, opts, encoder, x, keep, schedule, rounds, [], card_fields, {}, model,
+                      row_keys(table.frame.index.tolist(), opts.seed), draws)
     plan.stats = _stats(plan, fit_only)
     plan.phases = _phases(plan, fit_only)
     return plan
@@ -450,8 +450,8 @@ def _repaint_samples(plan: ImputePlan, model, progress: Progress, rnd: int) -> l
     progress.phase(_phase_name("imputing", rnd, rounds), _sampling_units(plan))
     clip = plan.encoder.clip()
     with _timed(plan.stats, "impute_s"), _keeps_model(plan, model):
-        return [sample_rows(model, plan.x, plan.keep, clip, plan.opts, k, plan.schedule, on_step=progress.advance)
-                for k in range(plan.opts.samples)]
+        return [sample_rows(model, plan.x, plan.keep, clip, plan.opts, k, plan.schedule, on_step=progress.advance,
+                            keys=plan.row_keys) for k in range(plan.opts.samples)]
 
 
 def impute(plan: ImputePlan, model, progress: Optional[Progress] = None) -> Imputed:
@@ -480,9 +480,10 @@ def _conditional_values(plan: ImputePlan, model, progress: Progress):
     progress.phase("imputing", points + opts.samples * plan.draws)
     clip = plan.encoder.clip()
     with _timed(plan.stats, "impute_s"), _keeps_model(plan, model):
-        points = point_samples(model, plan.x, plan.keep, opts.samples, opts.seed, clip, on_sample=progress.advance)
-        drawn = (draw_samples(model, plan.x, plan.keep, opts.samples, opts.seed, clip, on_sample=progress.advance)
-                 if plan.draws else [])
+        points = point_samples(model, plan.x, plan.keep, opts.samples, opts.seed, clip, on_sample=progress.advance,
+                               keys=plan.row_keys)
+        drawn = (draw_samples(model, plan.x, plan.keep, opts.samples, opts.seed, clip, on_sample=progress.advance,
+                              keys=plan.row_keys) if plan.draws else [])
     # numbers: mean or median over the samples in encoded space (normal scores); categories: their mean
     # one-hot score, argmax on decoding
     point = np.median(points, 0) if opts.combine == "median" else points.mean(0)
@@ -575,7 +576,9 @@ def predict_table(train_table: Table, test_table: Table, target: str, opts: Impu
         progress.plan(plan.phases)
     model = plan.model if plan.given or not plan.need else train(plan, progress)
     n = len(train_table.frame)  # the test rows, encoded as the table fitted on encodes them
-    result = impute(dataclasses.replace(plan, table=test, x=plan.x[n:], keep=plan.keep[n:]), model, progress)
+    rows = dataclasses.replace(plan, table=test, x=plan.x[n:], keep=plan.keep[n:],
+                               row_keys=row_keys(test.frame.index.tolist(), plan.opts.seed))
+    result = impute(rows, model, progress)
     _round_times(result.stats, time.perf_counter() - t0)
     unfilled = sum(int((~test.observed[:, j]).sum()) for j, c in enumerate(result.columns) if c.kind == "identifier")
     result.stats.update(filled=test.n_missing - unfilled, predicted_rows=len(test.frame))
