@@ -176,3 +176,26 @@ def test_each_row_draws_its_own_noise_so_any_partition_gives_the_same_cells(meth
     pd.testing.assert_frame_equal(parts, whole)
     shuffled = frame.sample(frac=1, random_state=0)
     pd.testing.assert_frame_equal(imputer.transform(shuffled).loc[frame.index], whole)
+
+
+def test_a_fitted_imputer_pickles_and_fills_dask_partitions_as_the_whole_frame():
+    """dask.dataframe's map_partitions on the local (synchronous and threaded) schedulers: the same cells as
+    transform on the whole frame. Needs the dask extra (pip install 'repaint-cli[dask]')."""
+    import pickle
+
+    import pandas as pd
+
+    dd = pytest.importorskip("dask.dataframe", reason="dask is not installed (the optional dask extra)")
+    from repaint_cli.tables.imputer import DiffusionImputer
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=120)
+    frame = pd.DataFrame({"a": a, "b": a - rng.normal(size=120), "n": rng.integers(0, 5, 120)})
+    frame = frame.mask(rng.random(frame.shape) < 0.2).astype({"n": "Int64"})
+    imputer = DiffusionImputer(train_steps=30, threads=1, width=16, blocks=1, samples=2).fit(frame)
+    whole = imputer.transform(frame)
+    copy = pickle.loads(pickle.dumps(imputer))
+    parts = dd.from_pandas(frame, npartitions=4)
+    for scheduler in ("synchronous", "threads"):
+        filled = parts.map_partitions(copy.transform, meta=frame.iloc[:0]).compute(scheduler=scheduler)
+        pd.testing.assert_frame_equal(filled, whole)
