@@ -199,3 +199,45 @@ def test_a_fitted_imputer_pickles_and_fills_dask_partitions_as_the_whole_frame()
     for scheduler in ("synchronous", "threads"):
         filled = parts.map_partitions(copy.transform, meta=frame.iloc[:0]).compute(scheduler=scheduler)
         pd.testing.assert_frame_equal(filled, whole)
+
+
+def test_fit_sample_trains_on_a_sample_of_rows_fills_every_row_and_says_so_in_the_card(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from repaint_cli.cli.app import app
+
+    src = mixed_table(tmp_path / "t.csv", rows=100)
+    tiny_flags = ["--train-steps", "20", "--width", "16", "--blocks", "1", "--threads", "1", "-q"]
+    run = lambda *args: CliRunner().invoke(app, ["impute", str(src), *tiny_flags, *map(str, args)])
+    r = run("--fit-sample", 40, "--out", tmp_path / "o.csv", "--save-model", tmp_path / "m", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["trained_rows"] == 40 and summary["rows"] == 100 and summary["filled"] == summary["missing"]
+    card = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    assert card["rows"] == 40 and card["sampled_from"] == 100 and card["sample_seed"] == 0
+    filled = read_table(tmp_path / "o.csv")
+    assert filled.observed.all()
+    # a sample as large as the table is the table: the same bytes as without it
+    run("--fit-sample", 100, "--out", tmp_path / "all.csv")
+    run("--out", tmp_path / "plain.csv")
+    assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    assert (tmp_path / "o.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
+    r = run("--fit-sample", 40, "--model", tmp_path / "m", "--out", tmp_path / "x.csv")
+    assert r.exit_code == 2 and "--fit-sample" in r.stderr and "--model" in r.stderr
+
+
+def test_fit_sample_in_the_python_api_is_checked_and_stated():
+    import pandas as pd
+
+    from repaint_cli.tables.imputer import DiffusionImputer
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)}).mask(rng.random((60, 2)) < 0.2)
+    with pytest.raises(ValueError, match="^fit_sample must be at least 1"):
+        DiffusionImputer(fit_sample=0).fit(frame)
+    imputer = DiffusionImputer(fit_sample=25, train_steps=20, width=16, blocks=1, threads=1).fit(frame)
+    assert imputer.card_["rows"] == 25 and imputer.card_["sampled_from"] == 60
+    assert not imputer.transform(frame).isna().any().any()

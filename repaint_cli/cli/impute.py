@@ -52,6 +52,7 @@ def impute_cmd(
     train_steps: Optional[int] = typer.Option(None, metavar="N", show_default="conditional: 1,500 to 3,000 by the rows; 3,000 RePaint methods", help="Training steps (of each of the --members).", rich_help_panel=P_MODEL),
     members: Optional[int] = typer.Option(None, metavar="K", show_default="2 conditional, 1 RePaint methods", help="--method conditional: models trained apart (side by side on the --threads' cores), each imputing every row; all their imputations are averaged.", rich_help_panel=P_MODEL),
     gaussian_base: Optional[bool] = typer.Option(None, "--gaussian-base/--no-gaussian-base", show_default="on, up to 96 encoded values", help="--method conditional: the model also reads what a Gaussian fitted to the table predicts for each cell (its linear conditional); off, it learns every relation itself.", rich_help_panel=P_MODEL),
+    fit_sample: Optional[int] = typer.Option(None, "--fit-sample", metavar="N", show_default="every row", help="Train on N rows drawn by --seed (for a table too big to train on whole); every row is filled, and the --save-model card says how many were trained on.", rich_help_panel=P_MODEL),
     rounds: Optional[int] = typer.Option(None, metavar="N", show_default="1", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
     width: Optional[int] = typer.Option(None, metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
     blocks: Optional[int] = typer.Option(None, metavar="N", show_default="3", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
@@ -148,7 +149,8 @@ def _imputer(a):
                             train_steps=a.train_steps, gaussian_base=a.gaussian_base, width=a.width, blocks=a.blocks,
                             rounds=a.rounds, preset=a.preset, t_T=a.t_T, jump_length=a.jump_length,
                             jump_n_sample=a.jump_n_sample, eta=a.eta, guidance=a.guidance,
-                            categorical=tuple(a.categorical), random_state=a.seed, threads=a.threads)
+                            categorical=tuple(a.categorical), random_state=a.seed, threads=a.threads,
+                            fit_sample=a.fit_sample)
 
 
 def _impute_options(a):

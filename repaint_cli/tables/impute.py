@@ -49,6 +49,7 @@ BLOCK_ROWS = 4096  # rows per sampling block (memory only: each row's noise is i
 
 
 GUIDANCE = 10.0  # the RePaint methods' reconstruction guidance scale (see reconstruction_guidance)
+CARD_TRAINING = ("trained_on", "rows", "sampled_from", "sample_seed", "train")  # what a card says of its training
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ImputeOptions:
     # idea); None: 1
     variance: str = "small"  # the reverse step's fixed variance: posterior ('small') or beta ('large')
     guidance: Optional[float] = None  # reconstruction guidance scale (0: plain RePaint); None: GUIDANCE
+    fit_sample: Optional[int] = None  # train on this many rows, drawn by the seed (all rows are filled); None: all
 
     @property
     def conditional(self) -> bool:
@@ -157,7 +159,7 @@ def option_values(opts: ImputeOptions) -> dict:
                 categorical=opts.categorical, preset=opts.preset, t_T=opts.t_T, jump_length=opts.jump_length,
                 jump_n_sample=opts.jump_n_sample, eta=opts.eta, rounds=opts.rounds, guidance=opts.guidance,
                 train_steps=opts.train.steps, width=opts.model.width, blocks=opts.model.blocks,
-                members=opts.model.members, gaussian_base=opts.model.gaussian_base)
+                members=opts.model.members, gaussian_base=opts.model.gaussian_base, fit_sample=opts.fit_sample)
 
 
 def check_options(opts: ImputeOptions, model_path=None, schedule: bool = True) -> Optional[Schedule]:
@@ -265,6 +267,7 @@ class ImputePlan:
     stats: dict
     model: object = None  # a given model (loaded or fitted); None: train one
     row_keys: Optional[np.ndarray] = None  # (rows, 2) each row's noise key (conditional.row_keys)
+    fit_rows: Optional[np.ndarray] = None  # the rows trained on (fit_sample); None: every row
     draws: bool = False  # the completed tables of each sample too (multiple imputation)
 
     @property
@@ -303,8 +306,10 @@ def plan_impute(table: Table, opts: ImputeOptions, progress: Optional[Progress] 
             raise TableError(said(f"{table.path}: does not fit the model {model_path}: {why}; train a new one "
                                   "(leave out `model`)"))
         encoder = TableEncoder(adopt_constants(columns, here.columns))
+    fit_rows = _fit_rows(len(table.frame), opts) if model is None else None
     # a copy: the caller's options stay as given; a given model brings its kind and config
-    opts = opts.settled(model.cfg.kind if model is not None else None, rows=len(table.frame))
+    opts = opts.settled(model.cfg.kind if model is not None else None,
+                        rows=len(table.frame) if fit_rows is None else len(fit_rows))
     if model is not None:
         if opts.conditional != (model.cfg.kind == "conditional"):
             raise TableError(said(f"{model_path}: a {model.cfg.kind} model, which `method` {opts.method} cannot "
@@ -313,21 +318,30 @@ def plan_impute(table: Table, opts: ImputeOptions, progress: Optional[Progress] 
     schedule = check_options(opts)
     if not fit_only:
         _warn_constants(table, encoder.columns, progress)
-    card_fields = _card_fields(table, opts, card if model_path is not None else None, model_path)
+    card_fields = _card_fields(table, opts, card if model_path is not None else None, model_path, fit_rows)
     if saving:
         card_text(encoder.columns, card_fields)  # a value no card can hold is found now, not after training
     x, keep = encoder.transform(table)
     rounds = 0 if model is not None else 1 if opts.conditional else opts.rounds
     plan = ImputePlan(table, opts, encoder, x, keep, schedule, rounds, [], card_fields, {}, model,
-                      row_keys(table.frame.index.tolist(), opts.seed), draws)
+                      row_keys(table.frame.index.tolist(), opts.seed), fit_rows, draws)
     plan.stats = _stats(plan, fit_only)
     plan.phases = _phases(plan, fit_only)
     return plan
 
 
+def _fit_rows(rows: int, opts: ImputeOptions) -> Optional[np.ndarray]:
+    """``fit_sample`` rows of ``rows``, drawn by the seed, in their order; None for every row."""
+    if opts.fit_sample is None or opts.fit_sample >= rows:
+        return None
+    return np.sort(np.random.default_rng(opts.seed).choice(rows, opts.fit_sample, replace=False))
+
+
 def _stats(plan: ImputePlan, fit_only: bool) -> dict:
     table, opts = plan.table, plan.opts
     stats = {"rows": len(table.frame), "columns": len(plan.columns)}
+    if plan.fit_rows is not None:
+        stats["trained_rows"] = len(plan.fit_rows)
     if fit_only:
         return {**stats, "encoded_width": int(plan.x.shape[1]), "seed": opts.seed, "method": opts.method}
     unfilled = sum(int((~table.observed[:, j]).sum()) for j, c in enumerate(plan.columns) if c.kind == "identifier")
@@ -356,7 +370,7 @@ def _phases(plan: ImputePlan, fit_only: bool) -> list[tuple[str, int, float]]:
     opts, rows = plan.opts, len(plan.x)
     if not fit_only and not plan.need or fit_only and plan.x.shape[1] == 0:
         return []
-    train_cost = 3.0 * min(opts.train.batch_size, rows)
+    train_cost = 3.0 * min(opts.train.batch_size, len(_training_rows(plan)[0]))
     if opts.conditional:
         training = [] if plan.given else [("training", opts.train.steps * opts.model.members, train_cost)]
         if fit_only:
@@ -408,6 +422,14 @@ def _keeps_model(plan: ImputePlan, model):
         raise Interrupted(model, plan.columns, plan.card) from None
 
 
+def _training_rows(plan: ImputePlan, fill: Optional[np.ndarray] = None):
+    """(values, keep, fill) of the rows trained on (``fit_sample`` of them, or all)."""
+    if plan.fit_rows is None:
+        return plan.x, plan.keep, fill
+    rows = plan.fit_rows
+    return plan.x[rows], plan.keep[rows], None if fill is None else fill[rows]
+
+
 def train(plan: ImputePlan, progress: Optional[Progress] = None):
     """The model trained on the plan's table: the conditional model's members, or the eps model over the EM rounds
     (each but the last imputes the table, and the next trains on it)."""
@@ -420,8 +442,9 @@ def train(plan: ImputePlan, progress: Optional[Progress] = None):
         progress.phase(_phase_name("training", rnd, plan.rounds), _round_steps(opts, rnd))
         settings = TrainSettings(**{**opts.train.__dict__, "steps": _round_steps(opts, rnd),
                                     "seed": opts.train.seed + rnd})
+        x, keep, rows_fill = _training_rows(plan, fill)
         with _timed(plan.stats, "train_s"):
-            model = train_table_model(plan.x, plan.keep, opts.model, settings, fill=fill, model=model,
+            model = train_table_model(x, keep, opts.model, settings, fill=rows_fill, model=model,
                                       on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
         if rnd < plan.rounds - 1:
             fill = np.mean(_repaint_samples(plan, model, progress, rnd), axis=0)  # the next round's stand-in
@@ -438,8 +461,9 @@ def _train_conditional(plan: ImputePlan, progress: Progress):
         trained[0] = step
 
     # the members train side by side on the threads' cores (the same weights as one after another)
+    x, keep, _ = _training_rows(plan)
     with _timed(plan.stats, "train_s"):
-        return train_conditional(plan.x, plan.keep, column_groups(plan.columns), opts.model, opts.train,
+        return train_conditional(x, keep, column_groups(plan.columns), opts.model, opts.train,
                                  on_step=on_step, category_dims=category_dims(plan.columns),
                                  workers=torch.get_num_threads())
 
@@ -553,12 +577,15 @@ def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> Non
                          "(no value could be right; a filled one would copy another row's)", "warning")
 
 
-def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict], model_path) -> dict:
-    """What a saved model's card says of its training: this table's, or a loaded model's own (saved again
-    again, it was not trained here)."""
+def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict], model_path,
+                 fit_rows: Optional[np.ndarray] = None) -> dict:
+    """What a saved model's card says of its training: this table's (the rows trained on: a sample of them with
+    ``fit_sample``), or a loaded model's own (saved again, it was not trained here)."""
     if loaded_card is None:
-        return {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
-    return {**{k: loaded_card[k] for k in ("trained_on", "rows", "train") if k in loaded_card},
+        sample = {} if fit_rows is None else {"sampled_from": len(table.frame), "sample_seed": opts.seed}
+        rows = len(table.frame) if fit_rows is None else len(fit_rows)
+        return {"trained_on": str(table.path), "rows": rows, **sample, "train": dataclasses.asdict(opts.train)}
+    return {**{k: loaded_card[k] for k in CARD_TRAINING if k in loaded_card},
             "copied_from": str(model_path)}
 
 

@@ -31,7 +31,7 @@ from .table_files import Table
 # The parameters, in the order of the signature; the command's flags map onto them (cli/impute.py).
 PARAMS = ("method", "samples", "combine", "members", "train_steps", "gaussian_base", "width", "blocks", "rounds",
           "preset", "t_T", "jump_length", "jump_n_sample", "eta", "guidance", "categorical", "random_state",
-          "threads")
+          "threads", "fit_sample")
 SOURCE = "X"  # what errors about the table call it
 _UNITS = {"D": 86_400 * 10 ** 9, "s": 10 ** 9, "ns": 1}  # a date column's unit, coarsest first, in nanoseconds
 
@@ -55,7 +55,9 @@ class DiffusionImputer:
 
     Parameters mirror the command's flags (``--train-steps`` is ``train_steps``, ``--seed`` is
     ``random_state``); None takes the command's default. ``categorical`` names columns (labels of a
-    DataFrame, indices of an array) to treat as categories even where their cells are numbers.
+    DataFrame, indices of an array) to treat as categories even where their cells are numbers;
+    ``fit_sample`` trains on that many rows, drawn by ``random_state`` (every row is filled; the saved card
+    says so).
     """
 
     def __init__(self, *, method: Optional[str] = None, samples: int = 5, combine: str = "mean",
@@ -64,12 +66,12 @@ class DiffusionImputer:
                  rounds: int = 1, preset: Optional[str] = None, t_T: Optional[int] = None,
                  jump_length: Optional[int] = None, jump_n_sample: Optional[int] = None, eta: float = 0.0,
                  guidance: Optional[float] = None, categorical=(), random_state: int = 0,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, fit_sample: Optional[int] = None):
         self.method, self.samples, self.combine, self.members = method, samples, combine, members
         self.train_steps, self.gaussian_base, self.width, self.blocks = train_steps, gaussian_base, width, blocks
         self.rounds, self.preset, self.t_T, self.jump_length = rounds, preset, t_T, jump_length
         self.jump_n_sample, self.eta, self.guidance, self.categorical = jump_n_sample, eta, guidance, categorical
-        self.random_state, self.threads = random_state, threads
+        self.random_state, self.threads, self.fit_sample = random_state, threads, fit_sample
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -101,14 +103,15 @@ class DiffusionImputer:
                              train=TrainSettings(steps=self.train_steps, seed=seed),
                              model=TableModelConfig(width=self.width, blocks=self.blocks, members=self.members,
                                                     gaussian_base=self.gaussian_base),
-                             threads=self.threads, categorical=tuple(str(c) for c in self.categorical))
+                             threads=self.threads, categorical=tuple(str(c) for c in self.categorical),
+                             fit_sample=self.fit_sample)
 
     def _checked_options(self):
         """:meth:`options`, every value checked; a bad one raises ValueError (TableError) naming the parameter."""
         from .impute import check_options
 
         for name in ("samples", "blocks", "rounds", "random_state", "members", "train_steps", "width", "threads",
-                     "t_T", "jump_length", "jump_n_sample"):
+                     "t_T", "jump_length", "jump_n_sample", "fit_sample"):
             value = getattr(self, name)
             if value is None and name not in ("samples", "blocks", "rounds", "random_state"):
                 continue
@@ -151,9 +154,7 @@ class DiffusionImputer:
         result = impute_table(given.table, opts, _Warnings())
         if result.model is None:  # nothing was missing: trained now, so that later tables can be filled
             return self.fit(X)._give_back(given, result.frame)
-        self._set_fitted(given, result.model, result.columns,
-                         {"trained_on": SOURCE, "rows": len(given.table.frame),
-                          "train": _train_card(opts, len(given.table.frame))})
+        self._set_fitted(given, result.model, result.columns, result.card)
         return self._give_back(given, result.frame)
 
     def sample(self, X, n: int = 5) -> list:
@@ -216,6 +217,7 @@ class DiffusionImputer:
     def load(cls, path, **params) -> "DiffusionImputer":
         """A fitted imputer from files that :meth:`save` or ``repaint impute --save-model`` wrote; ``params`` set
         how it fills (samples, combine, random_state, threads...): the model's own come from its card."""
+        from .impute import CARD_TRAINING
         from .model_files import load_table_model
 
         model, columns, card = load_table_model(path)
@@ -224,7 +226,7 @@ class DiffusionImputer:
             imputer.method = "repaint"
         api = card.get("api") or {}
         imputer.model_, imputer.columns_, imputer.dates_ = model, columns, dict(api.get("dates") or {})
-        imputer.card_ = {k: card[k] for k in ("trained_on", "rows", "train") if k in card}
+        imputer.card_ = {k: card[k] for k in CARD_TRAINING if k in card}
         imputer.n_features_in_ = len(columns)
         if api.get("feature_names", True):
             imputer.feature_names_in_ = np.array([c.name for c in columns], dtype=object)
@@ -377,12 +379,6 @@ class _Warnings:
 
     def plan(self, phases) -> None:
         pass
-
-
-def _train_card(opts, rows: int) -> dict:
-    from dataclasses import asdict
-
-    return asdict(opts.settled(None, rows=rows).train)
 
 
 def _as_frame(X) -> _Input:
