@@ -172,9 +172,9 @@ def check_options(opts: ImputeOptions, model_path=None, schedule: bool = True) -
 
     try:
         values = option_values(opts)
-        check_values(IMPUTE, values)
         if model_path is not None:
             fixed_by_model(IMPUTE, values, model_path)
+        check_values(IMPUTE, values)
     except OptionError as e:
         raise TableError(parameter_words(str(e))) from None
     if opts.model.members not in (None, 1) and opts.method not in (None, "conditional"):
@@ -186,12 +186,11 @@ def check_options(opts: ImputeOptions, model_path=None, schedule: bool = True) -
         return None
     if opts.variance not in ("small", "large"):
         raise TableError(said(f"`variance`={opts.variance!r}: use small or large"))
-    try:
+    try:  # the schedule first, then the rules on it (each call goes down a floor: none comes back up between)
+        built = opts.schedule() if schedule else None
         check_eta(opts.eta, opts.method)
-        if not schedule:
-            return None
-        built = opts.schedule()
-        check_t_T_within(built.params.t_T, opts.model.diffusion_steps, "the table model")
+        if built is not None:
+            check_t_T_within(built.params.t_T, opts.model.diffusion_steps, "the table model")
     except ValueError as e:  # OptionError too
         raise TableError(parameter_words(str(e))) from None
     return built
@@ -293,7 +292,6 @@ def plan_impute(table: Table, opts: ImputeOptions, progress: Optional[Progress] 
     training); ``fit_only``: the plan of :func:`fit_table` (train, fill nothing)."""
     progress = progress or Progress()
     check_options(opts, model_path, schedule=False)  # the schedule once settled, below
-    set_threads(opts.threads)  # None: the free cores (runtime.threads)
     here = TableEncoder().fit(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
     model, card, encoder = None, {}, here
     if fitted is not None:
@@ -435,6 +433,7 @@ def train(plan: ImputePlan, progress: Optional[Progress] = None):
     (each but the last imputes the table, and the next trains on it)."""
     progress = progress or Progress()
     opts = plan.opts
+    set_threads(opts.threads)  # None: the free cores (runtime.threads); the members train side by side on them
     if opts.conditional:
         return _train_conditional(plan, progress)
     model, fill = None, None
@@ -481,6 +480,7 @@ def _repaint_samples(plan: ImputePlan, model, progress: Progress, rnd: int) -> l
 def impute(plan: ImputePlan, model, progress: Optional[Progress] = None) -> Imputed:
     """The plan's table with its missing cells filled by ``model`` (and its draws where the plan asks)."""
     progress = progress or Progress()
+    set_threads(plan.opts.threads)  # the same cells at any count (each sampler says how)
     cols, rows = plan.columns, len(plan.x)
     nothing = [np.zeros(rows, np.int64)] * len(cols)
     if not plan.need:
