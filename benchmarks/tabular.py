@@ -246,7 +246,9 @@ def gaussian_alone(x: np.ndarray, names, labels, miss: np.ndarray, seed: int):
     """The conditional model's Gaussian base alone, no net (a Gaussian copula imputer): its shrink chosen as the
     model chooses it, each missing cell its conditional mean given the row's observed cells."""
     import torch
-    from repaint_cli.tables.codec import cell_values, decode, encode, filled_frame, infer_columns, read_table
+    from repaint_cli.tables.encoder import cell_values, decode, encode
+    from repaint_cli.tables.schema import infer_columns
+    from repaint_cli.tables.table_files import filled_frame, read_table
     from repaint_cli.tables.conditional import (choose_shrink, column_groups, fit_gaussian, gaussian_conditional,
                                                 group_index)
 

@@ -217,6 +217,7 @@ IMPUTE: dict[str, Option] = {
     "members": _int("--members", 1, fixed_by_model=True),
     "gaussian_base": _flag("--gaussian-base", fixed_by_model=True),
     "rounds": _int("--rounds", 1, fixed_by_model=True, hint="RePaint methods: EM rounds"),
+    "fit_sample": _int("--fit-sample", 1, fixed_by_model=True, hint="rows to train on"),
     "width": _int("--width", 1, fixed_by_model=True),
     "blocks": _int("--blocks", 1, fixed_by_model=True),
     "samples": _int("--samples", 1, optional=False),

@@ -193,7 +193,8 @@ def atomic_paths(*paths, option: str = "--out") -> Iterator[list[Path]]:
     exception re-raised.
 
     The temp files already exist (empty) when yielded; writers may overwrite them.
-    ``option`` names the command-line option of the output folder in error messages.
+    ``option`` names the output in error messages as the caller speaks: a command gives its flag
+    (``--out``), a library its parameter (``save_model``).
     """
     finals = [Path(p) for p in paths]
     temps: list[Path] = []

@@ -102,7 +102,7 @@ def repaint_once(model, cond):
 def test_tables_use_the_core_as_it_is(monkeypatch):
     """No subclass of Conditioning, no edited coefficients: the variance and the clip are asked for."""
     from repaint_cli.tables import impute
-    from repaint_cli.tables.denoiser import TableModelConfig
+    from repaint_cli.tables.model_config import TableModelConfig
 
     made, coefficients = [], []
     original = Diffusion.coefficients
@@ -122,7 +122,7 @@ def test_tables_use_the_core_as_it_is(monkeypatch):
     keep = np.array([[True, False]] * 5)
     clip = np.array([1.5, 2.5], np.float32)
     opts = impute.ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, guidance=0.0, variance="small")
-    out = impute.sample_rows(Model(), x, keep, clip, opts, 0)
+    out = impute.sample_rows(Model(), x, keep, clip, opts, 0, opts.schedule())
     cond = made[0]
     assert type(cond) is Conditioning
     assert cond.coefs is coefficients[0]  # as the core made them (and frozen: nothing can edit them)
@@ -135,16 +135,16 @@ def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
     """runtime/device.py copies the Conditioning into static buffers: the copy draws from the same source,
     and a graph captured for one source is never reused for another."""
     from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, graph_signature
-    from repaint_cli.tables.impute import row_block_noise
+    from repaint_cli.tables.conditional import row_noise
 
     gt, keep, keys = images()
     d = Diffusion.create(1000, "linear", "8", learn_sigma=False)
-    custom = Conditioning(gt, keep, keys[:1], d.coefficients(), noise_source=row_block_noise)
+    custom = Conditioning(gt, keep, keys, d.coefficients(), noise_source=row_noise)
     with torch.no_grad():
         eager = repaint(Sine(), custom, TIMES)
         runner = CudaGraphSteps(Sine(), custom, capture=EagerReplay.capture)
         graphed = repaint(Sine(), custom, TIMES, steps=runner)
-    assert runner.cond.noise_source is row_block_noise
+    assert runner.cond.noise_source is row_noise
     assert torch.equal(graphed, eager)
     default = Conditioning(gt, keep, keys[:1], d.coefficients())
     assert graph_signature(Sine, custom) != graph_signature(Sine, default)

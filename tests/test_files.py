@@ -66,7 +66,7 @@ def test_atomic_paths_are_both_or_neither(tmp_path):
 def test_write_table_uses_the_atomic_writer(tmp_path, monkeypatch, fsyncs):
     import pandas as pd
 
-    from repaint_cli.tables.codec import CsvStyle, write_table
+    from repaint_cli.tables.table_files import CsvStyle, write_table
 
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     out = tmp_path / "t.csv"
@@ -85,10 +85,12 @@ def test_write_table_uses_the_atomic_writer(tmp_path, monkeypatch, fsyncs):
 
 
 def test_table_model_is_saved_both_or_neither_through_the_atomic_writer(tmp_path, monkeypatch, fsyncs):
-    from repaint_cli.tables import denoiser
+    from repaint_cli.tables.denoiser import TableDenoiser
+    from repaint_cli.tables.model_config import TableModelConfig
+    from repaint_cli.tables.model_files import save_table_model
 
-    model = denoiser.TableDenoiser(3, denoiser.TableModelConfig(width=8, blocks=1, time_dim=4))
-    weights, card = denoiser.save_table_model(tmp_path / "m", model, [], {})
+    model = TableDenoiser(3, TableModelConfig(width=8, blocks=1, time_dim=4))
+    weights, card = save_table_model(tmp_path / "m", model, [], {})
     assert sorted(fsyncs)[0].startswith(".m.safetensors.") and sorted(fsyncs)[1].startswith(".m.yaml.")
     assert leftovers(tmp_path) == ["m.safetensors", "m.yaml"]
 
@@ -100,7 +102,7 @@ def test_table_model_is_saved_both_or_neither_through_the_atomic_writer(tmp_path
 
     monkeypatch.setattr(Path, "write_text", card_fails)
     with pytest.raises(Boom):
-        denoiser.save_table_model(tmp_path / "n", model, [], {})
+        save_table_model(tmp_path / "n", model, [], {})
     assert leftovers(tmp_path) == ["m.safetensors", "m.yaml"]  # neither n.safetensors nor n.yaml, no temporary
 
 

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from conftest import run_fuzz
 from repaint_cli.cli.app import app
-from repaint_cli.tables.codec import IDENTIFIER_MIN, NA_VALUES
+from repaint_cli.tables.schema import IDENTIFIER_MIN
+from repaint_cli.tables.table_files import NA_VALUES
 
 runner = CliRunner()
 # the cheapest model the options allow: a per-example cost of a few hundredths of a second

@@ -9,8 +9,11 @@ from typer.testing import CliRunner
 
 from repaint_cli.cli.app import app
 from repaint_cli.tables.impute import ImputeOptions, impute_table, predict_table
-from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
-from repaint_cli.tables.codec import (Column, TableError, category_codes, decode, encode, quantile_map, read_table)
+from repaint_cli.tables.encoder import category_codes, decode, encode
+from repaint_cli.tables.messages import TableError
+from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
+from repaint_cli.tables.schema import Column, quantile_map
+from repaint_cli.tables.table_files import read_table
 
 runner = CliRunner()
 # small and quick: 150 training steps of the default (conditional) model

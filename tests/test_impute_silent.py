@@ -142,7 +142,9 @@ def test_parquet_timestamp_column_model_card_round_trips(tmp_path):
 def test_save_table_model_writes_both_or_neither(tmp_path, monkeypatch):
     import yaml
 
-    from repaint_cli.tables.denoiser import TableDenoiser, TableModelConfig, save_table_model
+    from repaint_cli.tables.denoiser import TableDenoiser
+    from repaint_cli.tables.model_config import TableModelConfig
+    from repaint_cli.tables.model_files import save_table_model
 
     model = TableDenoiser(2, TableModelConfig(width=8, blocks=1))
 
@@ -172,7 +174,8 @@ def test_missing_weights_behind_model_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("spelling", ["null", "nan", "N/A", "NULL", "None"])
 def test_common_missing_spellings_keep_a_column_numeric(tmp_path, spelling):
-    from repaint_cli.tables.codec import infer_columns, read_table
+    from repaint_cli.tables.schema import infer_columns
+    from repaint_cli.tables.table_files import read_table
 
     src = tmp_path / "t.csv"
     src.write_text("x,y\n" + "".join(f"{i},{spelling if i == 3 else 2 * i}\n" for i in range(10)))
@@ -196,7 +199,7 @@ def test_a_numeric_column_with_a_few_odd_cells_is_named_in_a_warning(tmp_path):
 # --- A6 --------------------------------------------------------------------------------------------
 
 def test_read_table_closes_its_file(tmp_path):
-    from repaint_cli.tables.codec import read_table
+    from repaint_cli.tables.table_files import read_table
 
     src = tmp_path / "t.csv"
     linear_table(src)
@@ -208,7 +211,8 @@ def test_read_table_closes_its_file(tmp_path):
 
 
 def test_training_leaves_torch_global_rng_alone():
-    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings, train_table_model
+    from repaint_cli.tables.denoiser import train_table_model
+    from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
 
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -221,8 +225,8 @@ def test_training_leaves_torch_global_rng_alone():
 
 def test_impute_table_leaves_the_callers_options_alone(tmp_path):
     from repaint_cli.tables.impute import ImputeOptions, impute_table
-    from repaint_cli.tables.denoiser import TableModelConfig, TrainSettings
-    from repaint_cli.tables.codec import read_table
+    from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
+    from repaint_cli.tables.table_files import read_table
 
     src, saved = tmp_path / "t.csv", tmp_path / "m"
     linear_table(src)

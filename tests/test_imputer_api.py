@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from repaint_cli import DiffusionImputer
 from repaint_cli.cli.app import app
-from repaint_cli.tables.codec import TableError
-from repaint_cli.tables.imputer import NotFittedError, parameter_words
+from repaint_cli.tables.imputer import NotFittedError
+from repaint_cli.tables.messages import TableError, parameter_words
 
 # tiny: one member of 30 steps, two samples, one thread (a few seconds a test)
 TINY = dict(train_steps=30, members=1, samples=2, threads=1, width=32, blocks=1)

@@ -160,7 +160,8 @@ def test_a_loaded_model_saved_again_keeps_its_own_training_record(tmp_path):
 # --- L2, N2, N3: what a column is -------------------------------------------------------------------
 
 def test_decimal_commas_in_a_semicolon_file_are_numbers(tmp_path):
-    from repaint_cli.tables.codec import infer_columns, read_table
+    from repaint_cli.tables.schema import infer_columns
+    from repaint_cli.tables.table_files import read_table
 
     src, out = tmp_path / "t.csv", tmp_path / "o.csv"
     numbers_table(src, sep=";", fmt="{:.2f}")
@@ -189,7 +190,8 @@ def test_a_numeric_column_with_many_question_marks_is_named_in_a_warning(tmp_pat
 
 
 def test_iso_dates_are_filled_with_dates_in_their_range(tmp_path):
-    from repaint_cli.tables.codec import infer_columns, read_table
+    from repaint_cli.tables.schema import infer_columns
+    from repaint_cli.tables.table_files import read_table
 
     src, out = tmp_path / "t.csv", tmp_path / "o.csv"
     days = np.datetime64("2024-01-01") + np.arange(40) * 3

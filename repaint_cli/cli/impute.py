@@ -52,6 +52,7 @@ def impute_cmd(
     train_steps: Optional[int] = typer.Option(None, metavar="N", show_default="conditional: 1,500 to 3,000 by the rows; 3,000 RePaint methods", help="Training steps (of each of the --members).", rich_help_panel=P_MODEL),
     members: Optional[int] = typer.Option(None, metavar="K", show_default="2 conditional, 1 RePaint methods", help="--method conditional: models trained apart (side by side on the --threads' cores), each imputing every row; all their imputations are averaged.", rich_help_panel=P_MODEL),
     gaussian_base: Optional[bool] = typer.Option(None, "--gaussian-base/--no-gaussian-base", show_default="on, up to 96 encoded values", help="--method conditional: the model also reads what a Gaussian fitted to the table predicts for each cell (its linear conditional); off, it learns every relation itself.", rich_help_panel=P_MODEL),
+    fit_sample: Optional[int] = typer.Option(None, "--fit-sample", metavar="N", show_default="every row", help="Train on N rows drawn by --seed (for a table too big to train on whole); every row is filled, and the --save-model card says how many were trained on.", rich_help_panel=P_MODEL),
     rounds: Optional[int] = typer.Option(None, metavar="N", show_default="1", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
     width: Optional[int] = typer.Option(None, metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
     blocks: Optional[int] = typer.Option(None, metavar="N", show_default="3", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
@@ -105,7 +106,7 @@ def _check_impute_values(a) -> None:
 def _check_impute_outputs(a) -> None:
     """Every output checked before training: not onto an input nor onto another output, a regular file, not
     existing without --overwrite, writable; sets ``a.fmt`` (csv or parquet), ``a.draw_paths`` and ``a.old_draws``."""
-    from ..tables.codec import table_format
+    from ..tables.table_files import table_format
 
     if a.out is not None and a.out.is_dir():
         die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
@@ -149,7 +150,7 @@ def _check_write_plan(a) -> None:
     """Exit 2 with one line when two outputs collide, one is an input, or one is not a regular file (a device,
     a FIFO: `--out /dev/null` would replace the device as root)."""
     from ..files import InputError, WritePlan
-    from ..tables.denoiser import model_paths
+    from ..tables.model_files import model_paths
 
     plan = WritePlan()
     plan.read(a.table, f"the input {a.table}")
@@ -177,17 +178,37 @@ def _imputer(a):
                             train_steps=a.train_steps, gaussian_base=a.gaussian_base, width=a.width, blocks=a.blocks,
                             rounds=a.rounds, preset=a.preset, t_T=a.t_T, jump_length=a.jump_length,
                             jump_n_sample=a.jump_n_sample, eta=a.eta, guidance=a.guidance,
-                            categorical=tuple(a.categorical), random_state=a.seed, threads=a.threads)
+                            categorical=tuple(a.categorical), random_state=a.seed, threads=a.threads,
+                            fit_sample=a.fit_sample)
 
 
 def _impute_options(a):
     return _imputer(a).options()
 
 
+def flag_words(message) -> str:
+    """A message of the tables wing (it names parameters: ``tables/messages.py``) in this command's words: each
+    parameter as its flag (``train_steps`` as ``--train-steps``, ``eta=0.5`` as ``--eta 0.5``)."""
+    from ..constraints import IMPUTE
+
+    flags = {o.flag[2:].replace("-", "_"): o.flag for o in IMPUTE.values() if o.flag.startswith("--")}
+    name_of = lambda name: flags.get(name, "--" + name.replace("_", "-"))
+    words = getattr(message, "words", None)
+    return words(name_of) if words is not None else str(message)
+
+
+class _FlagProgress(TableProgress):
+    """The reporter, its warnings in flags."""
+
+    def log(self, msg: str, level: str = "info") -> None:
+        super().log(flag_words(msg), level)
+
+
 def _read_tables(a, opts):
     """(training table, test table or None), read and checked before training."""
-    from ..tables.codec import read_table
-    from ..tables.impute import TableError, check_options
+    from ..tables.impute import check_options
+    from ..tables.messages import TableError
+    from ..tables.table_files import read_table
 
     try:
         check_options(opts if a.model else opts.settled(), a.model)  # a --model's kind settles the method later
@@ -196,28 +217,32 @@ def _read_tables(a, opts):
                     read_table(a.predict, a.na_values, allow_missing_columns=True, sep=a.sep))
         return read_table(a.table, a.na_values, allow_missing_columns=a.model is not None, sep=a.sep), None
     except TableError as e:
-        die(str(e))
+        die(flag_words(e))
 
 
 def _impute_run(a) -> int:
     """Train (or load), impute, write; the exit code (0, or 130 on Ctrl-C)."""
-    from ..tables.impute import Interrupted, TableError, predict_table
+    from ..files import InputError
+    from ..tables.impute import Interrupted
+    from ..tables.messages import TableError
 
-    opts = _impute_options(a)
-    train_table, test_table = _read_tables(a, opts)
-    progress = TableProgress(err, a.quiet)
+    train_table, test_table = _read_tables(a, _impute_options(a))
+    progress = _FlagProgress(err, a.quiet)
+    saving = a.save_model is not None
     try:
         with progress:
             if a.predict is not None:
-                result = predict_table(train_table, test_table, a.target, opts, progress, model_path=a.model,
-                                       save_model=a.save_model, keep_draws=bool(a.draws))
+                result = _imputer(a).predict_table(train_table, test_table, a.target, progress, model_path=a.model,
+                                                   saving=saving, draws=bool(a.draws))
             else:
                 if train_table.n_missing == 0:
                     progress.log(f"{a.table}: no missing cell; the table is written unchanged", "warning")
-                result = _imputer(a).impute_table(train_table, progress, model_path=a.model,
-                                                  save_model=a.save_model, draws=bool(a.draws))
-    except TableError as e:
-        die(str(e))
+                result = _imputer(a).impute_table(train_table, progress, model_path=a.model, saving=saving,
+                                                  draws=bool(a.draws))
+        if saving:
+            _save_model(a.save_model, result)
+    except (TableError, InputError) as e:
+        die(flag_words(e))
     except Interrupted as stop:
         _keep_interrupted_model(stop, a.save_model or Path(f"{a.out or (a.predict or a.table)}.model"), err)
     except KeyboardInterrupt:
@@ -227,9 +252,17 @@ def _impute_run(a) -> int:
     return 0
 
 
+def _save_model(path: Path, result) -> None:
+    """--save-model: the model that filled the table, its card saying how it was trained."""
+    from ..tables.model_files import save_table_model
+
+    _, card = save_table_model(path, result.model, result.columns, result.card, option="--save-model")
+    result.stats["model"] = str(card)
+
+
 def _write_results(a, result, style) -> None:
     """The filled table to --out (or stdout), the draws, the summary lines."""
-    from ..tables.codec import write_csv, write_table
+    from ..tables.table_files import write_csv, write_table
 
     if a.draws is not None:
         a.draws.mkdir(parents=True, exist_ok=True)
@@ -238,7 +271,7 @@ def _write_results(a, result, style) -> None:
         for old in set(a.old_draws) - set(a.draw_paths):  # an earlier run's (--overwrite): only this run's stay
             old.unlink(missing_ok=True)
     if a.out is not None:
-        write_table(result.frame, a.out, a.fmt, style, cols=result.columns)
+        write_table(result.frame, a.out, a.fmt, style, option="--out", cols=result.columns)
         summary = {"input": str(a.table), "output": str(a.out), **({"predict": str(a.predict)} if a.predict else {}),
                    **({"draws": [str(p) for p in a.draw_paths]} if a.draws else {}), **result.stats}
         print(json.dumps(summary) if a.json_out else a.out, flush=True)
@@ -271,7 +304,7 @@ def _die_unless_writable(folder: Path, what: str) -> None:
 
 
 def _check_save_model(save_model: Path, overwrite: bool) -> None:
-    from ..tables.denoiser import model_paths
+    from ..tables.model_files import model_paths
 
     for path in model_paths(save_model):
         if path.is_dir():
@@ -284,10 +317,10 @@ def _check_save_model(save_model: Path, overwrite: bool) -> None:
 def _keep_interrupted_model(stop, path: Path, err: Console) -> None:
     """Ctrl-C while imputing: save the trained model so that a rerun with --model skips training; exit 130."""
     from ..files import InputError
-    from ..tables.denoiser import save_table_model
+    from ..tables.model_files import save_table_model
 
     try:
-        _, card = save_table_model(path, stop.model, stop.columns, stop.extra)
+        _, card = save_table_model(path, stop.model, stop.columns, stop.extra, option="--save-model")
     except (OSError, ValueError, InputError) as e:
         err.print(f"interrupted while imputing; the trained model could not be kept ({e}); nothing written",
                   markup=False, highlight=False, soft_wrap=True)

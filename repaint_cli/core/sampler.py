@@ -31,7 +31,7 @@ class Conditioning:
     """What stays fixed over a batch's whole run.
 
     The noise comes from ``noise_source`` (see :func:`noise.per_image_noise`, the default: one
-    key per image); tables pass their own (one key per block of rows) with ``keys`` to match.
+    key per image); tables pass their own (one key per row) with ``keys`` to match.
     """
 
     gt: torch.Tensor  # (B, C, H, W) float32 in [-1, 1] (tables: (rows, encoded width))

@@ -23,14 +23,15 @@ random share of each row's *observed* cells and learns to predict them from the 
 - Two models are trained apart, each on its own seed, and their samples averaged
   (:class:`ConditionalEnsemble`): a cell's error under the mean of two predictions is at most the
   mean of their errors, and on a small table one model's errors are largely its own. They train
-  side by side, one process per core (apart.py), so on two cores they cost the wall time of one.
+  side by side, one process per core (runtime/apart.py), so on two cores they cost the wall time of one.
 - Imputing: the point estimate is one call at t = 1 per sample and member, each with fresh noise in
   the missing cells, averaged over them all (:func:`point_samples`). Draws for multiple imputation
   run a short DDPM chain from t = 1 (:func:`draw_samples`).
 
 Everything runs on one thread: a thread count must not change a table (the weight gradients'
-sums, and a GEMM's, are split by thread). Noise is keyed by (seed, sample, block of rows), as the
-RePaint path's is, so a seed gives the same table on any machine.
+sums, and a GEMM's, are split by thread). Noise is keyed per row (:func:`row_keys`: the seed and the row's
+label) and sample, as the RePaint path's is, so a seed gives the same table on any machine and a row the
+same cells in any partition of its table.
 """
 from __future__ import annotations
 
@@ -44,12 +45,12 @@ import torch
 from torch import nn
 
 from ..core.diffusion import clip_to_bound
-from ..core.noise import gaussian_seeded, image_key, keys_tensor
+from ..core.noise import gaussian, image_key
+from ..runtime.apart import can_fork, run_apart
 from ..runtime.threads import one_thread
-from .apart import can_fork, run_apart
 from .steps import adamw, learning_rate, optimiser_step
 
-BLOCK_ROWS = 4096  # rows per imputation block (the noise key's unit): fixed, so results do not depend on memory
+BLOCK_ROWS = 4096  # rows per imputation block (memory only: each row's noise is its own)
 # A training row hides U(0, min(1, HIDE_COLUMNS / columns)) of its observed cells: in a wide table, hiding up to all
 # of them trains mostly on rows far sparser than the ones imputed. Measured on breast_cancer (31 columns), 3 seeds:
 # at 30% MCAR, hiding up to 0.4 or 0.6 of the cells instead of all gave MAE 0.269 (was 0.278); at 10% MCAR, up to
@@ -232,7 +233,7 @@ def train_conditional(x: np.ndarray, keep: np.ndarray, groups: list[list[int]], 
     """Train on encoded rows ``x`` whose ``keep`` cells are observed; ``groups`` from :func:`column_groups`;
     ``cfg`` a ``TableModelConfig``, ``settings`` ``TrainSettings`` (denoiser.py). ``cfg.members`` models of
     ``settings.steps`` each (a :class:`ConditionalEnsemble`; one member: a ConditionalDenoiser), trained side by
-    side in up to ``workers`` processes (apart.py), the same weights as in turn; ``on_step(step, total, loss)``
+    side in up to ``workers`` processes (runtime/apart.py), the same weights as in turn; ``on_step(step, total, loss)``
     counts the steps of all members."""
     cfg = cfg.settled("conditional")
     if cfg.gaussian_base and x.shape[1] > BASE_MAX_DIM:  # the card then says so
@@ -328,9 +329,21 @@ def _train(x, keep, groups, cfg, s, on_step, category_dims) -> ConditionalDenois
     return model
 
 
-def _noise(seed: int, sample: int, start: int, draw: int, shape: tuple) -> torch.Tensor:
-    key = keys_tensor([image_key(seed, f"table-conditional/{sample}/{start}")])
-    return gaussian_seeded(key, draw, (math.prod(shape),)).reshape(shape)
+def row_keys(labels, seed: int) -> np.ndarray:
+    """(rows, 2) int64 noise keys, one per row, from the seed and the row's label (its index label in a DataFrame,
+    its number in a file): a row draws the same noise in the whole table and in any part of it."""
+    return np.array([image_key(seed, f"table-row/{label}") for label in labels], np.int64).reshape(-1, 2)
+
+
+def stream_keys(keys: torch.Tensor, stream: str, sample: int) -> torch.Tensor:
+    """The rows' keys for one purpose (``stream``: point, draw, repaint) and sample: each a noise of its own."""
+    return keys ^ torch.tensor(image_key(sample, f"table-{stream}"), dtype=torch.int64)
+
+
+def row_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch.Tensor:
+    """A noise source (``core.sampler.Conditioning``): draw ``draw`` of shape (rows, ...), one key per row, from
+    the core's counter-based normals (the same bits on any machine, in one pass over the rows)."""
+    return gaussian(keys, torch.as_tensor(draw, dtype=torch.int64), tuple(shape[1:]), index)
 
 
 def _blocks(x: np.ndarray, keep: np.ndarray):
@@ -341,28 +354,34 @@ def _blocks(x: np.ndarray, keep: np.ndarray):
 
 @torch.no_grad()
 def point_samples(model, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
-                  clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None) -> np.ndarray:
+                  clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None,
+                  keys: Optional[np.ndarray] = None) -> np.ndarray:
     """(members x samples, rows, width) encoded imputations, ``samples`` model calls of each member at t = 1
     (the conditional median given fresh noise in the missing cells); observed cells as given. Average them for
-    one table."""
+    one table. ``keys``: the rows' noise keys (:func:`row_keys`; by default of their numbers and ``seed``)."""
     members = _members(model)
-    return _run(members, [k for k in range(len(members)) for _ in range(samples)], x, keep, seed, clip, on_sample,
-                steps=1)
+    return _run(members, [k for k in range(len(members)) for _ in range(samples)], x, keep,
+                _keys(keys, x, seed), "point", clip, on_sample, steps=1)
 
 
 @torch.no_grad()
 def draw_samples(model, x: np.ndarray, keep: np.ndarray, samples: int, seed: int,
                  clip: Optional[np.ndarray] = None, on_sample: Optional[Callable[[], None]] = None,
-                 steps: int = DRAW_STEPS) -> np.ndarray:
+                 steps: int = DRAW_STEPS, keys: Optional[np.ndarray] = None) -> np.ndarray:
     """(samples, rows, width) draws for multiple imputation: an ancestral (DDPM) chain of ``steps`` calls
     from t = 1, each a sample of the missing cells given the observed ones; the members take turns."""
     members = _members(model)
-    return _run(members, [k % len(members) for k in range(samples)], x, keep, seed + 1_000_003, clip, on_sample,
-                steps=steps)
+    return _run(members, [k % len(members) for k in range(samples)], x, keep, _keys(keys, x, seed), "draw", clip,
+                on_sample, steps=steps)
 
 
-def _run(members, member_of: list[int], x, keep, seed, clip, on_sample, steps: int) -> np.ndarray:
-    """Sample k by ``members[member_of[k]]``, its noise keyed by k."""
+def _keys(keys: Optional[np.ndarray], x: np.ndarray, seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(keys if keys is not None else row_keys(range(len(x)), seed), np.int64))
+
+
+def _run(members, member_of: list[int], x, keep, keys: torch.Tensor, stream: str, clip, on_sample,
+         steps: int) -> np.ndarray:
+    """Sample k by ``members[member_of[k]]``, its noise keyed by each row's key, ``stream`` and k."""
     limit = torch.from_numpy(np.asarray(clip, np.float32)) if clip is not None else None
     out = np.empty((len(member_of),) + tuple(x.shape), np.float32)
     bases = {}  # (member, block): its Gaussian base, the same for every sample (smaller than out)
@@ -371,8 +390,9 @@ def _run(members, member_of: list[int], x, keep, seed, clip, on_sample, steps: i
             for start, xb, kb in _blocks(x, keep):
                 if (m, start) not in bases:
                     bases[m, start] = members[m].gaussian(xb, kb.float())
-                x0 = _chain(members[m], xb, kb, limit, steps,
-                            lambda draw, shape: _noise(seed, k, start, draw, shape), bases[m, start])
+                own = stream_keys(keys[start:start + len(xb)], stream, k)
+                x0 = _chain(members[m], xb, kb, limit, steps, lambda draw, shape: row_noise(own, draw, shape),
+                            bases[m, start])
                 out[k, start:start + len(xb)] = torch.where(kb, xb, x0).numpy()
             if on_sample is not None:
                 on_sample()

@@ -1,21 +1,26 @@
 """``repaint impute``: fill a table's missing cells with a diffusion model trained on that table.
 
-Two kinds of model. The default, ``--method conditional`` (``conditional.py``), is trained to
+Two kinds of model. The default, ``method="conditional"`` (``conditional.py``), is trained to
 predict hidden cells from the given ones and reads each cell in one call per sample. The others
-(``--method repaint``, ``ddnm``, ``ddim``) train an unconditional noise predictor
-(``denoiser.py``) and condition it at sampling time, as the paper does for images.
+(``repaint``, ``ddnm``, ``ddim``) train an unconditional noise predictor (``denoiser.py``) and
+condition it at sampling time, as the paper does for images.
 
-Orchestration only: the table codec is ``codec.py``, the models ``conditional.py`` and
-``denoiser.py``, and the RePaint methods' sampling is the images' own RePaint loop (``sampler.repaint`` over a
-``schedule.jump_schedule``), run on (rows, encoded width) tensors. The core is
-used as it is, through its parameters: the diffusion's ``fixed_variance`` and
-per-column ``clip_x0``, and the Conditioning's ``noise_source``. Each row block
-draws its noise from one key made of the seed, the sample number and the
-block's first row (:func:`row_block_noise`), so a seed gives the same table on
-any machine.
+Orchestration only, in three steps as ``images/setup.plan_run`` settles an image run: :func:`plan_impute`
+settles everything once (the options, the columns, the encoded values and mask, the jump schedule, the
+phases, the model given or loaded), :func:`train` trains, :func:`impute` fills; :func:`impute_table` and
+:func:`fit_table` are those steps in a row. The table's files are ``table_files.py``, its schema
+``schema.py``, the encoding ``encoder.py``, the models ``conditional.py`` and ``denoiser.py`` (their files
+``model_files.py``); the RePaint methods' sampling is the images' own RePaint loop (``sampler.repaint``
+over a ``schedule.jump_schedule``), run on (rows, encoded width) tensors. The core is used as it is,
+through its parameters: the diffusion's ``fixed_variance`` and per-column ``clip_x0``, and the
+Conditioning's ``noise_source``. Each row draws its noise from its own key, made of the seed and the row's
+label (``conditional.row_keys``), with the sample number (``conditional.row_noise``): a seed gives the same table
+on any machine, and a row the same cells in any partition of its table.
+Messages name parameters (``messages.py``), never a command's flags.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -26,21 +31,25 @@ import numpy as np
 import torch
 
 from ..core.guidance import KeepsGraph, reconstruction_guidance as core_reconstruction_guidance
-from ..core.noise import gaussian_seeded, image_key, keys_tensor
 from ..core.sampler import Conditioning, repaint
 from ..core.schedule import JumpParams, resolve_jump_params, jump_schedule, schedule_summary
-from .conditional import DRAW_STEPS, category_dims, column_groups, draw_samples, point_samples, train_conditional
-from .denoiser import (TableModelConfig, TrainSettings, card_text, load_table_model, make_diffusion,
-                       save_table_model, train_table_model)
-from .codec import (Column, Table, TableError, adopt_constants, cell_values, clip_range, combine, decode, encode,
-                     filled_frame, infer_columns, schema_difference)
 from ..runtime.threads import set_threads
+from .conditional import (DRAW_STEPS, category_dims, column_groups, draw_samples, point_samples, row_keys, row_noise,
+                          stream_keys, train_conditional)
+from .denoiser import make_diffusion, train_table_model
+from .encoder import TableEncoder, combine
+from .messages import TableError, parameter_words, said
+from .model_config import TableModelConfig, TrainSettings
+from .model_files import card_text, load_table_model
+from .schema import Column, adopt_constants, schema_difference
+from .table_files import Table, filled_frame
 
 TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
-BLOCK_ROWS = 4096  # rows per sampling block; fixed, so that the noise (and the result) does not depend on the machine
+BLOCK_ROWS = 4096  # rows per sampling block (memory only: each row's noise is its own)
 
 
 GUIDANCE = 10.0  # the RePaint methods' reconstruction guidance scale (see reconstruction_guidance)
+CARD_TRAINING = ("trained_on", "rows", "sampled_from", "sample_seed", "train")  # what a card says of its training
 
 
 @dataclass
@@ -63,6 +72,7 @@ class ImputeOptions:
     # idea); None: 1
     variance: str = "small"  # the reverse step's fixed variance: posterior ('small') or beta ('large')
     guidance: Optional[float] = None  # reconstruction guidance scale (0: plain RePaint); None: GUIDANCE
+    fit_sample: Optional[int] = None  # train on this many rows, drawn by the seed (all rows are filled); None: all
 
     @property
     def conditional(self) -> bool:
@@ -83,6 +93,29 @@ class ImputeOptions:
         return resolve_jump_params(self.preset or TABLE_PRESET, None, t_T=self.t_T, jump_length=self.jump_length,
                                    jump_n_sample=self.jump_n_sample)
 
+    def schedule(self) -> "Schedule":
+        """The RePaint methods' jump schedule, built here only (checked: ValueError for one that cannot run)."""
+        params = self.jump_params()
+        return Schedule(params, jump_schedule(params))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A jump schedule and the parameters it was built from (``t_T``: the respacing of the sampling diffusion)."""
+
+    params: JumpParams
+    times: list
+
+    @property
+    def steps(self) -> int:
+        """Entries of the schedule after the first: one sampling step (or undo step) each."""
+        return len(self.times) - 1
+
+    @property
+    def calls(self) -> int:
+        """Model calls per row and sample (undo steps call none)."""
+        return schedule_summary(self.times)["unet_calls"]
+
 
 class Progress:
     """What a long imputation reports; the CLI draws Rich bars from it."""
@@ -102,7 +135,8 @@ class Progress:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C while imputing, after training: carries the trained model so the caller can keep it."""
+    """Ctrl-C while imputing, after training: carries the trained model so the caller can keep it (``extra``:
+    what its card says of its training)."""
 
     def __init__(self, model, columns, extra: dict):
         super().__init__()
@@ -116,12 +150,7 @@ class Imputed:
     columns: list[Column]
     stats: dict
     model: "object" = None  # the model that filled it (trained or given); None where nothing was to be filled
-
-
-def row_block_noise(keys: torch.Tensor, draw, shape: tuple, index=None) -> torch.Tensor:
-    """The tables' noise source (see ``noise.per_image_noise``): a block of rows is one noise
-    'image', with one key (``keys`` is (1, 2)) and one generator draw per purpose and step."""
-    return gaussian_seeded(keys, int(draw), (math.prod(shape),)).reshape(shape)
+    card: dict = field(default_factory=dict)  # what its card says of its training (model_files.save_table_model)
 
 
 def option_values(opts: ImputeOptions) -> dict:
@@ -130,73 +159,80 @@ def option_values(opts: ImputeOptions) -> dict:
                 categorical=opts.categorical, preset=opts.preset, t_T=opts.t_T, jump_length=opts.jump_length,
                 jump_n_sample=opts.jump_n_sample, eta=opts.eta, rounds=opts.rounds, guidance=opts.guidance,
                 train_steps=opts.train.steps, width=opts.model.width, blocks=opts.model.blocks,
-                members=opts.model.members, gaussian_base=opts.model.gaussian_base)
+                members=opts.model.members, gaussian_base=opts.model.gaussian_base, fit_sample=opts.fit_sample)
 
 
-def check_options(opts: ImputeOptions, model_path=None) -> None:
-    """TableError (one line) for options that cannot work together; a method of None (a loaded model's kind, else
-    conditional) is checked again once settled. Each value is checked against the declared table
-    (``constraints.IMPUTE``, which the CLI checks too, in the same words); with ``model_path`` (a saved model),
-    an option the model fixes is refused by name."""
+def check_options(opts: ImputeOptions, model_path=None, schedule: bool = True) -> Optional[Schedule]:
+    """TableError (one line, naming parameters) for options that cannot work together; a method of None (a loaded
+    model's kind, else conditional) is checked again once settled. Each value is checked against the declared
+    table (``constraints.IMPUTE``, which the CLI checks too, in the same words); with ``model_path`` (a saved
+    model), an option the model fixes is refused by name. The RePaint methods' schedule is built and checked here
+    (``schedule`` False: later, once the options are settled) and comes back."""
     from ..constraints import IMPUTE, OptionError, check_eta, check_t_T_within, check_values, fixed_by_model
 
     try:
         values = option_values(opts)
-        check_values(IMPUTE, values)
         if model_path is not None:
             fixed_by_model(IMPUTE, values, model_path)
+        check_values(IMPUTE, values)
     except OptionError as e:
-        raise TableError(str(e)) from None
+        raise TableError(parameter_words(str(e))) from None
     if opts.model.members not in (None, 1) and opts.method not in (None, "conditional"):
-        raise TableError(f"--members is for --method conditional; --method {opts.method} trains one model")
+        raise TableError(said(f"`members` is for `method` conditional; `method` {opts.method} trains one model"))
     if opts.model.gaussian_base and opts.method not in (None, "conditional"):
-        raise TableError(f"--gaussian-base is for --method conditional; leave it out with --method {opts.method}")
+        raise TableError(said(f"`gaussian_base` is for `method` conditional; leave it out with `method` {opts.method}"))
     if opts.method == "conditional":
-        given = [flag for flag, value in (("--preset", opts.preset), ("--t-T", opts.t_T),
-                 ("--jump-length", opts.jump_length), ("--jump-n-sample", opts.jump_n_sample),
-                 ("--guidance", opts.guidance), ("--eta", opts.eta or None),
-                 ("--rounds", opts.rounds if opts.rounds not in (None, 1) else None)) if value is not None]
-        if given == ["--eta"]:
-            raise TableError(f"--eta {opts.eta}: applies to --method ddim only")
-        if given:
-            raise TableError(f"{given[0]} applies to --method repaint, ddnm or ddim (the RePaint sampler); the "
-                             f"conditional model (the default) reads each cell in one call: leave {given[0]} out, "
-                             f"or pass --method repaint")
-        return
+        _check_conditional(opts)
+        return None
     if opts.variance not in ("small", "large"):
-        raise TableError(f"--variance {opts.variance!r}: use small or large")
-    try:
+        raise TableError(said(f"`variance`={opts.variance!r}: use small or large"))
+    try:  # the schedule first, then the rules on it (each call goes down a floor: none comes back up between)
+        built = opts.schedule() if schedule else None
         check_eta(opts.eta, opts.method)
-        jp = opts.jump_params()
-        jump_schedule(jp)
-        check_t_T_within(jp.t_T, opts.model.diffusion_steps, "the table model")
+        if built is not None:
+            check_t_T_within(built.params.t_T, opts.model.diffusion_steps, "the table model")
     except ValueError as e:  # OptionError too
-        raise TableError(str(e)) from None
+        raise TableError(parameter_words(str(e))) from None
+    return built
+
+
+def _check_conditional(opts: ImputeOptions) -> None:
+    """The RePaint sampler's options, refused with the conditional model."""
+    given = [name for name, value in (("preset", opts.preset), ("t_T", opts.t_T),
+             ("jump_length", opts.jump_length), ("jump_n_sample", opts.jump_n_sample),
+             ("guidance", opts.guidance), ("eta", opts.eta or None),
+             ("rounds", opts.rounds if opts.rounds not in (None, 1) else None)) if value is not None]
+    if given == ["eta"]:
+        raise TableError(said(f"`eta`={opts.eta}: applies to `method` ddim only"))
+    if given:
+        raise TableError(said(f"`{given[0]}` applies to `method` repaint, ddnm or ddim (the RePaint sampler); the "
+                              f"conditional model (the default) reads each cell in one call: leave `{given[0]}` out, "
+                              f"or pass `method` repaint"))
 
 
 def sample_rows(model, x: np.ndarray, keep: np.ndarray, clip: np.ndarray, opts: ImputeOptions, sample: int,
-                on_step: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """One RePaint imputation of encoded rows: kept cells exactly as given, the others sampled."""
-    cfg = model.cfg
-    jp = opts.jump_params()
+                schedule: Schedule, on_step: Optional[Callable[[int], None]] = None,
+                keys: Optional[np.ndarray] = None) -> np.ndarray:
+    """One RePaint imputation of encoded rows over ``schedule``: kept cells exactly as given, the others sampled.
+    ``keys``: the rows' noise keys (``conditional.row_keys``; by default of their numbers and the seed)."""
+    keys = torch.from_numpy(np.asarray(keys if keys is not None else row_keys(range(len(x)), opts.seed), np.int64))
     # x0 clipped per column to the data's own range
-    diffusion = make_diffusion(cfg, respacing=str(jp.t_T), clip_x0=np.asarray(clip, np.float32),
+    diffusion = make_diffusion(model.cfg, respacing=str(schedule.params.t_T), clip_x0=np.asarray(clip, np.float32),
                                fixed_variance=opts.variance)
     coefs = diffusion.coefficients(eta=opts.eta if opts.method == "ddim" else None)
-    times = jump_schedule(jp)
     out = np.empty_like(x, dtype=np.float32)
     callback = (lambda info: on_step(1)) if on_step is not None else None
     for start in range(0, len(x), BLOCK_ROWS):
         gt = torch.from_numpy(np.ascontiguousarray(x[start:start + BLOCK_ROWS], np.float32))
         kp = torch.from_numpy(np.ascontiguousarray(keep[start:start + BLOCK_ROWS]))
-        key = keys_tensor([image_key(opts.seed, f"table/{sample}/{start}")])
-        cond = Conditioning(gt=gt, keep=kp, keys=key, coefs=coefs, method=opts.method, noise_source=row_block_noise)
+        own = stream_keys(keys[start:start + len(gt)], "repaint", sample)
+        cond = Conditioning(gt=gt, keep=kp, keys=own, coefs=coefs, method=opts.method, noise_source=row_noise)
         net = model
         if opts.guidance > 0:
             net = KeepsGraph(model)
             cond.cond_fn = reconstruction_guidance(net, gt, kp, opts.guidance)
         with torch.no_grad():
-            filled = repaint(net, cond, times, callback=callback)
+            filled = repaint(net, cond, schedule.times, callback=callback)
         out[start:start + len(gt)] = torch.where(kp, gt, filled).numpy()
     return out
 
@@ -214,83 +250,295 @@ def reconstruction_guidance(model: KeepsGraph, gt: torch.Tensor, keep: torch.Ten
     return core_reconstruction_guidance(model, gt, keep, scale, abar)
 
 
-def calls_per_row(opts: ImputeOptions, draws: bool = False) -> int:
-    """Model calls per row (all samples; ``draws``: with --draws' chains too), for settled options."""
-    if opts.conditional:
-        return opts.samples * (opts.model.members + (DRAW_STEPS if draws else 0))  # each member's samples
-    return schedule_summary(jump_schedule(opts.jump_params()))["unet_calls"] * opts.samples
+@dataclass
+class ImputePlan:
+    """Everything :func:`train` and :func:`impute` need, settled once by :func:`plan_impute`."""
+
+    table: Table
+    opts: ImputeOptions  # settled: the method, the model's config (a given model's own), the training's steps
+    encoder: TableEncoder  # the columns (a given model's, written as this table writes them)
+    x: np.ndarray  # (rows, encoded width) values, 0 where missing
+    keep: np.ndarray  # (rows, encoded width) True where observed
+    schedule: Optional[Schedule]  # the RePaint methods' jump schedule; None for the conditional model
+    rounds: int  # training rounds (EM for the RePaint methods); 0 with a given model
+    phases: list  # (name, units, cost of a unit in row-passes) for Progress.plan
+    card: dict  # what a saved model's card says of its training
+    stats: dict
+    model: object = None  # a given model (loaded or fitted); None: train one
+    row_keys: Optional[np.ndarray] = None  # (rows, 2) each row's noise key (conditional.row_keys)
+    fit_rows: Optional[np.ndarray] = None  # the rows trained on (fit_sample); None: every row
+    draws: bool = False  # the completed tables of each sample too (multiple imputation)
+
+    @property
+    def columns(self) -> list[Column]:
+        return self.encoder.columns
+
+    @property
+    def given(self) -> bool:
+        return self.model is not None
+
+    @property
+    def need(self) -> bool:
+        """Something to fill: a modelled column and a missing cell in it."""
+        return self.x.shape[1] > 0 and not self.keep.all()
 
 
-def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None, model_path=None,
-                 save_model=None, keep_draws: bool = False, fitted: Optional[tuple] = None) -> Imputed:
-    """Train on ``table`` (or load ``model_path``, or use ``fitted``: (model, columns) from :func:`fit_table`),
-    impute its missing cells, return the filled table. Ctrl-C while imputing raises :class:`Interrupted` with the
-    trained model."""
+def plan_impute(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None, model_path=None,
+                fitted: Optional[tuple] = None, draws: bool = False, saving: bool = False,
+                fit_only: bool = False) -> ImputePlan:
+    """Settle a run once: the options checked and settled (a given model's kind chooses the method), the columns
+    (or ``fitted``'s: (model, columns), or ``model_path``'s, checked against this table), the encoded table, the
+    schedule and the phases ahead. ``saving``: the model will be saved (its card is checked now, not after
+    training); ``fit_only``: the plan of :func:`fit_table` (train, fill nothing)."""
     progress = progress or Progress()
-    check_options(opts, model_path)
-    set_threads(opts.threads)  # None: the free cores (runtime.threads)
-    cols_here = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
-    model, loaded, card = None, False, {}
+    check_options(opts, model_path, schedule=False)  # the schedule once settled, below
+    here = TableEncoder().fit(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
+    model, card, encoder = None, {}, here
     if fitted is not None:
-        model, cols = fitted
+        model, columns = fitted
     elif model_path is not None:
-        model, cols, card = load_table_model(model_path)
+        model, columns, card = load_table_model(model_path)
     if model is not None:
-        why = schema_difference(cols, table, cols_here)
+        why = schema_difference(columns, table, here.columns)
         if why:
-            raise TableError(f"{table.path}: does not fit the model {model_path}: {why}; train a new one (leave out --model)")
-        cols = adopt_constants(cols, cols_here)
-        loaded = True
-    else:
-        cols = cols_here
-    # a copy: the caller's options stay as given; a loaded model brings its kind and config
-    opts = opts.settled(model.cfg.kind if model is not None else None, rows=len(table.frame))
+            raise TableError(said(f"{table.path}: does not fit the model {model_path}: {why}; train a new one "
+                                  "(leave out `model`)"))
+        encoder = TableEncoder(adopt_constants(columns, here.columns))
+    fit_rows = _fit_rows(len(table.frame), opts) if model is None else None
+    # a copy: the caller's options stay as given; a given model brings its kind and config
+    opts = opts.settled(model.cfg.kind if model is not None else None,
+                        rows=len(table.frame) if fit_rows is None else len(fit_rows))
     if model is not None:
         if opts.conditional != (model.cfg.kind == "conditional"):
-            raise TableError(f"{model_path}: a {model.cfg.kind} model, which --method {opts.method} cannot use; "
-                             f"leave out --method (the model's kind chooses it)")
+            raise TableError(said(f"{model_path}: a {model.cfg.kind} model, which `method` {opts.method} cannot "
+                                  "use; leave out `method` (the model's kind chooses it)"))
         opts.model = model.cfg
-    check_options(opts)
-    _warn_constants(table, cols, progress)
-    model_card = _card_fields(table, opts, card if model_path is not None else None, model_path)
-    if save_model is not None:
-        card_text(cols, model_card)  # a value no card can hold is found now, not after training
-    x, keep = encode(cell_values(table, cols), cols)
-    unfilled = sum(int((~table.observed[:, j]).sum()) for j, c in enumerate(cols) if c.kind == "identifier")
-    stats = {"rows": len(table.frame), "columns": len(cols), "missing": table.n_missing,
-             "filled": table.n_missing - unfilled,
-             "encoded_width": int(x.shape[1]), "samples": opts.samples, "seed": opts.seed, "method": opts.method,
-             "model_calls_per_row": calls_per_row(opts, draws=keep_draws)}
+    schedule = check_options(opts)
+    if not fit_only:
+        _warn_constants(table, encoder.columns, progress)
+    card_fields = _card_fields(table, opts, card if model_path is not None else None, model_path, fit_rows)
+    if saving:
+        card_text(encoder.columns, card_fields)  # a value no card can hold is found now, not after training
+    x, keep = encoder.transform(table)
+    rounds = 0 if model is not None else 1 if opts.conditional else opts.rounds
+    plan = ImputePlan(table, opts, encoder, x, keep, schedule, rounds, [], card_fields, {}, model,
+                      row_keys(table.frame.index.tolist(), opts.seed), fit_rows, draws)
+    plan.stats = _stats(plan, fit_only)
+    plan.phases = _phases(plan, fit_only)
+    return plan
+
+
+def _fit_rows(rows: int, opts: ImputeOptions) -> Optional[np.ndarray]:
+    """``fit_sample`` rows of ``rows``, drawn by the seed, in their order; None for every row."""
+    if opts.fit_sample is None or opts.fit_sample >= rows:
+        return None
+    return np.sort(np.random.default_rng(opts.seed).choice(rows, opts.fit_sample, replace=False))
+
+
+def _stats(plan: ImputePlan, fit_only: bool) -> dict:
+    table, opts = plan.table, plan.opts
+    stats = {"rows": len(table.frame), "columns": len(plan.columns)}
+    if plan.fit_rows is not None:
+        stats["trained_rows"] = len(plan.fit_rows)
+    if fit_only:
+        return {**stats, "encoded_width": int(plan.x.shape[1]), "seed": opts.seed, "method": opts.method}
+    unfilled = sum(int((~table.observed[:, j]).sum()) for j, c in enumerate(plan.columns) if c.kind == "identifier")
+    stats.update({"missing": table.n_missing, "filled": table.n_missing - unfilled,
+                  "encoded_width": int(plan.x.shape[1]), "samples": opts.samples, "seed": opts.seed,
+                  "method": opts.method, "model_calls_per_row": calls_per_row(opts, plan.draws, plan.schedule)})
     if opts.conditional:
         stats["members"] = opts.model.members
     else:
-        stats["schedule"] = {k: opts.jump_params().as_dict()[k] for k in ("t_T", "jump_length", "jump_n_sample")}
+        stats["schedule"] = {k: plan.schedule.params.as_dict()[k] for k in ("t_T", "jump_length", "jump_n_sample")}
         stats["guidance"] = opts.guidance
-    t0 = time.perf_counter()
-    need = x.shape[1] > 0 and not keep.all()
+    return stats
+
+
+def calls_per_row(opts: ImputeOptions, draws: bool = False, schedule: Optional[Schedule] = None) -> int:
+    """Model calls per row (all samples; ``draws``: with the draws' chains too), for settled options."""
     if opts.conditional:
-        model, decoded, drawn = _conditional(model, x, keep, cols, opts, need, loaded, keep_draws, progress, stats,
-                                             model_card)
-        values = decoded[0] if decoded else [np.zeros(len(x), np.int64)] * len(cols)
+        return opts.samples * (opts.model.members + (DRAW_STEPS if draws else 0))  # each member's samples
+    return (schedule or opts.schedule()).calls * opts.samples
+
+
+def _phases(plan: ImputePlan, fit_only: bool) -> list[tuple[str, int, float]]:
+    """The phases ahead with their units and each unit's cost in row-passes of the model (a training step:
+    forward and backward over a batch, about 3 passes; a sampling step: one pass per row, 3 with guidance, and
+    none for an undo step). Nothing to fill: none (nothing is trained either)."""
+    opts, rows = plan.opts, len(plan.x)
+    if not fit_only and not plan.need or fit_only and plan.x.shape[1] == 0:
+        return []
+    train_cost = 3.0 * min(opts.train.batch_size, len(_training_rows(plan)[0]))
+    if opts.conditional:
+        training = [] if plan.given else [("training", opts.train.steps * opts.model.members, train_cost)]
+        if fit_only:
+            return training
+        points = opts.samples * opts.model.members
+        units = points + opts.samples * plan.draws  # a unit: one sample's pass over the rows (a draw's: DRAW_STEPS)
+        return training + [("imputing", units, rows * (points + opts.samples * DRAW_STEPS * plan.draws) / units)]
+    schedule, rounds = plan.schedule, max(1, plan.rounds)
+    per_step = min(rows, BLOCK_ROWS) * schedule.calls / max(1, schedule.steps) * (3 if opts.guidance > 0 else 1)
+    out = []
+    for rnd in range(rounds):
+        if not plan.given:
+            out.append((_phase_name("training", rnd, rounds), _round_steps(opts, rnd), train_cost))
+        out.append((_phase_name("imputing", rnd, rounds), _sampling_units(plan), per_step))
+    return out[:-1] if fit_only else out
+
+
+def _round_steps(opts: ImputeOptions, rnd: int) -> int:
+    """Training steps of EM round ``rnd``: the first trains in full, the later ones go on for half as many."""
+    return opts.train.steps if rnd == 0 else max(1, opts.train.steps // 2)
+
+
+def _sampling_units(plan: ImputePlan) -> int:
+    """Progress units of one RePaint imputation: a schedule step per sample and block of rows."""
+    return plan.schedule.steps * plan.opts.samples * math.ceil(len(plan.x) / BLOCK_ROWS)
+
+
+def _phase_name(what: str, rnd: int, rounds: int) -> str:
+    return what if rounds == 1 else f"{what}, round {rnd + 1}/{rounds}"
+
+
+@contextlib.contextmanager
+def _timed(stats: dict, key: str):
+    """Adds the seconds of the ``with`` body to ``stats[key]``."""
+    t0 = time.perf_counter()
+    yield
+    stats[key] = stats.get(key, 0.0) + time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _keeps_model(plan: ImputePlan, model):
+    """Ctrl-C while imputing with a model trained here raises :class:`Interrupted` carrying it (a given model
+    is not lost: plain KeyboardInterrupt)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if plan.given:
+            raise
+        raise Interrupted(model, plan.columns, plan.card) from None
+
+
+def _training_rows(plan: ImputePlan, fill: Optional[np.ndarray] = None):
+    """(values, keep, fill) of the rows trained on (``fit_sample`` of them, or all)."""
+    if plan.fit_rows is None:
+        return plan.x, plan.keep, fill
+    rows = plan.fit_rows
+    return plan.x[rows], plan.keep[rows], None if fill is None else fill[rows]
+
+
+def train(plan: ImputePlan, progress: Optional[Progress] = None):
+    """The model trained on the plan's table: the conditional model's members, or the eps model over the EM rounds
+    (each but the last imputes the table, and the next trains on it)."""
+    progress = progress or Progress()
+    opts = plan.opts
+    set_threads(opts.threads)  # None: the free cores (runtime.threads); the members train side by side on them
+    if opts.conditional:
+        return _train_conditional(plan, progress)
+    model, fill = None, None
+    for rnd in range(plan.rounds):
+        progress.phase(_phase_name("training", rnd, plan.rounds), _round_steps(opts, rnd))
+        settings = TrainSettings(**{**opts.train.__dict__, "steps": _round_steps(opts, rnd),
+                                    "seed": opts.train.seed + rnd})
+        x, keep, rows_fill = _training_rows(plan, fill)
+        with _timed(plan.stats, "train_s"):
+            model = train_table_model(x, keep, opts.model, settings, fill=rows_fill, model=model,
+                                      on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
+        if rnd < plan.rounds - 1:
+            fill = np.mean(_repaint_samples(plan, model, progress, rnd), axis=0)  # the next round's stand-in
+    return model
+
+
+def _train_conditional(plan: ImputePlan, progress: Progress):
+    opts = plan.opts
+    progress.phase("training", opts.train.steps * opts.model.members)
+    trained = [0]  # steps reported so far (reports come every few steps, summed over the members)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        progress.advance(step - trained[0], loss=f"{loss:.4f}")
+        trained[0] = step
+
+    # the members train side by side on the threads' cores (the same weights as one after another)
+    x, keep, _ = _training_rows(plan)
+    with _timed(plan.stats, "train_s"):
+        return train_conditional(x, keep, column_groups(plan.columns), opts.model, opts.train,
+                                 on_step=on_step, category_dims=category_dims(plan.columns),
+                                 workers=torch.get_num_threads())
+
+
+def _repaint_samples(plan: ImputePlan, model, progress: Progress, rnd: int) -> list[np.ndarray]:
+    """``samples`` RePaint imputations of the encoded table (round ``rnd`` of the EM rounds)."""
+    rounds = max(1, plan.rounds)
+    progress.phase(_phase_name("imputing", rnd, rounds), _sampling_units(plan))
+    clip = plan.encoder.clip()
+    with _timed(plan.stats, "impute_s"), _keeps_model(plan, model):
+        return [sample_rows(model, plan.x, plan.keep, clip, plan.opts, k, plan.schedule, on_step=progress.advance,
+                            keys=plan.row_keys) for k in range(plan.opts.samples)]
+
+
+def impute(plan: ImputePlan, model, progress: Optional[Progress] = None) -> Imputed:
+    """The plan's table with its missing cells filled by ``model`` (and its draws where the plan asks)."""
+    progress = progress or Progress()
+    set_threads(plan.opts.threads)  # the same cells at any count (each sampler says how)
+    cols, rows = plan.columns, len(plan.x)
+    nothing = [np.zeros(rows, np.int64)] * len(cols)
+    if not plan.need:
+        values, drawn = nothing, []
+    elif plan.opts.conditional:
+        values, drawn = _conditional_values(plan, model, progress)
     else:
-        rounds = 1 if loaded else opts.rounds  # a loaded model is used as it is
-        if need:
-            progress.plan(_phases(opts, len(x), rounds, loaded))
-        model, samples = _rounds(model, x, keep, cols, opts, rounds if need else 0, loaded, progress, stats,
-                                 model_card)
-        drawn = [decode(s, cols) for s in samples] if samples else [[np.zeros(len(x), np.int64)] * len(cols)]
-        values = combine(drawn, cols, opts.combine)
-        drawn = drawn if samples else []
-    stats["seconds"] = round(time.perf_counter() - t0, 3)
-    frame = filled_frame(table, cols, values)
-    draws = [filled_frame(table, cols, d) for d in drawn] if keep_draws else []
-    if save_model is not None:
-        if model is None:
-            raise TableError(f"{table.path}: nothing to train on (no missing cell or no column to model); "
-                             "--save-model needs a table with missing cells")
-        w, c = save_table_model(save_model, model, cols, model_card)
-        stats["model"] = str(c)
-    return Imputed(frame, draws, cols, stats, model)
+        drawn = [plan.encoder.inverse_transform(s)
+                 for s in _repaint_samples(plan, model, progress, max(1, plan.rounds) - 1)]
+        values = combine(drawn, cols, plan.opts.combine)
+    frame = filled_frame(plan.table, cols, values)
+    draws = [filled_frame(plan.table, cols, d) for d in drawn] if plan.draws else []
+    return Imputed(frame, draws, cols, plan.stats, model, plan.card)
+
+
+def _conditional_values(plan: ImputePlan, model, progress: Progress):
+    """The conditional model's point estimate (``samples`` calls at t = 1 per member, combined in encoded space)
+    and, for draws, ``samples`` draws: (values per column, [values per column of each draw])."""
+    opts = plan.opts
+    points = opts.samples * opts.model.members
+    progress.phase("imputing", points + opts.samples * plan.draws)
+    clip = plan.encoder.clip()
+    with _timed(plan.stats, "impute_s"), _keeps_model(plan, model):
+        points = point_samples(model, plan.x, plan.keep, opts.samples, opts.seed, clip, on_sample=progress.advance,
+                               keys=plan.row_keys)
+        drawn = (draw_samples(model, plan.x, plan.keep, opts.samples, opts.seed, clip, on_sample=progress.advance,
+                              keys=plan.row_keys) if plan.draws else [])
+    # numbers: mean or median over the samples in encoded space (normal scores); categories: their mean
+    # one-hot score, argmax on decoding
+    point = np.median(points, 0) if opts.combine == "median" else points.mean(0)
+    return plan.encoder.inverse_transform(point), [plan.encoder.inverse_transform(d) for d in drawn]
+
+
+def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None, model_path=None,
+                 keep_draws: bool = False, fitted: Optional[tuple] = None, saving: bool = False) -> Imputed:
+    """Train on ``table`` (or load ``model_path``, or use ``fitted``: (model, columns) from :func:`fit_table`),
+    impute its missing cells, return the filled table. Ctrl-C while imputing raises :class:`Interrupted` with the
+    trained model. ``saving``: the caller saves the model (``model_files.save_table_model`` with ``card``): its
+    card is checked before training, and a table with nothing to train on is refused."""
+    progress = progress or Progress()
+    plan = plan_impute(table, opts, progress, model_path=model_path, fitted=fitted, draws=keep_draws, saving=saving)
+    t0 = time.perf_counter()
+    if plan.phases:
+        progress.plan(plan.phases)
+    model = plan.model if plan.given or not plan.need else train(plan, progress)
+    result = impute(plan, model, progress)
+    _round_times(result.stats, time.perf_counter() - t0)
+    if saving and model is None:
+        raise TableError(said(f"{table.path}: nothing to train on (no missing cell or no column to model); "
+                              "`save_model` needs a table with missing cells"))
+    return result
+
+
+def _round_times(stats: dict, seconds: float) -> None:
+    for key in ("train_s", "impute_s"):
+        if key in stats:
+            stats[key] = round(stats[key], 3)
+    stats["seconds"] = round(seconds, 3)
 
 
 @dataclass
@@ -305,73 +553,14 @@ def fit_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = 
     """Train on ``table`` without imputing it (``DiffusionImputer.fit``): the model :func:`impute_table` would
     train on it, the same bits, to be given to it later as ``fitted``."""
     progress = progress or Progress()
-    check_options(opts)
-    set_threads(opts.threads)
-    cols = infer_columns(table, opts.categorical, warn=lambda msg: progress.log(msg, "warning"))
-    opts = opts.settled(None, rows=len(table.frame))
-    check_options(opts)
-    card = {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
-    x, keep = encode(cell_values(table, cols), cols)
-    stats = {"rows": len(table.frame), "columns": len(cols), "encoded_width": int(x.shape[1]), "seed": opts.seed,
-             "method": opts.method}
-    if x.shape[1] == 0:
-        return Fitted(None, cols, card, stats)
+    plan = plan_impute(table, opts, progress, fit_only=True)
+    if plan.x.shape[1] == 0:
+        return Fitted(None, plan.columns, plan.card, plan.stats)
     t0 = time.perf_counter()
-    if opts.conditional:
-        progress.plan([("training", opts.train.steps * opts.model.members, 3.0 * min(opts.train.batch_size, len(x)))])
-        model = _train_conditional(x, keep, cols, opts, progress, stats)
-    else:
-        progress.plan(_phases(opts, len(x), opts.rounds, False)[:-1])
-        model, _ = _rounds(None, x, keep, cols, opts, opts.rounds, False, progress, stats, card, impute_last=False)
-    stats["seconds"] = round(time.perf_counter() - t0, 3)
-    return Fitted(model, cols, card, stats)
-
-
-def _conditional(model, x, keep, cols, opts: ImputeOptions, need: bool, loaded: bool, keep_draws: bool,
-                 progress: Progress, stats: dict, model_card: dict):
-    """The conditional model: train (unless loaded), then the point estimate (``samples`` calls at t = 1,
-    combined in encoded space) and, for --draws, ``samples`` draws. Returns (model, [point values], [draws])."""
-    if not need:
-        return model, [], []
-    rows, points = len(x), opts.samples * opts.model.members
-    units = points + opts.samples * keep_draws  # a unit: one sample's pass over the rows (a draw's: DRAW_STEPS)
-    steps = opts.train.steps * opts.model.members  # every member's, side by side where cores allow
-    progress.plan(([] if loaded else [("training", steps, 3.0 * min(opts.train.batch_size, rows))])
-                  + [("imputing", units, rows * (points + opts.samples * DRAW_STEPS * keep_draws) / units)])
-    if not loaded:
-        model = _train_conditional(x, keep, cols, opts, progress, stats)
-    t_imp = time.perf_counter()
-    progress.phase("imputing", units)
-    clip = clip_range(cols)
-    try:
-        points = point_samples(model, x, keep, opts.samples, opts.seed, clip, on_sample=progress.advance)
-        drawn = (draw_samples(model, x, keep, opts.samples, opts.seed, clip, on_sample=progress.advance)
-                 if keep_draws else [])
-    except KeyboardInterrupt:
-        if loaded:
-            raise
-        raise Interrupted(model, cols, model_card) from None
-    stats["impute_s"] = round(time.perf_counter() - t_imp, 3)
-    # numbers: mean or median over the samples in encoded space (normal scores); categories: their mean
-    # one-hot score, argmax on decoding
-    point = np.median(points, 0) if opts.combine == "median" else points.mean(0)
-    return model, [decode(point, cols)], [decode(d, cols) for d in drawn]
-
-
-def _train_conditional(x, keep, cols, opts: ImputeOptions, progress: Progress, stats: dict):
-    progress.phase("training", opts.train.steps * opts.model.members)
-    t_train = time.perf_counter()
-    trained = [0]  # steps reported so far (reports come every few steps, summed over the members)
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        progress.advance(step - trained[0], loss=f"{loss:.4f}")
-        trained[0] = step
-
-    # the members train side by side on the threads' cores (the same weights as one after another)
-    model = train_conditional(x, keep, column_groups(cols), opts.model, opts.train, on_step=on_step,
-                              category_dims=category_dims(cols), workers=torch.get_num_threads())
-    stats["train_s"] = round(time.perf_counter() - t_train, 3)
-    return model
+    progress.plan(plan.phases)
+    model = train(plan, progress)
+    _round_times(plan.stats, time.perf_counter() - t0)
+    return Fitted(model, plan.columns, plan.card, plan.stats)
 
 
 def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> None:
@@ -388,78 +577,53 @@ def _warn_constants(table: Table, cols: list[Column], progress: Progress) -> Non
                          "(no value could be right; a filled one would copy another row's)", "warning")
 
 
-def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict], model_path) -> dict:
-    """What a saved model's card says of its training: this table's, or a loaded model's own (saved again
-    with --save-model, it was not trained here)."""
+def _card_fields(table: Table, opts: ImputeOptions, loaded_card: Optional[dict], model_path,
+                 fit_rows: Optional[np.ndarray] = None) -> dict:
+    """What a saved model's card says of its training: this table's (the rows trained on: a sample of them with
+    ``fit_sample``), or a loaded model's own (saved again, it was not trained here)."""
     if loaded_card is None:
-        return {"trained_on": str(table.path), "rows": len(table.frame), "train": dataclasses.asdict(opts.train)}
-    return {**{k: loaded_card[k] for k in ("trained_on", "rows", "train") if k in loaded_card},
+        sample = {} if fit_rows is None else {"sampled_from": len(table.frame), "sample_seed": opts.seed}
+        rows = len(table.frame) if fit_rows is None else len(fit_rows)
+        return {"trained_on": str(table.path), "rows": rows, **sample, "train": dataclasses.asdict(opts.train)}
+    return {**{k: loaded_card[k] for k in CARD_TRAINING if k in loaded_card},
             "copied_from": str(model_path)}
 
 
-def _phases(opts: ImputeOptions, rows: int, rounds: int, loaded: bool) -> list[tuple[str, int, float]]:
-    """The phases ahead with their units and each unit's cost in row-passes of the model (a training
-    step: forward and backward over a batch, about 3 passes; a sampling step: one pass per row, 3
-    with guidance, and none for an undo step)."""
-    times = jump_schedule(opts.jump_params())
-    calls = schedule_summary(times)["unet_calls"] / max(1, len(times) - 1)
-    per_step = min(rows, BLOCK_ROWS) * calls * (3 if opts.guidance > 0 else 1)
-    units = (len(times) - 1) * opts.samples * math.ceil(rows / BLOCK_ROWS)
-    out = []
-    for rnd in range(rounds):
-        if not loaded:
-            steps = opts.train.steps if rnd == 0 else max(1, opts.train.steps // 2)
-            out.append((_phase_name("training", rnd, rounds), steps, 3.0 * min(opts.train.batch_size, rows)))
-        out.append((_phase_name("imputing", rnd, rounds), units, per_step))
-    return out
+def predict_table(train_table: Table, test_table: Table, target: str, opts: ImputeOptions, progress=None,
+                  model_path=None, keep_draws: bool = False, saving: bool = False) -> Imputed:
+    """Prediction as imputation: the test rows' ``target`` is treated as missing; the model is fitted on the
+    training rows and the test rows' other cells together (or is ``model_path``'s, checked against them), then
+    fills the test rows alone, which come back with their target filled. The stats count the rows and missing
+    cells of both tables (what the model was fitted on), ``filled`` those of the test rows."""
+    progress = progress or Progress()
+    test, both = _prediction_tables(train_table, test_table, target)
+    plan = plan_impute(both, opts, progress, model_path=model_path, draws=keep_draws, saving=saving)
+    t0 = time.perf_counter()
+    if plan.phases:
+        progress.plan(plan.phases)
+    model = plan.model if plan.given or not plan.need else train(plan, progress)
+    n = len(train_table.frame)  # the test rows, encoded as the table fitted on encodes them
+    rows = dataclasses.replace(plan, table=test, x=plan.x[n:], keep=plan.keep[n:],
+                               row_keys=row_keys(test.frame.index.tolist(), plan.opts.seed))
+    result = impute(rows, model, progress)
+    _round_times(result.stats, time.perf_counter() - t0)
+    unfilled = sum(int((~test.observed[:, j]).sum()) for j, c in enumerate(result.columns) if c.kind == "identifier")
+    result.stats.update(filled=test.n_missing - unfilled, predicted_rows=len(test.frame))
+    if saving and model is None:
+        raise TableError(said(f"{train_table.path}: nothing to train on (no missing cell or no column to model); "
+                              "`save_model` needs a table with missing cells"))
+    return result
 
 
-def _phase_name(what: str, rnd: int, rounds: int) -> str:
-    return what if rounds == 1 else f"{what}, round {rnd + 1}/{rounds}"
-
-
-def _rounds(model, x, keep, cols, opts: ImputeOptions, rounds: int, loaded: bool, progress: Progress, stats: dict,
-            model_card: dict, impute_last: bool = True):
-    """Train (unless loaded) and impute, ``rounds`` times (EM); returns (model, the last round's samples);
-    ``impute_last`` False: the last round trains only (fit_table), and no samples come back."""
-    fill = None
-    samples: list[np.ndarray] = []
-    for rnd in range(rounds):
-        if not loaded:
-            steps = opts.train.steps if rnd == 0 else max(1, opts.train.steps // 2)
-            progress.phase(_phase_name("training", rnd, rounds), steps)
-            settings = TrainSettings(**{**opts.train.__dict__, "steps": steps, "seed": opts.train.seed + rnd})
-            t_train = time.perf_counter()
-            model = train_table_model(x, keep, opts.model, settings, fill=fill, model=model,
-                                      on_step=lambda s, total, loss: progress.advance(1, loss=f"{loss:.4f}"))
-            stats["train_s"] = stats.get("train_s", 0.0) + time.perf_counter() - t_train
-        if rnd == rounds - 1 and not impute_last:
-            return model, []
-        t_imp = time.perf_counter()
-        n_calls = len(jump_schedule(opts.jump_params())) - 1
-        progress.phase(_phase_name("imputing", rnd, rounds), n_calls * opts.samples * math.ceil(len(x) / BLOCK_ROWS))
-        clip = clip_range(cols)
-        try:
-            samples = [sample_rows(model, x, keep, clip, opts, k, on_step=progress.advance) for k in range(opts.samples)]
-        except KeyboardInterrupt:
-            if loaded:
-                raise
-            raise Interrupted(model, cols, model_card) from None
-        stats["impute_s"] = stats.get("impute_s", 0.0) + time.perf_counter() - t_imp
-        fill = np.mean(samples, axis=0)  # the next round's stand-in for missing cells
-    return model, samples
-
-
-def predict_table(train: Table, test: Table, target: str, opts: ImputeOptions, progress=None, **kw) -> Imputed:
-    """Prediction as imputation: the test rows' ``target`` is treated as missing, the model is
-    trained on the training rows and the test rows' other cells together, and the test rows
-    come back with their target filled."""
+def _prediction_tables(train: Table, test: Table, target: str) -> tuple[Table, Table]:
+    """(the test rows with the training table's columns, ``target`` missing; both tables' rows, one under the other),
+    or TableError for tables that cannot be paired."""
     import pandas as pd
 
     if target not in train.columns:
-        raise TableError(f"{train.path}: no column '{target}' (--target); columns: {', '.join(train.columns)}")
+        raise TableError(said(f"{train.path}: no column '{target}' (`target`); columns: {', '.join(train.columns)}"))
     if train.fmt != test.fmt:
-        raise TableError(f"{test.path}: give --predict in the same format as the training table ({train.fmt})")
+        raise TableError(said(f"{test.path}: give `predict` in the same format as the training table ({train.fmt})"))
     extra = [c for c in test.columns if c not in train.columns]
     if extra:
         raise TableError(f"{test.path}: column '{extra[0]}' is not in the training table {train.path}")
@@ -475,11 +639,5 @@ def predict_table(train: Table, test: Table, target: str, opts: ImputeOptions, p
         train_frame, test_frame = train_frame.astype(object), test_frame.astype(object)
     both = Table(pd.concat([train_frame, test_frame], ignore_index=True),
                  np.concatenate([train.observed, test_obs]), train.path, train.fmt, dtypes=train.dtypes)
-    result = impute_table(both, opts, progress, **kw)
-    rows = np.arange(len(train.frame), len(both.frame))
-    result.frame = result.frame.iloc[rows].set_axis(test.frame.index)  # the test table's row names, if any
-    result.draws = [d.iloc[rows].set_axis(test.frame.index) for d in result.draws]
-    result.stats["predicted_rows"] = len(rows)
-    unfilled = sum(int((~test_obs[:, j]).sum()) for j, c in enumerate(result.columns) if c.kind == "identifier")
-    result.stats["filled"] = int((~test_obs).sum()) - unfilled  # the cells filled in the rows written out
-    return result
+    # the test table's row names, if any, kept
+    return Table(test_frame, test_obs, test.path, train.fmt, test.style, dtypes=train.dtypes), both

@@ -10,14 +10,14 @@ parameters stored as given, ``get_params``/``set_params``, fitted attributes end
 read only when scikit-learn asks), so it goes into a ``Pipeline`` and ``cross_val_score`` as it is.
 
 Orchestration stays in ``impute.py`` (``fit_table`` trains, ``impute_table`` fills), the cells'
-encoding in ``codec.py``: this module turns a DataFrame or an array into the codec's ``Table``
+encoding in ``encoder.py``: this module turns a DataFrame or an array into a ``Table``
 (typed, as a Parquet file is read) and the filled table back into what was given. Date columns
 are modelled as integers in the coarsest unit that holds every observed date (days, seconds or
-nanoseconds). Errors name the parameter (``samples must be at least 1``), not a flag.
+nanoseconds). Errors name the parameter (``samples must be at least 1``), not a flag: the tables wing
+speaks in parameters (``messages.py``), and the command writes them as its flags.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +25,13 @@ from typing import Optional
 
 import numpy as np
 
-from .codec import Table, TableError
+from .messages import TableError
+from .table_files import Table
 
 # The parameters, in the order of the signature; the command's flags map onto them (cli/impute.py).
 PARAMS = ("method", "samples", "combine", "members", "train_steps", "gaussian_base", "width", "blocks", "rounds",
           "preset", "t_T", "jump_length", "jump_n_sample", "eta", "guidance", "categorical", "random_state",
-          "threads")
+          "threads", "fit_sample")
 SOURCE = "X"  # what errors about the table call it
 _UNITS = {"D": 86_400 * 10 ** 9, "s": 10 ** 9, "ns": 1}  # a date column's unit, coarsest first, in nanoseconds
 
@@ -41,7 +42,7 @@ class NotFittedError(ValueError, AttributeError):
 
 @dataclass
 class _Input:
-    """What was given (to give back the same kind, index and dtypes) and the table the codec reads."""
+    """What was given (to give back the same kind, index and dtypes) and the table the encoder reads."""
 
     table: Table
     original: object  # the DataFrame, or the array
@@ -54,7 +55,9 @@ class DiffusionImputer:
 
     Parameters mirror the command's flags (``--train-steps`` is ``train_steps``, ``--seed`` is
     ``random_state``); None takes the command's default. ``categorical`` names columns (labels of a
-    DataFrame, indices of an array) to treat as categories even where their cells are numbers.
+    DataFrame, indices of an array) to treat as categories even where their cells are numbers;
+    ``fit_sample`` trains on that many rows, drawn by ``random_state`` (every row is filled; the saved card
+    says so).
     """
 
     def __init__(self, *, method: Optional[str] = None, samples: int = 5, combine: str = "mean",
@@ -63,12 +66,12 @@ class DiffusionImputer:
                  rounds: int = 1, preset: Optional[str] = None, t_T: Optional[int] = None,
                  jump_length: Optional[int] = None, jump_n_sample: Optional[int] = None, eta: float = 0.0,
                  guidance: Optional[float] = None, categorical=(), random_state: int = 0,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, fit_sample: Optional[int] = None):
         self.method, self.samples, self.combine, self.members = method, samples, combine, members
         self.train_steps, self.gaussian_base, self.width, self.blocks = train_steps, gaussian_base, width, blocks
         self.rounds, self.preset, self.t_T, self.jump_length = rounds, preset, t_T, jump_length
         self.jump_n_sample, self.eta, self.guidance, self.categorical = jump_n_sample, eta, guidance, categorical
-        self.random_state, self.threads = random_state, threads
+        self.random_state, self.threads, self.fit_sample = random_state, threads, fit_sample
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -90,8 +93,8 @@ class DiffusionImputer:
 
     def options(self):
         """The parameters as ``impute.ImputeOptions`` (not checked: :meth:`fit` checks them)."""
-        from .denoiser import TableModelConfig, TrainSettings
         from .impute import ImputeOptions
+        from .model_config import TableModelConfig, TrainSettings
 
         seed = self.random_state
         return ImputeOptions(samples=self.samples, combine=self.combine, preset=self.preset, t_T=self.t_T,
@@ -100,14 +103,15 @@ class DiffusionImputer:
                              train=TrainSettings(steps=self.train_steps, seed=seed),
                              model=TableModelConfig(width=self.width, blocks=self.blocks, members=self.members,
                                                     gaussian_base=self.gaussian_base),
-                             threads=self.threads, categorical=tuple(str(c) for c in self.categorical))
+                             threads=self.threads, categorical=tuple(str(c) for c in self.categorical),
+                             fit_sample=self.fit_sample)
 
     def _checked_options(self):
         """:meth:`options`, every value checked; a bad one raises ValueError (TableError) naming the parameter."""
         from .impute import check_options
 
         for name in ("samples", "blocks", "rounds", "random_state", "members", "train_steps", "width", "threads",
-                     "t_T", "jump_length", "jump_n_sample"):
+                     "t_T", "jump_length", "jump_n_sample", "fit_sample"):
             value = getattr(self, name)
             if value is None and name not in ("samples", "blocks", "rounds", "random_state"):
                 continue
@@ -120,10 +124,7 @@ class DiffusionImputer:
         if isinstance(self.categorical, str):
             raise TableError(f"categorical must be a list of column names, not the string {self.categorical!r}")
         opts = self.options()
-        try:
-            check_options(opts)
-        except TableError as e:
-            raise TableError(parameter_words(str(e))) from None
+        check_options(opts)
         return opts
 
     # --- fitting and filling -------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class DiffusionImputer:
 
         opts = self._checked_options()
         given = self._read(X, fitting=True)
-        fitted = _api_errors(lambda: fit_table(given.table, opts, _Warnings()))
+        fitted = fit_table(given.table, opts, _Warnings())
         self._set_fitted(given, fitted.model, fitted.columns, fitted.card)
         return self
 
@@ -150,12 +151,10 @@ class DiffusionImputer:
 
         opts = self._checked_options()
         given = self._read(X, fitting=True)
-        result = _api_errors(lambda: impute_table(given.table, opts, _Warnings()))
+        result = impute_table(given.table, opts, _Warnings())
         if result.model is None:  # nothing was missing: trained now, so that later tables can be filled
             return self.fit(X)._give_back(given, result.frame)
-        self._set_fitted(given, result.model, result.columns,
-                         {"trained_on": SOURCE, "rows": len(given.table.frame),
-                          "train": _train_card(opts, len(given.table.frame))})
+        self._set_fitted(given, result.model, result.columns, result.card)
         return self._give_back(given, result.frame)
 
     def sample(self, X, n: int = 5) -> list:
@@ -172,17 +171,16 @@ class DiffusionImputer:
         opts = self._checked_options()
         if draws:
             opts.samples = draws
-        return _api_errors(lambda: impute_table(given.table, opts, _Warnings(), keep_draws=bool(draws),
-                                                fitted=(self.model_, self.columns_)))
+        return impute_table(given.table, opts, _Warnings(), keep_draws=bool(draws), fitted=(self.model_, self.columns_))
 
-    def impute_table(self, table: Table, progress=None, model_path=None, save_model=None, draws: bool = False):
+    def impute_table(self, table: Table, progress=None, model_path=None, saving: bool = False, draws: bool = False):
         """The command's route (cli/impute.py): fill a ``Table`` as read from a file, training on it unless
-        ``model_path`` names a saved model; ``impute.Imputed`` back (the frame as read, its draws, the stats).
-        Errors speak in the command's flags. The imputer is fitted afterwards where a model was trained or
-        loaded."""
+        ``model_path`` names a saved model; ``impute.Imputed`` back (the frame as read, its draws, the stats, the
+        model and its card, for the caller to save where ``saving``). The imputer is fitted afterwards where a
+        model was trained or loaded."""
         from .impute import impute_table
 
-        result = impute_table(table, self.options(), progress, model_path=model_path, save_model=save_model,
+        result = impute_table(table, self.options(), progress, model_path=model_path, saving=saving,
                               keep_draws=draws)
         if result.model is not None:
             given = _Input(table, table.frame, True)
@@ -190,12 +188,24 @@ class DiffusionImputer:
                              {"trained_on": str(table.path), "rows": len(table.frame)})
         return result
 
+    def predict_table(self, train: Table, test: Table, target: str, progress=None, model_path=None,
+                      saving: bool = False, draws: bool = False):
+        """The command's ``--predict``: fitted on ``train`` and ``test`` without its ``target`` (or given
+        ``model_path``), then the test rows filled (``impute.predict_table``); the imputer is fitted afterwards."""
+        from .impute import predict_table
+
+        result = predict_table(train, test, target, self.options(), progress, model_path=model_path, saving=saving,
+                               keep_draws=draws)
+        if result.model is not None:
+            self._set_fitted(_Input(train, train.frame, True), result.model, result.columns, result.card)
+        return result
+
     # --- saving --------------------------------------------------------------------------------------
 
     def save(self, path) -> tuple[Path, Path]:
         """PATH.safetensors and PATH.yaml, the files ``repaint impute --save-model PATH`` writes (and
         ``--model PATH`` reads); returns their paths."""
-        from .denoiser import save_table_model
+        from .model_files import save_table_model
 
         self._check_fitted()
         if self.model_ is None:
@@ -207,7 +217,8 @@ class DiffusionImputer:
     def load(cls, path, **params) -> "DiffusionImputer":
         """A fitted imputer from files that :meth:`save` or ``repaint impute --save-model`` wrote; ``params`` set
         how it fills (samples, combine, random_state, threads...): the model's own come from its card."""
-        from .denoiser import load_table_model
+        from .impute import CARD_TRAINING
+        from .model_files import load_table_model
 
         model, columns, card = load_table_model(path)
         imputer = cls(**params)
@@ -215,7 +226,7 @@ class DiffusionImputer:
             imputer.method = "repaint"
         api = card.get("api") or {}
         imputer.model_, imputer.columns_, imputer.dates_ = model, columns, dict(api.get("dates") or {})
-        imputer.card_ = {k: card[k] for k in ("trained_on", "rows", "train") if k in card}
+        imputer.card_ = {k: card[k] for k in CARD_TRAINING if k in card}
         imputer.n_features_in_ = len(columns)
         if api.get("feature_names", True):
             imputer.feature_names_in_ = np.array([c.name for c in columns], dtype=object)
@@ -260,7 +271,7 @@ class DiffusionImputer:
     # --- DataFrames and arrays in and out ----------------------------------------------------------------
 
     def _read(self, X, fitting: bool) -> _Input:
-        """``X`` as the codec's Table, checked: its shape, cells, and (not ``fitting``) the fitted schema."""
+        """``X`` as a Table, checked: its shape, cells, and (not ``fitting``) the fitted schema."""
         import pandas as pd
 
         if not fitting:
@@ -341,26 +352,15 @@ def _with_decimals(columns: list, table: Table) -> list:
     them (measured on iris: MAE 0.299 unrounded, 0.291 rounded to its one decimal)."""
     from dataclasses import replace
 
-    from .codec import _decimals
+    from .schema import decimals_of
 
     out = []
     for j, col in enumerate(columns):
         if col.kind == "float" and col.decimals is None:
             observed = table.frame.iloc[:, j].to_numpy(dtype=object)[table.observed[:, j]]
-            col = replace(col, decimals=_decimals([repr(float(v)) for v in observed]))
+            col = replace(col, decimals=decimals_of([repr(float(v)) for v in observed]))
         out.append(col)
     return out
-
-
-def parameter_words(message: str) -> str:
-    """A check's message in the API's words: ``--train-steps`` becomes ``train_steps`` and ``--eta 2`` ``eta=2``."""
-    message = message.replace("--[no-]gaussian-base", "gaussian_base")
-
-    def name(m: re.Match) -> str:
-        word = m.group(1).replace("-", "_")
-        return f"{word}={m.group(2)}" if m.group(2) else word
-
-    return re.sub(r"--([a-zA-Z][a-zA-Z-]*)(?: ((?:'[^']*'|[-0-9.]+)))?", name, message)
 
 
 class _Warnings:
@@ -369,7 +369,7 @@ class _Warnings:
 
     def log(self, msg: str, level: str = "info") -> None:
         if level == "warning":
-            warnings.warn(parameter_words(msg), UserWarning, stacklevel=4)
+            warnings.warn(str(msg), UserWarning, stacklevel=4)
 
     def phase(self, name: str, total: int) -> None:
         pass
@@ -379,20 +379,6 @@ class _Warnings:
 
     def plan(self, phases) -> None:
         pass
-
-
-def _api_errors(run):
-    """``run()``, its TableError's flags turned into parameter names."""
-    try:
-        return run()
-    except TableError as e:
-        raise TableError(parameter_words(str(e))) from None
-
-
-def _train_card(opts, rows: int) -> dict:
-    from dataclasses import asdict
-
-    return asdict(opts.settled(None, rows=rows).train)
 
 
 def _as_frame(X) -> _Input:
@@ -426,7 +412,7 @@ def _as_frame(X) -> _Input:
 
 
 def _check_cells(frame, observed: np.ndarray) -> None:
-    """Refuse cells the codec cannot hold: infinities, and objects that are neither numbers nor strings."""
+    """Refuse cells the encoder cannot hold: infinities, and objects that are neither numbers nor strings."""
     import pandas as pd
 
     for j, label in enumerate(frame.columns):

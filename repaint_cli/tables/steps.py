@@ -9,20 +9,6 @@ import torch
 from torch import nn
 
 
-# The conditional model's steps per member when --train-steps is not given: about PASSES passes over the rows
-# (batches of 256), between STEPS_MIN and STEPS_MAX. Measured with two members, 5 seeds at 30% MCAR: wine (178 rows)
-# over-fits with more steps (MAE 0.541 at 3,000, 0.532 at 1,500), breast_cancer (569) and diabetes (442) under-fit
-# with fewer (0.267 and 0.565 at 3,000; 0.273 and 0.569 at 1,500); benchmarks/RESULTS.md has every setting.
-PASSES, STEPS_MIN, STEPS_MAX = 2000, 1500, 3000
-
-
-def conditional_steps(rows: int, batch_size: int = 256) -> int:
-    """Training steps per member for a table of ``rows`` rows (a multiple of 100): 1,500 up to 192 rows,
-    3,000 from 384, in between about 2,000 passes over the rows."""
-    steps = round(PASSES * rows / batch_size / 100) * 100
-    return int(min(STEPS_MAX, max(STEPS_MIN, steps)))
-
-
 def adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """AdamW in one fused kernel where this torch has it on the CPU (2.4 and later): 0.7 ms of an 8 ms step."""
     params = list(model.parameters())

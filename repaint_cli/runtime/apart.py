@@ -1,7 +1,8 @@
-"""Training jobs side by side, one forked process per core, for the table model's members.
+"""Jobs side by side, one forked process per core (the table model's members train here).
 
-A member trains on one thread with its own seed, so its weights are the same bits in a child as in
-this process: only the wall time changes (two members on two cores: about half). Fork keeps the
+A job that runs on one thread with its own seed gives the same bits in a child as in this process
+(a table model's member trains so): only the wall time changes (two members on two cores: about
+half). Knows nothing of tables: a job is a function of a progress callback that returns arrays. Fork keeps the
 job's arguments without pickling them; results come back as numpy arrays (by value, so a child may
 exit before they are read). Where fork is not safe (not Linux), the caller trains in turn.
 """
