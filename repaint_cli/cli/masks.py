@@ -42,19 +42,19 @@ _SEP_BGR = (200, 110, 0)  # separator colour (blue), distinct from any mask pixe
 
 def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
     """Parameters from --kind and/or --preset (no --kind: thick); errors exit 2 with one line."""
-    from ..images.masks import MaskError, UnknownKindError, _unknown_kind_message, load_preset
+    from ..images.masks import MaskError, UnknownKindError, unknown_kind_message, load_preset
 
     try:
         if preset is not None:
             params = load_preset(os.fspath(preset))
             if kind is not None and kind != params["kind"]:
                 if kind not in MASK_KINDS:
-                    raise UnknownKindError(_unknown_kind_message(kind))
+                    raise UnknownKindError(unknown_kind_message(kind))
                 raise MaskError(f"--kind {kind} disagrees with preset {str(preset)!r} (kind {params['kind']!r})")
             return params
         kind = "thick" if kind is None else kind
         if kind not in MASK_KINDS:
-            raise UnknownKindError(_unknown_kind_message(kind))
+            raise UnknownKindError(unknown_kind_message(kind))
         return load_preset(kind)
     except MaskError as exc:
         die(str(exc))
@@ -152,9 +152,6 @@ def generate_cmd(
     """Write COUNT masks as PNGs named <kind>_<index:05d>.png (with --for: one per image, <stem>_mask.png); print
     their paths."""
     import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from ..images.masks import MaskError, generate_mask, hole_fraction, to_convention
 
     _at_least(1, count=count, size=size, height=height, width=width)
     _at_least(0, seed=seed, start=start)
@@ -175,6 +172,24 @@ def generate_cmd(
     if kind is None and preset is None:  # said once nothing else can go wrong
         err.print("no --kind given: drawing thick masks", markup=False)
 
+    fractions = _write_masks(params, h, w, seed, range(start, start + count), out, convention)
+    mean = float(np.mean(fractions)) if fractions else 0.0
+    err.print(
+        f"Wrote {count} {name} mask(s) {w}x{h} (indices {start}..{start + count - 1}, seed {seed}, "
+        f"{convention} convention, mean hole {mean:.3f}) to {out}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _write_masks(params: dict, h: int, w: int, seed: int, indices: range, out: Path, convention: str) -> list[float]:
+    """Masks ``indices`` of the run written to ``out`` (a bar on a terminal for many), each path on stdout as it is
+    written; their hole fractions."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..images.masks import MaskError, generate_mask, hole_fraction, to_convention
+
+    name, count = params["kind"], len(indices)
     show_progress = count >= _PROGRESS_FROM and err.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -188,7 +203,7 @@ def generate_cmd(
     fractions: list[float] = []
     with progress:
         task = progress.add_task(f"{name} masks", total=count)
-        for index in range(start, start + count):
+        for index in indices:
             try:
                 keep = generate_mask(params, h, w, seed, index)
             except MaskError as exc:
@@ -200,13 +215,7 @@ def generate_cmd(
             sys.stdout.flush()
             progress.advance(task)
 
-    mean = float(np.mean(fractions)) if fractions else 0.0
-    err.print(
-        f"Wrote {count} {name} mask(s) {w}x{h} (indices {start}..{start + count - 1}, seed {seed}, "
-        f"{convention} convention, mean hole {mean:.3f}) to {out}",
-        markup=False,
-        soft_wrap=True,
-    )
+    return fractions
 
 
 def _only_for(**values: Optional[int]) -> None:
