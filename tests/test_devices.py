@@ -100,7 +100,7 @@ def test_the_batch_size_probe_on_mps_sizes_from_metals_memory(fake_mps):
 
 def test_the_oom_split_works_on_mps(fake_mps):
     from repaint_cli.images.options import Reporter
-    from repaint_cli.images.sampling import SplitState, _split_retry
+    from repaint_cli.images.sampling import SplitState, split_retry
 
     fake = fake_mps(fixed=0, per_image=1, budget=10)
     tried = []
@@ -112,7 +112,7 @@ def test_the_oom_split_works_on_mps(fake_mps):
         return torch.tensor(idx, dtype=torch.float32)
 
     state = SplitState()
-    out = _split_retry(run, list(range(8)), Reporter(), state, lambda: memory.empty_device_cache(torch.device("mps")))
+    out = split_retry(run, list(range(8)), Reporter(), state, lambda: memory.empty_device_cache(torch.device("mps")))
     assert out.tolist() == list(range(8)) and state.limit == 2 and fake.emptied >= 1
 
 

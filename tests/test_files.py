@@ -260,13 +260,13 @@ def test_choices_imports_nothing_heavy():
 
 def test_one_error_exit_and_one_reporter_module():
     from repaint_cli.cli import app as app_mod
-    from repaint_cli.cli import impute, masks, output, sheet
+    from repaint_cli.cli import impute, inpaint, masks, models, output, sheet
 
-    for mod in (app_mod, impute, masks, sheet):
+    for mod in (app_mod, impute, inpaint, masks, models, sheet):
         assert getattr(mod, "die", output.die) is output.die, mod
         assert not hasattr(mod, "_fail") and not hasattr(mod, "_RichProgress"), mod
-    assert app_mod.rich_reporter is output.rich_reporter and impute.TableProgress is output.TableProgress
-    assert app_mod.err is output.err is masks.err is impute.err
+    assert inpaint.rich_reporter is output.rich_reporter and impute.TableProgress is output.TableProgress
+    assert app_mod.err is output.err is masks.err is impute.err is inpaint.err is models.err
 
 
 def test_table_progress_log_lines(capsys):

@@ -12,7 +12,7 @@ from repaint_cli.images import inpaint as pipeline
 from repaint_cli.images import prepare as prepare_mod
 from repaint_cli.images.inpaint import inpaint
 from repaint_cli.images.options import InpaintOptions, Reporter
-from repaint_cli.images.sampling import DeviceProgress, SplitState, _split_retry, has_undo, step_probe
+from repaint_cli.images.sampling import DeviceProgress, SplitState, split_retry, has_undo, step_probe
 
 
 def opts(ckpt, out, **kw):
@@ -43,7 +43,7 @@ def test_oom_retry_starts_after_the_failed_attempt_is_freed():
     def on_oom():  # what the pipeline does between the failure and the retry
         freed_before_retry.append(all(r() is None for r in model.refs))
 
-    x = _split_retry(model, [0, 1, 2, 3], Reporter(), state, on_oom)
+    x = split_retry(model, [0, 1, 2, 3], Reporter(), state, on_oom)
     assert x[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
     assert freed_before_retry and all(freed_before_retry)
     assert model.alive_at_retry == [0] * len(model.alive_at_retry)  # no earlier attempt alive at any call

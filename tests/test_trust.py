@@ -26,6 +26,7 @@ from conftest import ROOT, make_images, write_png
 from repaint_cli.runtime import torchrun as dist
 from repaint_cli.images import image_files as imageio
 from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import resume
 from repaint_cli.images import setup as setup_mod
 from repaint_cli.models import checkpoints
 from repaint_cli.cli.app import app
@@ -339,8 +340,8 @@ def test_an_output_another_run_is_making_is_skipped(tmp_path, small_checkpoint):
     imgs = make_images(tmp_path / "imgs", 2)
     out = tmp_path / "out"
     out.mkdir()
-    held = imageio.lock_output(out / "img0000.png")  # as another run making it holds it
-    assert held is not None and imageio.lock_output(out / "img0000.png") is None
+    held = resume.lock_output(out / "img0000.png")  # as another run making it holds it
+    assert held is not None and resume.lock_output(out / "img0000.png") is None
     rep = Reporter()
     try:
         summary = inpaint([str(imgs)], opts(small_checkpoint, out), rep)
@@ -372,11 +373,11 @@ def test_an_output_finished_by_another_run_meanwhile_is_not_redone(tmp_path, sma
 
 def test_a_lock_of_a_killed_run_does_not_block(tmp_path):
     target = tmp_path / "a.png"
-    code = (f"import os, sys; from repaint_cli.images.image_files import lock_output; l = lock_output({str(target)!r}); "
+    code = (f"import os, sys; from repaint_cli.images.resume import lock_output; l = lock_output({str(target)!r}); "
             f"os._exit(0 if l is not None else 3)")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (tmp_path / ".a.png.lock").exists()  # left behind by the killed process...
-    lock = imageio.lock_output(target)
+    lock = resume.lock_output(target)
     assert lock is not None  # ...but not locked any more
     lock.release()
     assert not (tmp_path / ".a.png.lock").exists()

@@ -16,6 +16,7 @@ from repaint_cli.cli.app import app
 from repaint_cli.files import InputError, write_bytes_atomic
 from repaint_cli.images import image_files
 from repaint_cli.images import inpaint as pipeline
+from repaint_cli.images import resume
 from repaint_cli.images.frames import FrameHook
 from repaint_cli.images.jobs import Job
 from repaint_cli.models import checkpoints
@@ -258,7 +259,7 @@ def test_a_rerun_removes_a_stale_lock_of_a_finished_output(tmp_path, small_check
     assert invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out)).exit_code == 0
     stale = out / ".img0000.png.lock"
     stale.write_bytes(b"")  # as the killed run left it: nobody holds it
-    held = image_files.lock_output(out / "img0001.png")  # a run still making img0001: its lock stays
+    held = resume.lock_output(out / "img0001.png")  # a run still making img0001: its lock stays
     try:
         r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out))
         assert r.exit_code == 0, r.output
@@ -273,7 +274,7 @@ def test_stdout_never_lists_an_output_another_run_is_still_making(tmp_path, smal
     imgs = make_images(tmp_path / "imgs", 2)
     out = tmp_path / "out"
     out.mkdir()
-    held = image_files.lock_output(out / "img0000.png")
+    held = resume.lock_output(out / "img0000.png")
     try:
         r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out))
     finally:

@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from .output import die, err, error_line
-
-FLAG = dict(metavar="")
+from .params import PlainCommand
 
 
 class RichDownload:
@@ -98,10 +97,12 @@ def _fetch_from_hub(card) -> int:
 
 
 def register(models_app: typer.Typer) -> None:
-    @models_app.command("fetch")
+    @models_app.command("fetch", cls=PlainCommand)
     def models_fetch(
         name: str = typer.Argument(..., metavar="NAME", help="A model's name ('repaint models list')."),
-        from_: Optional[str] = typer.Option(None, "--from", metavar="URL|PATH", help="A mirror instead of the card's URLs: a base URL or folder holding the files by name, or one URL or file for a model of one file."),
+        from_: Optional[str] = typer.Option(
+            None, "--from", metavar="URL|PATH", help="A mirror instead of the card's URLs: a base URL or folder "
+            "holding the files by name, or one URL or file for a model of one file."),
     ):
         """Download a model's checkpoint (and classifier) into the first writable weights folder; resumes a
         partial download; checks it before it can be used."""

@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
 
 from ..core.schedule import PRESETS
+from . import params as shared
 from .output import TableProgress, die, err
+from .params import INPUTS, MODEL, OUTPUTS, SAMPLING, PlainCommand
 
-P_IN, P_MODEL, P_SAMPLE, P_OUT = "Input", "Model", "Sampling", "Outputs"
-FLAG = dict(metavar="")
 
 IMPUTE_EXAMPLES = """[bold]Examples[/bold]
 
@@ -36,89 +37,205 @@ Prediction as imputation (the test rows' price is treated as missing):
 """
 
 
+IMPUTE_HELP = ("Fill the missing cells of TABLE with a small diffusion model trained on TABLE itself.\n\n"
+               "Observed cells are written back exactly as read; numeric columns stay numeric (integers stay "
+               "integers) and categorical columns get one of their observed values.")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("impute", epilog=IMPUTE_EXAMPLES)(impute_cmd)
+    """Add the ``impute`` command to ``app``."""
+    app.command("impute", cls=PlainCommand, help=IMPUTE_HELP, epilog=IMPUTE_EXAMPLES)(impute_cmd)
+
+
+# ----------------------------------------------------------------------------- the options of impute alone
+
+Table = Annotated[Path, typer.Argument(
+    metavar="TABLE", help="A CSV (or Parquet, with pyarrow) table with missing cells.")]
+NaValues = Annotated[List[str], typer.Option(
+    "--na-values", metavar="TEXT", help="More cell texts that mean missing (besides empty, NA, NaN, null, N/A, None "
+    "and pandas' other defaults); repeatable.", rich_help_panel=INPUTS)]
+Sep = Annotated[Optional[str], typer.Option(
+    "--sep", metavar="C", show_default="sniffed; tab for .tsv", help="The CSV delimiter: ',', ';', tab, '|' or "
+    "another character.", rich_help_panel=INPUTS)]
+Categorical = Annotated[List[str], typer.Option(
+    "--categorical", metavar="COLUMN", help="Treat this column as categorical even if its cells are numbers; "
+    "repeatable.", rich_help_panel=INPUTS)]
+Target = Annotated[Optional[str], typer.Option(
+    "--target", metavar="COLUMN", help="With --predict: the column to predict.", rich_help_panel=INPUTS)]
+Predict = Annotated[Optional[Path], typer.Option(
+    "--predict", metavar="TABLE", help="Rows whose --target is predicted (treated as missing); the output holds "
+    "these rows.", rich_help_panel=INPUTS)]
+Model = Annotated[Optional[Path], typer.Option(
+    "--model", metavar="PATH", help="Use a table model saved by --save-model instead of training one.",
+    rich_help_panel=MODEL)]
+SaveModel = Annotated[Optional[Path], typer.Option(
+    "--save-model", metavar="PATH", help="Save the trained model: PATH.safetensors and PATH.yaml (its column "
+    "schema).", rich_help_panel=MODEL)]
+TrainSteps = Annotated[Optional[int], typer.Option(
+    "--train-steps", metavar="N", show_default="conditional: 1,500 to 3,000 by the rows; 3,000 RePaint methods",
+    help="Training steps (of each of the --members).", rich_help_panel=MODEL)]
+Members = Annotated[Optional[int], typer.Option(
+    "--members", metavar="K", show_default="2 conditional, 1 RePaint methods", help="--method conditional: models "
+    "trained apart (side by side on the --threads' cores), each imputing every row; all their imputations are "
+    "averaged.", rich_help_panel=MODEL)]
+GaussianBase = Annotated[Optional[bool], typer.Option(
+    "--gaussian-base/--no-gaussian-base", show_default="on, up to 96 encoded values", help="--method conditional: "
+    "the model also reads what a Gaussian fitted to the table predicts for each cell (its linear conditional); off, "
+    "it learns every relation itself.", rich_help_panel=MODEL)]
+FitSample = Annotated[Optional[int], typer.Option(
+    "--fit-sample", metavar="N", show_default="every row", help="Train on N rows drawn by --seed (for a table too big "
+    "to train on whole); every row is filled, and the --save-model card says how many were trained on.",
+    rich_help_panel=MODEL)]
+Rounds = Annotated[Optional[int], typer.Option(
+    "--rounds", metavar="N", show_default="1", help="RePaint methods: EM rounds, re-training on the imputed table, "
+    "then imputing again (N-1 times).", rich_help_panel=MODEL)]
+Width = Annotated[Optional[int], typer.Option(
+    "--width", metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with "
+    "residual blocks).", rich_help_panel=MODEL)]
+Blocks = Annotated[Optional[int], typer.Option(
+    "--blocks", metavar="N", show_default="3", help="Denoiser residual blocks.", rich_help_panel=MODEL)]
+Samples = Annotated[int, typer.Option(
+    "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode "
+    "(categories). (-k, its old short name, still works.)", rich_help_panel=SAMPLING)]
+SamplesK = Annotated[Optional[int], typer.Option("-k", hidden=True)]  # the old short name of --samples
+Combine = Annotated[str, typer.Option(
+    "--combine", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=SAMPLING)]
+Preset = Annotated[Optional[str], shared.preset(f"RePaint methods: sampling preset, {', '.join(PRESETS)}.", "quick")]
+Method = Annotated[Optional[str], shared.method(
+    "conditional: a model trained to fill hidden cells from the others, one call per cell and sample (measured "
+    "best, and fastest). repaint, ddnm or ddim: an unconditional model conditioned while sampling, as RePaint does "
+    "for images, with that reverse step.", "conditional; a --model's own kind")]
+Eta = Annotated[float, shared.eta(shared.ETA_HELP + "; as in repaint inpaint.")]
+Guidance = Annotated[Optional[float], shared.guidance(
+    "RePaint methods: reconstruction guidance scale, pulling the model's prediction of the observed cells toward "
+    "them (0: plain RePaint).", "10")]
+Seed = Annotated[int, shared.seed(
+    "Seed of training and sampling: the same seed gives the same table, at any --threads.")]
+Out = Annotated[Optional[Path], shared.out(
+    "PATH", "The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line "
+    "endings.", "stdout")]
+Overwrite = Annotated[bool, shared.overwrite("Replace an existing --out (and --draws, --save-model files).")]
+Draws = Annotated[Optional[Path], typer.Option(
+    "--draws", metavar="DIR", help="Also write all K completed tables here (multiple imputation).",
+    rich_help_panel=OUTPUTS)]
+JsonOut = Annotated[bool, shared.json_flag("Print a JSON summary line on stdout (needs --out).")]
+Quiet = Annotated[bool, shared.quiet("No progress bars or info lines.")]
+Threads = Annotated[Optional[int], shared.threads(
+    "CPU threads for imputing (training runs on one, so that the result does not depend on it). Default: the free "
+    "cores (usable cores less those busy now, from /proc/stat); on a shared machine, set 1 or the cores you own.",
+    OUTPUTS)]
 
 
 def impute_cmd(
-    table: Path = typer.Argument(..., metavar="TABLE", help="A CSV (or Parquet, with pyarrow) table with missing cells."),
-    na_values: List[str] = typer.Option([], "--na-values", metavar="TEXT", help="More cell texts that mean missing (besides empty, NA, NaN, null, N/A, None and pandas' other defaults); repeatable.", rich_help_panel=P_IN),
-    sep: Optional[str] = typer.Option(None, "--sep", metavar="C", show_default="sniffed; tab for .tsv", help="The CSV delimiter: ',', ';', tab, '|' or another character.", rich_help_panel=P_IN),
-    categorical: List[str] = typer.Option([], "--categorical", metavar="COLUMN", help="Treat this column as categorical even if its cells are numbers; repeatable.", rich_help_panel=P_IN),
-    target: Optional[str] = typer.Option(None, "--target", metavar="COLUMN", help="With --predict: the column to predict.", rich_help_panel=P_IN),
-    predict: Optional[Path] = typer.Option(None, "--predict", metavar="TABLE", help="Rows whose --target is predicted (treated as missing); the output holds these rows.", rich_help_panel=P_IN),
-    model: Optional[Path] = typer.Option(None, "--model", metavar="PATH", help="Use a table model saved by --save-model instead of training one.", rich_help_panel=P_MODEL),
-    save_model: Optional[Path] = typer.Option(None, "--save-model", metavar="PATH", help="Save the trained model: PATH.safetensors and PATH.yaml (its column schema).", rich_help_panel=P_MODEL),
-    train_steps: Optional[int] = typer.Option(None, metavar="N", show_default="conditional: 1,500 to 3,000 by the rows; 3,000 RePaint methods", help="Training steps (of each of the --members).", rich_help_panel=P_MODEL),
-    members: Optional[int] = typer.Option(None, metavar="K", show_default="2 conditional, 1 RePaint methods", help="--method conditional: models trained apart (side by side on the --threads' cores), each imputing every row; all their imputations are averaged.", rich_help_panel=P_MODEL),
-    gaussian_base: Optional[bool] = typer.Option(None, "--gaussian-base/--no-gaussian-base", show_default="on, up to 96 encoded values", help="--method conditional: the model also reads what a Gaussian fitted to the table predicts for each cell (its linear conditional); off, it learns every relation itself.", rich_help_panel=P_MODEL),
-    fit_sample: Optional[int] = typer.Option(None, "--fit-sample", metavar="N", show_default="every row", help="Train on N rows drawn by --seed (for a table too big to train on whole); every row is filled, and the --save-model card says how many were trained on.", rich_help_panel=P_MODEL),
-    rounds: Optional[int] = typer.Option(None, metavar="N", show_default="1", help="RePaint methods: EM rounds, re-training on the imputed table, then imputing again (N-1 times).", rich_help_panel=P_MODEL),
-    width: Optional[int] = typer.Option(None, metavar="N", show_default="128 conditional, 256 RePaint methods", help="Denoiser width (an MLP with residual blocks).", rich_help_panel=P_MODEL),
-    blocks: Optional[int] = typer.Option(None, metavar="N", show_default="3", help="Denoiser residual blocks.", rich_help_panel=P_MODEL),
-    samples: int = typer.Option(5, "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode (categories). (-k, its old short name, still works.)", rich_help_panel=P_SAMPLE),
-    samples_k: Optional[int] = typer.Option(None, "-k", hidden=True),  # the old short name of --samples
-    combine: str = typer.Option("mean", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=P_SAMPLE),
-    preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="quick", help=f"RePaint methods: sampling preset, {', '.join(PRESETS)}.", rich_help_panel=P_SAMPLE),
-    t_T: Optional[int] = typer.Option(None, "--t-T", metavar="N", help="Respaced steps (t_T), overriding the preset.", rich_help_panel=P_SAMPLE),
-    jump_length: Optional[int] = typer.Option(None, metavar="N", help="Steps per jump back.", rich_help_panel=P_SAMPLE),
-    jump_n_sample: Optional[int] = typer.Option(None, metavar="N", help="Times each jump is resampled (1 = no resampling).", rich_help_panel=P_SAMPLE),
-    method: Optional[str] = typer.Option(None, metavar="M", show_default="conditional; a --model's own kind", help="conditional: a model trained to fill hidden cells from the others, one call per cell and sample (measured best, and fastest). repaint, ddnm or ddim: an unconditional model conditioned while sampling, as RePaint does for images, with that reverse step.", rich_help_panel=P_SAMPLE),
-    eta: float = typer.Option(0.0, metavar="F", help="--method ddim: noise scale, 0 (deterministic between resamplings) to 1; as in repaint inpaint.", rich_help_panel=P_SAMPLE),
-    guidance: Optional[float] = typer.Option(None, metavar="S", show_default="10", help="RePaint methods: reconstruction guidance scale, pulling the model's prediction of the observed cells toward them (0: plain RePaint).", rich_help_panel=P_SAMPLE),
-    seed: int = typer.Option(0, metavar="N", help="Seed of training and sampling: the same seed gives the same table, at any --threads.", rich_help_panel=P_SAMPLE),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="PATH", show_default="stdout", help="The filled table (.csv or .parquet); a CSV keeps the input's delimiter, byte-order mark and line endings.", rich_help_panel=P_OUT),
-    overwrite: bool = typer.Option(False, "--overwrite", **FLAG, help="Replace an existing --out (and --draws, --save-model files).", rich_help_panel=P_OUT),
-    draws: Optional[Path] = typer.Option(None, "--draws", metavar="DIR", help="Also write all K completed tables here (multiple imputation).", rich_help_panel=P_OUT),
-    json_out: bool = typer.Option(False, "--json", **FLAG, help="Print a JSON summary line on stdout (needs --out).", rich_help_panel=P_OUT),
-    quiet: bool = typer.Option(False, "--quiet", "-q", **FLAG, help="No progress bars or info lines.", rich_help_panel=P_OUT),
-    threads: Optional[int] = typer.Option(None, metavar="N", show_default="the free cores", help="CPU threads for imputing (training runs on one, so that the result does not depend on it). Default: the free cores (usable cores less the 1-minute load average); on a shared machine, set 1 or the cores you own.", rich_help_panel=P_OUT),
+    ctx: typer.Context, table: Table, na_values: NaValues = [], sep: Sep = None, categorical: Categorical = [],
+    target: Target = None, predict: Predict = None,
+    model: Model = None, save_model: SaveModel = None, train_steps: TrainSteps = None, members: Members = None,
+    gaussian_base: GaussianBase = None, fit_sample: FitSample = None, rounds: Rounds = None, width: Width = None,
+    blocks: Blocks = None,
+    samples: Samples = 5, samples_k: SamplesK = None, combine: Combine = "mean", preset: Preset = None,
+    t_T: shared.TT = None, jump_length: shared.JumpLength = None, jump_n_sample: shared.JumpNSample = None,
+    method: Method = None, eta: Eta = 0.0, guidance: Guidance = None, seed: Seed = 0,
+    out: Out = None, overwrite: Overwrite = False, draws: Draws = None, json_out: JsonOut = False,
+    quiet: Quiet = False, threads: Threads = None,
 ):
-    """Fill the missing cells of TABLE with a small diffusion model trained on TABLE itself.
-
-    Observed cells are written back exactly as read; numeric columns stay numeric (integers stay integers) and categorical columns get one of their observed values."""
-    args = SimpleNamespace(**locals())  # every option by name, for the helpers below
-    _check_impute_values(args)  # before anything heavy is imported, and before training
+    """``repaint impute`` (its help: IMPUTE_HELP)."""
+    _check_impute_values(ctx.params)  # before anything heavy is imported, and before training
+    args = ImputeArgs(
+        table=table, na_values=na_values, sep={"tab": "\t", "\\t": "\t"}.get(sep, sep) if sep is not None else None,
+        categorical=categorical, target=target, predict=predict, model=model, save_model=save_model,
+        train_steps=train_steps, members=members, gaussian_base=gaussian_base, fit_sample=fit_sample, rounds=rounds,
+        width=width,
+        blocks=blocks, samples=samples if samples_k is None else samples_k, combine=combine, preset=preset, t_T=t_T,
+        jump_length=jump_length, jump_n_sample=jump_n_sample, method=method, eta=eta, guidance=guidance, seed=seed,
+        out=out, overwrite=overwrite, draws=draws, json_out=json_out, quiet=quiet, threads=threads)
     _check_impute_outputs(args)
     raise typer.Exit(_impute_run(args))
 
 
-def _check_impute_values(a) -> None:
+@dataclass(frozen=True)
+class ImputeArgs:
+    """The command's options as given (``-k`` taken as ``--samples``, ``--sep tab`` as a tab character), and the
+    files they name: the output's format and the draws this run writes and finds."""
+
+    table: Path
+    na_values: List[str]
+    sep: Optional[str]
+    categorical: List[str]
+    target: Optional[str]
+    predict: Optional[Path]
+    model: Optional[Path]
+    save_model: Optional[Path]
+    train_steps: Optional[int]
+    members: Optional[int]
+    gaussian_base: Optional[bool]
+    fit_sample: Optional[int]
+    rounds: Optional[int]
+    width: Optional[int]
+    blocks: Optional[int]
+    samples: int
+    combine: str
+    preset: Optional[str]
+    t_T: Optional[int]
+    jump_length: Optional[int]
+    jump_n_sample: Optional[int]
+    method: Optional[str]
+    eta: float
+    guidance: Optional[float]
+    seed: int
+    out: Optional[Path]
+    overwrite: bool
+    draws: Optional[Path]
+    json_out: bool
+    quiet: bool
+    threads: Optional[int]
+
+    @cached_property
+    def fmt(self) -> str:
+        """The output's format, csv or parquet (by --out's name; csv on stdout)."""
+        from ..tables.table_files import table_format
+
+        return table_format(self.out) if self.out else "csv"
+
+    @cached_property
+    def draw_paths(self) -> list[Path]:
+        """The K completed tables this run writes under --draws (none without it)."""
+        if self.draws is None:
+            return []
+        suffix = ".parquet" if self.fmt == "parquet" else ".csv"
+        stem = (self.predict or self.table).stem
+        return [self.draws / f"{stem}_draw{k + 1:0{len(str(self.samples))}d}{suffix}" for k in range(self.samples)]
+
+    @cached_property
+    def old_draws(self) -> list[Path]:
+        """Draws of this table already in --draws, found before this run writes any."""
+        return [] if self.draws is None else _earlier_draws(self.draws, (self.predict or self.table).stem)
+
+
+def _check_impute_values(given: dict) -> None:
     """Exit 2 with one line for option values that cannot work (the declared table, ``constraints.IMPUTE``, the
-    same checks ``tables.impute.check_options`` makes); normalises ``a.samples`` and ``a.sep``."""
+    same checks ``tables.impute.check_options`` makes); ``given``: every option by its name, as typed."""
     from ..constraints import IMPUTE, OptionError, check_values, fixed_by_model
 
     try:
-        check_values(IMPUTE, vars(a))
-        if a.model is not None:
-            fixed_by_model(IMPUTE, vars(a), a.model)
+        check_values(IMPUTE, given)
+        if given["model"] is not None:
+            fixed_by_model(IMPUTE, given, given["model"])
     except OptionError as e:
         die(str(e))
-    if a.samples_k is not None:
-        a.samples = a.samples_k
-    a.sep = {"tab": "\t", "\\t": "\t"}.get(a.sep, a.sep) if a.sep is not None else None
-    if a.json_out and a.out is None:
+    if given["json_out"] and given["out"] is None:
         die("--json prints a summary on stdout, where the table goes without --out; give --out PATH")
-    if (a.target is None) != (a.predict is None):
+    if (given["target"] is None) != (given["predict"] is None):
         die("--target and --predict go together: repaint impute train.csv --target COLUMN --predict test.csv")
 
 
 def _check_impute_outputs(a) -> None:
     """Every output checked before training: not onto an input nor onto another output, a regular file, not
-    existing without --overwrite, writable; sets ``a.fmt`` (csv or parquet), ``a.draw_paths`` and ``a.old_draws``."""
-    from ..tables.table_files import table_format
-
+    existing without --overwrite, writable."""
     if a.out is not None and a.out.is_dir():
         die(f"{a.out}: a folder; --out takes a file name (.csv or .parquet)")
     if a.draws is not None and a.draws.exists() and not a.draws.is_dir():
         die(f"{a.draws}: not a folder; --draws takes a folder")
-    a.fmt = table_format(a.out) if a.out else "csv"
-    a.draw_paths, a.old_draws = [], []
-    if a.draws is not None:
-        suffix = ".parquet" if a.fmt == "parquet" else ".csv"
-        name = a.predict or a.table
-        a.draw_paths = [a.draws / f"{name.stem}_draw{k + 1:0{len(str(a.samples))}d}{suffix}" for k in range(a.samples)]
-        a.old_draws = _earlier_draws(a.draws, name.stem)
+    a.old_draws  # noqa: B018 (found now, before this run writes any draw)
     _check_write_plan(a)  # first: an output onto an input is refused as such, never answered with --overwrite
     if a.out is not None:
         if a.out.exists() and not a.overwrite:

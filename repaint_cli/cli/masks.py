@@ -17,6 +17,7 @@ import typer
 
 from ..choices import CONVENTIONS, CONVENTIONS_HINT, MASK_KINDS
 from .output import die, die_unless_choice, err
+from .params import HELP, PlainCommand, PlainGroup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +29,8 @@ masks_app = typer.Typer(
     help="Generate, list and preview inpainting masks (LaMa-style thick/medium/thin, RePaint's extreme masks, boxes).",
     no_args_is_help=True,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=HELP,
+    cls=PlainGroup,
 )
 
 # Show a progress bar from this many masks on (and only on a terminal).
@@ -40,19 +42,19 @@ _SEP_BGR = (200, 110, 0)  # separator colour (blue), distinct from any mask pixe
 
 def _resolve_params(kind: Optional[str], preset: Optional[Path]) -> dict[str, Any]:
     """Parameters from --kind and/or --preset (no --kind: thick); errors exit 2 with one line."""
-    from ..images.masks import MaskError, UnknownKindError, _unknown_kind_message, load_preset
+    from ..images.masks import MaskError, UnknownKindError, unknown_kind_message, load_preset
 
     try:
         if preset is not None:
             params = load_preset(os.fspath(preset))
             if kind is not None and kind != params["kind"]:
                 if kind not in MASK_KINDS:
-                    raise UnknownKindError(_unknown_kind_message(kind))
+                    raise UnknownKindError(unknown_kind_message(kind))
                 raise MaskError(f"--kind {kind} disagrees with preset {str(preset)!r} (kind {params['kind']!r})")
             return params
         kind = "thick" if kind is None else kind
         if kind not in MASK_KINDS:
-            raise UnknownKindError(_unknown_kind_message(kind))
+            raise UnknownKindError(unknown_kind_message(kind))
         return load_preset(kind)
     except MaskError as exc:
         die(str(exc))
@@ -122,27 +124,34 @@ def _write_png_or_die(path: Path, image: np.ndarray) -> None:
         die(f"cannot write {str(path)!r}: {exc.strerror or exc}", 1)
 
 
-@masks_app.command("generate")
+@masks_app.command("generate", cls=PlainCommand)
 def generate_cmd(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", metavar="KIND", show_default="thick, or the preset's kind", help=f"Mask kind: {', '.join(MASK_KINDS)}."),
-    count: Optional[int] = typer.Option(None, "--count", "-n", metavar="N", show_default="100", help="Number of masks to write (1 or more)."),
-    size: Optional[int] = typer.Option(None, "--size", "-s", metavar="PX", show_default="256", help="Side of square masks (pixels)."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", metavar="KIND", show_default="thick, or the preset's kind",
+                                       help=f"Mask kind: {', '.join(MASK_KINDS)}."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", metavar="N", show_default="100",
+                                        help="Number of masks to write (1 or more)."),
+    size: Optional[int] = typer.Option(None, "--size", "-s", metavar="PX", show_default="256",
+                                       help="Side of square masks (pixels)."),
     height: Optional[int] = typer.Option(None, "--height", metavar="PX", help="Mask height; overrides --size."),
     width: Optional[int] = typer.Option(None, "--width", metavar="PX", help="Mask width; overrides --size."),
-    seed: int = typer.Option(0, "--seed", metavar="N", help="Run seed (0 or more); mask i depends only on kind, size, seed, i and parameters."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Run seed (0 or more); mask i depends only on kind, size, "
+                             "seed, i and parameters."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder (created if missing)."),
-    convention: str = typer.Option("keep", "--convention", metavar="keep|hole", help="keep: white = known pixel (RePaint); hole: white = hole (LaMa/IOPaint)."),
-    preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML", help="YAML preset (kind + parameters), e.g. a copy of masks/thick.yaml."),
+    convention: str = typer.Option("keep", "--convention", metavar="keep|hole",
+                                   help="keep: white = known pixel (RePaint); hole: white = hole (LaMa/IOPaint)."),
+    preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML",
+                                          help="YAML preset (kind + parameters), e.g. a copy of masks/thick.yaml."),
     start: int = typer.Option(0, "--start", metavar="N", help="Index of the first mask (to extend or split a run)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace masks of the same names already in DIR (refused otherwise)."),
-    for_images: Optional[str] = typer.Option(None, "--for", metavar="IMAGES", help="One mask per image of this folder, file or quoted glob, at its size, named <stem>_mask.png so that 'repaint inpaint IMAGES --mask DIR' pairs them; the same masks 'repaint inpaint --mask KIND --seed N' draws."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace masks of the same names already in DIR (refused otherwise)."),
+    for_images: Optional[str] = typer.Option(
+        None, "--for", metavar="IMAGES", help="One mask per image of this folder, file or quoted glob, at its size, "
+        "named <stem>_mask.png so that 'repaint inpaint IMAGES --mask DIR' pairs them; the same masks 'repaint "
+        "inpaint --mask KIND --seed N' draws."),
 ) -> None:
     """Write COUNT masks as PNGs named <kind>_<index:05d>.png (with --for: one per image, <stem>_mask.png); print
     their paths."""
     import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from ..images.masks import MaskError, generate_mask, hole_fraction, to_convention
 
     _at_least(1, count=count, size=size, height=height, width=width)
     _at_least(0, seed=seed, start=start)
@@ -163,6 +172,24 @@ def generate_cmd(
     if kind is None and preset is None:  # said once nothing else can go wrong
         err.print("no --kind given: drawing thick masks", markup=False)
 
+    fractions = _write_masks(params, h, w, seed, range(start, start + count), out, convention)
+    mean = float(np.mean(fractions)) if fractions else 0.0
+    err.print(
+        f"Wrote {count} {name} mask(s) {w}x{h} (indices {start}..{start + count - 1}, seed {seed}, "
+        f"{convention} convention, mean hole {mean:.3f}) to {out}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _write_masks(params: dict, h: int, w: int, seed: int, indices: range, out: Path, convention: str) -> list[float]:
+    """Masks ``indices`` of the run written to ``out`` (a bar on a terminal for many), each path on stdout as it is
+    written; their hole fractions."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..images.masks import MaskError, generate_mask, hole_fraction, to_convention
+
+    name, count = params["kind"], len(indices)
     show_progress = count >= _PROGRESS_FROM and err.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -176,7 +203,7 @@ def generate_cmd(
     fractions: list[float] = []
     with progress:
         task = progress.add_task(f"{name} masks", total=count)
-        for index in range(start, start + count):
+        for index in indices:
             try:
                 keep = generate_mask(params, h, w, seed, index)
             except MaskError as exc:
@@ -188,13 +215,7 @@ def generate_cmd(
             sys.stdout.flush()
             progress.advance(task)
 
-    mean = float(np.mean(fractions)) if fractions else 0.0
-    err.print(
-        f"Wrote {count} {name} mask(s) {w}x{h} (indices {start}..{start + count - 1}, seed {seed}, "
-        f"{convention} convention, mean hole {mean:.3f}) to {out}",
-        markup=False,
-        soft_wrap=True,
-    )
+    return fractions
 
 
 def _only_for(**values: Optional[int]) -> None:
@@ -255,7 +276,7 @@ def _oriented_size(path: Path) -> tuple[int, int]:
     return (h, w) if turned else (w, h)
 
 
-@masks_app.command("list")
+@masks_app.command("list", cls=PlainCommand)
 def list_cmd() -> None:
     """List every mask kind with a one-line description."""
     width = max(len(k) for k in MASK_KINDS)
@@ -306,10 +327,12 @@ def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], coun
         tiles = [to_convention(generate_mask(params_for[kind], h, w, seed, i), convention) for i in range(count)]
         columns = max(1, math.ceil(math.sqrt(count)))
         grid = _grid(tiles, columns)
-        title = _label(f"{kind} ({convention} convention, seed {seed})", max(24, int(40 * scale)), grid.shape[1], scale * 0.9)
+        title = _label(f"{kind} ({convention} convention, seed {seed})", max(24, int(40 * scale)), grid.shape[1],
+                       scale * 0.9)
         return np.vstack([title, grid])
     # One row per kind, a label panel on the left of each row.
-    label_w = max(cv2.getTextSize(k, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, int(round(scale * 2))))[0][0] for k in kinds) + 24
+    thickness = max(1, int(round(scale * 2)))
+    label_w = max(cv2.getTextSize(k, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] for k in kinds) + 24
     rows = []
     for kind in kinds:
         tiles = [to_convention(generate_mask(params_for[kind], h, w, seed, i), convention) for i in range(count)]
@@ -319,17 +342,22 @@ def _preview_sheet(kinds: list[str], params_for: dict[str, dict[str, Any]], coun
     return sheet
 
 
-@masks_app.command("preview")
+@masks_app.command("preview", cls=PlainCommand)
 def preview_cmd(
-    kind: str = typer.Option("all", "--kind", "-k", metavar="KIND", help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind."),
-    count: Optional[int] = typer.Option(None, "--count", "-n", metavar="N", show_default="16, or 6 per row for all", help="Masks per sheet (per row with --kind all)."),
+    kind: str = typer.Option("all", "--kind", "-k", metavar="KIND",
+                             help=f"Mask kind ({', '.join(MASK_KINDS)}), or 'all' for one labelled row per kind."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", metavar="N", show_default="16, or 6 per row for all",
+                                        help="Masks per sheet (per row with --kind all)."),
     size: int = typer.Option(256, "--size", "-s", metavar="PX", help="Side of each mask tile (pixels)."),
     height: Optional[int] = typer.Option(None, "--height", metavar="PX", help="Tile height; overrides --size."),
     width: Optional[int] = typer.Option(None, "--width", metavar="PX", help="Tile width; overrides --size."),
     seed: int = typer.Option(0, "--seed", metavar="N", help="Run seed (tiles are masks 0..count-1 of that run)."),
-    convention: str = typer.Option("keep", "--convention", metavar="keep|hole", help="keep: white = known pixel; hole: white = hole."),
-    preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML", help="YAML preset to preview instead of a kind's defaults."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="masks_preview_<kind>.png", help="Output PNG."),
+    convention: str = typer.Option("keep", "--convention", metavar="keep|hole",
+                                   help="keep: white = known pixel; hole: white = hole."),
+    preset: Optional[Path] = typer.Option(None, "--preset", metavar="YAML",
+                                          help="YAML preset to preview instead of a kind's defaults."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="masks_preview_<kind>.png",
+                                       help="Output PNG."),
 ) -> None:
     """Write a contact sheet PNG of masks; print its path."""
     from ..images.masks import MaskError, load_preset

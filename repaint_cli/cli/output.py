@@ -61,7 +61,8 @@ class _LogLines:
 def rich_reporter(json_lines: bool, quiet: bool = False):
     """repaint inpaint's reporter: a progress bar and log lines on stderr; one line per finished
     image on stdout (its output path, or its JSON record with --json)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     from ..images.options import ImageResult, Reporter
 
@@ -122,7 +123,8 @@ class TableProgress(_LogLines):
     EVERY_S = 10.0
 
     def __init__(self, console: Console, quiet: bool):
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.console, self.quiet = console, quiet
         self.plain = not console.is_terminal

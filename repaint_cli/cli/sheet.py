@@ -11,14 +11,17 @@ from typing import Optional
 import typer
 
 from .output import die
+from .params import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``sheet`` command to ``app``."""
-    @app.command("sheet")
+    @app.command("sheet", cls=PlainCommand)
     def sheet_cmd(
-        outdir: Path = typer.Argument(..., metavar="OUTDIR", help="An output folder of 'repaint inpaint' (its <stem>.png results)."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="OUTDIR/sheet.png", help="Sheet file to write."),
+        outdir: Path = typer.Argument(..., metavar="OUTDIR",
+                                      help="An output folder of 'repaint inpaint' (its <stem>.png results)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", show_default="OUTDIR/sheet.png",
+                                           help="Sheet file to write."),
         cols: Optional[int] = typer.Option(None, metavar="N", show_default="about square", help="Columns."),
         cell: int = typer.Option(128, metavar="PX", help="Thumbnail cell size in pixels."),
     ):

@@ -120,7 +120,8 @@ def upscale_nearest(img: np.ndarray, min_height: int = 256) -> np.ndarray:
     return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.4, color=(230, 230, 230)) -> None:
+def draw_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.4, color=(230, 230, 230)) -> None:
+    """One line of ``text`` drawn on ``img`` (in place, anti-aliased) with its baseline starting at ``org``."""
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
@@ -133,7 +134,7 @@ def timeline_bar(width: int, t: int, t_T: int, index: Optional[int] = None, tota
     """
     bar = np.full((height, width, 3), 24, np.uint8)
     label = f"t {t}/{t_T}" + (f"   step {index + 1}/{total}" if index is not None and total else "")
-    _text(bar, label, (6, 12), 0.38)
+    draw_text(bar, label, (6, 12), 0.38)
     margin, track_h = 6, 7
     y1 = height - 4
     y0 = y1 - track_h
@@ -162,8 +163,8 @@ def compose_frame(xt: np.ndarray, x0: Optional[np.ndarray], keep: np.ndarray, t:
     top = np.full((ph, width, 3), 255, np.uint8)
     top[:, :pw] = panels[0]
     top[:, pw + gap:2 * pw + gap] = panels[1]
-    _text(top, "x_t", (5, 14), 0.45, (255, 255, 255))
-    _text(top, "pred x0", (pw + gap + 5, 14), 0.45, (255, 255, 255))
+    draw_text(top, "x_t", (5, 14), 0.45, (255, 255, 255))
+    draw_text(top, "pred x0", (pw + gap + 5, 14), 0.45, (255, 255, 255))
     bar_h = 28 + (ph + 28) % 2
     return np.concatenate([top, timeline_bar(width, t, t_T, index, total, bar_h)], axis=0)
 

@@ -84,17 +84,9 @@ in :mod:`repaint_cli.files`.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-
-try:
-    import fcntl
-except ImportError:  # Windows: outputs are not locked
-    fcntl = None
 
 import cv2
 import numpy as np
@@ -114,8 +106,6 @@ __all__ = [
     "check_mask",
     "write_image_atomic",
     "write_like",
-    "OutputLock",
-    "lock_output",
     "read_png_text",
     "fill_and_border_colours",
 ]
@@ -569,59 +559,6 @@ def check_mask(keep_mask, path, allow_empty: bool = False) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- writing
-
-class OutputLock:
-    """An exclusive lock on one output while a run makes it: ``fcntl.flock`` on a hidden
-    ``.<name>.lock`` beside it.  The kernel drops the lock when its process dies, so a
-    killed run leaves at most an unlocked file, which the next run takes over."""
-
-    def __init__(self, path: Path | None, fd: int | None):
-        self.path, self.fd = path, fd
-
-    def release(self) -> None:
-        """Remove the lock file (while still holding it, so no one locks the name in between) and unlock."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
-
-
-def lock_path_of(path) -> Path:
-    """The lock file of the output ``path``: hidden beside it."""
-    final = Path(path)
-    return final.with_name(f".{final.name}.lock")
-
-
-def lock_output(path) -> OutputLock | None:
-    """Lock the output ``path`` for this run; None when another run holds it.  Where no lock
-    can be taken (no ``fcntl``, an unwritable folder) the lock is a no-op: the write then
-    says what is wrong."""
-    if fcntl is None:
-        return OutputLock(None, None)
-    lock_path = lock_path_of(path)
-    for _ in range(10):  # the holder may remove the file between our open and our lock: then again
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return OutputLock(None, None)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return None  # held by another run
-            return OutputLock(None, None)  # a file system without locks (ENOLCK...): unlocked, as before
-        try:
-            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
-                return OutputLock(lock_path, fd)
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # we locked a file its holder has just removed
-    return None
-
 
 # Formats whose Pillow writers store an alpha channel.
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "TGA", "JPEG2000", "ICO", "ICNS", "DDS"}

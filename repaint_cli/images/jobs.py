@@ -77,7 +77,8 @@ class Found:
     source: Optional[str] = None  # the folder or glob argument it was found by
 
 
-def _has_glob(s: str) -> bool:
+def has_glob(s: str) -> bool:
+    """Whether ``s`` holds a glob character (``*``, ``?`` or ``[``)."""
     return any(ch in s for ch in "*?[")
 
 
@@ -191,7 +192,7 @@ def _scan(inputs: Iterable[str], stdin, recursive: bool, skip_dirs: list[str],
                         errors)
             continue
         p = Path(item)
-        if _has_glob(item) and not p.exists():
+        if has_glob(item) and not p.exists():
             matches = sorted(globlib.glob(item, recursive=True))
             if not matches:
                 errors.append(f"{item}: the pattern matches no file; check the glob")
@@ -243,7 +244,7 @@ def missing_inputs(inputs: Iterable[str]) -> list[str]:
     for item in inputs:
         if item == "-" or os.path.exists(item):
             continue
-        if not _has_glob(item):
+        if not has_glob(item):
             problems.append(f"{item}: no such file or folder")
         elif next(globlib.iglob(item, recursive=True), None) is None:
             problems.append(f"{item}: the pattern matches no file; check the glob")
@@ -268,7 +269,7 @@ def index_masks(mask: str, recursive: bool = False) -> Optional[dict[str, Path]]
         files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir())
                        if _is_image(f))
         return {f.relative_to(p).with_suffix("").as_posix(): f for f in files}
-    if _has_glob(mask) and not p.exists():
+    if has_glob(mask) and not p.exists():
         # keyed by the name below the glob's root, as a folder's: 'masks/**/*.png' gives 'x/a' and 'y/a', so that
         # in/x/a.png never takes masks/y/a.png
         root = Path(_glob_root(mask))
@@ -369,7 +370,7 @@ class MaskSource:
 def _mask_source(mask: str, input_list: list[str], is_kind: bool, recursive: bool, errors: list[str]) -> MaskSource:
     path = Path(mask)
     is_dir = not is_kind and path.is_dir()
-    is_glob = not is_kind and not path.exists() and _has_glob(mask)
+    is_glob = not is_kind and not path.exists() and has_glob(mask)
     src = MaskSource(mask, is_kind, single=None if is_kind or is_dir or is_glob else path)
     src.shared = ((is_dir and any(Path(i).is_dir() and _real(i) == _real(mask) for i in input_list if i != "-"))
                   or (is_glob and mask in input_list))

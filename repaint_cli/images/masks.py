@@ -174,7 +174,7 @@ class UnknownKindError(MaskError):
     """A kind name that is not in MASK_KINDS."""
 
 
-def _unknown_kind_message(kind: object) -> str:
+def unknown_kind_message(kind: object) -> str:
     import difflib
 
     close = difflib.get_close_matches(str(kind), list(MASK_KINDS), n=1)
@@ -221,7 +221,7 @@ def _kind_defaults(kind: str) -> dict[str, Any]:
 def default_params(kind: str) -> dict[str, Any]:
     """A fresh copy of the default parameters of ``kind``."""
     if kind not in MASK_KINDS:
-        raise UnknownKindError(_unknown_kind_message(kind))
+        raise UnknownKindError(unknown_kind_message(kind))
     return copy.deepcopy(_kind_defaults(kind))
 
 
@@ -300,7 +300,7 @@ def _resolve(params: Mapping[str, Any], where: str) -> dict[str, Any]:
     if kind is None:
         raise MaskError(f"{where}: missing 'kind' (one of {', '.join(MASK_KINDS)})")
     if kind not in MASK_KINDS:
-        raise UnknownKindError(_unknown_kind_message(kind))
+        raise UnknownKindError(unknown_kind_message(kind))
     return _validate(_merge(_kind_defaults(kind), params, where=where), where=where)
 
 
@@ -320,7 +320,7 @@ def load_preset(path_or_kind: str | os.PathLike[str]) -> dict[str, Any]:
         looks_like_file = path.suffix.lower() in (".yaml", ".yml") or os.sep in name or "/" in name
         if looks_like_file:
             raise MaskError(f"preset file not found: {name!r}")
-        raise UnknownKindError(_unknown_kind_message(name))
+        raise UnknownKindError(unknown_kind_message(name))
     return _resolve(_read_yaml(path), where=str(path))
 
 
@@ -431,7 +431,7 @@ def _draw_fixed(p: Mapping[str, Any], h: int, w: int, rng: np.random.Generator) 
         x0 = int(rng.integers(0, w - bw + 1))
         keep[y0:y0 + bh, x0:x0 + bw] = HOLE
     else:  # pragma: no cover - guarded by _resolve
-        raise UnknownKindError(_unknown_kind_message(kind))
+        raise UnknownKindError(unknown_kind_message(kind))
     return keep
 
 

@@ -1,8 +1,17 @@
 """Outputs on disk: reruns that keep finished images, the files of an image, and the locks of images being made."""
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 from pathlib import Path
 from typing import Callable, Optional
+
+try:
+    import fcntl
+except ImportError:  # Windows: outputs are not locked
+    fcntl = None
+
 import numpy as np
 from ..files import InputError
 from . import image_files
@@ -97,25 +106,80 @@ def skip_finished(jobs: list[Job], read: ReadOptions, write: WriteOptions, S: in
                      f"--overwrite redoes them", "warning")
 
 
+# ----------------------------------------------------------------------------- locks of the outputs being made
+
+class OutputLock:
+    """An exclusive lock on one output while a run makes it: ``fcntl.flock`` on a hidden
+    ``.<name>.lock`` beside it.  The kernel drops the lock when its process dies, so a
+    killed run leaves at most an unlocked file, which the next run takes over."""
+
+    def __init__(self, path: Path | None, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding it, so no one locks the name in between) and unlock."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def lock_path_of(path) -> Path:
+    """The lock file of the output ``path``: hidden beside it."""
+    final = Path(path)
+    return final.with_name(f".{final.name}.lock")
+
+
+def lock_output(path) -> OutputLock | None:
+    """Lock the output ``path`` for this run; None when another run holds it.  Where no lock
+    can be taken (no ``fcntl``, an unwritable folder) the lock is a no-op: the write then
+    says what is wrong."""
+    if fcntl is None:
+        return OutputLock(None, None)
+    lock_path = lock_path_of(path)
+    for _ in range(10):  # the holder may remove the file between our open and our lock: then again
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return OutputLock(None, None)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None  # held by another run
+            return OutputLock(None, None)  # a file system without locks (ENOLCK...): unlocked, as before
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                return OutputLock(lock_path, fd)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file its holder has just removed
+    return None
+
+
 def remove_stale_lock(job: Job) -> None:
     """A finished output's lock file that no run holds (its run was killed after writing, before removing it) is
     taken and so removed; one that a run still holds stays."""
-    if not image_files.lock_path_of(job.output).exists():
+    if not lock_path_of(job.output).exists():
         return
-    lock = image_files.lock_output(job.output)
+    lock = lock_output(job.output)
     if lock is not None:
         lock.release()
 
 
 class OutputLocks:
-    """The locks this run holds on the outputs it is making (image_files.lock_output), released once written."""
+    """The locks this run holds on the outputs it is making (:func:`lock_output`), released once written."""
 
     def __init__(self):
         self.held: dict = {}
 
     def take(self, job: Job, overwrite: bool) -> Optional[str]:
         """None when this run may make the output (now locked), else why it is skipped."""
-        lock = image_files.lock_output(job.output)
+        lock = lock_output(job.output)
         if lock is None:
             return "in progress by another run"
         if not overwrite and job.output.exists():  # the other run finished it since this run listed its jobs

@@ -111,7 +111,7 @@ class SplitState:
     limit: Optional[int] = None
 
 
-def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter,
+def split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Reporter,
                  state: Optional[SplitState] = None, on_oom: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """Run a batch (a list of positions); on out-of-memory split it in halves and retry, down to single images.
 
@@ -125,7 +125,7 @@ def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Rep
     state = state if state is not None else SplitState()
     if state.limit is not None and len(batch) > state.limit:
         parts = [batch[i:i + state.limit] for i in range(0, len(batch), state.limit)]
-        return torch.cat([_split_retry(run, part, reporter, state, on_oom) for part in parts])
+        return torch.cat([split_retry(run, part, reporter, state, on_oom) for part in parts])
     try:
         return run(batch)
     except Exception as e:
@@ -140,8 +140,8 @@ def _split_retry(run: Callable[[list], torch.Tensor], batch: list, reporter: Rep
     state.limit = len(batch) - half  # the larger half; lowered again if it does not fit either
     reporter.log(f"out of memory at batch {len(batch)}; splitting into {half} + {len(batch) - half} and retrying "
                  f"(later batches: at most {state.limit})", "warning")
-    return torch.cat([_split_retry(run, batch[:half], reporter, state, on_oom),
-                      _split_retry(run, batch[half:], reporter, state, on_oom)])
+    return torch.cat([split_retry(run, batch[:half], reporter, state, on_oom),
+                      split_retry(run, batch[half:], reporter, state, on_oom)])
 
 
 def step_probe(model, st: "Setup", cond_fn=None) -> Callable[[int], object]:
@@ -164,7 +164,7 @@ def step_probe(model, st: "Setup", cond_fn=None) -> Callable[[int], object]:
     return probe
 
 
-def _fp32_fits_beside(model: torch.nn.Module, device: torch.device) -> bool:
+def fp32_fits_beside(model: torch.nn.Module, device: torch.device) -> bool:
     """Whether the fp32 retry model may stay on the GPU after a retry: free memory above twice its size."""
     if device.type != "cuda":
         return True

@@ -10,7 +10,7 @@ from . import masks
 from ..core.diffusion import Diffusion, diffusion_from_hparams
 from ..runtime.device import EngineOptions, pick_device
 from .guidance import Guidance
-from .jobs import JobList, _has_glob, check_out_dir, make_jobs, unknown_mask_message
+from .jobs import JobList, has_glob, check_out_dir, make_jobs, unknown_mask_message
 from ..models.cards import DEFAULT_MODEL
 from ..models.checkpoints import load_for_run, read_conf, resolve
 from ..models.loaded import LoadedModel, ModelError
@@ -193,7 +193,7 @@ def resolve_jobs(inputs, opts: InpaintOptions, stdin=None,
             raise RunError(f"--mask {read.mask}: {e}") from None
         if int(sample.seed) < 0:
             raise RunError(f"--seed {sample.seed}: generated masks need a seed of 0 or more")
-    elif not Path(read.mask).exists() and not _has_glob(read.mask):
+    elif not Path(read.mask).exists() and not has_glob(read.mask):
         raise RunError(unknown_mask_message(read.mask, list(masks.MASK_KINDS)))
     joblist = make_jobs(inputs, read.mask, Path(write.out_dir), mask_is_kind=is_kind, overwrite=write.overwrite,
                         shard=read.shard_part, stdin=stdin, recursive=read.recursive,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from . import image_files
 from ..files import InputError, WritePlan, is_atomic_temp
-from .frames import _text
+from .frames import draw_text
 
 
 _SHEET_EXCLUDE = ("_mask", "_concat", "_sheet")
@@ -67,7 +67,7 @@ def make_sheet(image_paths, out_path, cols: Optional[int] = None, cell: int = 12
         sheet[y:y + cell, x:x + cell] = 235
         sheet[oy:oy + th, ox:ox + tw] = thumb
         if labels:
-            _text(sheet, _fit_label(p.stem, cell, scale), (x, y + cell + label_h - 5), scale, (0, 0, 0))
+            draw_text(sheet, _fit_label(p.stem, cell, scale), (x, y + cell + label_h - 5), scale, (0, 0, 0))
     image_files.write_image_atomic(out_path, sheet, text={SHEET_KEY: f"{n} images"})
     return Path(out_path)
 
