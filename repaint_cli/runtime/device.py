@@ -32,7 +32,7 @@ class EngineOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     cuda_graphs: bool = True
-    # None = on on the CPU (1.1-1.3x here, benchmarks/RESULTS.md), off on CUDA: CUDA's GroupNorm converts
+    # None = on on the CPU (faster there: benchmarks/RESULTS.md#cpu-choices), off on CUDA: CUDA's GroupNorm converts
     # channels_last to NCHW and back at every norm, and no GPU benchmark has shown a gain yet
     channels_last: Optional[bool] = None
     compile: bool = False  # on CUDA with cuda_graphs: compiled, warmed up, then captured
@@ -97,7 +97,8 @@ def default_channels_last(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The UNet's compute dtype. auto: fp16 on CUDA, fp32 elsewhere (on MPS no fp16 run has been measured
     for quality; on the CPU bf16 only where it was measured faster and as good, :func:`cpu_auto_precision`).
-    fp16 on the CPU is refused: it is ~300x slower there; bf16 there needs the CPU's bf16 instructions."""
+    fp16 on the CPU is refused: it is orders of magnitude slower there (benchmarks/RESULTS.md#cpu-choices);
+    bf16 there needs the CPU's bf16 instructions."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -133,10 +134,10 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_auto_precision() -> torch.dtype:
-    """--precision auto on the CPU: fp32, bf16 being offered, not chosen (benchmarks/RESULTS.md, "bf16 on the
-    CPU"). It should be chosen only where it is both faster and within 0.1 dB of fp32; measured here, at 32 px
-    it was within 0.1 dB but slower at batch 1 (faster at batch 16), and at 256 px, where it was faster, no
-    paper checkpoint was at hand to measure its quality."""
+    """--precision auto on the CPU: fp32, bf16 being offered, not chosen. It should be chosen only where it is
+    both faster and as good as fp32 (within 0.1 dB hole PSNR); where it was as good (32 px) it was slower at
+    batch 1, and where it was faster (256 px) its quality could not be measured
+    (benchmarks/RESULTS.md#bf16-on-the-cpu)."""
     return torch.float32
 
 

@@ -44,7 +44,8 @@ from .model_files import card_text, load_table_model
 from .schema import Column, adopt_constants, schema_difference
 from .table_files import Table, filled_frame
 
-TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
+TABLE_PRESET = "quick"  # the tables' default schedule, measured against the others by benchmarks/tabular.py
+# (benchmarks/RESULTS.md#tables-against-classic-imputers)
 BLOCK_ROWS = 4096  # rows per sampling block (memory only: each row's noise is its own)
 
 
@@ -243,9 +244,8 @@ def reconstruction_guidance(model: KeepsGraph, gt: torch.Tensor, keep: torch.Ten
 
     Why tables use it by default: RePaint's replacement couples the missing cells to the observed
     ones only through freshly noised copies of them; with a handful of columns, unlike an image's
-    many neighbouring pixels, that coupling is weak. Measured with the quick preset on a 3-class
-    label set by one numeric column: accuracy 0.75 without guidance, 0.92 at scale 10; on
-    b = 2a + noise(0.2): MAE 0.201 -> 0.166 (0.16 is the noise floor). Scale 100 diverges."""
+    many neighbouring pixels, that coupling is weak; guidance improved both a label's accuracy and a
+    number's MAE, and too large a scale diverges (benchmarks/RESULTS.md#tables-guidance)."""
     abar = make_diffusion(model.cfg).arrays.alphas_cumprod
     return core_reconstruction_guidance(model, gt, keep, scale, abar)
 

@@ -349,7 +349,7 @@ class DiffusionImputer:
 def _with_decimals(columns: list, table: Table) -> list:
     """The float columns with the decimals their observed numbers have at most (their shortest repr; none where
     one needs an exponent), as a CSV's columns have: filled numbers are rounded to them, as the command writes
-    them (measured on iris: MAE 0.299 unrounded, 0.291 rounded to its one decimal)."""
+    them, which also scores better (benchmarks/RESULTS.md#csv-decimals)."""
     from dataclasses import replace
 
     from .schema import decimals_of
