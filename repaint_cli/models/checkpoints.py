@@ -205,7 +205,8 @@ def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, 
         Hyper-parameters in RePaint conf keys (a conf YAML file or a dict), over those of the model's card
         or sidecar YAML.
     device : str or torch.device, default "cpu"
-        Where the weights go.
+        Where the weights go. Nothing is downloaded: a registry model must have been fetched
+        (``repaint models fetch NAME``).
 
     Returns
     -------
