@@ -96,7 +96,7 @@ Blocks = Annotated[Optional[int], typer.Option(
     "--blocks", metavar="N", show_default="3", help="Denoiser residual blocks.", rich_help_panel=MODEL)]
 Samples = Annotated[int, typer.Option(
     "--samples", "-n", metavar="K", help="Imputations per row, combined by --combine (numbers) and the mode "
-    "(categories). (-k, its old short name, still works.)", rich_help_panel=SAMPLING)]
+    "(categories).", rich_help_panel=SAMPLING)]
 SamplesK = Annotated[Optional[int], typer.Option("-k", hidden=True)]  # the old short name of --samples
 Combine = Annotated[str, typer.Option(
     "--combine", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=SAMPLING)]

@@ -9,8 +9,9 @@ so an image gets the same noise alone or in any batch position. Two sources:
   number is a device tensor, no generator state to advance); its integer part is
   compiled into one kernel where that gives the same bits (:func:`prepare_fused_noise`);
 - on the CPU, :func:`gaussian_seeded`: a generator per image seeded from
-  (key, d); about 6x cheaper there than the hashing (which would cost ~5% of a
-  small model's time), and nothing to capture.
+  (key, d); much cheaper there than the hashing, which would be a visible share
+  of a small model's time (benchmarks/RESULTS.md#cpu-noise-share), and nothing
+  to capture.
 
 So results are reproducible per device type; CPU and CUDA runs draw different noise.
 """

@@ -43,7 +43,36 @@ from .setup import RunPlan, check_out, plan_run
 
 def inpaint(inputs, opts: InpaintOptions, reporter: Optional[Reporter] = None, stdin=None,
             stop: Optional[StopFlag] = None) -> RunSummary:
-    """Inpaint every input; returns a summary. Raises RunError only for run-wide problems."""
+    """Inpaint every input, as ``repaint inpaint`` does: a problem with one image costs only that image.
+
+    Parameters
+    ----------
+    inputs : list of str or Path
+        Image files, folders (searched below too with ``opts.read.recursive``) and globs; ``"-"`` reads
+        paths from ``stdin``.
+    opts : InpaintOptions
+        The run's options, in four parts, each checked when it was made.
+    reporter : Reporter, optional
+        Receives progress lines, warnings and each image's result; by default warnings and errors go to
+        the ``repaint_cli`` logger.
+    stdin : file object, optional
+        Where ``"-"`` reads paths from, one a line (NUL-separated with ``opts.read.null``); default
+        ``sys.stdin``.
+    stop : StopFlag, optional
+        Set its ``requested`` (from a signal handler or another thread) to stop after the current batch.
+
+    Returns
+    -------
+    RunSummary
+        How many images were done, failed and skipped, each image's result, the run's warnings and its
+        wall time.
+
+    Raises
+    ------
+    RunError
+        Only for a problem of the whole run, before any image is sampled (one line): a missing input, an
+        output onto an input, a model that does not load, options that cannot work together.
+    """
     t_start = time.time()
     reporter = Heard(reporter or Reporter())  # the run's warnings also come back in the summary
     run = _Run(plan_run(inputs, opts, stdin, reporter), reporter, stop or StopFlag())

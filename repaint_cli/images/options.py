@@ -25,16 +25,43 @@ def _check(part) -> None:
 
 @dataclass
 class ReadOptions:
-    """What to read: the masks and how they are read, which inputs, and how an image meets the model's size."""
+    """What to read: the masks and how they are read, which inputs, and how an image meets the model's size.
 
-    mask: str = "thick"  # a file, a folder or glob of masks (paired by stem), or a mask kind / preset YAML
-    mask_convention: str = "keep"  # keep: 255 = known (RePaint); hole: white = hole (LaMa, IOPaint)
+    Parameters
+    ----------
+    mask : str, default "thick"
+        A mask file, a folder or glob of masks (paired with the images by stem), or a mask kind
+        (``repaint masks list``) or preset YAML drawn per image.
+    mask_convention : {"keep", "hole"}, default "keep"
+        keep: 255 = known, 0 = generate (RePaint's); hole: white = fill (LaMa's, IOPaint's).
+    recursive : bool, default False
+        Search input folders below their top level too.
+    shard : str, optional
+        ``"i/n"``: this process's part of the sorted inputs.
+    fit : {"crop", "resize", "pad"}, default "crop"
+        How an image meets the model's size: a square around the hole, the whole image resized, or small
+        images padded.
+    context : float, default 0.5
+        Context around the hole for ``fit="crop"``, as a fraction of the hole's box.
+    allow_empty : bool, default False
+        A mask with no hole (or no known pixel) warns instead of failing its image.
+    null : bool, default False
+        Paths read from stdin (the input ``"-"``) are separated by NUL (``find -print0``), not by lines.
+
+    Raises
+    ------
+    RunError
+        A value out of its range (one line naming the option).
+    """
+
+    mask: str = "thick"
+    mask_convention: str = "keep"
     recursive: bool = False
-    shard: Optional[str] = None  # "i/n": this process's part of the sorted inputs
+    shard: Optional[str] = None
     fit: str = "crop"
     context: float = 0.5
-    allow_empty: bool = False  # a mask with no hole (or no known pixel) warns instead of failing
-    null: bool = False  # paths on stdin ('-') are separated by NUL (find -print0), not by lines
+    allow_empty: bool = False
+    null: bool = False
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
@@ -54,22 +81,56 @@ class ReadOptions:
 
 @dataclass
 class SampleOptions:
-    """How to sample: the model, its schedule, the reverse step, the seed, the reconstruction and class guidance."""
+    """How to sample: the model, its schedule, the reverse step, the seed, the reconstruction and class guidance.
 
-    model: Optional[str] = None  # registry name or checkpoint path; None = the embedded default
-    config: object = None  # RePaint conf YAML path or dict
+    Parameters
+    ----------
+    model : str, optional
+        A registry name, a checkpoint file or a diffusers model (as :func:`load_model` takes); None: the
+        embedded default.
+    config : str, Path or dict, optional
+        A RePaint conf (YAML file or dict): the model's hyper-parameters and schedule.
+    preset : str, optional
+        A sampling preset (``repaint schedule --list``); None: the model card's, else the conf's schedule, else paper.
+    method : {"repaint", "ddnm", "ddim"}, default "repaint"
+        The reverse step: the paper's, DDNM's or DDIM's (``core.sampler.METHODS``).
+    eta : float, default 0.0
+        ddim only: 0 deterministic between resamplings, 1 the ancestral variance.
+    t_T, jump_length, jump_n_sample : int, optional
+        The jump schedule's steps, jump length and resamplings, over the preset's.
+    n_sample : int, optional
+        The conf's ``n_sample`` (samples per image), over the conf's.
+    seed : int, default 0
+        The run's seed; an image's noise comes from (seed, its file stem).
+    class_label : str, optional
+        Class-conditional models: a class index, an ImageNet name, or None for a random class.
+    classifier : str, optional
+        Classifier checkpoint; None: the model card's, or the conf's ``classifier_path``.
+    classifier_scale : float, optional
+        None: the conf's ``classifier_scale``, the card's, else 1.0.
+    guidance : float, optional
+        Reconstruction guidance scale; None: the preset's (``core.schedule.PRESET_GUIDANCE``), 0 for paper.
+
+    Raises
+    ------
+    RunError
+        A value out of its range, or ``eta`` with another method than ddim (one line naming the option).
+    """
+
+    model: Optional[str] = None
+    config: object = None
     preset: Optional[str] = None
-    method: str = "repaint"  # the reverse step: repaint (the paper's), ddnm or ddim (sampler.METHODS)
-    eta: float = 0.0  # ddim only: 0 deterministic between resamplings, 1 the ancestral variance
+    method: str = "repaint"
+    eta: float = 0.0
     t_T: Optional[int] = None
     jump_length: Optional[int] = None
     jump_n_sample: Optional[int] = None
     n_sample: Optional[int] = None
     seed: int = 0
-    class_label: Optional[str] = None  # class-conditional models: index, ImageNet name, or random (default)
-    classifier: Optional[str] = None  # classifier checkpoint (default: the model card's, or conf classifier_path)
-    classifier_scale: Optional[float] = None  # default: conf classifier_scale, the card's, else 1.0
-    guidance: Optional[float] = None  # reconstruction guidance scale; None: the preset's (schedule.PRESET_GUIDANCE), 0 for paper
+    class_label: Optional[str] = None
+    classifier: Optional[str] = None
+    classifier_scale: Optional[float] = None
+    guidance: Optional[float] = None
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""
@@ -82,15 +143,38 @@ class SampleOptions:
 
 @dataclass
 class WriteOptions:
-    """What to write, and where."""
+    """What to write, and where.
+
+    Parameters
+    ----------
+    out_dir : Path, default Path("out")
+        The output folder.
+    paste : bool, default True
+        Known pixels pasted back exactly.
+    overwrite : bool, default False
+        Sample again and replace outputs that exist (else a rerun skips them).
+    save_mask : bool, default False
+        Write the mask used beside each output (``<stem>_mask.png``).
+    manifest : str, optional
+        A JSON lines file, one record per image, appended.
+    sheet : bool, default False
+        A contact sheet ``OUT/sheet.png`` of the run's outputs (planned with the rest; written by the CLI).
+    extras : list, optional
+        Per-batch hooks (frames, concat): see ``hooks.BatchHook``.
+
+    Raises
+    ------
+    RunError
+        A value out of its range (one line naming the option).
+    """
 
     out_dir: Path = Path("out")
-    paste: bool = True  # known pixels pasted back exactly
+    paste: bool = True
     overwrite: bool = False
     save_mask: bool = False
-    manifest: Optional[str] = None  # JSON lines file, one record per image (appended)
-    sheet: bool = False  # a contact sheet OUT/sheet.png of the run's outputs (planned with the rest; written by the CLI)
-    extras: list = field(default_factory=list)  # per-batch hooks (frames, concat): see hooks.BatchHook
+    manifest: Optional[str] = None
+    sheet: bool = False
+    extras: list = field(default_factory=list)
 
     def __post_init__(self):
         _check(self)
@@ -105,6 +189,26 @@ class InpaintOptions:
 
     Built from the parts, or from their fields by name (``InpaintOptions(mask="thick", out_dir="filled")``), which
     each go to the one part that has them.
+
+    Parameters
+    ----------
+    read : ReadOptions, optional
+        What to read; default ``ReadOptions()``.
+    sample : SampleOptions, optional
+        How to sample; default ``SampleOptions()``.
+    engine : EngineOptions, optional
+        Where it runs; default ``EngineOptions()``.
+    write : WriteOptions, optional
+        What to write; default ``WriteOptions()``.
+    **fields
+        Any field of the four parts by name, set over the part given (or its default).
+
+    Raises
+    ------
+    TypeError
+        A name that no part has.
+    RunError
+        A value out of its range (``EngineOptions``' values: ``constraints.OptionError``, a ValueError).
     """
 
     __slots__ = tuple(_PARTS)
@@ -145,17 +249,36 @@ class ImageResult:
 
 @dataclass
 class RunSummary:
+    """What :func:`inpaint` did.
+
+    Parameters
+    ----------
+    done, failed, skipped : int
+        Images written, images that failed (each says why in its result), outputs a rerun found done.
+    interrupted : bool
+        The run was stopped (``StopFlag``) before every image was made.
+    seconds : float
+        The run's wall time.
+    results : list of ImageResult
+        One per image: its input, mask, output, seed, status, error and warnings.
+    warnings : list of str
+        Every warning the run said (an image's are in its result too).
+    outputs : list
+        Every image's output over all shards, in input order (``--sheet``).
+    """
+
     done: int = 0
     failed: int = 0
     skipped: int = 0
     interrupted: bool = False
     seconds: float = 0.0
     results: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)  # every warning the run said (an image's are in its result too)
-    outputs: list = field(default_factory=list)  # every image's output over all shards, in input order (--sheet)
+    warnings: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No image failed and the run was not interrupted."""
         return self.failed == 0 and not self.interrupted
 
 

@@ -2,7 +2,7 @@
 
 PyTorch's CPU kernels are deterministic run to run, but several of the UNet's
 layers give an image a result that depends on the *other* images of its batch
-(measured with torch 2.13 on an AVX-512 CPU; ``tests/test_invariant.py``):
+(measured with torch 2.13 on an AVX-512 CPU: benchmarks/RESULTS.md#batch-invariance):
 
 - ``Linear``: MKL's GEMM blocks the rows of the batch together, so the order
   of a row's dot-product sums changes with the number of rows.

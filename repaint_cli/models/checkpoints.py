@@ -193,7 +193,34 @@ def _not_found_message(checkpoint: str) -> str:
 
 
 def load_model(checkpoint=None, hparams=None, device="cpu") -> tuple[UNetModel, Diffusion]:
-    """``(model, diffusion)`` for a registry name or checkpoint path; ``hparams`` in RePaint conf keys."""
+    """A diffusion model and its noise schedule, loaded as ``repaint inpaint --model`` loads them.
+
+    Parameters
+    ----------
+    checkpoint : str or Path, optional
+        A registry name (``repaint models list``: ``"emoji32"``, ``"celeba256"``...), a checkpoint file, or
+        a model in diffusers' format (a folder or a hub id); None: the conf's ``model_path``, else the
+        embedded default model.
+    hparams : str, Path or dict, optional
+        Hyper-parameters in RePaint conf keys (a conf YAML file or a dict), over those of the model's card
+        or sidecar YAML.
+    device : str or torch.device, default "cpu"
+        Where the weights go. Nothing is downloaded: a registry model must have been fetched
+        (``repaint models fetch NAME``).
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The UNet, in eval mode without gradients, called as guided-diffusion's ``model(x, t, y=None)``.
+    diffusion : Diffusion
+        Its noise schedule, ``timestep_respacing`` applied.
+
+    Raises
+    ------
+    ModelError
+        One line naming the problem: an unknown name, a missing or unreadable file, weights that do not
+        fit the hyper-parameters.
+    """
     loaded = load(checkpoint, hparams, device)
     return loaded.model, loaded.diffusion
 

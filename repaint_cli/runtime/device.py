@@ -29,17 +29,45 @@ from .memory import is_oom
 
 @dataclass
 class EngineOptions:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    """Where and how the UNet runs: device, precision, threads, batch size.
+
+    Parameters
+    ----------
+    device : str, default "auto"
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:func:`pick_device`).
+    precision : {"auto", "fp32", "fp16", "bf16"}, default "auto"
+        auto: fp16 on CUDA, fp32 elsewhere (:func:`resolve_precision`).
+    cuda_graphs : bool, default True
+        On CUDA, the sampler's steps captured once per batch shape and replayed.
+    channels_last : bool, optional
+        None: on on the CPU (faster there: benchmarks/RESULTS.md#cpu-choices), off on CUDA, where GroupNorm
+        converts channels_last to NCHW and back at every norm and no GPU benchmark has shown a gain yet.
+    compile : bool, default False
+        On CUDA with ``cuda_graphs``: the UNet compiled, warmed up, then captured.
+    graph_guidance : bool, default False
+        Capture guided steps (their backward included) too; off until measured on a GPU.
+    threads : int, optional
+        CPU threads; None: the usable cores not busy now (``runtime.threads.default_threads``).
+    batch_invariant : bool, default True
+        CPU only: an image's UNet output the same bits in any batch (``models/batch_invariant.py``).
+    batch_size : int or "auto", default "auto"
+        Images per batch; auto: sized from free memory and the resolution.
+
+    Raises
+    ------
+    constraints.OptionError
+        A value out of its range (a ValueError, one line naming the option).
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
     cuda_graphs: bool = True
-    # None = on on the CPU (1.1-1.3x here, benchmarks/RESULTS.md), off on CUDA: CUDA's GroupNorm converts
-    # channels_last to NCHW and back at every norm, and no GPU benchmark has shown a gain yet
     channels_last: Optional[bool] = None
-    compile: bool = False  # on CUDA with cuda_graphs: compiled, warmed up, then captured
-    graph_guidance: bool = False  # capture guided steps (their backward included) too; off until measured on a GPU
+    compile: bool = False
+    graph_guidance: bool = False
     threads: Optional[int] = None
-    batch_invariant: bool = True  # CPU only: an image's UNet output the same bits in any batch (batch_invariant.py)
-    batch_size: object = "auto"  # images per batch, or "auto": sized from memory and resolution
+    batch_invariant: bool = True
+    batch_size: object = "auto"
 
     def __post_init__(self):
         """Each value checked once, against the declared table (constraints.OptionError, one line)."""
@@ -97,7 +125,8 @@ def default_channels_last(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """The UNet's compute dtype. auto: fp16 on CUDA, fp32 elsewhere (on MPS no fp16 run has been measured
     for quality; on the CPU bf16 only where it was measured faster and as good, :func:`cpu_auto_precision`).
-    fp16 on the CPU is refused: it is ~300x slower there; bf16 there needs the CPU's bf16 instructions."""
+    fp16 on the CPU is refused: it is orders of magnitude slower there (benchmarks/RESULTS.md#cpu-choices);
+    bf16 there needs the CPU's bf16 instructions."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -133,10 +162,10 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_auto_precision() -> torch.dtype:
-    """--precision auto on the CPU: fp32, bf16 being offered, not chosen (benchmarks/RESULTS.md, "bf16 on the
-    CPU"). It should be chosen only where it is both faster and within 0.1 dB of fp32; measured here, at 32 px
-    it was within 0.1 dB but slower at batch 1 (faster at batch 16), and at 256 px, where it was faster, no
-    paper checkpoint was at hand to measure its quality."""
+    """--precision auto on the CPU: fp32, bf16 being offered, not chosen. It should be chosen only where it is
+    both faster and as good as fp32 (within 0.1 dB hole PSNR); where it was as good (32 px) it was slower at
+    batch 1, and where it was faster (256 px) its quality could not be measured
+    (benchmarks/RESULTS.md#bf16-on-the-cpu)."""
     return torch.float32
 
 

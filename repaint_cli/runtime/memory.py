@@ -33,8 +33,8 @@ def fit_batch(peak_1: int, peak_2: int, free: int, n_images: int, cap: int = 512
     reverse step's private pool, one eager step's peak (the capture is taken
     with the allocator's cache emptied, no eager step alive, and the previous
     shape's pool given back: ``cuda_graphs``), plus ``state_per_image`` per
-    image (static buffers, the undo graph's pool), plus 10% for fragmentation.
-    (It was 1.5 x the step against the ~2 x a first capture needed then.)
+    image (static buffers, the undo graph's pool), plus 10% for fragmentation
+    (why a step's worth, not more: benchmarks/RESULTS.md#gpu-path-review).
     """
     per_image = max(peak_2 - peak_1, 1) if peak_2 > peak_1 else max(peak_1, 1)
     fixed = max(peak_1 - per_image, 0)
@@ -51,9 +51,8 @@ def auto_batch_size(model, image_size: int, device: torch.device, n_images: int,
     the classifier's forward and backward when guidance is on); without it the
     given model is called. Its peak memory at batch 1 and 2 sizes the batch to
     80% of what is free (:func:`fit_batch`), up to ``cap`` (small models on big GPUs).
-    On the CPU batching pays at small sizes (emoji32: 4.8 ms per image-call at
-    batch 16 against 8.6 ms at 1, benchmarks/RESULTS.md) and little at large
-    ones: 16 up to 64 px, 4 at 128, 1 at 256.
+    On the CPU batching pays at small sizes and little at large ones
+    (benchmarks/RESULTS.md#cpu-choices): 16 up to 64 px, 4 at 128, 1 at 256.
     """
     if device.type not in ("cuda", "mps"):
         cpu_default = max(1, min(16, 4 * (128 // image_size) ** 2))

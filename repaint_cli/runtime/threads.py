@@ -42,8 +42,8 @@ def default_threads() -> int:
     """Threads when --threads is not given: the usable cores that are not busy now, at least 1.
 
     PyTorch takes one thread per core whatever else runs; on a busy machine its
-    threads wait for each other at every layer (one emoji took 256 s on 2 threads
-    against 21.7 s on 1 at load 8). Busy cores: the CPU time our usable cores spent
+    threads wait for each other at every layer, many times slower than one thread
+    (benchmarks/RESULTS.md#threads-busy-machine). Busy cores: the CPU time our usable cores spent
     on other processes over :data:`WINDOW_S` (``/proc/stat``, our own process's time
     taken out), rounded. Not the 1-minute load average: it lags, so a run started
     right after another (a shell loop, a pipeline) saw the finished run's load and
@@ -51,9 +51,9 @@ def default_threads() -> int:
     usable core. Decided once per process (the fp32 retry's model gets the same
     count). OMP_NUM_THREADS, when set (torchrun sets it to 1), is left as PyTorch
     read it; and no more threads than PyTorch's own default (one per physical
-    core). The UNet's CPU output was the same bits at 1 to 5 threads on this
-    project's CPU (invariant.py, tests/test_invariant.py), so there the choice
-    never changes a result.
+    core). The UNet's CPU output is batch- and thread-invariant there
+    (models/batch_invariant.py; benchmarks/RESULTS.md#threads-busy-machine), so
+    there the choice never changes a result.
     """
     return thread_choice()[0]
 

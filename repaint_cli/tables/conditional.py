@@ -2,8 +2,9 @@
 
 Why not RePaint's sampling-time conditioning (``--method repaint``): a row has a handful of cells,
 not an image's many neighbours, so freshly noised copies of the observed cells couple weakly to the
-missing ones; measured on four tables, it lost to MissForest and cost 230 calls per row and sample
-(benchmarks/research/tables-2026-12-03-report.md). Here, as in CSDI and ReMasker, training hides a
+missing ones; on four tables it lost to MissForest, at a model call per step of its schedule per row
+and sample (benchmarks/RESULTS.md#tables-against-classic-imputers, and the research report that
+benchmarks/RESULTS.md#tables-hidden-share links). Here, as in CSDI and ReMasker, training hides a
 random share of each row's *observed* cells and learns to predict them from the rest:
 
 - Each training row hides a share r ~ U(0, min(1, 14 / columns)) of its observed columns (a one-hot
@@ -12,7 +13,8 @@ random share of each row's *observed* cells and learns to predict them from the 
   loss is over the hidden cells only. Cells missing in the data are neither seen nor scored: they
   hold a random donor's value (hot deck), noised like the targets.
 - The first layer reads ``[x * c, x_t * (1 - c), c]`` (c = 1 where a cell is given): separate
-  weights for a given value and for a noisy one (the largest single gain measured).
+  weights for a given value and for a noisy one (the largest single gain measured:
+  benchmarks/RESULTS.md#tables-hidden-share, its research report).
 - The first layer also reads, for every cell, what a Gaussian fitted to the encoded table predicts
   from the given cells (its linear conditional; a Gaussian copula, as numbers are normal scores).
   The net learns what the linear relations miss instead of the relations themselves: a near-linear
@@ -52,21 +54,22 @@ from .steps import adamw, learning_rate, optimiser_step
 
 BLOCK_ROWS = 4096  # rows per imputation block (memory only: each row's noise is its own)
 # A training row hides U(0, min(1, HIDE_COLUMNS / columns)) of its observed cells: in a wide table, hiding up to all
-# of them trains mostly on rows far sparser than the ones imputed. Measured on breast_cancer (31 columns), 3 seeds:
-# at 30% MCAR, hiding up to 0.4 or 0.6 of the cells instead of all gave MAE 0.269 (was 0.278); at 10% MCAR, up to
-# 0.3 or 0.5 gave 0.221 and 0.226 (one seed; was 0.248). wine (14 columns) lost with a cap (0.555 and 0.566 against
-# 0.547 at 30% MCAR), so tables of up to 14 columns keep U(0, 1). benchmarks/RESULTS.md has the whole table.
+# of them trains mostly on rows far sparser than the ones imputed. A cap helped breast_cancer (31 columns) and hurt
+# wine (14 columns), so tables of up to 14 columns keep U(0, 1) (benchmarks/RESULTS.md#tables-hidden-share).
 HIDE_COLUMNS = 14
 # The Gaussian base (cfg.gaussian_base): the model also reads the linear conditional of a Gaussian fitted to the
 # encoded table (a Gaussian copula: numbers are normal scores) for every cell. Its covariance is pairwise over the
 # observed cells, shrunk toward its diagonal by the share of SHRINKS that predicts held-out observed cells best
-# (wine, 178 rows, wants 0.2-0.35; diabetes 0.05), and made positive definite; GAUSSIAN_RIDGE is added to the given
-# cells' variances in each solve. RESULTS.md has the model with and without it.
+# (tables differ in the shrink they want: benchmarks/RESULTS.md#tables-gaussian-solve), and made positive definite;
+# GAUSSIAN_RIDGE is added to the given cells' variances in each solve. The model with and without the base:
+# benchmarks/RESULTS.md#tables-gaussian-base.
 SHRINKS, GAUSSIAN_RIDGE = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5), 1e-3
 HOLD_OUT, HOLD_OUT_ROWS = 0.1, 2000  # the shrink's choice: a tenth of the observed cells of up to 2,000 rows
 BASE_MAX_DIM = 96  # wider encoded rows train without the base: its solve per row grows as the cube of the width
 BASE_ELEMENTS = 1 << 22  # the base's solves run in chunks of rows of at most this many matrix elements
-DRAW_STEPS = 10  # DDPM steps of a draw (--draws): measured no better as a point estimate, so used for draws only
+# DDPM steps of a draw (--draws); a chain is no better than one call as a point estimate, so only draws use it
+# (benchmarks/RESULTS.md#tables-hidden-share)
+DRAW_STEPS = 10
 
 
 def alpha_bar(t: torch.Tensor) -> torch.Tensor:
@@ -171,7 +174,8 @@ def gaussian_conditional(mean: torch.Tensor, cov: torch.Tensor, v: torch.Tensor,
         cb, vb = c[start:start + chunk], v[start:start + chunk]
         both = cb[:, :, None] * cb[:, None, :]
         system = both * (cov + GAUSSIAN_RIDGE * eye) + (1 - both) * eye
-        # positive definite by construction (fit_gaussian): Cholesky, 1.2-2x faster than a general solve here
+        # positive definite by construction (fit_gaussian): Cholesky, faster than a general solve
+        # (benchmarks/RESULTS.md#tables-gaussian-solve)
         weights = torch.cholesky_solve((cb * (vb - mean)).unsqueeze(-1), torch.linalg.cholesky(system)).squeeze(-1)
         out[start:start + chunk] = mean + weights @ cov
     return out
@@ -179,7 +183,8 @@ def gaussian_conditional(mean: torch.Tensor, cov: torch.Tensor, v: torch.Tensor,
 
 def _dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout with its mask drawn by ``torch.rand`` (the global RNG, as nn.Dropout): on the CPU this is
-    2.5x faster than nn.Dropout's ``bernoulli_``, which took a fifth of a training step (2026-12-03)."""
+    much faster than nn.Dropout's ``bernoulli_``, which took a large share of a training step
+    (benchmarks/RESULTS.md#tables-training-step)."""
     if not training or p == 0:
         return h
     return h * (torch.rand(h.shape) >= p) * (1 / (1 - p))
@@ -293,7 +298,7 @@ def _train(x, keep, groups, cfg, s, on_step, category_dims) -> ConditionalDenois
     donors, n_donors = _donor_table(observed)
     model = ConditionalDenoiser(dim, cfg, seed=s.seed)
     if model.base_cov is not None:  # fitted on every row; out-of-fold Gaussians for the training rows (as
-        # stacking does) measured no better: RESULTS.md
+        # stacking does) measured no better: benchmarks/RESULTS.md#tables-gaussian-base
         model.base_mean, model.base_cov = fit_gaussian(X, K, choose_shrink(X, K, group_of, seed=s.seed))
     opt = adamw(model, s.lr)
     batch = s.batch_size

@@ -44,7 +44,8 @@ from .model_files import card_text, load_table_model
 from .schema import Column, adopt_constants, schema_difference
 from .table_files import Table, filled_frame
 
-TABLE_PRESET = "quick"  # the tables' default schedule (benchmarks/tabular.py measured it against the others)
+TABLE_PRESET = "quick"  # the tables' default schedule, measured against the others by benchmarks/tabular.py
+# (benchmarks/RESULTS.md#tables-against-classic-imputers)
 BLOCK_ROWS = 4096  # rows per sampling block (memory only: each row's noise is its own)
 
 
@@ -54,25 +55,59 @@ CARD_TRAINING = ("trained_on", "rows", "sampled_from", "sample_seed", "train")  
 
 @dataclass
 class ImputeOptions:
+    """How ``repaint impute`` trains and fills (the library's names for its flags); checked by
+    :func:`check_options`, settled by :meth:`settled`.
+
+    Parameters
+    ----------
+    samples : int, default 5
+        Imputations per row (and model), combined by ``combine``.
+    combine : {"mean", "median"}, default "mean"
+        How a number's samples become one (categories: the mode).
+    method : str, optional
+        ``choices.TABLE_METHODS``: conditional, or the RePaint methods repaint, ddnm, ddim; None: a loaded
+        model's kind, else conditional.
+    seed : int, default 0
+        The run's seed: training, the rows' noise, ``fit_sample``'s rows.
+    train : TrainSettings
+        Training steps, learning rate and the conditional model's training choices.
+    model : TableModelConfig
+        The denoiser: width, blocks, members, Gaussian base.
+    threads : int, optional
+        CPU threads; None: the usable cores not busy now.
+    categorical : tuple of str
+        Columns read as categories even where their cells are numbers.
+    preset, t_T, jump_length, jump_n_sample : optional
+        The RePaint methods only: the sampling preset (default ``TABLE_PRESET``) and its schedule's values.
+    eta : float, default 0.0
+        ddim only: as ``repaint inpaint --eta`` (0: deterministic between resamplings).
+    rounds : int, optional
+        EM rounds: train, impute, then re-train on the imputed table (DiffPuter's idea); None: 1.
+    variance : {"small", "large"}, default "small"
+        The reverse step's fixed variance: the posterior's (small) or beta (large).
+    guidance : float, optional
+        The RePaint methods' reconstruction guidance scale (0: plain RePaint); None: ``GUIDANCE``.
+    fit_sample : int, optional
+        Train on this many rows, drawn by the seed (every row is filled); None: all.
+    """
+
     samples: int = 5
-    combine: str = "mean"  # numeric cells over the samples: mean or median (categories: mode)
-    method: Optional[str] = None  # choices.TABLE_METHODS; None: a loaded model's kind, else conditional
+    combine: str = "mean"
+    method: Optional[str] = None
     seed: int = 0
     train: TrainSettings = field(default_factory=TrainSettings)
     model: TableModelConfig = field(default_factory=TableModelConfig)
     threads: Optional[int] = None
     categorical: tuple = ()
-    # the RePaint methods only (repaint, ddnm, ddim):
     preset: Optional[str] = None
     t_T: Optional[int] = None
     jump_length: Optional[int] = None
     jump_n_sample: Optional[int] = None
-    eta: float = 0.0  # ddim only: as `repaint inpaint --eta` (0: deterministic between resamplings)
-    rounds: Optional[int] = None  # EM rounds: train, impute, then re-train on the imputed table (DiffPuter's
-    # idea); None: 1
-    variance: str = "small"  # the reverse step's fixed variance: posterior ('small') or beta ('large')
-    guidance: Optional[float] = None  # reconstruction guidance scale (0: plain RePaint); None: GUIDANCE
-    fit_sample: Optional[int] = None  # train on this many rows, drawn by the seed (all rows are filled); None: all
+    eta: float = 0.0
+    rounds: Optional[int] = None
+    variance: str = "small"
+    guidance: Optional[float] = None
+    fit_sample: Optional[int] = None
 
     @property
     def conditional(self) -> bool:
@@ -243,9 +278,8 @@ def reconstruction_guidance(model: KeepsGraph, gt: torch.Tensor, keep: torch.Ten
 
     Why tables use it by default: RePaint's replacement couples the missing cells to the observed
     ones only through freshly noised copies of them; with a handful of columns, unlike an image's
-    many neighbouring pixels, that coupling is weak. Measured with the quick preset on a 3-class
-    label set by one numeric column: accuracy 0.75 without guidance, 0.92 at scale 10; on
-    b = 2a + noise(0.2): MAE 0.201 -> 0.166 (0.16 is the noise floor). Scale 100 diverges."""
+    many neighbouring pixels, that coupling is weak; guidance improved both a label's accuracy and a
+    number's MAE, and too large a scale diverges (benchmarks/RESULTS.md#tables-guidance)."""
     abar = make_diffusion(model.cfg).arrays.alphas_cumprod
     return core_reconstruction_guidance(model, gt, keep, scale, abar)
 
@@ -516,10 +550,39 @@ def _conditional_values(plan: ImputePlan, model, progress: Progress):
 
 def impute_table(table: Table, opts: ImputeOptions, progress: Optional[Progress] = None, model_path=None,
                  keep_draws: bool = False, fitted: Optional[tuple] = None, saving: bool = False) -> Imputed:
-    """Train on ``table`` (or load ``model_path``, or use ``fitted``: (model, columns) from :func:`fit_table`),
-    impute its missing cells, return the filled table. Ctrl-C while imputing raises :class:`Interrupted` with the
-    trained model. ``saving``: the caller saves the model (``model_files.save_table_model`` with ``card``): its
-    card is checked before training, and a table with nothing to train on is refused."""
+    """Fill a table's missing cells, as ``repaint impute`` does: train on it (or use a given model), then impute.
+
+    Parameters
+    ----------
+    table : Table
+        The table as read (``table_files.read_table``).
+    opts : ImputeOptions
+        How to train and impute; checked here (``check_options``).
+    progress : Progress, optional
+        Receives the phases, progress and warnings; by default nothing is shown.
+    model_path : str or Path, optional
+        A saved model (``repaint impute --save-model``'s files) to fill with instead of training.
+    keep_draws : bool, default False
+        Also return each sample's completed table (multiple imputation).
+    fitted : tuple, optional
+        ``(model, columns)`` from :func:`fit_table`: fill with that model instead of training.
+    saving : bool, default False
+        The caller saves the model (``model_files.save_table_model`` with the result's ``card``): the card is
+        checked before training, and a table with nothing to train on is refused.
+
+    Returns
+    -------
+    Imputed
+        The filled frame, the draws (with ``keep_draws``), the columns, the run's stats, the model and what
+        its card says of its training.
+
+    Raises
+    ------
+    TableError
+        Bad input or options (one line naming the file or the parameter and the fix).
+    Interrupted
+        Ctrl-C while imputing, carrying the trained model so that the caller can keep it.
+    """
     progress = progress or Progress()
     plan = plan_impute(table, opts, progress, model_path=model_path, fitted=fitted, draws=keep_draws, saving=saving)
     t0 = time.perf_counter()

@@ -54,10 +54,48 @@ class DiffusionImputer:
     """Fills missing cells with a small diffusion model trained on the table (``repaint impute``).
 
     Parameters mirror the command's flags (``--train-steps`` is ``train_steps``, ``--seed`` is
-    ``random_state``); None takes the command's default. ``categorical`` names columns (labels of a
-    DataFrame, indices of an array) to treat as categories even where their cells are numbers;
-    ``fit_sample`` trains on that many rows, drawn by ``random_state`` (every row is filled; the saved card
-    says so).
+    ``random_state``); None takes the command's default. Every value is checked by :meth:`fit`, not here
+    (scikit-learn's convention).
+
+    Parameters
+    ----------
+    method : str, optional
+        ``conditional`` (a model trained to fill hidden cells from the others), or ``repaint``, ``ddnm`` or
+        ``ddim`` (an unconditional model conditioned while sampling); None: a loaded model's kind, else
+        conditional.
+    samples : int, default 5
+        Imputations per row and model, combined by ``combine``.
+    combine : {"mean", "median"}, default "mean"
+        How a number's samples become one (categories: the mode).
+    members : int, optional
+        Models trained apart and averaged; None: 2 (conditional), 1 (the RePaint methods).
+    train_steps : int, optional
+        Training steps per model; None: 1,500 to 3,000 by the rows (conditional), 3,000 otherwise.
+    gaussian_base : bool, optional
+        Conditional: the first layer also reads a fitted Gaussian's prediction of every cell; None: on
+        (off past ``conditional.BASE_MAX_DIM`` encoded values).
+    width : int, optional
+        The denoiser's width; None: 128 (conditional), 256 (the RePaint methods).
+    blocks : int, default 3
+        The denoiser's residual blocks.
+    rounds : int, default 1
+        Train, impute, then train again on the imputed table, this many times in all.
+    preset, t_T, jump_length, jump_n_sample : optional
+        The RePaint methods only: the sampling preset and its schedule's values.
+    eta : float, default 0.0
+        ddim only: 0 deterministic between resamplings, 1 the ancestral variance.
+    guidance : float, optional
+        The RePaint methods' reconstruction guidance scale; None: 10.
+    categorical : sequence, default ()
+        Columns (labels of a DataFrame, indices of an array) read as categories even where their cells are
+        numbers.
+    random_state : int, default 0
+        The seed of training, of each row's noise and of ``fit_sample``'s rows.
+    threads : int, optional
+        CPU threads; None: the usable cores not busy now.
+    fit_sample : int, optional
+        Train on this many rows, drawn by ``random_state`` (every row is filled; the saved card says so);
+        None: all.
     """
 
     def __init__(self, *, method: Optional[str] = None, samples: int = 5, combine: str = "mean",
@@ -76,9 +114,38 @@ class DiffusionImputer:
     # --- parameters ------------------------------------------------------------------------------
 
     def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters and their values (scikit-learn's convention).
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Unused: no parameter is an estimator.
+
+        Returns
+        -------
+        dict
+            Parameter name -> value.
+        """
         return {name: getattr(self, name) for name in PARAMS}
 
     def set_params(self, **params) -> "DiffusionImputer":
+        """Set constructor parameters by name (scikit-learn's convention); checked at the next :meth:`fit`.
+
+        Parameters
+        ----------
+        **params
+            Parameter name -> new value.
+
+        Returns
+        -------
+        DiffusionImputer
+            This imputer.
+
+        Raises
+        ------
+        ValueError
+            A name that is not a parameter.
+        """
         for name, value in params.items():
             if name not in PARAMS:
                 raise ValueError(f"Invalid parameter {name!r} for estimator DiffusionImputer. "
@@ -92,7 +159,12 @@ class DiffusionImputer:
         return f"DiffusionImputer({', '.join(changed)})"
 
     def options(self):
-        """The parameters as ``impute.ImputeOptions`` (not checked: :meth:`fit` checks them)."""
+        """The parameters as ``impute.ImputeOptions`` (not checked: :meth:`fit` checks them).
+
+        Returns
+        -------
+        ImputeOptions
+        """
         from .impute import ImputeOptions
         from .model_config import TableModelConfig, TrainSettings
 
@@ -130,7 +202,25 @@ class DiffusionImputer:
     # --- fitting and filling -------------------------------------------------------------------------
 
     def fit(self, X, y=None) -> "DiffusionImputer":
-        """Learn the columns (their kinds and encodings) and train the model on ``X``'s observed cells."""
+        """Learn the columns (their kinds and encodings) and train the model on ``X``'s observed cells.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (rows, columns)
+            The table; missing cells are NaN, None or pandas' NA.
+        y : None
+            Ignored (scikit-learn's convention).
+
+        Returns
+        -------
+        DiffusionImputer
+            This imputer, fitted.
+
+        Raises
+        ------
+        TableError
+            A bad parameter or table (a ValueError, one line naming the parameter or the column).
+        """
         from .impute import fit_table
 
         opts = self._checked_options()
@@ -140,13 +230,48 @@ class DiffusionImputer:
         return self
 
     def transform(self, X):
-        """``X`` with every missing cell filled (the mean of ``samples`` imputations; categories: the mode):
-        a DataFrame keeps its index, columns, dtypes and observed cells; an array comes back an array."""
+        """``X`` with every missing cell filled (the mean of ``samples`` imputations; categories: the mode).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like
+            A table with the fitted table's columns.
+
+        Returns
+        -------
+        pandas.DataFrame or numpy.ndarray
+            A DataFrame keeps its index, columns, dtypes and observed cells; an array comes back an array.
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` or :meth:`load`.
+        TableError
+            Columns other than the fitted ones (a ValueError, one line).
+        """
         given = self._read(X, fitting=False)
         return self._give_back(given, self._fill(given).frame)
 
     def fit_transform(self, X, y=None):
-        """``fit(X).transform(X)``, the same cells, in one pass (what ``repaint impute`` runs)."""
+        """``fit(X).transform(X)``, the same cells, in one pass (what ``repaint impute`` runs).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (rows, columns)
+            The table; missing cells are NaN, None or pandas' NA.
+        y : None
+            Ignored (scikit-learn's convention).
+
+        Returns
+        -------
+        pandas.DataFrame or numpy.ndarray
+            ``X`` filled, as :meth:`transform` returns it; the imputer is fitted.
+
+        Raises
+        ------
+        TableError
+            A bad parameter or table (a ValueError, one line).
+        """
         from .impute import impute_table
 
         opts = self._checked_options()
@@ -159,7 +284,27 @@ class DiffusionImputer:
 
     def sample(self, X, n: int = 5) -> list:
         """``n`` completed copies of ``X`` (multiple imputation), each a draw of the missing cells given the
-        observed ones: what ``repaint impute --samples n --draws DIR`` writes."""
+        observed ones: what ``repaint impute --samples n --draws DIR`` writes.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like
+            A table with the fitted table's columns.
+        n : int, default 5
+            How many copies.
+
+        Returns
+        -------
+        list
+            ``n`` tables, each of ``X``'s kind (as :meth:`transform` returns it).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` or :meth:`load`.
+        TableError
+            ``n`` below 1 or not an integer, or columns other than the fitted ones.
+        """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise TableError(f"n must be an integer of at least 1, not {n!r}")
         given = self._read(X, fitting=False)
@@ -175,9 +320,27 @@ class DiffusionImputer:
 
     def impute_table(self, table: Table, progress=None, model_path=None, saving: bool = False, draws: bool = False):
         """The command's route (cli/impute.py): fill a ``Table`` as read from a file, training on it unless
-        ``model_path`` names a saved model; ``impute.Imputed`` back (the frame as read, its draws, the stats, the
-        model and its card, for the caller to save where ``saving``). The imputer is fitted afterwards where a
-        model was trained or loaded."""
+        ``model_path`` names a saved model. The imputer is fitted afterwards where a model was trained or
+        loaded.
+
+        Parameters
+        ----------
+        table : Table
+            The table as read (``table_files.read_table``).
+        progress : impute.Progress, optional
+            Receives the phases, progress and warnings.
+        model_path : str or Path, optional
+            A saved model to fill with instead of training.
+        saving : bool, default False
+            The caller saves the model: its card is checked before training.
+        draws : bool, default False
+            Also keep each sample's completed table.
+
+        Returns
+        -------
+        impute.Imputed
+            The filled frame, its draws, the stats, the model and its card (for the caller to save).
+        """
         from .impute import impute_table
 
         result = impute_table(table, self.options(), progress, model_path=model_path, saving=saving,
@@ -191,7 +354,22 @@ class DiffusionImputer:
     def predict_table(self, train: Table, test: Table, target: str, progress=None, model_path=None,
                       saving: bool = False, draws: bool = False):
         """The command's ``--predict``: fitted on ``train`` and ``test`` without its ``target`` (or given
-        ``model_path``), then the test rows filled (``impute.predict_table``); the imputer is fitted afterwards."""
+        ``model_path``), then the test rows filled (``impute.predict_table``); the imputer is fitted afterwards.
+
+        Parameters
+        ----------
+        train, test : Table
+            The training table, and the rows to predict (their ``target`` missing or absent).
+        target : str
+            The column to predict.
+        progress, model_path, saving, draws
+            As :meth:`impute_table`.
+
+        Returns
+        -------
+        impute.Imputed
+            The test rows filled.
+        """
         from .impute import predict_table
 
         result = predict_table(train, test, target, self.options(), progress, model_path=model_path, saving=saving,
@@ -203,8 +381,27 @@ class DiffusionImputer:
     # --- saving --------------------------------------------------------------------------------------
 
     def save(self, path) -> tuple[Path, Path]:
-        """PATH.safetensors and PATH.yaml, the files ``repaint impute --save-model PATH`` writes (and
-        ``--model PATH`` reads); returns their paths."""
+        """Write PATH.safetensors and PATH.yaml, the files ``repaint impute --save-model PATH`` writes (and
+        ``--model PATH`` reads).
+
+        Parameters
+        ----------
+        path : str or Path
+            The files' path, with or without the ``.yaml``/``.safetensors`` suffix.
+
+        Returns
+        -------
+        tuple of Path
+            The weights' and the card's paths.
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` or :meth:`load`.
+        TableError
+            Nothing to save (every column of the fitted table holds one value), or files that cannot be
+            written.
+        """
         from .model_files import save_table_model
 
         self._check_fitted()
@@ -215,8 +412,25 @@ class DiffusionImputer:
 
     @classmethod
     def load(cls, path, **params) -> "DiffusionImputer":
-        """A fitted imputer from files that :meth:`save` or ``repaint impute --save-model`` wrote; ``params`` set
-        how it fills (samples, combine, random_state, threads...): the model's own come from its card."""
+        """A fitted imputer from files that :meth:`save` or ``repaint impute --save-model`` wrote.
+
+        Parameters
+        ----------
+        path : str or Path
+            The files' path, with or without the ``.yaml``/``.safetensors`` suffix.
+        **params
+            How it fills (samples, combine, random_state, threads...); the model's own come from its card.
+
+        Returns
+        -------
+        DiffusionImputer
+            Fitted: :meth:`transform` and :meth:`sample` work at once.
+
+        Raises
+        ------
+        TableError
+            Files that are missing or are not a table model (one line naming the file).
+        """
         from .impute import CARD_TRAINING
         from .model_files import load_table_model
 
@@ -235,6 +449,17 @@ class DiffusionImputer:
     # --- scikit-learn's conventions --------------------------------------------------------------------
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The fitted table's column names (scikit-learn's convention: a transformer keeps its columns).
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored.
+
+        Returns
+        -------
+        numpy.ndarray of str
+        """
         self._check_fitted()
         return np.array([c.name for c in self.columns_], dtype=object)
 
@@ -349,7 +574,7 @@ class DiffusionImputer:
 def _with_decimals(columns: list, table: Table) -> list:
     """The float columns with the decimals their observed numbers have at most (their shortest repr; none where
     one needs an exponent), as a CSV's columns have: filled numbers are rounded to them, as the command writes
-    them (measured on iris: MAE 0.299 unrounded, 0.291 rounded to its one decimal)."""
+    them, which also scores better (benchmarks/RESULTS.md#csv-decimals)."""
     from dataclasses import replace
 
     from .schema import decimals_of

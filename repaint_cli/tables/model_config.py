@@ -9,9 +9,8 @@ from typing import Optional
 EPS_STEPS = 3000  # the eps model's training steps when --train-steps is not given
 
 # The conditional model's steps per member when --train-steps is not given: about PASSES passes over the rows
-# (batches of 256), between STEPS_MIN and STEPS_MAX. Measured with two members, 5 seeds at 30% MCAR: wine (178 rows)
-# over-fits with more steps (MAE 0.541 at 3,000, 0.532 at 1,500), breast_cancer (569) and diabetes (442) under-fit
-# with fewer (0.267 and 0.565 at 3,000; 0.273 and 0.569 at 1,500); benchmarks/RESULTS.md has every setting.
+# (batches of 256), between STEPS_MIN and STEPS_MAX: a small table (wine, 178 rows) over-fits with more steps, larger
+# ones (breast_cancer, diabetes) under-fit with fewer (benchmarks/RESULTS.md#tables-steps-by-rows).
 PASSES, STEPS_MIN, STEPS_MAX = 2000, 1500, 3000
 
 
@@ -26,7 +25,8 @@ def conditional_steps(rows: int, batch_size: int = 256) -> int:
 # ones) and "eps" (denoiser.py: an unconditional noise predictor, sampled with RePaint). Cards saved before
 # the conditional model existed name no kind: they are "eps".
 _DEFAULTS = {"conditional": {"width": 128, "dropout": 0.4, "lr": 3e-3, "members": 2, "gaussian_base": True},
-             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3, "members": 1, "gaussian_base": False}}  # RESULTS.md
+             "eps": {"width": 256, "dropout": 0.0, "lr": 1e-3, "members": 1, "gaussian_base": False}}
+# (how these were chosen: benchmarks/RESULTS.md#tables-gaussian-base and the sections after it)
 
 
 @dataclass
@@ -64,8 +64,8 @@ class TrainSettings:
     # cells; None: min(1, HIDE_COLUMNS / the table's columns) (conditional.py)
     point_share: float = 0.8  # conditional: training rows drawn at t = 1, where the point estimate is read
     l1_at_point: bool = True  # conditional: L1 on those rows (the conditional median), MSE on the others
-    l1_on_categories: bool = False  # conditional: that L1 on categories' one-hot scores too (measured: MSE
-    # there kept MAE and raised iris' class accuracy at MCAR30 from 0.88 to 0.92 over 3 seeds)
+    l1_on_categories: bool = False  # conditional: that L1 on categories' one-hot scores too (off: MSE there
+    # keeps the MAE and gives better class accuracy, benchmarks/RESULTS.md#tables-l1-on-numbers)
 
     def settled(self, kind: str, rows: Optional[int] = None) -> "TrainSettings":
         """Every None replaced by ``kind``'s default; the conditional model's steps need the table's ``rows``

@@ -206,7 +206,7 @@ def date_numbers(cells, unit: str) -> np.ndarray:
 
 
 def _dates(text: list[str], col: Column) -> Optional[np.ndarray]:
-    """ISO dates (2024-05-01, and with a time to the minute or second, after 'T' or a space) as counts of
+    """ISO dates (YYYY-MM-DD, and with a time to the minute or second, after 'T' or a space) as counts of
     days, minutes or seconds since 1970, setting ``col``'s kind, unit and separator; None for other text."""
     shapes = set()
     for t in text:
@@ -220,7 +220,7 @@ def _dates(text: list[str], col: Column) -> Optional[np.ndarray]:
     unit = "D" if sep is None else "s" if seconds else "m"
     try:
         stamps = np.array([t.replace(" ", "T") for t in text], dtype=f"datetime64[{unit}]")
-    except ValueError:  # 2024-02-30
+    except ValueError:  # a day the month does not have (February 30)
         return None
     if np.isnat(stamps).any():
         return None

@@ -10,7 +10,8 @@ from torch import nn
 
 
 def adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """AdamW in one fused kernel where this torch has it on the CPU (2.4 and later): 0.7 ms of an 8 ms step."""
+    """AdamW in one fused kernel where this torch has it on the CPU (2.4 and later): the optimiser is a
+    noticeable share of a small model's step (benchmarks/RESULTS.md#tables-training-step)."""
     params = list(model.parameters())
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
