@@ -191,7 +191,9 @@ def refusal_expected(case: Case) -> bool:
     if any(all(c is None for c in col.cells) for col in case.cols):
         return True  # a column with no observed value: nothing to learn it from
     one_name = len(case.cols) == 1 and case.layout != "index"
-    commas = case.layout == "rownames" or (case.sep != "," and any("," in (c or "") for c in case.cols[0].cells))
+    # a comma a one-column file writes bare splits its row in two; a quoted one is plainly inside one cell
+    bare = [c for c in case.cols[0].cells if c is not None and '"' not in _field(c, case, alone=True)]
+    commas = case.layout == "rownames" or (case.sep != "," and any("," in c for c in bare))
     return one_name and not case.give_sep and commas  # a one-name header gives no delimiter to go by
 
 
