@@ -43,7 +43,7 @@ from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E40
 def spread(ratios: list[float]) -> str:
     """'median (quartiles q1-q3, range min-max, n pairs)'."""
     q = np.percentile(ratios, [25, 50, 75])
-    return (f"{q[1]:.2f} (quartiles {q[0]:.2f}-{q[2]:.2f}, range {min(ratios):.2f}-{max(ratios):.2f}, "
+    return (f"{q[1]:.3g} (quartiles {q[0]:.3g}-{q[2]:.3g}, range {min(ratios):.3g}-{max(ratios):.3g}, "
             f"{len(ratios)} pairs)")
 
 
@@ -123,7 +123,8 @@ SAMPLER = {  # name: (label, schedule, method, eta, guidance), as benchmarks/fro
 
 
 def time_sampler(model, hp, names: list[str], batch: int, rounds: int) -> list[str]:
-    """Each candidate's run over `batch` random images, then paper's, round after round: ratios per round."""
+    """Each candidate's run over `batch` random images and paper's, round after round, the order rotating from
+    round to round: each candidate's time over paper's in the same round."""
     from frontier import J, holes_for
 
     size = int(hp["image_size"])
@@ -140,8 +141,10 @@ def time_sampler(model, hp, names: list[str], batch: int, rounds: int) -> list[s
     ratios = {n: {"wall": [], "CPU": []} for n in names}
     paper_secs = []
     for r in range(rounds):
-        secs = {n: run(n) for n in names}
-        paper_secs.append(run("paper"))
+        order = names + ["paper"]
+        order = order[r % len(order):] + order[: r % len(order)]  # no run always first or always after paper
+        secs = {n: run(n) for n in order}
+        paper_secs.append(secs["paper"])
         for n in names:
             for c, clock in enumerate(("wall", "CPU")):
                 ratios[n][clock].append(secs[n][c] / paper_secs[-1][c])

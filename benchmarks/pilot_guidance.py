@@ -34,7 +34,7 @@ from quality import per_image, repaint_batch  # noqa: E402
 from repaint_cli.core.diffusion import diffusion_from_hparams  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
-from repaint_cli.core.schedule import jump_schedule  # noqa: E402
+from repaint_cli.core.schedule import GUIDED_CALL_COST, jump_schedule  # noqa: E402
 from repaint_cli.images.guidance import reconstruction  # noqa: E402
 from repaint_cli.images.sampling import to_uint8  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
@@ -93,7 +93,13 @@ CANDIDATES = [
     ("20/5/5 guided on every call", 20, 5, 5, "all", 0),
     ("20/5/5 guided where t >= 500", 20, 5, 5, "early", 500),
     ("30/5/3 guided where t >= 500", 30, 5, 3, "early", 500),
+    ("20/5/5 guided where t < 500", 20, 5, 5, "late", 500),
+    ("20/5/3 guided on every call", 20, 5, 3, "all", 0),
+    ("20/5/5 guided on every 2nd call", 20, 5, 5, "every", 2),
 ]
+FAST = CANDIDATES[0][0]
+# the paired frontier's own candidates, kept per image in frontier-paired.json: shown beside the pilot's
+KEPT = ["repaint 30/5/5 (fast)", "repaint 50/5/2 (draft)", "ddim 50/5/2 eta 1 guidance 10"]
 
 
 def check_paper(model, hp, images, holes_by_kind, kept, n) -> None:
@@ -115,6 +121,7 @@ def main(argv=None):
     p.add_argument("--check", type=int, default=2, help="re-sample paper on this many images first (0: skip)")
     p.add_argument("--only", nargs="+", default=None)
     p.add_argument("--out", default="/tmp/pilot_guidance.json")
+    p.add_argument("--report", action="store_true", help="sample nothing: print the table from --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     with np.load(ROOT / "data" / "emoji32.npz") as z:
@@ -124,6 +131,8 @@ def main(argv=None):
     hp, size = loaded.hparams, loaded.model.cfg.image_size
     kept = json.loads((ROOT / "benchmarks" / "frontier-paired.json").read_text())["results"]
     holes_by_kind = {k: holes_for(k, len(images), size) for k in args.kinds}
+    if args.report:
+        return print(table(json.loads(Path(args.out).read_text()), kept, args))
     if args.check:
         check_paper(model, hp, images, holes_by_kind, kept, args.check)
     out = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
@@ -145,22 +154,34 @@ def main(argv=None):
 
 
 def table(out: dict, kept: dict, args) -> str:
+    """Each candidate minus paper per mask, and (PSNR) minus `fast` guided on every call, the same images."""
     lines = [f"Pilot ({datetime.date.today().isoformat()}): first {args.n} held-out emoji, masks "
-             f"{', '.join(args.kinds)}, minus `paper` image by image (hole PSNR dB, SSIM), one thread.", "",
-             "| candidate | UNet calls | of them guided | s/img | " + " | ".join(args.kinds) + " |",
-             "|---|---|---|---|" + "---|" * len(args.kinds)]
-    for label, by_mask in out.items():
+             f"{', '.join(args.kinds)}, minus `paper` image by image (hole PSNR dB, then SSIM: mean and 95% interval), "
+             f"then hole PSNR minus `fast`'s (guided on every call); guidance scale 10, one thread. "
+             f"Forward-equivalents: a guided call counts {GUIDED_CALL_COST:g}.", "",
+             "| candidate | UNet calls | of them guided | forward-equivalents | "
+             + " | ".join(f"{k} - paper | {k} - fast" for k in args.kinds) + " |",
+             "|---|---|---|---|" + "---|---|" * len(args.kinds)]
+    rows = dict(out)
+    for label in KEPT:  # the frontier's candidates on the same images
+        r = kept[args.kinds[0]][label]
+        rows[f"{label} (frontier)"] = {k: {"psnr": kept[k][label]["per_image"]["psnr"][: args.n],
+                                          "ssim": kept[k][label]["per_image"]["ssim"][: args.n], "calls": r["calls"],
+                                          "guided": r["calls"] if r["guidance"] else 0} for k in args.kinds}
+    for label, by_mask in rows.items():
         r = next(iter(by_mask.values()))
         cells = []
         for mask in args.kinds:
             if mask not in by_mask:
-                cells.append("")
+                cells += ["", ""]
                 continue
             ref = kept[mask][PAPER]["per_image"]
             d, s = paired(by_mask[mask]["psnr"], ref["psnr"]), paired(by_mask[mask]["ssim"], ref["ssim"])
-            cells.append(f"{d[0]:+.2f} ± {d[1]:.2f}<br>{s[0]:+.3f} ± {s[1]:.3f}")
-        secs = np.median([v["seconds"] for v in by_mask.values()])
-        lines.append(f"| {label} | {r['calls']} | {r['guided']} | {secs:.2f} | " + " | ".join(cells) + " |")
+            f = paired(by_mask[mask]["psnr"], out[FAST][mask]["psnr"]) if mask in out.get(FAST, {}) else None
+            cells += [f"{d[0]:+.2f} ± {d[1]:.2f}<br>{s[0]:+.3f} ± {s[1]:.3f}",
+                      "" if label == FAST or f is None else f"{f[0]:+.2f} ± {f[1]:.2f}"]
+        fe = r["calls"] - r["guided"] + r["guided"] * GUIDED_CALL_COST
+        lines.append(f"| {label} | {r['calls']} | {r['guided']} | {fe:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
