@@ -43,8 +43,9 @@ from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E40
 def spread(ratios: list[float]) -> str:
     """'median (quartiles q1-q3, range min-max, n pairs)'."""
     q = np.percentile(ratios, [25, 50, 75])
-    return (f"{q[1]:.3g} (quartiles {q[0]:.3g}-{q[2]:.3g}, range {min(ratios):.3g}-{max(ratios):.3g}, "
-            f"{len(ratios)} pairs)")
+    f = "{:.2f}" if q[1] >= 1 else "{:.3f}"  # three figures for the small ratios of the sampler's runs
+    return (f"{f.format(q[1])} (quartiles {f.format(q[0])}-{f.format(q[2])}, range {f.format(min(ratios))}-"
+            f"{f.format(max(ratios))}, {len(ratios)} pairs)")
 
 
 def call_kinds(model, hp, batch: int):
@@ -99,15 +100,16 @@ def time_calls(model, hp, batch: int, pairs: int, warmup: int = 3) -> dict[str, 
 
 
 def report_calls(model, hp, batch_sizes, pairs) -> list[str]:
-    lines = ["| batch | clock | plain forward, ms (median) | forward with autograd / plain | guided (forward + backward) / plain |",
-             "|---|---|---|---|---|"]
+    lines = ["| batch | clock | plain forward, ms (median) | forward with autograd / plain | "
+             "guided (forward + backward) / plain |", "|---|---|---|---|---|"]
     for b in batch_sizes:
         secs = time_calls(model, hp, b, pairs)
         for c, clock in enumerate(("wall", "CPU")):
             plain = [s[c] for s in secs["plain"]]
             grad = [a[c] / p for a, p in zip(secs["forward with autograd"], plain)]
             guided = [a[c] / p for a, p in zip(secs["guided"], plain)]
-            lines.append(f"| {b} | {clock} | {statistics.median(plain) * 1e3:.1f} | {spread(grad)} | {spread(guided)} |")
+            ms = statistics.median(plain) * 1e3
+            lines.append(f"| {b} | {clock} | {ms:.1f} | {spread(grad)} | {spread(guided)} |")
             print(lines[-1], flush=True)
     return lines
 
