@@ -112,8 +112,8 @@ def preset_guidance(preset: str | None) -> float:
 
 # What one guided UNet call costs, in plain forward calls: its forward with autograd on plus the
 # reconstruction guidance's backward through the UNet, over a forward under no_grad, on the embedded
-# model (32 px) at one thread, the median of 200 interleaved pairs on the CPU clock: 1.88 at batch 1,
-# 2.08 at 4, 2.24 at 16 (the frontier's batch; whole guided runs against unguided ones gave 2.1-2.5)
+# model (32 px) at one thread, medians of interleaved pairs on the CPU clock: 1.9 at batch 1, 2.1-2.3 at
+# batch 4 and 16 (the frontier's batch); whole guided runs against unguided ones gave 2.0-2.5
 # (benchmarks/guided_cost.py --calls; benchmarks/RESULTS.md#what-a-guided-call-costs-2026-12-07).
 # Larger models and GPUs will differ.
 GUIDED_CALL_COST = 2.2
