@@ -11,7 +11,10 @@ images, masks and noise keys: the frontier's); ``--check N`` first re-samples `p
 and stops unless it reproduces those numbers exactly. A few images and masks only: a pilot, to
 choose what the paired frontier (benchmarks/frontier.py, 96 images x 6 masks) should measure.
 
-    python benchmarks/pilot_guidance.py --n 16 --kinds thick hole-top --check 2
+    python benchmarks/pilot_guidance.py --n 16 --kinds thick hole-top --check 2 --out benchmarks/pilot-guidance-16.json
+    python benchmarks/pilot_guidance.py --n 96 --kinds thick thin hole-right hole-left hole-top hole-bottom \
+        --only "20/5/5 guided on every" --out benchmarks/pilot-guidance-96.json     # two rows at the frontier's size
+    python benchmarks/pilot_guidance.py ... --report    # the table from the kept --out file, sampling nothing
 """
 from __future__ import annotations
 
