@@ -95,7 +95,8 @@ def schedule_cmd(
     preset: Optional[str] = typer.Option(None, metavar="NAME", show_default="paper",
                                          help=f"Start from a preset: {', '.join(PRESETS)}."),
     as_json: bool = typer.Option(False, "--json", **FLAG, help="Print the full list of times as JSON."),
-    list_presets: bool = typer.Option(False, "--list", **FLAG, help="Print every preset with its cost."),
+    list_presets: bool = typer.Option(False, "--list", **FLAG, help="Print every preset with its costs: UNet calls, "
+                                      "forward-equivalents, time relative to paper."),
 ):
     """Print the jump schedule's summary (UNet calls, undo steps), or the full list with --json."""
     from ..core.schedule import jump_schedule, resolve_jump_params, schedule_summary
@@ -119,8 +120,9 @@ def schedule_cmd(
 
 
 def _list_presets() -> None:
-    """One line per preset: its schedule, guidance and cost, and its measured paired difference to paper
-    (benchmarks/frontier.py writes the numbers; a preset changed since is shown as not measured)."""
+    """One line per preset: its schedule, guidance and costs (UNet calls, forward-equivalents, measured time
+    relative to paper), and its measured paired difference to paper (benchmarks/frontier.py writes the
+    numbers; a preset changed since is shown as not measured)."""
     from ..core.schedule import jump_schedule, preset_guidance, schedule_summary
     from ..resources import preset_quality
 
@@ -129,7 +131,8 @@ def _list_presets() -> None:
         s = schedule_summary(jump_schedule(p))
         g = preset_guidance(name)
         line = (f"{name}\tt_T {p.t_T}, jump_length {p.jump_length}, jump_n_sample {p.jump_n_sample}"
-                + (f", guidance {g:g}" if g else "") + f": {s['unet_calls']} UNet calls, {s['undo_steps']} undo steps")
+                + (f", guidance {g:g}" if g else "") + f": {s['unet_calls']} UNet calls, {s['undo_steps']} undo steps"
+                + _preset_costs(name, p, g))
         m = measured.get(name)
         if name == "paper":
             line += "; the reference the others are measured against"
@@ -142,6 +145,21 @@ def _list_presets() -> None:
         else:
             line += "; not measured against paper yet"
         print(line)
+
+
+def _preset_costs(name: str, p, guidance: float) -> str:
+    """', N forward-equivalents (...), time X of paper's (...)': the schedule's calls counted in plain forward
+    passes, and the measured time per image, where it was measured for this very schedule and scale."""
+    from ..core.schedule import GUIDED_CALL_COST, forward_equivalents, measured_time_vs_paper
+
+    fe = forward_equivalents(p, guidance)
+    text = f", {fe:,.0f} forward-equivalents" + (f" (a guided call counts {GUIDED_CALL_COST:g})" if guidance else "")
+    measured = measured_time_vs_paper(name, p, guidance)
+    if name == "paper" and measured:
+        return text + ", time per image 1 (the unit)"
+    if measured is None:
+        return text + ", time per image vs paper not measured"
+    return text + f", time per image {measured:.3f} of paper's (1/{1 / measured:.1f}, measured)"
 
 
 @app.command("train", cls=PlainCommand)

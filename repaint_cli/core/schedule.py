@@ -75,10 +75,11 @@ def schedule_summary(times: list[int]) -> dict:
 
 
 # Named sampling presets. 'paper' is the paper's setting; 'quick' and 'fast' were chosen from the
-# paired frontier of the embedded model (benchmarks/frontier.py, 2026-12-03: each candidate minus
-# 'paper' image by image): with reconstruction guidance 10 (PRESET_GUIDANCE) both are ahead of
-# 'paper' in the mean on all six masks at a tenth ('quick', 230 calls) and a twentieth ('fast',
-# emoji32's default, 130 calls) of its UNet calls; each call then adds a backward pass.
+# paired frontier of the embedded model (benchmarks/frontier.py: each candidate minus 'paper' image
+# by image; benchmarks/RESULTS.md#paired-frontier): with reconstruction guidance 10 (PRESET_GUIDANCE) both are ahead of
+# 'paper' in the mean on all six masks, at 230 and 130 UNet calls (emoji32's default is 'fast').
+# Every one of those calls also runs a backward pass, so in time they cost about a quarter ('quick')
+# and a seventh ('fast') of 'paper' (PRESET_TIME_VS_PAPER), not the tenth and twentieth their calls say.
 PRESETS: dict[str, JumpParams] = {
     "paper": JumpParams(t_T=250, jump_length=10, jump_n_sample=10),  # 2,410 UNet calls
     "quick": JumpParams(t_T=50, jump_length=5, jump_n_sample=5),  # 230
@@ -95,6 +96,41 @@ PRESET_GUIDANCE: dict[str, float] = {"quick": 10.0, "fast": 10.0}
 
 def preset_guidance(preset: str | None) -> float:
     return PRESET_GUIDANCE.get(preset or "paper", 0.0)
+
+
+# What one guided UNet call costs, in plain forward calls: its forward with autograd on plus the
+# reconstruction guidance's backward through the UNet, over a forward under no_grad, on the embedded
+# model (32 px) at one thread, medians of interleaved pairs on the CPU clock: 1.9 at batch 1, 2.1-2.3 at
+# batch 4 and 16 (the frontier's batch); whole guided runs against unguided ones gave 2.0-2.5
+# (benchmarks/guided_cost.py --calls; benchmarks/RESULTS.md#guided-call-cost).
+# Larger models and GPUs will differ.
+GUIDED_CALL_COST = 2.2
+
+# Seconds per image relative to 'paper', as measured: each preset's whole run and paper's in turn on the
+# same machine at one thread, 4 images a run, the process's CPU time, the median of 10 rounds
+# (benchmarks/guided_cost.py --sampler; the same RESULTS.md section). Kept with the schedule and guidance
+# scale measured, so that a preset changed since shows as not measured.
+PRESET_TIME_VS_PAPER: dict[str, tuple[JumpParams, float, float]] = {  # name: (schedule, guidance, time)
+    "quick": (JumpParams(t_T=50, jump_length=5, jump_n_sample=5), 10.0, 0.247),
+    "fast": (JumpParams(t_T=30, jump_length=5, jump_n_sample=5), 10.0, 0.139),
+    "draft": (JumpParams(t_T=50, jump_length=5, jump_n_sample=2), 0.0, 0.040),
+    "noresample": (JumpParams(t_T=250, jump_length=10, jump_n_sample=1), 0.0, 0.107),
+}
+
+
+def measured_time_vs_paper(preset: str, params: JumpParams, guidance: float) -> float | None:
+    """The measured time per image relative to paper of ``preset``, if measured with these very settings."""
+    if preset == "paper" and params == PRESETS["paper"] and not guidance:
+        return 1.0
+    jp, g, rel = PRESET_TIME_VS_PAPER.get(preset, (None, None, None))
+    return rel if jp == params and g == guidance else None
+
+
+def forward_equivalents(params: JumpParams, guidance: float = 0.0) -> float:
+    """UNet calls counted in plain forward passes: a guided call counts GUIDED_CALL_COST (undo steps, a few
+    element-wise operations each, count nothing)."""
+    calls = schedule_summary(jump_schedule(params))["unet_calls"]
+    return calls * (GUIDED_CALL_COST if guidance else 1.0)
 
 
 def resolve_jump_params(preset: str | None = None, conf: dict | None = None, **overrides) -> JumpParams:
