@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import make_images
+from conftest import ROOT, make_images
 from repaint_cli.cli.app import app
 from repaint_cli.constraints import COMMANDS, IMPUTE, INPAINT, OptionError, api_name
 
@@ -249,7 +249,7 @@ def test_constraints_import_nothing_heavy():
 
     code = ("import sys, repaint_cli.constraints; "
             "print(sorted(m for m in ('numpy', 'torch', 'cv2', 'PIL', 'pandas') if m in sys.modules))")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from repaint_cli.images import masks as M
 from repaint_cli.cli.masks import masks_app
+from conftest import ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = ROOT
 LAMA = ("thick", "medium", "thin")
 N_STATS = 1000
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import randomize, small_unet_config
+from conftest import ROOT, randomize, small_unet_config
 from repaint_cli.models.reference_attention import explicit_attention
 from repaint_cli.models.unet import AttentionBlock, AttentionPool2d, ClassifierConfig, EncoderUNetModel, UNetModel
 
@@ -410,7 +410,7 @@ def test_fp32_uses_the_per_operator_tf32_settings_where_the_process_set_those_an
             "with ieee_fp32():\n"
             "    print(conv.fp32_precision, mm.fp32_precision)\n"
             "print(conv.fp32_precision, mm.fp32_precision)\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["ieee", "ieee", "tf32", "tf32"]

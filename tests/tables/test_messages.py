@@ -13,8 +13,9 @@ from repaint_cli.tables.encoder import TableEncoder
 from repaint_cli.tables.messages import Message, TableError, parameter_words, said
 from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
 from repaint_cli.tables.table_files import read_table
+from conftest import ROOT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "repaint_cli"
+PACKAGE = ROOT / "repaint_cli"
 REPAINT = dict(method="repaint", t_T=10, jump_length=5, jump_n_sample=2, samples=2, guidance=0.0)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_impute_silent import TINY, TINY_REPAINT, TINY_USE, invoke, linear_table, one_error_line
+from impute_cli import TINY, TINY_REPAINT, TINY_USE, invoke, linear_table, one_error_line
 from repaint_cli.tables.messages import TableError
 from repaint_cli.tables.table_files import read_table
 from repaint_cli.tables.conditional import column_groups, draw_samples, point_samples, train_conditional

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from repaint_cli import choices, files
 from repaint_cli.cli.app import app
+from conftest import ROOT
 
 runner = CliRunner()
 
@@ -250,7 +251,7 @@ def test_cli_choice_errors_are_one_line_with_the_closest_choice(tmp_path, option
 def test_choices_imports_nothing_heavy():
     code = ("import sys, repaint_cli.choices; "
             "print(sorted(m for m in ('numpy', 'torch', 'cv2', 'PIL', 'pandas') if m in sys.modules))")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
 
