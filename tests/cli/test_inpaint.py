@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from conftest import FIXTURES, ROOT, needs_fixtures, write_png
 from repaint_cli.cli.app import app
 from repaint_cli.files import is_atomic_temp
+from pathlib import Path
+from conftest import make_images
 
 runner = CliRunner()
 
@@ -47,17 +49,6 @@ def test_folder_of_images_and_masks_keeps_known_pixels_exact(folder, small_check
         assert res.shape == src.shape
         assert np.array_equal(res[keep], src[keep])
         assert not np.array_equal(res[~keep], src[~keep])
-
-
-def test_same_bytes_at_batch_size_1_and_4(folder, small_checkpoint):
-    outs = []
-    for bs in (1, 4):
-        out = folder / f"out{bs}"
-        r = invoke("inpaint", folder / "imgs", "--mask", folder / "masks", "--batch-size", bs, "--seed", 3,
-                   *base_args(small_checkpoint, out))
-        assert r.exit_code == 0, r.output
-        outs.append({p.name: p.read_bytes() for p in out.glob("*.png")})
-    assert outs[0] == outs[1]
 
 
 def test_hole_convention_and_no_paste(folder, small_checkpoint):
@@ -140,12 +131,6 @@ def test_schedule_command():
         ref = next(c for c in json.loads((FIXTURES / "schedules.json").read_text()) if c["params"]["t_T"] == 50)
         assert times == ref["times"]
     assert times[0] == 49 and times[-1] == -1
-
-
-def test_models_list():
-    r = invoke("models", "list")
-    assert r.exit_code == 0
-    assert "celeba256" in r.stdout and "imagenet256" in r.stdout
 
 
 @needs_fixtures
@@ -236,3 +221,75 @@ def test_mask_preset_file_as_mask(folder, small_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     keep = np.asarray(Image.open(out / "im2_mask.png")) > 127
     assert keep.shape == (23, 40) and 0 < (~keep).sum() < keep.size
+
+
+def test_cli_methods(tmp_path, small_checkpoint):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    write_png(d / "a.png", np.random.default_rng(0).integers(0, 256, (16, 16, 3)))
+    runner = CliRunner()
+    results = {}
+    for method, extra in (("repaint", []), ("ddnm", []), ("ddim", ["--eta", "0.5"])):
+        out = tmp_path / method
+        r = runner.invoke(app, ["inpaint", str(d), "--model", str(small_checkpoint), "--preset", "draft", "--mask", "box",
+                                "--seed", "1", "--out", str(out), "--method", method, "--quiet", *extra])
+        assert r.exit_code == 0, r.output
+        results[method] = np.asarray(Image.open(out / "a.png"))
+        assert json.loads(Image.open(out / "a.png").info["repaint"])["method"] == method
+    assert not np.array_equal(results["repaint"], results["ddnm"])
+    assert not np.array_equal(results["repaint"], results["ddim"])
+    for bad in (["--method", "ddpm"], ["--eta", "0.5"], ["--method", "ddim", "--eta", "2"]):
+        r = runner.invoke(app, ["inpaint", str(d), "--model", str(small_checkpoint), "--out", str(tmp_path / "x"), *bad])
+        assert r.exit_code == 2 and len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, (bad, r.stderr)
+    # a rerun with another method says so instead of skipping silently
+    r = runner.invoke(app, ["inpaint", str(d), "--model", str(small_checkpoint), "--preset", "draft", "--mask", "box",
+                            "--seed", "1", "--out", str(tmp_path / "ddnm"), "--method", "repaint"])
+    assert r.exit_code == 0 and "method ddnm -> repaint" in r.stderr, r.stderr
+
+
+FAST = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
+
+
+def photo(path, h=16, w=16, seed=0):
+    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
+    return path
+
+
+def test_stdout_lists_skipped_outputs_and_json_lists_every_file(tmp_path, small_checkpoint):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(2):
+        photo(imgs / f"im{i}.png", seed=i)
+    out = tmp_path / "out"
+    base = ["inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--out", out, *FAST]
+    r = invoke(*base, "--json", "--save-mask", "--concat")
+    assert r.exit_code == 0, r.output
+    for line in r.stdout.splitlines():
+        rec = json.loads(line)
+        stem = Path(rec["input"]).stem
+        assert sorted(Path(f).name for f in rec["files"]) == sorted([f"{stem}.png", f"{stem}_mask.png",
+                                                                     f"{stem}_concat.png"])
+        assert all(Path(f).is_file() for f in rec["files"])
+    photo(imgs / "im2.png", seed=2)
+    r = invoke(*base)
+    assert r.exit_code == 0
+    assert sorted(r.stdout.split()) == sorted(str(out / f"im{i}.png") for i in range(3))  # 2 skipped + 1 done
+
+
+FAST_PLAN = ["--t-T", 4, "--jump-length", 2, "--jump-n-sample", 1, "--quiet"]
+
+
+def inpaint_args(ckpt, out, *more):
+    return ["--mask", "box", "--model", ckpt, "--out", out, *FAST_PLAN, *more]
+
+
+def test_json_lines_come_in_input_order(tmp_path, small_checkpoint):
+    """N9: skipped images' lines came first, then the sampled ones."""
+    imgs = make_images(tmp_path / "imgs", 4)
+    out = tmp_path / "out"
+    assert invoke("inpaint", imgs / "img0001.png", imgs / "img0003.png", *inpaint_args(small_checkpoint, out)).exit_code == 0
+    r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out, "--json", "--batch-size", 1))
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [Path(l["input"]).name for l in lines] == [f"img000{i}.png" for i in range(4)]
+    assert [l["status"] for l in lines] == ["done", "skipped", "done", "skipped"]

@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from conftest import ROOT, write_png
-from repaint_cli import resources
-from repaint_cli.cli.app import app
 
 
 def run(cmd, cwd, env=None, timeout=600):
@@ -91,55 +88,3 @@ def test_wheel_in_a_fresh_venv_inpaints_from_any_folder(wheel, tmp_path):
     assert (work / "m" / "thin_00000.png").is_file()
     r = run([repaint, "--version"], cwd=work, env=env)
     assert r.stdout.startswith("repaint-cli 0.1.0")
-
-
-def test_user_weights_are_searched_in_order(tmp_path, monkeypatch):
-    env_dir, home, cwd = tmp_path / "env", tmp_path / "home", tmp_path / "cwd"
-    cache = home / ".cache" / "repaint" / "weights"
-    for d in (env_dir, cache, cwd / "weights"):
-        d.mkdir(parents=True)
-    monkeypatch.setenv("REPAINT_WEIGHTS", str(env_dir))
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(cwd)
-    dirs = resources.weight_dirs()
-    assert [str(d) for d in dirs[:3]] == [str(env_dir), str(cache), "weights"]
-    assert dirs[3] == resources.bundled_weights_dir() and len(dirs) == 4
-
-    from repaint_cli.models.cards import find_card
-
-    card = find_card("emoji32")
-    # the same checkpoint name in two user folders: the earlier folder wins; the shipped copy comes last
-    (cwd / "weights" / card.file).write_bytes(b"cwd")
-    assert card.find_file() == card.card_path.parent / card.file  # a card's own folder is looked in first
-    card.card_path = None
-    assert card.find_file() == Path("weights") / card.file
-    (cache / card.file).write_bytes(b"cache")
-    assert card.find_file() == cache / card.file
-    (env_dir / card.file).write_bytes(b"env")
-    assert card.find_file() == env_dir / card.file
-
-    # a user's card of the same name overrides the shipped one
-    (cache / "emoji32.yaml").write_text("name: emoji32\nfile: mine.pt\nhparams: {image_size: 32}\n")
-    assert find_card("emoji32").file == "mine.pt"
-
-    r = CliRunner().invoke(app, ["models", "list"])
-    assert r.exit_code == 0
-    assert f"looked for checkpoints in {env_dir}, {cache}, ./weights, then the files shipped with repaint" in r.stderr
-
-
-def test_a_broken_card_is_named_not_silently_dropped(tmp_path, monkeypatch):
-    """A card with a YAML error once made the embedded model vanish without a word; a sidecar of an
-    exported model (valid YAML, not a card) is still skipped quietly."""
-    import warnings
-
-    from repaint_cli.models.cards import list_cards
-
-    (tmp_path / "broken.yaml").write_text("name: broken\ntraining:\n  hardware: one core: 80 minutes\n")
-    (tmp_path / "sidecar.yaml").write_text("image_size: 32\nnum_channels: 32\n")
-    monkeypatch.setenv("REPAINT_WEIGHTS", str(tmp_path))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        names = [c.name for c in list_cards()]
-    messages = [str(w.message) for w in caught]
-    assert "broken" not in names and "emoji32" in names
-    assert len(messages) == 1 and "broken.yaml: not valid YAML (line 3)" in messages[0]

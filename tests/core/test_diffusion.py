@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from repaint_cli.core.diffusion import Diffusion
-from repaint_cli.core.noise import image_key, keys_tensor, per_image_noise
-from repaint_cli.core.sampler import Conditioning, draw_id, repaint
+from repaint_cli.core.noise import image_key, keys_tensor
+from repaint_cli.core.sampler import Conditioning, repaint
 from repaint_cli.core.schedule import JumpParams, jump_schedule
 
 
@@ -30,29 +30,6 @@ TIMES = jump_schedule(JumpParams(t_T=8, jump_length=2, jump_n_sample=2))
 def sample(cond):
     with torch.no_grad():
         return repaint(Sine(), cond, TIMES)
-
-
-def test_the_default_noise_source_is_the_per_image_keyed_noise():
-    gt, keep, keys = images()
-    coefs = Diffusion.create(1000, "linear", "8", learn_sigma=False).coefficients()
-    implicit = sample(Conditioning(gt, keep, keys, coefs))
-    explicit = sample(Conditioning(gt, keep, keys, coefs, noise_source=per_image_noise))
-    assert torch.equal(implicit, explicit)
-
-
-def test_the_sampler_draws_every_noise_from_the_given_source():
-    gt, keep, keys = images()
-    coefs = Diffusion.create(1000, "linear", "8", learn_sigma=False).coefficients()
-    asked = []
-
-    def recording(keys_, draw, shape, index):
-        asked.append(int(draw))
-        assert keys_ is keys and tuple(shape) == tuple(gt.shape)
-        return per_image_noise(keys_, draw, shape, index) * 0.5  # a different noise than the default
-
-    out = sample(Conditioning(gt, keep, keys, coefs, noise_source=recording))
-    assert asked[0] == 0 and draw_id(0, 0) in asked  # the start x_T, then the known part at step 0
-    assert not torch.equal(out, sample(Conditioning(gt, keep, keys, coefs)))
 
 
 def test_fixed_variance_small_is_the_posterior_variance_and_large_is_beta():
@@ -129,25 +106,6 @@ def test_tables_use_the_core_as_it_is(monkeypatch):
     assert torch.equal(cond.coefs.x0_clip, torch.from_numpy(clip))
     assert torch.equal(cond.coefs.fixed_log_variance, cond.coefs.posterior_log_variance_clipped)
     assert out.shape == x.shape and (out[:, 0] == 0).all() and (out[:, 1] != 0).all()
-
-
-def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
-    """runtime/device.py copies the Conditioning into static buffers: the copy draws from the same source,
-    and a graph captured for one source is never reused for another."""
-    from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, graph_signature
-    from repaint_cli.tables.conditional import row_noise
-
-    gt, keep, keys = images()
-    d = Diffusion.create(1000, "linear", "8", learn_sigma=False)
-    custom = Conditioning(gt, keep, keys, d.coefficients(), noise_source=row_noise)
-    with torch.no_grad():
-        eager = repaint(Sine(), custom, TIMES)
-        runner = CudaGraphSteps(Sine(), custom, capture=EagerReplay.capture)
-        graphed = repaint(Sine(), custom, TIMES, steps=runner)
-    assert runner.cond.noise_source is row_noise
-    assert torch.equal(graphed, eager)
-    default = Conditioning(gt, keep, keys[:1], d.coefficients())
-    assert graph_signature(Sine, custom) != graph_signature(Sine, default)
 
 
 def test_the_coefficients_are_typed_frozen_attributes_and_the_arrays_derived_once():

@@ -7,6 +7,7 @@ import torch
 from repaint_cli.core import noise
 from repaint_cli.core.noise import (check_fused, draw_noise, gaussian, image_key, keys_tensor, mix32, prepare_fused_noise,
                                uniform_pairs)
+import numpy as np
 
 _M32 = 0xFFFFFFFF
 
@@ -135,3 +136,27 @@ def test_a_failing_fused_draw_falls_back_for_good_with_the_same_bits(monkeypatch
     with pytest.raises(torch.cuda.OutOfMemoryError):  # the caller splits the batch; the fused draw stays
         gaussian(keys, torch.tensor(1), (3, 5, 5), uniforms=noise._guarded(out_of_memory, dev))
     assert noise._FUSED[dev] is out_of_memory
+
+
+def test_noise_is_standard_normal_and_independent():
+    keys = keys_tensor([image_key(0, "a"), image_key(0, "b")])
+    z = gaussian(keys, torch.tensor(7), (3, 64, 64))
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert abs((z[0] * z[1]).mean()) < 0.03
+    z2 = gaussian(keys, torch.tensor(8), (3, 64, 64))
+    assert abs((z * z2).mean()) < 0.03
+    assert torch.equal(gaussian(keys[1:], torch.tensor(7), (3, 64, 64))[0], z[1])
+    big = gaussian(keys[:1], torch.tensor(1), (200_000,)).numpy().ravel()
+    assert abs((big ** 4).mean() - 3) < 0.1  # Gaussian kurtosis
+    assert abs((np.abs(big) > 3).mean() - 0.0027) < 0.001
+
+
+def test_cpu_noise_is_per_image_and_standard_normal():
+    from repaint_cli.core.noise import draw_noise, gaussian_seeded
+    keys = keys_tensor([image_key(0, "a"), image_key(0, "b"), image_key(3, "a")])
+    z = gaussian_seeded(keys, 9, (3, 64, 64))
+    assert torch.equal(gaussian_seeded(keys[2:], 9, (3, 64, 64))[0], z[2])  # independent of the batch
+    assert torch.equal(draw_noise(keys, torch.tensor(9), (3, 64, 64)), z)  # the CPU path of the sampler
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    assert abs((z[0] * z[1]).mean()) < 0.03 and abs((z[0] * z[2]).mean()) < 0.03
+    assert abs((z * gaussian_seeded(keys, 10, (3, 64, 64))).mean()) < 0.03

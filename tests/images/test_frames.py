@@ -7,20 +7,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import write_png
 from repaint_cli.images import frames as fr
-from repaint_cli.cli.sheet import register
 from repaint_cli.files import is_atomic_temp
-from repaint_cli.images import sheet
 from repaint_cli.images.frames import (ConcatHook, FrameHook, compose_frame, concat_image, frame_indices, hooks_from_options,
                                        timeline_bar, write_animation)
 from repaint_cli.images.inpaint import inpaint
 from repaint_cli.images.options import InpaintOptions
-from repaint_cli.images.sheet import make_sheet, sheet_for_dir
 from repaint_cli.core.sampler import StepInfo
 from repaint_cli.core.schedule import PRESETS, jump_schedule
 
@@ -251,47 +247,33 @@ def test_concat_image_layout():
 # ----------------------------------------------------------------------------- contact sheets
 
 
-def test_make_sheet_and_sheet_for_dir(tmp_path):
-    rng = np.random.default_rng(1)
-    out = tmp_path / "out"
-    out.mkdir()
-    for i, (h, w) in enumerate([(16, 16), (30, 50), (64, 20), (8, 8), (16, 16)]):
-        write_png(out / f"r{i}.png", rng.integers(0, 256, (h, w, 3)))
-    for extra in ("r0_mask.png", "r0_concat.png", "old_sheet.png", "r0.gif"):
-        write_png(out / extra, np.zeros((4, 4, 3)))
-    (out / "frames" / "r0").mkdir(parents=True)
-    write_png(out / "frames" / "r0" / "0000_t049_xt.png", np.zeros((4, 4, 3)))
-    (out / "broken.png").write_bytes(b"not a png")
-
-    assert [p.name for p in sheet.result_images(out)] == ["broken.png"] + [f"r{i}.png" for i in range(5)]
-    path = sheet_for_dir(out)
-    assert path == out / "sheet.png"
-    im = Image.open(path)
-    im.load()
-    assert im.size[0] > 3 * 128 and im.size[1] > 2 * 128  # 6 images: 3 x 2 cells
-    assert [p.name for p in sheet.result_images(out)] == ["broken.png"] + [f"r{i}.png" for i in range(5)]  # sheet.png excluded
-
-    p2 = make_sheet(sorted(out.glob("r?.png")), tmp_path / "s.png", cols=5, cell=32, labels=False)
-    im2 = Image.open(p2)
-    im2.load()
-    assert im2.size == (5 * 36 + 4, 36 + 4)
-    with pytest.raises(ValueError):
-        sheet_for_dir(tmp_path / "nope")
+RNG = np.random.default_rng(32)
 
 
-def test_sheet_command(tmp_path):
-    app = typer.Typer()
-    register(app)
+def test_concat_mask_panel_in_the_runs_convention():
+    rgb = np.full((6, 5, 3), 50, np.uint8)
+    keep = np.ones((6, 5), bool)
+    keep[2:4, 1:3] = False
+    panel = lambda c: c[:, 5 + 4: 10 + 4, 0]  # noqa: E731
+    assert np.array_equal(panel(concat_image(rgb, keep, rgb)) == 255, keep)
+    assert np.array_equal(panel(concat_image(rgb, keep, rgb, convention="hole")) == 255, ~keep)
+    hook = hooks_from_options("out", concat=True, mask_convention="hole")[0]
+    assert isinstance(hook, ConcatHook) and hook.convention == "hole"
 
-    @app.command("noop")
-    def noop():  # a second command so Typer keeps the sub-command names
-        pass
 
-    out = tmp_path / "out"
-    out.mkdir()
-    write_png(out / "a.png", np.zeros((16, 16, 3)))
-    r = CliRunner().invoke(app, ["sheet", str(out), "--out", str(tmp_path / "x.png"), "--cols", "2", "--cell", "64"])
+def test_concat_from_the_cli_draws_hole_masks_white(tmp_path):
+    from typer.testing import CliRunner
+
+    from repaint_cli.cli.app import app
+
+    rgb = RNG.integers(0, 256, (10, 10, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    hole = np.zeros((10, 10), np.uint8)
+    hole[3:6, 3:7] = 255  # white = hole
+    Image.fromarray(hole).save(tmp_path / "hole.png")
+    r = CliRunner().invoke(app, ["inpaint", str(tmp_path / "a.png"), "--mask", str(tmp_path / "hole.png"),
+                                 "--mask-convention", "hole", "--concat", "--t-T", "2", "--jump-length", "1",
+                                 "--jump-n-sample", "1", "--out", str(tmp_path / "out"), "--quiet"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.strip() == str(tmp_path / "x.png") and (tmp_path / "x.png").is_file()
-    r = CliRunner().invoke(app, ["sheet", str(tmp_path / "empty")])
-    assert r.exit_code == 2
+    concat = np.asarray(Image.open(tmp_path / "out" / "a_concat.png"))
+    assert np.array_equal(concat[:, 14:24, 0], hole)

@@ -13,9 +13,15 @@ import pytest
 from PIL import Image
 
 from repaint_cli import files as rfiles
-from repaint_cli.files import InputError, atomic_path, is_atomic_temp, write_bytes_atomic
-from repaint_cli.images.fit import apply_fit, plan_fit, unfit
+from repaint_cli.files import InputError, is_atomic_temp, write_bytes_atomic
 from repaint_cli.images.image_files import check_mask, read_image, read_mask, write_image_atomic
+from PIL import ImageCms
+from conftest import write_png
+from repaint_cli.images import image_files as imageio
+from repaint_cli.images.inpaint import InpaintOptions, inpaint
+from pathlib import Path
+import png_build as pb
+from repaint_cli.images.options import Reporter
 
 RNG = np.random.default_rng(1234)
 
@@ -376,161 +382,114 @@ def test_parent_is_a_file(tmp_path):
         write_bytes_atomic(f / "sub" / "x.json", b"{}")
 
 
-def test_atomic_path_and_bytes(tmp_path):
-    out = tmp_path / "deep" / "a.json"
-    write_bytes_atomic(out, b'{"a": 1}')
-    assert out.read_bytes() == b'{"a": 1}'
-
-    target = tmp_path / "anim.gif"
-    with atomic_path(target) as tmp:
-        assert tmp.parent == target.parent and tmp.name.startswith(".") and tmp.suffix == ".gif"
-        assert is_atomic_temp(tmp) and not target.exists()
-        Image.new("RGB", (3, 3)).save(tmp)  # format picked from the extension
-    assert Image.open(target).format == "GIF"
-
-    with pytest.raises(RuntimeError):
-        with atomic_path(tmp_path / "b.mp4") as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("writer crashed")
-    assert not (tmp_path / "b.mp4").exists() and _leftovers(tmp_path) == []
-    assert not is_atomic_temp("photo.png") and not is_atomic_temp(".hidden.png")
-
-
-def test_written_file_mode_respects_umask(tmp_path):
-    out = tmp_path / "perm.png"
-    write_image_atomic(out, noise(3, 3))
-    old = os.umask(0)
-    os.umask(old)
-    assert (out.stat().st_mode & 0o777) == (0o666 & ~old)
-
-
 # ------------------------------------------------------------------ fit / unfit
 
 S = 64
 SIZES = [(37, 101), (101, 37), (300, 77), (77, 300), (1000, 700), (700, 1000), (64, 64), (20, 33)]
 
 
-def _hole_mask(h, w, kind):
+FAST = dict(mask="box", t_T=4, jump_length=2, jump_n_sample=1)
+
+
+def opts(ckpt, out, **kw):
+    return InpaintOptions(**{**FAST, "model": str(ckpt), "out_dir": out, **kw})
+
+
+def test_icc_profile_and_dpi_are_kept(tmp_path, small_checkpoint):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rgb = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(imgs / "managed.png", icc_profile=icc, dpi=(300, 300))
+    Image.fromarray(rgb).save(imgs / "photo.jpg", icc_profile=icc, dpi=(72, 72), quality=95)
+    summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out"))
+    assert summary.done == 2
+    for name in ("managed.png", "photo.png"):
+        with Image.open(tmp_path / "out" / name) as out:
+            assert out.info.get("icc_profile") == icc, name
+        assert imageio.read_image(tmp_path / "out" / name).dpi == pytest.approx(
+            (300, 300) if name == "managed.png" else (72, 72), abs=0.01)
+
+
+def test_an_image_without_profile_or_dpi_gets_none(tmp_path):
+    write_png(tmp_path / "plain.png", np.zeros((4, 4, 3)))
+    img = imageio.read_image(tmp_path / "plain.png")
+    assert img.icc_profile is None and img.dpi is None
+    imageio.write_image_atomic(tmp_path / "copy.png", img.rgb, icc_profile=img.icc_profile, dpi=img.dpi)
+    with Image.open(tmp_path / "copy.png") as out:
+        assert "icc_profile" not in out.info and "dpi" not in out.info
+
+
+FAST_PNG_CHUNKS = dict(t_T=2, jump_length=1, jump_n_sample=1, device="cpu")
+
+
+RNG_PNG_CHUNKS = np.random.default_rng(32)
+
+
+def keep_mask(h, w):
     keep = np.ones((h, w), bool)
-    if kind == "tiny":
-        keep[h // 3, (2 * w) // 3] = False  # one pixel
-    elif kind == "blob":
-        keep[h // 4 : h // 4 + max(1, h // 5), w // 5 : w // 5 + max(1, w // 3)] = False
-    elif kind == "corner":
-        keep[-3:, -2:] = False
-        keep[0, 0] = False
+    keep[h // 4: h // 4 + max(1, h // 2), w // 4: w // 4 + max(1, w // 2)] = False
     return keep
 
 
-def _s_coords(plan, y, x):
-    """Where original pixel centres land in the S grid."""
-    t, _, l, _ = plan.pad
-    y0, _, x0, _ = plan.region
-    f = plan.S / plan.padded
-    sy = np.floor((y - y0 + t + 0.5) * f).astype(int)
-    sx = np.floor((x - x0 + l + 0.5) * f).astype(int)
-    return sy, sx
+def run_one(tmp_path, data: bytes, keep, name="a.png", **kw) -> bytes:
+    src = tmp_path / "in"
+    src.mkdir(exist_ok=True)
+    (src / name).write_bytes(data)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.where(keep, 255, 0).astype(np.uint8)).save(mask)
+    summary = inpaint([str(src / name)], InpaintOptions(mask=str(mask), out_dir=tmp_path / "out", **FAST_PNG_CHUNKS, **kw),
+                      Reporter())
+    assert summary.done == 1, [r.error for r in summary.results]
+    return (tmp_path / "out" / (Path(name).stem + ".png")).read_bytes()
 
 
-@pytest.mark.parametrize("mode", ["crop", "resize", "pad"])
-@pytest.mark.parametrize("kind", ["tiny", "blob", "corner"])
-@pytest.mark.parametrize("hw", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
-def test_fit_unfit_roundtrip(hw, kind, mode):
-    h, w = hw
-    rgb = noise(h, w)
-    keep = _hole_mask(h, w, kind)
-    hole_colour = np.array([255, 0, 255], np.uint8)
-    rgb[~keep] = hole_colour  # the "object to remove"
-    if mode == "pad" and (h > S or w > S):
-        with pytest.raises(InputError) as e:
-            plan_fit(keep, S, "pad", path="big.png")
-        assert "big.png" in one_line(e) and "--fit crop" in str(e.value)
-        return
-    plan = plan_fit(keep, S, mode)
-    rgb_S, keep_S = apply_fit(plan, rgb, keep)
-    assert rgb_S.shape == (S, S, 3) and rgb_S.dtype == np.uint8
-    assert keep_S.shape == (S, S) and keep_S.dtype == bool
-
-    # every original hole pixel maps to a hole at S (a 1-pixel hole is not lost)
-    ys, xs = np.nonzero(~keep)
-    sy, sx = _s_coords(plan, ys, xs)
-    assert (~keep_S[sy, sx]).all()
-    # no known pixel at S carries content from under the hole
-    bg = rgb.copy()
-    bg[~keep] = 0
-    leak = apply_fit(plan, rgb, keep)[0].astype(int) - apply_fit(plan, bg, keep)[0].astype(int)
-    assert not leak[keep_S].any()
-    # pixel-exact when no resampling is needed
-    if plan.padded == S:
-        t, _, l, _ = plan.pad
-        y0, y1, x0, x1 = plan.region
-        assert np.array_equal(rgb_S[t : t + y1 - y0, l : l + x1 - x0], rgb[y0:y1, x0:x1])
-        assert np.array_equal(keep_S[t : t + y1 - y0, l : l + x1 - x0], keep[y0:y1, x0:x1])
-
-    gen = np.array([17, 200, 99], np.uint8)
-    sample = np.where(keep_S[..., None], rgb_S, gen).astype(np.uint8)
-    out = unfit(plan, sample, rgb, keep)
-    assert out.shape == rgb.shape and out.dtype == np.uint8
-    assert np.array_equal(out[keep], rgb[keep])  # byte-identical known pixels
-    assert not (out[~keep] == hole_colour).all(axis=-1).any()  # every hole pixel was replaced
-
-    const = np.broadcast_to(gen, (S, S, 3)).copy()
-    out2 = unfit(plan, const, rgb, keep)
-    assert (out2[~keep] == gen).all() and np.array_equal(out2[keep], rgb[keep])
+def test_tiff_without_resolution_gets_no_dpi(tmp_path):
+    """Pillow reads (1, 1) for a TIFF with no resolution tags; it was written into the output as 1 dpi."""
+    Image.fromarray(RNG_PNG_CHUNKS.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(tmp_path / "a.tif")
+    assert read_image(tmp_path / "a.tif").dpi is None
+    Image.fromarray(RNG_PNG_CHUNKS.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(tmp_path / "b.tif", dpi=(300, 200))
+    assert read_image(tmp_path / "b.tif").dpi == (300, 200)
 
 
-def test_plan_choices():
-    big = np.ones((700, 1000), bool)
-    big[300, 400] = False
-    p = plan_fit(big, 256)
-    assert p.mode == "crop" and p.padded == 256 and p.scale == 1.0  # native scale, no resampling
-    y0, y1, x0, x1 = p.region
-    assert (y1 - y0, x1 - x0) == (256, 256) and y0 <= 300 < y1 and x0 <= 400 < x1
-
-    # large hole: window = box * (1 + 2 * context), shrunk to S
-    m = np.ones((700, 1000), bool)
-    m[100:200, 600:900] = False  # 100 x 300 box
-    p = plan_fit(m, 64, "crop", context=0.5)
-    y0, y1, x0, x1 = p.region
-    assert (y1 - y0, x1 - x0) == (600, 600) and p.padded == 600
-    assert y0 <= 100 and y1 >= 200 and x0 <= 600 and x1 >= 900 and x1 <= 1000 and y0 >= 0
-
-    # hole wider than the image's shorter side: the window covers everything (like resize)
-    m = np.ones((100, 1000), bool)
-    m[10:20, 50:950] = False
-    p = plan_fit(m, 64, "crop")
-    assert p.region == (0, 100, 0, 1000) and p.padded == 1000 and p.note
-
-    small = np.ones((30, 50), bool)
-    small[5, 5] = False
-    p = plan_fit(small, 64, "crop")
-    assert p.mode == "pad" and p.requested == "crop" and p.padded == 64
-    p = plan_fit(small, 64, "resize")
-    assert p.mode == "resize" and p.padded == 50 and p.scale > 1
-
-    with pytest.raises(ValueError):
-        plan_fit(small, 64, "stretch")
-    with pytest.raises(ValueError):
-        plan_fit(small, 64, "crop", context=-1)
+def test_jpeg_with_exif_but_no_resolution_gets_no_dpi(tmp_path):
+    """Pillow fills in (72, 72) for a JPEG whose EXIF has no resolution; it was written as 72 dpi."""
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    img = Image.fromarray(RNG_PNG_CHUNKS.integers(0, 256, (5, 6, 3), dtype=np.uint8))
+    data = pb.pil_bytes(img, "JPEG", exif=ex)
+    out = run_one(tmp_path, data, keep_mask(6, 5), name="a.jpg")
+    assert b"pHYs" not in dict(pb.chunks_of(out))
+    (tmp_path / "c.jpg").write_bytes(pb.pil_bytes(img, "JPEG", exif=ex, dpi=(150, 150)))
+    assert read_image(tmp_path / "c.jpg").dpi == (150, 150)
 
 
-def test_unfit_rejects_mismatched_inputs():
-    keep = np.ones((40, 50), bool)
-    keep[10, 10] = False
-    plan = plan_fit(keep, 32, "crop")
-    rgb = noise(40, 50)
-    with pytest.raises(ValueError):
-        unfit(plan, np.zeros((31, 32, 3), np.uint8), rgb, keep)
-    with pytest.raises(ValueError):
-        apply_fit(plan, noise(41, 50), keep)
+@pytest.mark.parametrize("shape,space", [((6, 6), "sRGB"), ((6, 6, 3), "LAB")])
+def test_16bit_png_with_a_mismatched_profile_reads_without_libpng_warnings(tmp_path, capfd, shape, space):
+    """OpenCV's libpng printed 'libpng warning: iCCP: ...' to the terminal for such a file."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
+    a = RNG_PNG_CHUNKS.integers(0, 65536, shape, dtype=np.uint16)
+    (tmp_path / "g.png").write_bytes(pb.splice(pb.cv2_png(a), [pb.iccp(icc)]))
+    img = read_image(tmp_path / "g.png")
+    assert "libpng" not in capfd.readouterr().err
+    assert img.icc_profile == icc
 
 
-def test_uint8_keep_mask_accepted():
-    keep = np.full((50, 80), 255, np.uint8)
-    keep[20:25, 30:40] = 0
-    plan = plan_fit(keep, 32, "resize")
-    rgb = noise(50, 80)
-    rgb_S, keep_S = apply_fit(plan, rgb, keep)
-    out = unfit(plan, rgb_S, rgb, keep)
-    assert np.array_equal(out[keep == 255], rgb[keep == 255])
-    assert not keep_S.all()
+def test_a_conversion_error_in_pillow_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """A fuzz run (under -W error) saw Pillow's convert raise ValueError ('Transparency for P mode
+    should be bytes or int'); it escaped read_image and would have stopped the run."""
+    from repaint_cli.files import InputError
+
+    img = Image.fromarray(RNG_PNG_CHUNKS.integers(0, 4, (4, 4), dtype=np.uint8), "P")
+    img.putpalette(bytes(range(12)))
+    img.save(tmp_path / "p.png", transparency=1)
+
+    def broken(self, *a, **k):
+        raise ValueError("Transparency for P mode should be bytes or int")
+
+    monkeypatch.setattr(Image.Image, "convert", broken)
+    with pytest.raises(InputError) as e:
+        read_image(tmp_path / "p.png")
+    assert "\n" not in str(e.value) and "p.png" in str(e.value) and "ValueError" in str(e.value)

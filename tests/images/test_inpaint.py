@@ -12,6 +12,15 @@ from conftest import make_images, oom_over_one_image
 from repaint_cli.images import inpaint as inpaint_mod
 from repaint_cli.files import is_atomic_temp
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
+import json
+import threading
+from pathlib import Path
+import pytest
+from typer.testing import CliRunner
+from repaint_cli.images import image_files as imageio
+from repaint_cli.images import inpaint as pipeline
+from repaint_cli.cli.app import app
+from repaint_cli.images.provenance import RUN_RECORD
 
 
 def opts(ckpt, out, **kw):
@@ -200,3 +209,108 @@ def test_an_inf_in_the_models_eps_fails_the_image_instead_of_being_clipped_away(
     assert (summary.done, summary.failed) == (1, 1)
     failed = [r for r in summary.results if r.status == "failed"]
     assert "img0000.png" in failed[0].error and "NaN/Inf" in failed[0].error
+
+
+runner = CliRunner()
+
+
+FAST = dict(mask="box", t_T=4, jump_length=2, jump_n_sample=1)
+
+
+def opts_resume(ckpt, out, **kw):
+    return InpaintOptions(**{**FAST, "model": str(ckpt), "out_dir": out, **kw})
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def leftovers(folder):
+    """Temporary or lock files left in a folder."""
+    return [p.name for p in Path(folder).iterdir() if is_atomic_temp(p) or p.name.endswith(".lock")]
+
+
+def nan_for(stem, sample_batch):
+    """Wraps pipeline.sample_batch: the image named ``stem`` comes back NaN (in fp32, the default precision)."""
+    def wrapped(model, st, batch, *a, **k):
+        x = sample_batch(model, st, batch, *a, **k)
+        for i, p in enumerate(batch):
+            if p.job.stem == stem:
+                x[i] = float("nan")
+        return x
+    return wrapped
+
+
+def test_a_nan_sample_in_fp32_fails_its_image_alone(tmp_path, small_checkpoint, monkeypatch):
+    imgs = make_images(tmp_path / "imgs", 3)
+    ref = inpaint([str(imgs)], opts_resume(small_checkpoint, tmp_path / "ref", batch_size=3))
+    assert ref.done == 3
+    monkeypatch.setattr(pipeline, "sample_batch", nan_for("img0001", pipeline.sample_batch))
+    rep, out = Reporter(), tmp_path / "out"
+    summary = inpaint([str(imgs)], opts_resume(small_checkpoint, out, batch_size=3), rep)
+    assert (summary.done, summary.failed) == (2, 1)
+    failed = [r for r in summary.results if r.status == "failed"]
+    assert "img0001.png" in failed[0].error and "NaN/Inf" in failed[0].error
+    assert sorted(p.name for p in out.glob("*.png")) == ["img0000.png", "img0002.png"]  # no black image recorded done
+    for name in ("img0000.png", "img0002.png"):  # the others are exactly what they would be
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+    assert not leftovers(out)
+
+
+def test_a_nan_sample_exits_1_naming_the_file(tmp_path, small_checkpoint, monkeypatch):
+    imgs = make_images(tmp_path / "imgs", 2)
+    monkeypatch.setattr(pipeline, "sample_batch", nan_for("img0000", pipeline.sample_batch))
+    r = invoke("inpaint", imgs, "--mask", "box", "--model", small_checkpoint, "--t-T", 4, "--jump-length", 2,
+               "--jump-n-sample", 1, "--out", tmp_path / "out", "--quiet")
+    assert r.exit_code == 1, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "img0000.png" in errors[0]
+    assert (tmp_path / "out" / "img0001.png").is_file() and not (tmp_path / "out" / "img0000.png").exists()
+
+
+def test_a_writer_error_in_cleanup_does_not_hide_the_first_error(tmp_path, small_checkpoint, monkeypatch):
+    imgs = make_images(tmp_path / "imgs", 3)
+    real_write, real_sample = imageio.write_image_atomic, pipeline.sample_batch
+    sampling_failed = threading.Event()
+    calls = []
+
+    def write(path, *a, **k):
+        if Path(path).name == "img0001.png":  # a writer bug, seen only once the cleanup collects it
+            sampling_failed.wait(30)
+            raise ValueError("writer bug")
+        return real_write(path, *a, **k)
+
+    def sample(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            sampling_failed.set()
+            raise RuntimeError("boom")
+        return real_sample(*a, **k)
+
+    monkeypatch.setattr(imageio, "write_image_atomic", write)
+    monkeypatch.setattr(pipeline, "sample_batch", sample)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        inpaint([str(imgs)], opts_resume(small_checkpoint, out, batch_size=1, manifest=str(tmp_path / "m.jsonl")))
+    assert not [t for t in threading.enumerate() if t.name.startswith("repaint-writer")]  # the writer was shut down
+    runs = [json.loads(line) for line in (out / RUN_RECORD).read_text().splitlines()]
+    assert (runs[0]["done"], runs[0]["failed"]) == (1, 1)
+    statuses = {Path(r["input"]).name: r["status"] for r in map(json.loads, (tmp_path / "m.jsonl").open())}
+    assert statuses == {"img0000.png": "done", "img0001.png": "failed"}
+    assert not leftovers(out)
+
+
+def test_a_writer_bug_fails_its_image_and_the_run_goes_on(tmp_path, small_checkpoint, monkeypatch):
+    imgs = make_images(tmp_path / "imgs", 2)
+    real_write = imageio.write_image_atomic
+
+    def write(path, *a, **k):
+        if Path(path).name == "img0000.png":
+            raise ValueError("writer bug")
+        return real_write(path, *a, **k)
+
+    monkeypatch.setattr(imageio, "write_image_atomic", write)
+    rep = Reporter()
+    summary = inpaint([str(imgs)], opts_resume(small_checkpoint, tmp_path / "out", batch_size=1), rep)
+    assert (summary.done, summary.failed) == (1, 1)
+    assert any("img0000.png: cannot write (ValueError: writer bug)" in line for line in rep.lines)

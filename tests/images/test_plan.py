@@ -4,7 +4,6 @@ atomic writer never renames over a file that is not a regular file; reruns notic
 settings, clean up stale locks, and print only outputs that exist."""
 import json
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import make_images, write_png
 from repaint_cli.cli.app import app
-from repaint_cli.files import InputError, write_bytes_atomic
-from repaint_cli.images import image_files
 from repaint_cli.images import inpaint as pipeline
-from repaint_cli.images import resume
 from repaint_cli.images.frames import FrameHook
 from repaint_cli.images.jobs import Job
 from repaint_cli.models import checkpoints
@@ -56,65 +52,6 @@ def inpaint_args(ckpt, out, *more):
 
 
 # ----------------------------------------------------------------------------- the plan itself (files.py)
-
-def test_write_plan_refuses_collisions_inputs_and_non_regular_files(tmp_path):
-    from repaint_cli.files import WritePlan
-
-    a = tmp_path / "a.png"
-    a.write_bytes(b"x")
-    plan = WritePlan()
-    plan.read(a, "the input a.png")
-    plan.write(tmp_path / "out" / "a.png", "the output of a.png")
-    plan.write(tmp_path / "out" / "a_mask.png", "--save-mask of a.png")
-    assert plan.problems() == []
-    plan.write(tmp_path / "out" / "a_mask.png", "the output of a_mask.png")
-    plan.write(a, "--manifest")
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    plan.write(fifo, "--out")
-    problems = plan.problems()
-    assert len(problems) == 3, problems
-    assert "--save-mask of a.png" in problems[0] and "the output of a_mask.png" in problems[0]
-    assert "--manifest" in problems[1] and "the input a.png" in problems[1]
-    assert "not a regular file" in problems[2] and "FIFO" in problems[2]
-    with pytest.raises(InputError, match="and 2 more"):
-        plan.check()
-
-
-def test_a_file_and_a_folder_of_one_name_collide(tmp_path):
-    from repaint_cli.files import WritePlan
-
-    plan = WritePlan()
-    plan.write(tmp_path / "frames", "the output of frames")
-    plan.write(tmp_path / "frames" / "a", "--frames of a.png", folder=True)
-    assert len(plan.problems()) == 1
-
-
-@pytest.mark.parametrize("kind", ["fifo", "link to /dev/null", "folder"])
-def test_the_atomic_writer_never_renames_over_a_non_regular_file(tmp_path, kind):
-    target = tmp_path / "target"
-    if kind == "fifo":
-        os.mkfifo(target)
-    elif kind == "folder":
-        target.mkdir()
-    else:
-        target.symlink_to(os.devnull)
-    with pytest.raises(InputError, match="not a regular file|a folder"):
-        write_bytes_atomic(target, b"data")
-    if kind == "fifo":
-        assert stat.S_ISFIFO(os.lstat(target).st_mode)
-    elif kind == "folder":
-        assert target.is_dir()
-    else:
-        assert target.is_symlink() and os.readlink(target) == os.devnull
-    assert [p.name for p in tmp_path.iterdir()] == ["target"]  # no temporary left behind
-
-
-def test_the_atomic_writer_still_replaces_regular_files_and_links_to_them(tmp_path):
-    f = tmp_path / "f.txt"
-    f.write_text("old")
-    write_bytes_atomic(f, b"new")
-    assert f.read_text() == "new"
 
 
 # ----------------------------------------------------------------------------- inpaint: collisions (D3, D4, D5, N7)
@@ -252,115 +189,8 @@ def test_an_mp4_animation_plans_its_gif_fallback(tmp_path):
 
 # ----------------------------------------------------------------------------- reruns: locks, stdout, settings
 
-def test_a_rerun_removes_a_stale_lock_of_a_finished_output(tmp_path, small_checkpoint):
-    """N10: a run killed after writing img0000.png but before removing its lock left the lock for good."""
-    imgs = make_images(tmp_path / "imgs", 2)
-    out = tmp_path / "out"
-    assert invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out)).exit_code == 0
-    stale = out / ".img0000.png.lock"
-    stale.write_bytes(b"")  # as the killed run left it: nobody holds it
-    held = resume.lock_output(out / "img0001.png")  # a run still making img0001: its lock stays
-    try:
-        r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out))
-        assert r.exit_code == 0, r.output
-        assert not stale.exists()
-        assert (out / ".img0001.png.lock").exists()
-    finally:
-        held.release()
-
-
-def test_stdout_never_lists_an_output_another_run_is_still_making(tmp_path, small_checkpoint):
-    """L3, N1: a pipeline reading stdout got the path of a file that did not exist yet."""
-    imgs = make_images(tmp_path / "imgs", 2)
-    out = tmp_path / "out"
-    out.mkdir()
-    held = resume.lock_output(out / "img0000.png")
-    try:
-        r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out))
-    finally:
-        held.release()
-    assert r.exit_code == 0, r.output
-    assert r.stdout.split() == [str(out / "img0001.png")]
-
-
-def test_a_rerun_with_another_guidance_says_so(tmp_path, small_checkpoint):
-    """S1: guidance was not among the compared settings."""
-    imgs = make_images(tmp_path / "imgs", 1)
-    out = tmp_path / "out"
-    assert invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out, "--guidance", 2)).exit_code == 0
-    r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out, "--guidance", 0))
-    assert r.exit_code == 0, r.output
-    assert "guidance 2.0 -> 0.0" in r.stderr, r.stderr
-
-
-def test_every_setting_an_output_records_is_compared_or_named_as_not_changing_pixels(tmp_path, small_checkpoint):
-    """S1: the next setting added to the record must be compared on a rerun, or said not to change pixels."""
-    imgs = make_images(tmp_path / "imgs", 1)
-    out = tmp_path / "out"
-    assert invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out, "--guidance", 2)).exit_code == 0
-    from repaint_cli.images.provenance import COMPARED, NOT_COMPARED, recorded_settings
-    recorded = recorded_settings(out / "img0000.png")
-    assert "guidance" in recorded and "image_sha256" in recorded
-    assert set(recorded) <= set(COMPARED) | set(NOT_COMPARED), set(recorded) - set(COMPARED) - set(NOT_COMPARED)
-
-
-def test_an_input_replaced_between_runs_is_noticed(tmp_path, small_checkpoint):
-    imgs = make_images(tmp_path / "imgs", 2)
-    out = tmp_path / "out"
-    assert invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out)).exit_code == 0
-    kept = (out / "img0000.png").read_bytes()
-    photo(imgs / "img0000.png", seed=99)  # another picture under the same name
-    r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out))
-    assert r.exit_code == 0, r.output
-    assert "1 existing output(s) were made with other settings" in r.stderr
-    assert "image " in r.stderr and "other content" in r.stderr
-    assert (out / "img0000.png").read_bytes() == kept  # kept, as for any other setting; --overwrite redoes it
-
-
-def test_json_lines_come_in_input_order(tmp_path, small_checkpoint):
-    """N9: skipped images' lines came first, then the sampled ones."""
-    imgs = make_images(tmp_path / "imgs", 4)
-    out = tmp_path / "out"
-    assert invoke("inpaint", imgs / "img0001.png", imgs / "img0003.png", *inpaint_args(small_checkpoint, out)).exit_code == 0
-    r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out, "--json", "--batch-size", 1))
-    assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in r.stdout.splitlines()]
-    assert [Path(l["input"]).name for l in lines] == [f"img000{i}.png" for i in range(4)]
-    assert [l["status"] for l in lines] == ["done", "skipped", "done", "skipped"]
-
 
 # ----------------------------------------------------------------------------- merge-manifests (D6, T7)
-
-def test_merge_manifests_given_the_run_record_is_one_line(tmp_path):
-    m = tmp_path / "m.jsonl"
-    m.write_text(json.dumps({"input": "a.png", "status": "done"}) + "\n")
-    record = tmp_path / ".repaint-run.jsonl"
-    record.write_text(json.dumps({"done": 1, "failed": 0, "settings": {}}) + "\n")
-    r = invoke("merge-manifests", m, record)
-    one_line_exit_2(r, str(record), "run record")
-
-
-def test_merge_manifests_never_writes_over_a_fifo_or_an_input(tmp_path):
-    m = tmp_path / "m.jsonl"
-    m.write_text(json.dumps({"input": "a.png", "status": "done"}) + "\n")
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    one_line_exit_2(invoke("merge-manifests", m, "--out", fifo), str(fifo), "not a regular file")
-    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
-    before = m.read_bytes()
-    one_line_exit_2(invoke("merge-manifests", m, "--out", m), str(m), "input")
-    assert m.read_bytes() == before
-
-
-def test_sheet_command_never_writes_over_a_result(tmp_path):
-    out = tmp_path / "out"
-    photo(out / "a.png")
-    photo(out / "b.png", seed=1)
-    before = (out / "a.png").read_bytes()
-    one_line_exit_2(invoke("sheet", out, "--out", out / "a.png"), str(out / "a.png"))
-    assert (out / "a.png").read_bytes() == before
-    assert invoke("sheet", out, "--out", out / "contact.png").exit_code == 0
-    assert invoke("sheet", out, "--out", out / "contact.png").exit_code == 0  # its own sheet: replaced on a rerun
 
 
 # ----------------------------------------------------------------------------- impute (D6, S11)
@@ -368,42 +198,72 @@ def test_sheet_command_never_writes_over_a_result(tmp_path):
 QUICK = ["--train-steps", 30, "--width", 16, "--blocks", 1, "--threads", 1, "--quiet"]
 
 
-def small_table(path):
-    rng = np.random.default_rng(0)
-    rows = ["a,b"] + [f"{x:.2f},{'' if i % 5 == 0 else f'{2 * x:.2f}'}" for i, x in enumerate(rng.normal(size=30))]
-    path.write_text("\n".join(rows) + "\n")
+FAST_SETUP = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
+
+
+def md5s(folder):
+    import hashlib
+    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def photo_setup(path, h=16, w=16, seed=0):
+    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
     return path
 
 
-def test_impute_refuses_an_out_that_is_not_a_regular_file(tmp_path):
-    """D6: --out /dev/null --overwrite (as root) replaced the device node with a regular file."""
-    t = small_table(tmp_path / "t.csv")
-    link = tmp_path / "null.csv"
-    link.symlink_to(os.devnull)
-    one_line_exit_2(invoke("impute", t, "--out", link, "--overwrite", *QUICK), str(link), "not a regular file")
-    assert link.is_symlink()
-    fifo = tmp_path / "f.csv"
-    os.mkfifo(fifo)
-    one_line_exit_2(invoke("impute", t, "--out", fifo, "--overwrite", *QUICK), str(fifo), "not a regular file")
+def hole_mask(path, h=16, w=16, box=(4, 10, 4, 10), convention="keep"):
+    keep = np.full((h, w), 255, np.uint8)
+    y0, y1, x0, x1 = box
+    keep[y0:y1, x0:x1] = 0
+    write_png(path, keep if convention == "keep" else 255 - keep)
+    return keep > 127
 
 
-def test_impute_outputs_that_collide_are_refused(tmp_path):
-    t = small_table(tmp_path / "t.csv")
-    r = invoke("impute", t, "--out", tmp_path / "m.yaml", "--save-model", tmp_path / "m", *QUICK)
-    one_line_exit_2(r, str(tmp_path / "m.yaml"), "--save-model")
-    r = invoke("impute", t, "--out", t, *QUICK)  # onto the input: said so, not "--overwrite replaces it"
-    one_line_exit_2(r, "would overwrite the input")
+@pytest.fixture
+def no_model_load_setup(monkeypatch):
+    """Fails the test if the model is loaded: run-wide mistakes must be found before."""
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(checkpoints, "load", refuse)
 
 
-def test_draws_of_two_runs_never_mix(tmp_path):
-    """S11: -n 3 then -n 10 into one --draws left t_draw01..10 beside t_draw1..3."""
-    t = small_table(tmp_path / "t.csv")
-    draws = tmp_path / "draws"
-    assert invoke("impute", t, "--out", tmp_path / "o.csv", "-n", 3, "--draws", draws, *QUICK).exit_code == 0
-    assert sorted(p.name for p in draws.iterdir()) == ["t_draw1.csv", "t_draw2.csv", "t_draw3.csv"]
-    r = invoke("impute", t, "--out", tmp_path / "o2.csv", "-n", 10, "--draws", draws, *QUICK)
-    one_line_exit_2(r, "t_draw1.csv", "--overwrite")
-    assert sorted(p.name for p in draws.iterdir()) == ["t_draw1.csv", "t_draw2.csv", "t_draw3.csv"]
-    r = invoke("impute", t, "--out", tmp_path / "o2.csv", "-n", 10, "--draws", draws, "--overwrite", *QUICK)
-    assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in draws.iterdir()) == [f"t_draw{k:02d}.csv" for k in range(1, 11)]
+def assert_one_line_exit_2(r, *fragments):
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    for f in fragments:
+        assert f in r.stderr, (f, r.stderr)
+    assert "Traceback" not in r.output
+
+
+def test_output_onto_an_input_is_refused_before_the_model_loads(tmp_path, small_checkpoint, no_model_load_setup):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo_setup(photos / "cat.png")
+    before = md5s(photos)
+    r = invoke("inpaint", photos / "cat.png", "--mask", "box", "--model", small_checkpoint, "--out", photos,
+               "--overwrite", *FAST_SETUP)
+    assert_one_line_exit_2(r, "cat.png", "overwrite an input")
+    assert md5s(photos) == before
+    other = tmp_path / "other"  # another name of the same file (a hard link) is the same input
+    other.mkdir()
+    os.link(photos / "cat.png", other / "cat.png")
+    r = invoke("inpaint", photos / "cat.png", "--mask", "box", "--model", small_checkpoint, "--out", other,
+               "--overwrite", *FAST_SETUP)
+    assert_one_line_exit_2(r, "cat.png", "overwrite an input")
+    assert md5s(photos) == before
+
+
+@pytest.mark.parametrize("extra,victim", [("--save-mask", "cat_mask.png"), ("--concat", "cat_concat.png")])
+def test_side_outputs_onto_a_mask_file_are_refused(tmp_path, small_checkpoint, no_model_load_setup, extra, victim):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    photo_setup(photos / "cat.png")
+    hole_mask(masks / "cat_mask.png")  # cat's mask (LaMa's naming)
+    hole_mask(masks / victim)  # a file of the mask folder that a side output of cat.png would replace
+    before = md5s(masks)
+    r = invoke("inpaint", photos / "cat.png", "--mask", masks, "--model", small_checkpoint, "--out", masks,
+               "--overwrite", extra, *FAST_SETUP)
+    assert_one_line_exit_2(r, str(masks / victim), "overwrite an input or mask")
+    assert md5s(masks) == before

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 import png_build as pb
-from repaint_cli.images.frames import ConcatHook, concat_image, hooks_from_options
 from repaint_cli.images.image_files import read_image
 from repaint_cli.images.inpaint import inpaint
 from repaint_cli.images.options import InpaintOptions, Reporter
@@ -178,84 +177,4 @@ def test_icc_profile_kept_in_16bit_output(tmp_path):
 # ------------------------------------------------------------------ N9: --concat under --mask-convention hole
 
 
-def test_concat_mask_panel_in_the_runs_convention():
-    rgb = np.full((6, 5, 3), 50, np.uint8)
-    keep = np.ones((6, 5), bool)
-    keep[2:4, 1:3] = False
-    panel = lambda c: c[:, 5 + 4: 10 + 4, 0]  # noqa: E731
-    assert np.array_equal(panel(concat_image(rgb, keep, rgb)) == 255, keep)
-    assert np.array_equal(panel(concat_image(rgb, keep, rgb, convention="hole")) == 255, ~keep)
-    hook = hooks_from_options("out", concat=True, mask_convention="hole")[0]
-    assert isinstance(hook, ConcatHook) and hook.convention == "hole"
-
-
-def test_concat_from_the_cli_draws_hole_masks_white(tmp_path):
-    from typer.testing import CliRunner
-
-    from repaint_cli.cli.app import app
-
-    rgb = RNG.integers(0, 256, (10, 10, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "a.png")
-    hole = np.zeros((10, 10), np.uint8)
-    hole[3:6, 3:7] = 255  # white = hole
-    Image.fromarray(hole).save(tmp_path / "hole.png")
-    r = CliRunner().invoke(app, ["inpaint", str(tmp_path / "a.png"), "--mask", str(tmp_path / "hole.png"),
-                                 "--mask-convention", "hole", "--concat", "--t-T", "2", "--jump-length", "1",
-                                 "--jump-n-sample", "1", "--out", str(tmp_path / "out"), "--quiet"])
-    assert r.exit_code == 0, r.output
-    concat = np.asarray(Image.open(tmp_path / "out" / "a_concat.png"))
-    assert np.array_equal(concat[:, 14:24, 0], hole)
-
-
 # ------------------------------------------------------------------ found by tests/test_fuzz_images.py
-
-
-def test_tiff_without_resolution_gets_no_dpi(tmp_path):
-    """Pillow reads (1, 1) for a TIFF with no resolution tags; it was written into the output as 1 dpi."""
-    Image.fromarray(RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(tmp_path / "a.tif")
-    assert read_image(tmp_path / "a.tif").dpi is None
-    Image.fromarray(RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(tmp_path / "b.tif", dpi=(300, 200))
-    assert read_image(tmp_path / "b.tif").dpi == (300, 200)
-
-
-def test_jpeg_with_exif_but_no_resolution_gets_no_dpi(tmp_path):
-    """Pillow fills in (72, 72) for a JPEG whose EXIF has no resolution; it was written as 72 dpi."""
-    ex = Image.Exif()
-    ex[0x0112] = 6
-    img = Image.fromarray(RNG.integers(0, 256, (5, 6, 3), dtype=np.uint8))
-    data = pb.pil_bytes(img, "JPEG", exif=ex)
-    out = run_one(tmp_path, data, keep_mask(6, 5), name="a.jpg")
-    assert b"pHYs" not in dict(pb.chunks_of(out))
-    (tmp_path / "c.jpg").write_bytes(pb.pil_bytes(img, "JPEG", exif=ex, dpi=(150, 150)))
-    assert read_image(tmp_path / "c.jpg").dpi == (150, 150)
-
-
-@pytest.mark.parametrize("shape,space", [((6, 6), "sRGB"), ((6, 6, 3), "LAB")])
-def test_16bit_png_with_a_mismatched_profile_reads_without_libpng_warnings(tmp_path, capfd, shape, space):
-    """OpenCV's libpng printed 'libpng warning: iCCP: ...' to the terminal for such a file."""
-    from PIL import ImageCms
-
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
-    a = RNG.integers(0, 65536, shape, dtype=np.uint16)
-    (tmp_path / "g.png").write_bytes(pb.splice(pb.cv2_png(a), [pb.iccp(icc)]))
-    img = read_image(tmp_path / "g.png")
-    assert "libpng" not in capfd.readouterr().err
-    assert img.icc_profile == icc
-
-
-def test_a_conversion_error_in_pillow_is_one_line_not_a_traceback(tmp_path, monkeypatch):
-    """A fuzz run (under -W error) saw Pillow's convert raise ValueError ('Transparency for P mode
-    should be bytes or int'); it escaped read_image and would have stopped the run."""
-    from repaint_cli.files import InputError
-
-    img = Image.fromarray(RNG.integers(0, 4, (4, 4), dtype=np.uint8), "P")
-    img.putpalette(bytes(range(12)))
-    img.save(tmp_path / "p.png", transparency=1)
-
-    def broken(self, *a, **k):
-        raise ValueError("Transparency for P mode should be bytes or int")
-
-    monkeypatch.setattr(Image.Image, "convert", broken)
-    with pytest.raises(InputError) as e:
-        read_image(tmp_path / "p.png")
-    assert "\n" not in str(e.value) and "p.png" in str(e.value) and "ValueError" in str(e.value)

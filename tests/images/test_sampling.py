@@ -1,7 +1,6 @@
 """The batch loop's GPU-facing behaviour on the CPU (issue 14): OOM recovery frees the failed attempt first
 and remembers the size that fit, the next batch is read while the current one runs, progress counts
 finished steps, batch sizing measures the step that runs."""
-import threading
 import types
 import weakref
 
@@ -9,7 +8,6 @@ import torch
 
 from conftest import make_images, randomize, small_unet_config
 from repaint_cli.images import inpaint as pipeline
-from repaint_cli.images import prepare as prepare_mod
 from repaint_cli.images.inpaint import inpaint
 from repaint_cli.images.options import InpaintOptions, Reporter
 from repaint_cli.images.sampling import DeviceProgress, SplitState, split_retry, has_undo, step_probe
@@ -68,42 +66,6 @@ def test_after_an_oom_later_batches_start_at_the_size_that_worked(tmp_path, smal
     assert tried == [4, 2, 2, 2, 2]  # only the first batch tries 4
     ref = {p.name: p.read_bytes() for p in (tmp_path / "ref").glob("*.png")}
     assert ref == {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.png")}
-
-
-def test_the_next_batch_is_read_while_the_current_one_runs(tmp_path, small_checkpoint, monkeypatch):
-    imgs = make_images(tmp_path / "imgs", 4)
-    next_batch_started = threading.Event()
-    threads = set()
-    real_prepare, real_sample = prepare_mod.prepare, pipeline.sample_batch
-
-    def prepare(job, o, S):
-        threads.add(threading.current_thread().name)
-        if job.stem == "img0002":  # the first image of the second batch
-            next_batch_started.set()
-        return real_prepare(job, o, S)
-
-    overlapped = []
-
-    def sample(model, st, batch, *a, **k):
-        if batch[0].job.stem == "img0000":
-            overlapped.append(next_batch_started.wait(timeout=20))
-        return real_sample(model, st, batch, *a, **k)
-
-    monkeypatch.setattr(prepare_mod, "prepare", prepare)
-    monkeypatch.setattr(pipeline, "sample_batch", sample)
-    assert inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out", batch_size=2)).done == 4
-    assert overlapped == [True]
-    assert all(name.startswith("repaint-prefetch") for name in threads)
-
-
-def test_unreadable_inputs_are_still_reported_in_order_with_prefetch(tmp_path, small_checkpoint):
-    imgs = make_images(tmp_path / "imgs", 3)
-    (imgs / "img0001.png").write_bytes(b"not a png")
-    rep = Reporter()
-    summary = inpaint([str(imgs)], opts(small_checkpoint, tmp_path / "out", batch_size=2), rep)
-    assert summary.done == 2 and summary.failed == 1
-    assert [(r.status, r.input[-11:]) for r in summary.results] == [  # input order (issue 32, N9)
-        ("done", "img0000.png"), ("failed", "img0001.png"), ("done", "img0002.png")]
 
 
 class FakeEvent:

@@ -8,16 +8,12 @@ failure, and where another CPU happens to be invariant the plain half is skipped
 import contextlib
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
-from typer.testing import CliRunner
 
-from conftest import GD, make_images, needs_fixtures, randomize, small_unet_config
-from repaint_cli.cli.app import app
+from conftest import GD, needs_fixtures, randomize, small_unet_config
 from repaint_cli.runtime.device import EngineOptions, prepare_model
 from repaint_cli.models.batch_invariant import (INVARIANT, canonical_batch_stride, elementwise_split_aligned,
                                    is_batch_invariant, set_batch_invariant)
@@ -307,27 +303,3 @@ def test_engine_switches_it_on_for_the_cpu_only_when_asked():
     model = randomize(UNetModel(small_unet_config())).eval()
     assert is_batch_invariant(_prepared(model).inner)
     assert not is_batch_invariant(_prepared(model, invariant=False).inner)
-
-
-def test_cli_outputs_are_the_same_bytes_at_any_batch_size_and_shard(small_checkpoint, tmp_path):
-    """`repaint inpaint` end to end: batch sizes 1, 3 and 8 and two shards write identical files."""
-    imgs = make_images(tmp_path / "imgs", 8, size=16, seed=5)
-    runner = CliRunner()
-
-    def run(out, *extra):
-        r = runner.invoke(app, [str(a) for a in ("inpaint", imgs, "--mask", "thick", "--seed", 7, "--model",
-                                                 small_checkpoint, "--preset", "draft", "--out", out, "--quiet",
-                                                 *extra)])
-        assert r.exit_code == 0, r.output
-        return {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
-
-    ref = run(tmp_path / "b1", "--batch-size", 1)
-    assert len(ref) == 8
-    for bs in (3, 8):
-        assert run(tmp_path / f"b{bs}", "--batch-size", bs) == ref
-    for i in range(2):
-        run(tmp_path / "shards", "--batch-size", 4, "--shard", f"{i}/2")
-    assert {p.name: p.read_bytes() for p in (tmp_path / "shards").glob("*.png")} == ref
-    # and the outputs are real inpaintings, not copies of the inputs
-    assert any(not np.array_equal(np.asarray(Image.open(imgs / n)), np.asarray(Image.open(tmp_path / "b1" / n)))
-               for n in ref)

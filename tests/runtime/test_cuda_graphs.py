@@ -3,74 +3,18 @@ fp16 weights, the meta-device step. Each test fails on the code before the fix."
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from conftest import ROOT, randomize, small_unet_config
-from repaint_cli.models.reference_attention import explicit_attention
-from repaint_cli.models.unet import AttentionBlock, AttentionPool2d, ClassifierConfig, EncoderUNetModel, UNetModel
-
-
-@pytest.fixture
-def sdpa_strides(monkeypatch):
-    """Records q, k, v strides of every scaled_dot_product_attention call."""
-    seen = []
-    real = F.scaled_dot_product_attention
-
-    def recording(q, k, v, *a, **kw):
-        seen.append((q.stride(-1), k.stride(-1), v.stride(-1)))
-        return real(q, k, v, *a, **kw)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
-    return seen
-
-
-@pytest.mark.parametrize("new_order", [False, True])
-def test_attention_gives_sdpa_head_contiguous_qkv_and_the_same_output(sdpa_strides, new_order):
-    block = randomize(AttentionBlock(64, 4, -1, new_order))
-    x = torch.randn(2, 64, 8, 8)
-    with torch.no_grad():
-        out = block(x)
-        assert sdpa_strides == [(1, 1, 1)]
-        assert torch.allclose(out, explicit_attention(block, x), atol=1e-5)
-
-
-def test_whole_unet_and_classifier_reach_sdpa_with_stride_one(sdpa_strides):
-    model = randomize(UNetModel(small_unet_config())).eval()
-    with torch.no_grad():
-        model(torch.randn(2, 3, 16, 16), torch.tensor([1, 500]))
-    clf = randomize(EncoderUNetModel(ClassifierConfig(image_size=16, classifier_width=64, classifier_depth=1,
-                                                      classifier_attention_resolutions="8", classifier_channel_mult="1,2",
-                                                      num_classes=5))).eval()
-    with torch.no_grad():
-        logits = clf(torch.randn(2, 3, 16, 16), torch.tensor([1, 500]))
-    assert logits.shape == (2, 5)
-    assert len(sdpa_strides) >= 3 and all(s == (1, 1, 1) for s in sdpa_strides)
-
-
-def test_attention_pool_equals_the_conv_formulation():
-    torch.manual_seed(0)
-    pool = AttentionPool2d(4, 128, 64, 7)
-    x = torch.randn(3, 128, 4, 4)
-    with torch.no_grad():
-        b, c = 3, 128
-        h = x.reshape(b, c, -1)
-        h = torch.cat([h.mean(dim=-1, keepdim=True), h], dim=-1) + pool.positional_embedding[None]
-        qkv = pool.qkv_proj(h)
-        q, k, v = qkv.reshape(b, 3, 2, 64, h.shape[-1]).unbind(1)
-        a = torch.softmax(torch.einsum("bhct,bhcs->bhts", q, k) / 8.0, dim=-1)
-        a = torch.einsum("bhts,bhcs->bhct", a, v).reshape(b, c, -1)
-        want = pool.c_proj(a)[:, :, 0]
-        assert torch.allclose(pool(x), want, atol=1e-5)
+from conftest import randomize, small_unet_config
+from repaint_cli.models.unet import UNetModel
 
 
 # ----------------------------------------------------------------------------- graphs: guards and cache
 
 from repaint_cli.core.diffusion import Diffusion  # noqa: E402
 from repaint_cli.runtime.cuda_graphs import CaptureProblem, CudaGraphSteps, EagerReplay, GraphCache, make_steps  # noqa: E402
-from repaint_cli.runtime.device import EngineOptions, PrecisionModel, default_channels_last, low_precision_copy, pick_device, prepare_model  # noqa: E402
-from repaint_cli.runtime.memory import fit_batch, is_oom  # noqa: E402
+from repaint_cli.runtime.device import EngineOptions  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
-from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint, reverse_step, undo_step  # noqa: E402
+from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint  # noqa: E402
 from repaint_cli.core.schedule import JumpParams, jump_schedule  # noqa: E402
 
 
@@ -174,118 +118,7 @@ def test_tiny_schedules_capture_within_bounds(unet, t_T, jump_length):
         assert torch.allclose(got, repaint(unet, cond, times, None, EagerSteps(unet, cond)), atol=1e-5)
 
 
-def test_cuda_library_allocation_failures_count_as_out_of_memory():
-    assert is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
-    assert is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
-    assert is_oom(RuntimeError("CUDA driver error: cudaErrorMemoryAllocation"))
-    assert not is_oom(RuntimeError("CUDNN_STATUS_BAD_PARAM")) and not is_oom(ValueError("out of memory"))
-
-
-def test_batch_fit_from_two_probes_and_no_64_cap():
-    mib = 2 ** 20
-    # small model on a big GPU: 10 MiB per image, 100 MiB fixed, 80 GiB free
-    assert fit_batch(110 * mib, 120 * mib, 80 * 1024 * mib, 10_000) == 512
-    assert fit_batch(110 * mib, 120 * mib, 80 * 1024 * mib, 10_000, cap=4096) > 64 * 40
-    # big model: 1 GiB per image, 3 GiB fixed, 12 GiB free -> (9.6 - 3.3) / 1.1: what a capture holds (issue 37.2)
-    assert fit_batch(4 * 1024 * mib, 5 * 1024 * mib, 12 * 1024 * mib, 100) == 5
-    assert fit_batch(4 * 1024 * mib, 5 * 1024 * mib, 12 * 1024 * mib, 100, state_per_image=300 * mib) == 4
-    assert fit_batch(10 * mib, 5 * mib, mib, 100) == 1  # never below 1
-
-
-def test_picking_cuda_n_makes_it_the_current_device(monkeypatch):
-    chosen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda i: chosen.append(i))
-    assert pick_device("cuda:1") == torch.device("cuda", 1) and chosen == [1]
-    assert pick_device("cuda") == torch.device("cuda", 0) and chosen == [1, 0]
-    with pytest.raises(RuntimeError, match="cuda:0 to cuda:1"):
-        pick_device("cuda:2")
-
-
-def test_channels_last_defaults_on_for_cpu_off_for_cuda(unet):
-    import copy
-
-    assert default_channels_last(torch.device("cpu")) and not default_channels_last(torch.device("cuda", 0))
-    m = prepare_model(copy.deepcopy(unet), torch.device("cpu"), EngineOptions())
-    assert m.channels_last and m.inner.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_low_precision_weights_give_what_autocast_gives_and_keep_the_fp32_master(unet):
-    """bf16 on the CPU stands in for fp16 on CUDA: autocast's casts of conv/linear weights are the same numbers."""
-    import copy
-
-    master = copy.deepcopy(unet)
-    low = low_precision_copy(master, torch.bfloat16, torch.device("cpu"))
-    assert all(p.dtype == torch.float32 for p in master.parameters())  # the NaN retry's weights are untouched
-    kept = {id(k) for f in low.fp32_modules() for k in f.modules()}  # guided-diffusion's fp32 layers (issue 37.5)
-    convs = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear))
-             and id(m) not in kept]
-    norms = [m for m in low.modules() if isinstance(m, torch.nn.GroupNorm)]
-    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
-    assert any(isinstance(m, torch.nn.Conv1d) for m in convs)  # attention's qkv and proj_out too
-    assert all(m.weight.dtype == torch.float32 for m in norms)
-    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
-    with torch.no_grad():
-        cast_each_call = PrecisionModel(master, torch.bfloat16, torch.device("cpu"), False)(x, t)
-        pre_converted = PrecisionModel(low, torch.bfloat16, torch.device("cpu"), False)(x, t)
-    assert torch.equal(cast_each_call, pre_converted)
-
-
 # ----------------------------------------------------------------------------- the CUDA code path on meta
-
-
-def test_one_reverse_and_undo_step_of_the_device_path_touch_no_cpu_tensor_and_never_sync(unet):
-    """The graph runner's reverse + undo on the meta device: every tensor an op sees is on the device, and no
-    op reads a value back to the host (which would sync, and bake a value into a captured graph)."""
-    import copy
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    meta = torch.device("meta")
-    model = prepare_model(copy.deepcopy(unet), meta, EngineOptions(device="cpu", precision="fp32"))
-    cond = make_cond(n=2, steps="10", device="meta")
-
-    class Watch(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.host_tensors, self.syncs, self.ops = [], [], 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops += 1
-            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.item.default):
-                self.syncs.append(str(func))
-            flat = list(args) + list((kwargs or {}).values())
-            for a in flat:
-                for t in (a if isinstance(a, (list, tuple)) else [a]):
-                    if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                        self.host_tensors.append((str(func), t.device.type, tuple(t.shape)))
-            out = func(*args, **(kwargs or {}))
-            for t in (out if isinstance(out, (list, tuple)) else [out]):
-                if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                    self.host_tensors.append((str(func), "output " + t.device.type, tuple(t.shape)))
-            return out
-
-    with torch.no_grad():
-        runner = CudaGraphSteps(model, cond, capture=EagerReplay.capture)
-        t, step, inject = (torch.tensor(5, device=meta), torch.tensor(3, device=meta),
-                           torch.tensor(True, device=meta))
-        x0_noise = cond.noise(torch.tensor(0, device=meta))
-        with Watch() as watch:
-            runner.load_batch(cond)
-            x, x0 = runner.reverse(x0_noise, t, step, inject)
-            x = runner.undo(x, t, step)
-            eager_x, _ = reverse_step(model, x0_noise, cond, t, step, inject)
-            undo_step(eager_x, cond, t, step)
-    assert watch.ops > 100  # the whole UNet ran under the watch
-    assert watch.host_tensors == [] and watch.syncs == []
-    assert x.device == meta and x.shape == (2, 3, 16, 16)
-    # and the sampler's loop around the steps: a schedule with reverse and undo steps, start to end
-    times = jump_schedule(JumpParams(t_T=10, jump_length=3, jump_n_sample=2))
-    with torch.no_grad(), Watch() as loop_watch:
-        out = repaint(model, cond, times, None, runner)
-    assert loop_watch.host_tensors == [] and loop_watch.syncs == [] and out.device == meta
 
 
 # ----------------------------------------------------------------------------- the capture's control flow
@@ -371,50 +204,6 @@ def test_an_empty_graph_warning_is_a_failure_even_under_the_clis_warning_filter(
 
 
 # ----------------------------------------------------------------------------- issue 37: fp32 means fp32
-
-
-def test_fp32_on_cuda_runs_without_tf32_and_restores_the_process_settings():
-    """Issue 37.6: cuDNN convolutions default to TF32; --precision fp32 (and the NaN retry) must be IEEE fp32.
-    The flags are host settings read at kernel launch, so recording them inside the model's call checks it."""
-    seen = []
-
-    class Records(torch.nn.Module):
-        def forward(self, x, t, **kw):
-            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
-            return x
-
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        PrecisionModel(Records(), torch.float32, torch.device("cuda"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
-        assert seen == [(False, False)]
-        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (before[0], True)
-        PrecisionModel(Records(), torch.float32, torch.device("cpu"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
-        assert seen[-1] == (before[0], True)  # the CPU has no TF32: nothing changed there
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def test_fp32_uses_the_per_operator_tf32_settings_where_the_process_set_those_and_restores_them():
-    """Where TF32 was set with PyTorch's newer per-operator API (reading the old flags then raises), those are
-    set to IEEE and given back instead; in a child process, since the two APIs are not to be mixed in one."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = ("import torch\n"
-            "from repaint_cli.runtime.device import ieee_fp32\n"
-            "conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul\n"
-            "mm.fp32_precision = 'tf32'\n"
-            "with ieee_fp32():\n"
-            "    print(conv.fp32_precision, mm.fp32_precision)\n"
-            "print(conv.fp32_precision, mm.fp32_precision)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ieee", "ieee", "tf32", "tf32"]
-
 
 
 # ----------------------------------------------------------------------------- issue 37: the first capture's memory
@@ -570,37 +359,81 @@ def test_an_inf_in_the_raw_model_output_is_flagged_per_image(unet, graphs):
     assert steps.cond.nonfinite.tolist() == [False, True, False]
 
 
+def batch(model_seed_stems, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = len(model_seed_stems)
+    gt = torch.rand((n, 3, 16, 16), generator=g) * 2 - 1
+    keep = torch.rand((n, 1, 16, 16), generator=g) > 0.5
+    keys = keys_tensor([image_key(0, s) for s in model_seed_stems])
+    return gt, keep, keys
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_guided_diffusions_fp32_layers_stay_fp32_under_half_precision(unet, dtype):
-    """Issue 37.5: guided-diffusion's use_fp16 keeps the timestep embedding, every emb_layers and the final out
-    in fp32 (celeba256 / places256 were trained in fp32); autocast and the half copy ran them in fp16. CPU
-    autocast stands in for CUDA's: the same dispatch decides which dtype each layer runs in."""
-    import copy
 
-    low = low_precision_copy(copy.deepcopy(unet), dtype, torch.device("cpu"))
-    parts = {"time_embed": low.time_embed, "emb_layers": low.input_blocks[1][0].emb_layers, "out": low.out,
-             "trunk conv": low.input_blocks[1][0].in_layers[2]}
-    assert all(p.dtype == torch.float32 for name in ("time_embed", "emb_layers", "out")
-               for p in parts[name].parameters())
-    assert parts["trunk conv"].weight.dtype == dtype
-    seen = {}
-    for name, m in parts.items():
-        m.register_forward_hook(lambda mod, args, out, name=name: seen.update({name: out.dtype}))
+@pytest.fixture(scope="module")
+def model():
+    return randomize(UNetModel(small_unet_config())).eval()
+
+
+def test_graph_runner_buffers_match_eager_and_are_reused(model):
+    diffusion = Diffusion.create(1000, "linear", "12")
+    times = jump_schedule(JumpParams(t_T=12, jump_length=3, jump_n_sample=2))
+    cache = {}
+    for stems, seed in ((["a", "b"], 0), (["c", "d"], 1)):  # two batches of one shape: one capture
+        gt, keep, keys = batch(stems, seed)
+        cond = Conditioning(gt, keep, keys, diffusion.coefficients())
+        with torch.no_grad():
+            eager = repaint(model, cond, times, None, EagerSteps(model, cond)).clone()
+            sig_cond = Conditioning(gt, keep, keys, diffusion.coefficients())
+            if not cache:
+                runner = CudaGraphSteps(model, sig_cond, capture=EagerReplay.capture)
+                cache["only"] = runner
+            else:
+                runner = cache["only"].load_batch(sig_cond)
+            graphed = repaint(model, sig_cond, times, None, runner)
+        assert torch.allclose(graphed, eager, atol=1e-6)
+        assert graphed.data_ptr() in (runner.out_x.data_ptr(), runner.out_undo.data_ptr())  # static outputs
+    # the runner never aliases the caller's tensors: changing them later does not change its inputs
+    gt[:] = 0
+    assert not torch.equal(runner.cond.gt, gt)
+
+
+def test_make_steps_falls_back_to_eager_on_cpu(model):
+    diffusion = Diffusion.create(1000, "linear", "5")
+    gt, keep, keys = batch(["a"])
+    cond = Conditioning(gt, keep, keys, diffusion.coefficients())
+    assert isinstance(make_steps(model, cond, EngineOptions(cuda_graphs=True), cache=GraphCache()), EagerSteps)
+
+
+class Sine(torch.nn.Module):
+    """Any deterministic eps-predictor of x's shape (fixed variance)."""
+
+    def forward(self, x, t, **_):
+        return torch.sin(3 * x) + 0.001 * t.float().reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def images():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand((2, 3, 6, 6), generator=g) * 2 - 1
+    keep = torch.rand((2, 1, 6, 6), generator=g) > 0.5
+    return gt, keep, keys_tensor([image_key(0, "a"), image_key(0, "b")])
+
+
+TIMES = jump_schedule(JumpParams(t_T=8, jump_length=2, jump_n_sample=2))
+
+
+def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
+    """runtime/device.py copies the Conditioning into static buffers: the copy draws from the same source,
+    and a graph captured for one source is never reused for another."""
+    from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay, graph_signature
+    from repaint_cli.tables.conditional import row_noise
+
+    gt, keep, keys = images()
+    d = Diffusion.create(1000, "linear", "8", learn_sigma=False)
+    custom = Conditioning(gt, keep, keys, d.coefficients(), noise_source=row_noise)
     with torch.no_grad():
-        y = PrecisionModel(low, dtype, torch.device("cpu"), False)(torch.randn(2, 3, 16, 16), torch.tensor([3, 700]))
-    assert seen == {"time_embed": torch.float32, "emb_layers": torch.float32, "out": torch.float32,
-                    "trunk conv": dtype}
-    assert y.dtype == torch.float32 and torch.isfinite(y).all()
-    # the names are the checkpoint format: a half copy's state dict has the fp32 model's keys
-    assert list(low.state_dict()) == list(unet.state_dict())
-
-
-def test_the_timed_batch_choice_takes_the_smallest_batch_near_the_best_time():
-    from repaint_cli.runtime.memory import timed_batch_choice
-
-    # per image: launch-bound at 1-4, the GPU full from 16 on (64 no faster than 16)
-    assert timed_batch_choice({1: 0.040, 2: 0.021, 4: 0.012, 8: 0.0075, 16: 0.0061, 32: 0.0060, 64: 0.0059}) == 16
-    assert timed_batch_choice({1: 0.01}) == 1
-    with pytest.raises(ValueError):
-        timed_batch_choice({})
+        eager = repaint(Sine(), custom, TIMES)
+        runner = CudaGraphSteps(Sine(), custom, capture=EagerReplay.capture)
+        graphed = repaint(Sine(), custom, TIMES, steps=runner)
+    assert runner.cond.noise_source is row_noise
+    assert torch.equal(graphed, eager)
+    default = Conditioning(gt, keep, keys[:1], d.coefficients())
+    assert graph_signature(Sine, custom) != graph_signature(Sine, default)

@@ -11,6 +11,10 @@ from typer.testing import CliRunner
 from conftest import randomize, small_unet_config, write_png
 from repaint_cli.runtime import device as dev
 from repaint_cli.runtime import memory
+from repaint_cli.runtime.device import EngineOptions, pick_device, prepare_model, resolve_precision
+from repaint_cli.models.unet import UNetModel
+from conftest import ROOT
+from repaint_cli.runtime.device import PrecisionModel, default_channels_last, low_precision_copy
 
 
 @pytest.fixture
@@ -88,16 +92,6 @@ def fake_mps(monkeypatch):
     return make
 
 
-def test_the_batch_size_probe_on_mps_sizes_from_metals_memory(fake_mps):
-    gib = 1 << 30
-    fake = fake_mps(fixed=gib // 2, per_image=gib // 4, budget=8 * gib)
-    bs = memory.auto_batch_size(None, 256, torch.device("mps"), 100, probe=fake.probe)
-    assert bs == memory.fit_batch(gib // 2 + gib // 4, gib // 2 + gib // 2, 8 * gib - gib, 100)
-    assert 10 <= bs <= 25 and fake.emptied >= 2
-    fake = fake_mps(fixed=gib, per_image=gib, budget=8 * gib, oom_from=2)
-    assert memory.auto_batch_size(None, 256, torch.device("mps"), 100, probe=fake.probe) == 1
-
-
 def test_the_oom_split_works_on_mps(fake_mps):
     from repaint_cli.images.options import Reporter
     from repaint_cli.images.sampling import SplitState, split_retry
@@ -114,17 +108,6 @@ def test_the_oom_split_works_on_mps(fake_mps):
     state = SplitState()
     out = split_retry(run, list(range(8)), Reporter(), state, lambda: memory.empty_device_cache(torch.device("mps")))
     assert out.tolist() == list(range(8)) and state.limit == 2 and fake.emptied >= 1
-
-
-def test_version_names_rocm(monkeypatch, capsys):
-    from repaint_cli.cli.app import version_text
-
-    monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
-    monkeypatch.setattr(torch.version, "cuda", None)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "AMD Instinct MI300X")
-    assert "ROCm 6.2.41133, 1 GPU (AMD Instinct MI300X)" in version_text()
 
 
 needs_bf16 = pytest.mark.skipif(not dev.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
@@ -167,49 +150,222 @@ def test_the_run_record_says_bf16(small_checkpoint, tmp_path):
     assert json.loads((tmp_path / "o" / RUN_RECORD).read_text().splitlines()[-1])["engine"]["precision"] == "bf16"
 
 
-class FakeCuda:
-    """CUDA's memory counters: a step peaks at ``fixed`` plus ``per_image`` bytes per image over what is held."""
-
-    def __init__(self, fixed, per_image, free, oom_from=None):
-        self.fixed, self.per_image, self.free, self.oom_from = fixed, per_image, free, oom_from
-        self.held, self.peak, self.emptied = 1000, 1000, 0
-
-    def probe(self, b):
-        if self.oom_from is not None and b >= self.oom_from:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        self.peak = self.held + self.fixed + b * self.per_image
-
-    def reset_peak(self, device=None):
-        self.peak = self.held
-
-    def empty_cache(self):
-        self.emptied += 1
+@pytest.fixture(scope="module")
+def model():
+    return randomize(UNetModel(small_unet_config())).eval()
 
 
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    def make(**kw):
-        fake = FakeCuda(**kw)
-        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
-        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", fake.reset_peak)
-        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: fake.held)
-        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: fake.peak)
-        monkeypatch.setattr(torch.cuda, "empty_cache", fake.empty_cache)
-        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (fake.free, 2 * fake.free))
-        return fake
-    return make
+def test_precision_and_device_fallbacks():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == torch.float32
+    with pytest.warns(UserWarning, match="CUDA"):
+        assert resolve_precision("fp16", cpu) == torch.float32
+    from repaint_cli.runtime.device import cpu_has_bf16
+
+    if cpu_has_bf16():  # issue 34: bf16 on CPUs with its instructions (tests/test_devices.py)
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.warns(UserWarning):
+            assert resolve_precision("bf16", cpu) == torch.float32
+    with pytest.raises(ValueError):
+        resolve_precision("fp8", cpu)
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            pick_device("cuda")
 
 
-def test_the_batch_size_probe_on_cuda_sizes_from_the_peaks_at_one_and_two_images(fake_cuda):
-    """The peaks over what was held before, at batch 1 and 2, and the capture state per image; an out of
-    memory at batch 2 gives 1, its cache emptied."""
-    gib = 1 << 30
-    fake = fake_cuda(fixed=gib // 2, per_image=gib // 4, free=8 * gib)
-    bs = memory.auto_batch_size(None, 64, torch.device("cuda"), 100, probe=fake.probe)
-    state = memory.STATE_BYTES_PER_VALUE * 3 * 64 ** 2
-    assert bs == memory.fit_batch(gib // 2 + gib // 4, gib // 2 + gib // 2, 8 * gib, 100, 512, state)
-    assert 10 <= bs <= 30 and fake.emptied == 0
-    fake = fake_cuda(fixed=gib, per_image=gib, free=8 * gib, oom_from=2)
-    assert memory.auto_batch_size(None, 64, torch.device("cuda"), 100, probe=fake.probe) == 1 and fake.emptied == 1
-    fake = fake_cuda(fixed=gib, per_image=gib, free=8 * gib, oom_from=1)
-    assert memory.auto_batch_size(None, 64, torch.device("cuda"), 100, probe=fake.probe) == 1 and fake.emptied == 1
+def test_prepare_model_layouts_give_the_same_output(model):
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    with torch.no_grad():
+        ref = model(x, t)
+        import copy
+        cl = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(channels_last=True))
+        assert torch.allclose(cl(x, t), ref, atol=1e-5)
+
+
+def test_compile_that_fails_at_its_first_call_warns_once_and_runs_eager(model, monkeypatch):
+    """torch.compile compiles at the first call (BackendCompilerFailed there, not at torch.compile):
+    that call and every later one run eager, batch-invariant on the CPU as without --compile."""
+    import copy
+    import warnings
+    from repaint_cli.models.batch_invariant import is_batch_invariant
+
+    calls = []
+
+    def broken_compile(fn, **kw):
+        def compiled(*a, **k):
+            calls.append(1)
+            raise RuntimeError("BackendCompilerFailed: backend='inductor' raised: no C compiler here")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    x, t = torch.randn(3, 3, 16, 16), torch.tensor([3, 700, 999])
+    run = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu", compile=True))
+    eager = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu"))
+    with torch.no_grad():
+        with pytest.warns(UserWarning, match="torch.compile failed .*BackendCompilerFailed.*running eager"):
+            out = run(x, t)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            again = run(x[:1], t[:1])
+        assert torch.equal(out, eager(x, t)) and torch.equal(again, out[:1])
+    assert calls == [1] and is_batch_invariant(run.inner)
+
+
+def test_compile_out_of_memory_is_not_swallowed(model, monkeypatch):
+    import copy
+
+    def oom_compile(fn, **kw):
+        def compiled(*a, **k):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", oom_compile)
+    run = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu", compile=True))
+    with pytest.raises(torch.cuda.OutOfMemoryError), torch.no_grad():
+        run(torch.randn(1, 3, 16, 16), torch.tensor([3]))
+
+
+def test_failed_invariance_self_check_calls_the_unet_image_by_image(model, monkeypatch):
+    """A PyTorch whose kernels break the batch-invariant layers (here: GroupNorm32 made to depend on
+    the batch size) is caught at start-up: a warning, plain layers, one UNet call per image."""
+    import copy
+    import repaint_cli.models.batch_invariant as inv
+
+    monkeypatch.setattr(inv, "_SELF_CHECKED", {})
+    monkeypatch.setattr(inv.InvariantGroupNorm32, "forward",
+                        lambda self, x: inv.GroupNorm32.forward(self, x) + 1e-3 * x.shape[0])
+    with pytest.warns(UserWarning, match=r"self-check .*GroupNorm32: image 0 alone differs .*one image at a time"):
+        run = prepare_model(copy.deepcopy(model), torch.device("cpu"), EngineOptions(device="cpu"))
+    assert run.per_image and not inv.is_batch_invariant(run.inner)
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([3, 700, 999, 10])
+    with torch.no_grad():
+        out = run(x, t)
+        assert all(torch.equal(out[i:i + 1], run(x[i:i + 1], t[i:i + 1])) for i in range(4))
+
+
+def test_invariance_self_check_passes_on_this_cpu():
+    import repaint_cli.models.batch_invariant as inv
+
+    old = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert inv.self_check() is None, n
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return randomize(UNetModel(small_unet_config())).eval()
+
+
+def test_picking_cuda_n_makes_it_the_current_device(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: chosen.append(i))
+    assert pick_device("cuda:1") == torch.device("cuda", 1) and chosen == [1]
+    assert pick_device("cuda") == torch.device("cuda", 0) and chosen == [1, 0]
+    with pytest.raises(RuntimeError, match="cuda:0 to cuda:1"):
+        pick_device("cuda:2")
+
+
+def test_channels_last_defaults_on_for_cpu_off_for_cuda(unet):
+    import copy
+
+    assert default_channels_last(torch.device("cpu")) and not default_channels_last(torch.device("cuda", 0))
+    m = prepare_model(copy.deepcopy(unet), torch.device("cpu"), EngineOptions())
+    assert m.channels_last and m.inner.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_low_precision_weights_give_what_autocast_gives_and_keep_the_fp32_master(unet):
+    """bf16 on the CPU stands in for fp16 on CUDA: autocast's casts of conv/linear weights are the same numbers."""
+    import copy
+
+    master = copy.deepcopy(unet)
+    low = low_precision_copy(master, torch.bfloat16, torch.device("cpu"))
+    assert all(p.dtype == torch.float32 for p in master.parameters())  # the NaN retry's weights are untouched
+    kept = {id(k) for f in low.fp32_modules() for k in f.modules()}  # guided-diffusion's fp32 layers (issue 37.5)
+    convs = [m for m in low.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear))
+             and id(m) not in kept]
+    norms = [m for m in low.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert any(isinstance(m, torch.nn.Conv1d) for m in convs)  # attention's qkv and proj_out too
+    assert all(m.weight.dtype == torch.float32 for m in norms)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    with torch.no_grad():
+        cast_each_call = PrecisionModel(master, torch.bfloat16, torch.device("cpu"), False)(x, t)
+        pre_converted = PrecisionModel(low, torch.bfloat16, torch.device("cpu"), False)(x, t)
+    assert torch.equal(cast_each_call, pre_converted)
+
+
+def test_fp32_on_cuda_runs_without_tf32_and_restores_the_process_settings():
+    """Issue 37.6: cuDNN convolutions default to TF32; --precision fp32 (and the NaN retry) must be IEEE fp32.
+    The flags are host settings read at kernel launch, so recording them inside the model's call checks it."""
+    seen = []
+
+    class Records(torch.nn.Module):
+        def forward(self, x, t, **kw):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return x
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        PrecisionModel(Records(), torch.float32, torch.device("cuda"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (before[0], True)
+        PrecisionModel(Records(), torch.float32, torch.device("cpu"), False)(torch.zeros(1, 3, 2, 2), torch.zeros(1))
+        assert seen[-1] == (before[0], True)  # the CPU has no TF32: nothing changed there
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_fp32_uses_the_per_operator_tf32_settings_where_the_process_set_those_and_restores_them():
+    """Where TF32 was set with PyTorch's newer per-operator API (reading the old flags then raises), those are
+    set to IEEE and given back instead; in a child process, since the two APIs are not to be mixed in one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import torch\n"
+            "from repaint_cli.runtime.device import ieee_fp32\n"
+            "conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul\n"
+            "mm.fp32_precision = 'tf32'\n"
+            "with ieee_fp32():\n"
+            "    print(conv.fp32_precision, mm.fp32_precision)\n"
+            "print(conv.fp32_precision, mm.fp32_precision)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ieee", "ieee", "tf32", "tf32"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_guided_diffusions_fp32_layers_stay_fp32_under_half_precision(unet, dtype):
+    """Issue 37.5: guided-diffusion's use_fp16 keeps the timestep embedding, every emb_layers and the final out
+    in fp32 (celeba256 / places256 were trained in fp32); autocast and the half copy ran them in fp16. CPU
+    autocast stands in for CUDA's: the same dispatch decides which dtype each layer runs in."""
+    import copy
+
+    low = low_precision_copy(copy.deepcopy(unet), dtype, torch.device("cpu"))
+    parts = {"time_embed": low.time_embed, "emb_layers": low.input_blocks[1][0].emb_layers, "out": low.out,
+             "trunk conv": low.input_blocks[1][0].in_layers[2]}
+    assert all(p.dtype == torch.float32 for name in ("time_embed", "emb_layers", "out")
+               for p in parts[name].parameters())
+    assert parts["trunk conv"].weight.dtype == dtype
+    seen = {}
+    for name, m in parts.items():
+        m.register_forward_hook(lambda mod, args, out, name=name: seen.update({name: out.dtype}))
+    with torch.no_grad():
+        y = PrecisionModel(low, dtype, torch.device("cpu"), False)(torch.randn(2, 3, 16, 16), torch.tensor([3, 700]))
+    assert seen == {"time_embed": torch.float32, "emb_layers": torch.float32, "out": torch.float32,
+                    "trunk conv": dtype}
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    # the names are the checkpoint format: a half copy's state dict has the fp32 model's keys
+    assert list(low.state_dict()) == list(unet.state_dict())

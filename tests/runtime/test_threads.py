@@ -128,3 +128,55 @@ def test_the_tables_train_and_sample_on_one_thread_and_give_the_count_back_when_
     with pytest.raises(KeyboardInterrupt):
         point_samples(model, x, keep, 1, 0, on_sample=stop)
     assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("cpus,busy,cap,want", [
+    (2, 0.06, 2, 2),    # idle: every core
+    (2, 1.9, 2, 1),     # both cores busy with other work: one thread (never 0)
+    (16, 3.4, 16, 13),  # three cores busy
+    (16, 0.0, 8, 8),    # no more than PyTorch's default (physical cores, not hyper-threads)
+    (4, 1.5, 4, 2),     # 1.5 rounds to 2 busy cores
+])
+def test_default_threads_are_the_free_cores(monkeypatch, cpus, busy, cap, want):
+    import repaint_cli.runtime.threads as engine
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(engine, "_CHOICE", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", cap)
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(engine, "busy_cores", lambda c: busy)
+    assert engine.default_threads() == want
+    assert engine.thread_choice()[1] == f"{cpus} usable cores, {busy:.1f} busy with other work over 0.2 s (/proc/stat)"
+    monkeypatch.setattr(engine, "busy_cores", lambda c: 0.0)
+    assert engine.default_threads() == want  # decided once per process: our own load never changes it
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cap)  # PyTorch's own default: replaced by the free cores
+        engine.set_threads(None)
+        assert engine.threads_in_use() == (want, engine.thread_choice()[1])
+        engine.set_threads(3)  # --threads wins
+        assert engine.threads_in_use() == (3, "--threads 3")
+        torch.set_num_threads(cap + 1)  # a count the caller chose with torch.set_num_threads is kept
+        engine.set_threads(None)
+        assert torch.get_num_threads() == cap + 1
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_default_threads_leave_omp_num_threads_and_systems_without_proc_stat(monkeypatch):
+    import repaint_cli.runtime.threads as engine
+
+    monkeypatch.setattr(engine, "_CHOICE", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's one thread per process, or the user's choice
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert engine.thread_choice() == (1, "OMP_NUM_THREADS=1")
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(engine, "_CHOICE", [])
+    monkeypatch.setattr(engine, "_TORCH_THREADS", 4)
+    monkeypatch.setattr(engine, "_cpu_times", lambda cpus: None)  # macOS, Windows: no /proc/stat
+    monkeypatch.delattr(engine.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 6)
+    assert engine.default_threads() == 4
+    assert "no /proc/stat" in engine.thread_choice()[1]

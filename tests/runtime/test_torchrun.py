@@ -11,6 +11,11 @@ from conftest import make_images
 from repaint_cli.cli.app import app
 from repaint_cli.runtime.torchrun import Rank, manifest_path, merge_manifests
 from repaint_cli.images.jobs import parse_shard, take_shard
+import textwrap
+from datetime import timedelta
+from conftest import ROOT
+from repaint_cli.runtime import torchrun as dist
+import stat
 
 runner = CliRunner()
 
@@ -120,3 +125,85 @@ def test_a_rank_gets_a_gpu_it_can_see_and_an_explicit_device_is_kept(monkeypatch
     monkeypatch.setattr(torch.cuda, "set_device", set_device)
     monkeypatch.setattr(tdist, "is_initialized", lambda: True)
     assert dist.init(Rank(local_rank, 4, local_rank), device) == want
+
+
+def test_rank_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(dist.TIMEOUT_ENV, raising=False)
+    assert timedelta(hours=1) <= dist.summary_timeout() <= timedelta(days=1)
+    for text, seconds in (("90", 90), ("90m", 5400), ("12h", 43200), ("1.5d", 129600)):
+        monkeypatch.setenv(dist.TIMEOUT_ENV, text)
+        assert dist.summary_timeout() == timedelta(seconds=seconds)
+    for bad in ("soon", "-5", "0", "5 weeks"):
+        monkeypatch.setenv(dist.TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=dist.TIMEOUT_ENV):
+            dist.summary_timeout()
+
+
+RANK_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from repaint_cli.runtime import torchrun as dist
+    rank = dist.from_env()
+    dist.init(rank, "cpu")
+    if rank.rank == 1:  # outside torchrun no agent ends the job when a rank dies or hangs
+        sys.exit(0) if sys.argv[1] == "dies" else time.sleep(600)
+    t = time.time()
+    parts = dist.gather(("summary", rank.rank), rank)
+    dist.finish(rank)
+    print(len(parts), round(time.time() - t))
+""")
+
+
+@pytest.mark.parametrize("other", ["dies", "hangs"])
+def test_a_rank_that_dies_or_hangs_is_not_waited_for_for_days(tmp_path, other):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "WORLD_SIZE": "2", "REPAINT_DIST_TIMEOUT": "5", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, other], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        out, err = procs[0].communicate(timeout=60)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert procs[0].returncode == 0, err
+    assert out.split()[0] == "1"  # its own summary only
+    assert "no summary from the other ranks" in err and "REPAINT_DIST_TIMEOUT" in err
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def one_line_exit_2(r, *fragments):
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    for f in fragments:
+        assert f in r.stderr, (f, r.stderr)
+    assert "Traceback" not in r.output
+
+
+def test_merge_manifests_given_the_run_record_is_one_line(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"input": "a.png", "status": "done"}) + "\n")
+    record = tmp_path / ".repaint-run.jsonl"
+    record.write_text(json.dumps({"done": 1, "failed": 0, "settings": {}}) + "\n")
+    r = invoke("merge-manifests", m, record)
+    one_line_exit_2(r, str(record), "run record")
+
+
+def test_merge_manifests_never_writes_over_a_fifo_or_an_input(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"input": "a.png", "status": "done"}) + "\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    one_line_exit_2(invoke("merge-manifests", m, "--out", fifo), str(fifo), "not a regular file")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    before = m.read_bytes()
+    one_line_exit_2(invoke("merge-manifests", m, "--out", m), str(m), "input")
+    assert m.read_bytes() == before

@@ -1,6 +1,5 @@
 """Issue 32, item 3: every option's value checked once, from one declared table (repaint_cli/constraints.py) that the
 CLI and the Python API share; an option a saved model fixes refused by name."""
-import dataclasses
 
 import pytest
 import typer
@@ -258,3 +257,12 @@ def test_an_animate_typo_gets_did_you_mean(tmp_path):
     make_images(tmp_path / "in", 1)
     r = invoke("inpaint", tmp_path / "in", "--animate", "gfi", "--out", tmp_path / "o")
     assert r.exit_code == 2 and r.stderr.strip() == "error: --animate gfi: use one of gif, mp4 (did you mean 'gif'?)"
+
+
+def test_eta_has_one_default_in_both_commands():
+    from repaint_cli.tables.impute import ImputeOptions
+    from repaint_cli.images.options import InpaintOptions
+
+    assert ImputeOptions().eta == InpaintOptions().sample.eta == 0.0
+    r = runner.invoke(app, ["impute", "--help"], env={"COLUMNS": "200"})
+    assert "--eta" in r.stdout

@@ -9,11 +9,12 @@ from typer.testing import CliRunner
 
 from repaint_cli.cli.app import app
 from repaint_cli.tables.impute import ImputeOptions, impute_table, predict_table
-from repaint_cli.tables.encoder import category_codes, decode, encode
-from repaint_cli.tables.messages import TableError
 from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
-from repaint_cli.tables.schema import Column, quantile_map
 from repaint_cli.tables.table_files import read_table
+import os
+import torch
+from impute_cli import TINY, TINY_REPAINT, TINY_USE, linear_table, one_error_line
+from repaint_cli.tables import impute
 
 runner = CliRunner()
 # small and quick: 150 training steps of the default (conditional) model
@@ -77,18 +78,6 @@ def test_round_trip_keeps_observed_cells_types_and_fills_every_cell(tmp_path):
     ages = [int(r[1]) for r in rows]
     observed_ages = [int(w[1]) for w in given if w[1]]
     assert min(observed_ages) <= min(ages) and max(ages) <= max(observed_ages), "filled numbers stay in range"
-
-
-def test_same_seed_same_table_other_seed_other_table(tmp_path):
-    src = tmp_path / "t.csv"
-    mixed_table(src)
-    outs = []
-    for i, seed in enumerate((0, 0, 1)):
-        out = tmp_path / f"o{i}.csv"
-        assert invoke(src, "--out", out, "--seed", seed, *QUICK).exit_code == 0
-        outs.append(out.read_bytes())
-    assert outs[0] == outs[1]
-    assert outs[0] != outs[2]
 
 
 @pytest.mark.parametrize("method", ["conditional", "repaint"])
@@ -250,52 +239,6 @@ def test_no_missing_cell_writes_the_table_unchanged(tmp_path):
     assert out.read_text() == src.read_text()
 
 
-def test_codec_round_trips():
-    v = np.array([3.0, 1.0, 2.0, 2.0, 10.0, -4.5])
-    values, scores = quantile_map(v)
-    col = Column("v", "float", values=values, scores=scores)
-    x, keep = encode([np.append(v, np.nan)], [col])
-    assert keep[:, 0].tolist() == [True] * 6 + [False]
-    assert np.allclose(decode(x, [col])[0][:6], v)
-    assert np.all(np.diff(scores) > 0)
-    # more categories than one-hot takes: analog bits, every category decoded back
-    cats = Column("c", "category", categories=[f"k{i}" for i in range(40)])
-    idx = np.arange(40)
-    x, _ = encode([idx], [cats])
-    assert x.shape == (40, 6) and set(np.unique(x)) == {-1.0, 1.0}
-    assert (decode(x + 0.3 * np.sign(x) * 0.1, [cats])[0] == idx).all()
-    assert category_codes(Column("d", "category", categories=["a", "b", "c"])).tolist() == \
-        [[1, -1, -1], [-1, 1, -1], [-1, -1, 1]]
-
-
-def test_parquet_round_trip_keeps_dtypes(tmp_path):
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
-    rng = np.random.default_rng(1)
-    n = 60
-    frame = pd.DataFrame({"x": rng.normal(size=n), "k": pd.array(rng.integers(0, 9, n), dtype="Int64"),
-                          "c": pd.array(rng.choice(["u", "v"], n), dtype="string")})
-    frame.loc[::5, "x"] = None
-    frame.loc[1::7, "k"] = None
-    frame.loc[2::6, "c"] = None
-    src, out = tmp_path / "t.parquet", tmp_path / "o.parquet"
-    frame.to_parquet(src)
-    r = invoke(src, "--out", out, *QUICK)
-    assert r.exit_code == 0, r.output
-    got = pd.read_parquet(out, dtype_backend="numpy_nullable")
-    assert list(got.columns) == ["x", "k", "c"] and not got.isna().any().any()
-    assert pd.api.types.is_integer_dtype(got["k"]) and pd.api.types.is_float_dtype(got["x"])
-    keep = ~frame["x"].isna()
-    assert np.array_equal(got["x"][keep].to_numpy(), frame["x"][keep].to_numpy())
-    assert set(got["c"]) <= {"u", "v"}
-
-
-def test_table_errors_are_value_errors():
-    assert issubclass(TableError, ValueError)
-    with pytest.raises(TableError, match="no such file"):
-        read_table("/nonexistent/table.csv")
-
-
 def test_reconstruction_guidance_is_the_gradient_of_the_observed_error():
     """With a model that predicts zero noise, x0 = x / sqrt(abar), and the term is
     -scale * abar / (1 - abar) * keep * (x0 - gt) / sqrt(abar), whether or not the sampler's
@@ -334,3 +277,229 @@ def test_parquet_output_without_pyarrow_is_refused_before_training(tmp_path, mon
     r = invoke(src, "--out", tmp_path / "o.parquet", *QUICK)
     assert r.exit_code == 2 and "needs pyarrow" in r.stderr and "training" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_ddim_with_guidance_runs_like_inpaint(tmp_path):
+    src = tmp_path / "t.csv"
+    linear_table(src)
+    r = invoke(src, "--out", tmp_path / "g.csv", "--method", "ddim", *TINY)
+    assert r.exit_code == 0, r.output
+    r = invoke(src, "--out", tmp_path / "o.csv", "--method", "ddim", "--guidance", 0, "--eta", 0.5, *TINY)
+    assert r.exit_code == 0, r.output
+    r = invoke(src, "--out", tmp_path / "p.csv", "--eta", 0.5, *TINY)
+    assert r.exit_code == 2 and "--method ddim" in one_error_line(r)
+
+
+def test_save_model_path_is_checked_before_training(tmp_path):
+    src, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    linear_table(src)
+    r = invoke(src, "--out", out, "--save-model", tmp_path / "nodir" / "m", *TINY)
+    assert r.exit_code == 2 and "nodir" in one_error_line(r)
+    assert "training" not in r.stderr and not out.exists()
+    (tmp_path / "m.yaml").write_text("keep me\n")
+    r = invoke(src, "--out", out, "--save-model", tmp_path / "m", *TINY)
+    assert r.exit_code == 2 and "--overwrite" in one_error_line(r) and not out.exists()
+    assert (tmp_path / "m.yaml").read_text() == "keep me\n"
+
+
+def test_impute_table_leaves_the_callers_options_alone(tmp_path):
+    from repaint_cli.tables.impute import ImputeOptions, impute_table
+    from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
+    from repaint_cli.tables.table_files import read_table
+
+    src, saved = tmp_path / "t.csv", tmp_path / "m"
+    linear_table(src)
+    r = invoke(src, "--out", tmp_path / "o.csv", "--save-model", saved, *TINY, *TINY_REPAINT)
+    assert r.exit_code == 0, r.output
+    # (a saved model fixes its size and training: those are left at None, the loaded model's come in)
+    opts = ImputeOptions(samples=1, t_T=10, jump_length=5, jump_n_sample=1, method="repaint")
+    impute_table(read_table(src), opts, model_path=f"{saved}.yaml")
+    assert opts.model == TableModelConfig() and opts.train == TrainSettings() and opts.rounds is None
+
+
+def test_unwritable_out_folder_is_refused_before_training(tmp_path, monkeypatch):
+    src = tmp_path / "t.csv"
+    linear_table(src)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == blocked else real_access(p, mode, **k))
+    r = invoke(src, "--out", blocked / "o.csv", *TINY)
+    assert r.exit_code == 2 and "blocked" in one_error_line(r) and "training" not in r.stderr
+    monkeypatch.undo()
+    if Path("/proc").is_dir():  # a folder even root cannot create files in
+        r = invoke(src, "--out", "/proc/o.csv", *TINY)
+        assert r.exit_code == 2 and "/proc" in one_error_line(r) and "training" not in r.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    r = invoke(src, "--out", afile / "o.csv", *TINY)
+    assert r.exit_code == 2 and "afile" in one_error_line(r)
+
+
+@pytest.mark.parametrize("sampler, method", [("point_samples", []), ("sample_rows", TINY_REPAINT)])
+def test_ctrl_c_while_imputing_keeps_the_trained_model(tmp_path, monkeypatch, sampler, method):
+    """Both kinds of model; the rerun names no --method: the kept model's kind chooses it."""
+    import repaint_cli.tables.impute as impute
+
+    src, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    linear_table(src)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(impute, sampler, interrupted)
+    r = invoke(src, "--out", out, *TINY, *method)
+    assert r.exit_code == 130 and not out.exists()
+    kept = tmp_path / "o.csv.model.yaml"
+    assert kept.is_file() and (tmp_path / "o.csv.model.safetensors").is_file()
+    assert str(kept) in r.stderr and "--model" in r.stderr
+    monkeypatch.undo()
+    r = invoke(src, "--out", out, "--model", kept, *TINY_USE, *method[2:])
+    assert r.exit_code == 0 and "training" not in r.stderr, r.output
+
+
+def test_same_table_at_one_and_two_threads(tmp_path):
+    src = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    src.write_text("a,b,c\n" + "".join(",".join("" if (i + j) % 4 == 0 else f"{v:.6f}" for j, v in enumerate(row)) + "\n"
+                                        for i, row in enumerate(x)))
+    outs = []
+    for threads in (1, 2):
+        out = tmp_path / f"o{threads}.csv"
+        r = invoke(src, "--out", out, *TINY[:-2], "--threads", threads, "--train-steps", 200, "--width", 128)
+        assert r.exit_code == 0, r.output
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+    torch.set_num_threads(1)
+
+
+REPAINT_MESSAGES = dict(method="repaint", t_T=10, jump_length=5, jump_n_sample=2, samples=2, guidance=0.0)
+
+
+def mixed_table_messages(path: Path, rows: int = 60) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c,d"]
+    for i in range(rows):
+        a = int(rng.integers(0, 20))
+        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
+        if i % 5 == 1:
+            cells[i % 4] = ""
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny(**kw) -> impute.ImputeOptions:
+    return impute.ImputeOptions(train=TrainSettings(steps=20), model=TableModelConfig(width=16, blocks=1),
+                                threads=1, **kw)
+
+
+def test_a_run_builds_its_jump_schedule_once(tmp_path, monkeypatch):
+    """Two EM rounds, each imputing: the schedule is built once, in the plan, and every step reads it."""
+    built = []
+    real = impute.jump_schedule
+    monkeypatch.setattr(impute, "jump_schedule", lambda p: built.append(p) or real(p))
+    table = read_table(mixed_table_messages(tmp_path / "t.csv"))
+    result = impute.impute_table(table, tiny(rounds=2, **REPAINT_MESSAGES))
+    assert len(built) == 1
+    assert result.stats["model_calls_per_row"] == impute.schedule_summary(real(built[0]))["unet_calls"] * 2
+
+
+def test_plan_train_impute_is_impute_table(tmp_path):
+    """The three steps in a row give the cells impute_table gives (which is those steps), and the plan holds the
+    encoded table, the columns and the phases before anything is trained."""
+    table = read_table(mixed_table_messages(tmp_path / "t.csv"))
+    plan = impute.plan_impute(table, tiny())
+    assert plan.x.shape == plan.keep.shape == (60, plan.encoder.width) and not plan.keep.all()
+    assert [c.kind for c in plan.columns] == ["int", "float", "category", "date"]
+    assert [name for name, _, _ in plan.phases] == ["training", "imputing"] and plan.schedule is None
+    model = impute.train(plan)
+    steps = impute.impute(plan, model).frame
+    assert steps.equals(impute.impute_table(table, tiny()).frame)
+
+
+def test_ctrl_c_while_imputing_carries_the_trained_model_from_either_kind(tmp_path, monkeypatch):
+    table = read_table(mixed_table_messages(tmp_path / "t.csv"))
+    for sampler, kw in (("point_samples", {}), ("sample_rows", REPAINT_MESSAGES)):
+        plan = impute.plan_impute(table, tiny(**kw))
+        model = impute.train(plan)
+        monkeypatch.setattr(impute, sampler, lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(impute.Interrupted) as stop:
+            impute.impute(plan, model)
+        assert stop.value.model is model and stop.value.extra["trained_on"] == str(table.path)
+        monkeypatch.undo()
+
+
+def test_predict_fits_on_both_tables_then_fills_the_test_rows_alone(tmp_path):
+    """--predict: the model is fitted on the training rows and the test rows without their target, then fills the
+    test table as a table of its own (what transform does with a fitted model): the same cells, an integer
+    target still written as integers."""
+    src = mixed_table_messages(tmp_path / "t.csv", rows=80)
+    lines = src.read_text().splitlines()
+    (tmp_path / "train.csv").write_text("\n".join(lines[:61]) + "\n")
+    test = [line.split(",") for line in lines[61:]]
+    (tmp_path / "test.csv").write_text("\n".join([lines[0]] + [",".join(["", *r[1:]]) for r in test]) + "\n")
+    test_table = read_table(tmp_path / "test.csv", allow_missing_columns=True)
+    result = impute.predict_table(read_table(tmp_path / "train.csv"), test_table, "a", tiny())
+    assert result.stats["predicted_rows"] == 20 and result.stats["rows"] == 80
+    alone = impute.impute_table(test_table, tiny(), fitted=(result.model, result.columns))
+    assert result.frame.equals(alone.frame)
+    assert all(str(v).lstrip("-").isdigit() for v in result.frame["a"])
+
+
+def invoke_plan(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def one_line_exit_2(r, *fragments):
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr
+    for f in fragments:
+        assert f in r.stderr, (f, r.stderr)
+    assert "Traceback" not in r.output
+
+
+QUICK_PLAN = ["--train-steps", 30, "--width", 16, "--blocks", 1, "--threads", 1, "--quiet"]
+
+
+def small_table(path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b"] + [f"{x:.2f},{'' if i % 5 == 0 else f'{2 * x:.2f}'}" for i, x in enumerate(rng.normal(size=30))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_impute_refuses_an_out_that_is_not_a_regular_file(tmp_path):
+    """D6: --out /dev/null --overwrite (as root) replaced the device node with a regular file."""
+    t = small_table(tmp_path / "t.csv")
+    link = tmp_path / "null.csv"
+    link.symlink_to(os.devnull)
+    one_line_exit_2(invoke_plan("impute", t, "--out", link, "--overwrite", *QUICK_PLAN), str(link), "not a regular file")
+    assert link.is_symlink()
+    fifo = tmp_path / "f.csv"
+    os.mkfifo(fifo)
+    one_line_exit_2(invoke_plan("impute", t, "--out", fifo, "--overwrite", *QUICK_PLAN), str(fifo), "not a regular file")
+
+
+def test_impute_outputs_that_collide_are_refused(tmp_path):
+    t = small_table(tmp_path / "t.csv")
+    r = invoke_plan("impute", t, "--out", tmp_path / "m.yaml", "--save-model", tmp_path / "m", *QUICK_PLAN)
+    one_line_exit_2(r, str(tmp_path / "m.yaml"), "--save-model")
+    r = invoke_plan("impute", t, "--out", t, *QUICK_PLAN)  # onto the input: said so, not "--overwrite replaces it"
+    one_line_exit_2(r, "would overwrite the input")
+
+
+def test_draws_of_two_runs_never_mix(tmp_path):
+    """S11: -n 3 then -n 10 into one --draws left t_draw01..10 beside t_draw1..3."""
+    t = small_table(tmp_path / "t.csv")
+    draws = tmp_path / "draws"
+    assert invoke_plan("impute", t, "--out", tmp_path / "o.csv", "-n", 3, "--draws", draws, *QUICK_PLAN).exit_code == 0
+    assert sorted(p.name for p in draws.iterdir()) == ["t_draw1.csv", "t_draw2.csv", "t_draw3.csv"]
+    r = invoke_plan("impute", t, "--out", tmp_path / "o2.csv", "-n", 10, "--draws", draws, *QUICK_PLAN)
+    one_line_exit_2(r, "t_draw1.csv", "--overwrite")
+    assert sorted(p.name for p in draws.iterdir()) == ["t_draw1.csv", "t_draw2.csv", "t_draw3.csv"]
+    r = invoke_plan("impute", t, "--out", tmp_path / "o2.csv", "-n", 10, "--draws", draws, "--overwrite", *QUICK_PLAN)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in draws.iterdir()) == [f"t_draw{k:02d}.csv" for k in range(1, 11)]

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from repaint_cli import DiffusionImputer
 from repaint_cli.cli.app import app
 from repaint_cli.tables.imputer import NotFittedError
-from repaint_cli.tables.messages import TableError, parameter_words
+from pathlib import Path
+from repaint_cli.tables.table_files import read_table
 
 # tiny: one member of 30 steps, two samples, one thread (a few seconds a test)
 TINY = dict(train_steps=30, members=1, samples=2, threads=1, width=32, blocks=1)
@@ -143,12 +144,6 @@ def test_errors_name_the_parameter_not_a_flag(params, message):
     with pytest.raises(ValueError) as e:
         DiffusionImputer(**{**TINY, **params}).fit(frame)
     assert message in str(e.value) and "--" not in str(e.value), str(e.value)
-
-
-def test_parameter_words():
-    assert parameter_words("--samples must be at least 1") == "samples must be at least 1"
-    assert parameter_words("--t-T 90 is more than") == "t_T=90 is more than"
-    assert parameter_words("--combine 'max': use mean") == "combine='max': use mean"
 
 
 def test_bad_tables_and_unfitted_use_are_value_errors():
@@ -299,3 +294,81 @@ def test_a_pipeline_with_a_classifier_and_cross_val_score():
     fitted = make_pipeline(DiffusionImputer(**TINY), LogisticRegression()).fit(frame, y)
     assert list(fitted[0].get_feature_names_out()) == list("abcd")
     assert fitted.score(frame, y) > 0.7
+
+
+def mixed_table(path: Path, rows: int = 60) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c,d"]
+    for i in range(rows):
+        a = int(rng.integers(0, 20))
+        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
+        if i % 5 == 1:
+            cells[i % 4] = ""
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_fitted_imputer_pickles_and_fills_dask_partitions_as_the_whole_frame():
+    """dask.dataframe's map_partitions on the local (synchronous and threaded) schedulers: the same cells as
+    transform on the whole frame. Needs the dask extra (pip install 'repaint-cli[dask]')."""
+    import pickle
+
+    import pandas as pd
+
+    dd = pytest.importorskip("dask.dataframe", reason="dask is not installed (the optional dask extra)")
+    from repaint_cli.tables.imputer import DiffusionImputer
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=120)
+    frame = pd.DataFrame({"a": a, "b": a - rng.normal(size=120), "n": rng.integers(0, 5, 120)})
+    frame = frame.mask(rng.random(frame.shape) < 0.2).astype({"n": "Int64"})
+    imputer = DiffusionImputer(train_steps=30, threads=1, width=16, blocks=1, samples=2).fit(frame)
+    whole = imputer.transform(frame)
+    copy = pickle.loads(pickle.dumps(imputer))
+    parts = dd.from_pandas(frame, npartitions=4)
+    for scheduler in ("synchronous", "threads"):
+        filled = parts.map_partitions(copy.transform, meta=frame.iloc[:0]).compute(scheduler=scheduler)
+        pd.testing.assert_frame_equal(filled, whole)
+
+
+def test_fit_sample_trains_on_a_sample_of_rows_fills_every_row_and_says_so_in_the_card(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from repaint_cli.cli.app import app
+
+    src = mixed_table(tmp_path / "t.csv", rows=100)
+    tiny_flags = ["--train-steps", "20", "--width", "16", "--blocks", "1", "--threads", "1", "-q"]
+    run = lambda *args: CliRunner().invoke(app, ["impute", str(src), *tiny_flags, *map(str, args)])
+    r = run("--fit-sample", 40, "--out", tmp_path / "o.csv", "--save-model", tmp_path / "m", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["trained_rows"] == 40 and summary["rows"] == 100 and summary["filled"] == summary["missing"]
+    card = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    assert card["rows"] == 40 and card["sampled_from"] == 100 and card["sample_seed"] == 0
+    filled = read_table(tmp_path / "o.csv")
+    assert filled.observed.all()
+    # a sample as large as the table is the table: the same bytes as without it
+    run("--fit-sample", 100, "--out", tmp_path / "all.csv")
+    run("--out", tmp_path / "plain.csv")
+    assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    assert (tmp_path / "o.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
+    r = run("--fit-sample", 40, "--model", tmp_path / "m", "--out", tmp_path / "x.csv")
+    assert r.exit_code == 2 and "--fit-sample" in r.stderr and "--model" in r.stderr
+
+
+def test_fit_sample_in_the_python_api_is_checked_and_stated():
+    import pandas as pd
+
+    from repaint_cli.tables.imputer import DiffusionImputer
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60)}).mask(rng.random((60, 2)) < 0.2)
+    with pytest.raises(ValueError, match="^fit_sample must be at least 1"):
+        DiffusionImputer(fit_sample=0).fit(frame)
+    imputer = DiffusionImputer(fit_sample=25, train_steps=20, width=16, blocks=1, threads=1).fit(frame)
+    assert imputer.card_["rows"] == 25 and imputer.card_["sampled_from"] == 60
+    assert not imputer.transform(frame).isna().any().any()

@@ -8,6 +8,10 @@ import yaml
 from typer.testing import CliRunner
 
 from repaint_cli.cli.app import app
+import gc
+import warnings
+from pathlib import Path
+from impute_cli import linear_table, one_error_line
 
 runner = CliRunner()
 TINY = ["--train-steps", 5, "--samples", 1, "--width", 8, "--blocks", 1, "--members", 1, "--threads", 1]
@@ -251,3 +255,76 @@ def test_dates_written_to_parquet_are_timestamps(tmp_path):
     assert r.exit_code == 0, r.output
     got = pd.read_parquet(out)
     assert pd.api.types.is_datetime64_any_dtype(got["when"]) and not got["when"].isna().any()
+
+
+def test_read_table_closes_its_file(tmp_path):
+    from repaint_cli.tables.table_files import read_table
+
+    src = tmp_path / "t.csv"
+    linear_table(src)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_table(src)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+@pytest.mark.parametrize("name, sep", [("semi.csv", ";"), ("tab.tsv", "\t"), ("tab.txt", "\t")])
+def test_delimiter_is_sniffed_and_kept(tmp_path, name, sep):
+    src, out = tmp_path / name, tmp_path / ("o" + Path(name).suffix)
+    linear_table(src, sep=sep, extra=("note", lambda i: "a,b" if sep != "," and i % 2 else "c"))
+    r = invoke(src, "--out", out, *TINY)
+    assert r.exit_code == 0, r.output
+    assert "no missing cell" not in r.stderr
+    with out.open(newline="") as f:
+        rows = list(csv.reader(f, delimiter=sep))
+    assert rows[0] == ["x", "y", "note"] and all(len(row) == 3 and row[1] != "" for row in rows[1:])
+
+
+def test_sep_option_and_a_one_column_read_is_refused(tmp_path):
+    src = tmp_path / "semi.csv"
+    linear_table(src, sep=";")
+    r = invoke(src, "--out", tmp_path / "o.csv", "--sep", ",", *TINY)
+    assert r.exit_code == 2 and "--sep" in one_error_line(r) and "semi.csv" in one_error_line(r)
+    r = invoke(src, "--out", tmp_path / "o.csv", "--sep", ";", *TINY)
+    assert r.exit_code == 0, r.output
+
+
+def test_bom_crlf_and_short_options_are_kept(tmp_path):
+    src, out = tmp_path / "t.csv", tmp_path / "o.csv"
+    linear_table(src)
+    src.write_bytes(b"\xef\xbb\xbf" + src.read_bytes().replace(b"\n", b"\r\n"))
+    i = TINY.index("--samples")
+    args = TINY[:i] + ["-n", 1] + TINY[i + 2:]
+    r = invoke(src, "--out", out, *args)
+    assert r.exit_code == 0, r.output
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfx,y\r\n") and data.count(b"\r\n") == 61 and b"\n" not in data.replace(b"\r\n", b"")
+    r = invoke(src, "--out", tmp_path / "k.csv", *TINY[:i], "-k", 1, *TINY[i + 2:])
+    assert r.exit_code == 0, r.output
+
+
+# small and quick: 150 training steps of the default (conditional) model
+QUICK = ["--train-steps", 150, "-k", 2, "--width", 64, "--blocks", 2, "--threads", 1]
+
+
+def test_parquet_round_trip_keeps_dtypes(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(1)
+    n = 60
+    frame = pd.DataFrame({"x": rng.normal(size=n), "k": pd.array(rng.integers(0, 9, n), dtype="Int64"),
+                          "c": pd.array(rng.choice(["u", "v"], n), dtype="string")})
+    frame.loc[::5, "x"] = None
+    frame.loc[1::7, "k"] = None
+    frame.loc[2::6, "c"] = None
+    src, out = tmp_path / "t.parquet", tmp_path / "o.parquet"
+    frame.to_parquet(src)
+    r = invoke(src, "--out", out, *QUICK)
+    assert r.exit_code == 0, r.output
+    got = pd.read_parquet(out, dtype_backend="numpy_nullable")
+    assert list(got.columns) == ["x", "k", "c"] and not got.isna().any().any()
+    assert pd.api.types.is_integer_dtype(got["k"]) and pd.api.types.is_float_dtype(got["x"])
+    keep = ~frame["x"].isna()
+    assert np.array_equal(got["x"][keep].to_numpy(), frame["x"][keep].to_numpy())
+    assert set(got["c"]) <= {"u", "v"}
