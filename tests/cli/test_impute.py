@@ -1,4 +1,5 @@
 """cli/impute.py: the options of ``repaint impute`` as the command shows them."""
+from impute_cli import runner
 from repaint_cli.cli.app import app
 
 

@@ -59,7 +59,11 @@ def test_wheel_in_a_fresh_venv_inpaints_from_any_folder(wheel, tmp_path):
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
     py = venv / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel], cwd=tmp_path)
+    # without PYTHONPATH: a checkout on it, with the egg-info the sdist build leaves there, reads to pip as
+    # repaint-cli already installed, and pip would skip the wheel
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel], cwd=tmp_path,
+        env=bare)
     # The dependencies (torch, ...) come from this interpreter's site-packages, appended after the venv's
     # own: repaint_cli itself is imported from the wheel (checked below), never from the repository.
     site = run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).stdout.strip()

@@ -1,5 +1,5 @@
-"""The core takes what tables need as parameters: the sampler's noise source, the diffusion's
-fixed variance and a per-column x0 clip; tables/impute.py uses them without subclassing or patching."""
+"""core/diffusion.py: the diffusion takes what tables need as parameters (fixed variance, a per-column x0 clip);
+typed, frozen coefficients; one clip of x0 for images, tables and the reference math."""
 import numpy as np
 import pytest
 import torch

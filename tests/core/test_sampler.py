@@ -1,4 +1,5 @@
-"""The fused sampler: parity with a plain loop, per-image determinism, noise quality."""
+"""core/sampler.py: the fused sampler. Per-image determinism, the noise source, the methods beside RePaint's
+(ddnm, ddim: their step math), guidance in the DDIM step, and steps that never synchronise with the host."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Intermediate frames, animations, concat images and contact sheets (repaint_cli.images.frames)."""
+"""images/frames.py: intermediate frames, animations and concat images."""
 import re
 from pathlib import Path
 from types import SimpleNamespace

@@ -1,5 +1,5 @@
-"""Tests for repaint_cli.images.image_files (reading, masks), repaint_cli.files (atomic writes) and
-repaint_cli.images.fit (fit / unfit)."""
+"""images/image_files.py: images and masks read (modes, bit depths, conventions, one-line errors) and written
+atomically, with their ICC profile and DPI."""
 
 from __future__ import annotations
 

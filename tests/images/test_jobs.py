@@ -1,5 +1,6 @@
-"""Issue 32: masks paired by their path (S2, S12, the -r fallback), early refusals before the model loads (N5),
-the convention question (N6), stdin's names (N8 -0, L1) and the unquoted glob in one line (N9)."""
+"""images/jobs.py: inputs to jobs. Masks paired by their path (issue 32: S2, S12, the -r fallback), mask files
+never taken as images, sub-folders and -r, early refusals before the model loads (N5), the convention question
+(N6), stdin's names (N8 -0, L1) and the unquoted glob in one line (N9; issue 12)."""
 import json
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Tests for repaint_cli.images.masks and the `repaint masks` sub-commands."""
+"""images/masks.py: the generated masks (extreme kinds, boxes, LaMa strokes), their presets and keys; the
+`repaint masks` commands are in tests/cli/test_masks.py."""
 
 from __future__ import annotations
 

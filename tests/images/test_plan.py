@@ -1,7 +1,6 @@
-"""Issue 32, item 2: one plan of what a run writes. Every path a run will write is listed before any model loads;
-two that collide, one that is an input, one that is not a regular file are refused with one line (exit 2); the
-atomic writer never renames over a file that is not a regular file; reruns notice replaced inputs and changed
-settings, clean up stale locks, and print only outputs that exist."""
+"""images/plan.py: one plan of what a run writes (issue 32, item 2). Every path a run will write is listed before
+any model loads; two that collide, one that is an input, one that is not a regular file are refused with one
+line (exit 2); an output is never written onto an input or a mask (issue 12)."""
 import json
 import os
 from pathlib import Path

@@ -1,5 +1,6 @@
-"""Issue 32: an output keeps its input's pixel format and metadata (S3, S4, N9), through the
-real inpaint path with the embedded default model and a two-step schedule."""
+"""images/png_chunks.py: an output keeps its input's pixel format and metadata (tRNS keys, 16 bits, text chunks,
+DPI, ICC), through the real inpaint path with the embedded default model and a two-step schedule (issue 32:
+S3, S4, N9)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,9 +1,5 @@
-"""Issues 21 and 25: no silent wrong answers, and what a new user hit.
-
-NaN samples fail their image alone, ICC and DPI survive, reruns compare the device and the file actually
-loaded, cleanup never hides the first error, the MP4 probe leaves stderr alone, ranks do not wait for days,
-the default model says what it is for, a fill far off the hole's colour is named, two runs on one --out share
-the work, a finished rerun loads no model, the preset used is recorded."""
+"""images/resume.py: reruns keep finished images, and the locks of images being made let two runs on one --out
+share the work (a killed run's lock never blocks; a finished rerun loads no model). From issues 21, 25 and 32."""
 import os
 import subprocess
 import sys

@@ -1,6 +1,6 @@
-"""The batch loop's GPU-facing behaviour on the CPU (issue 14): OOM recovery frees the failed attempt first
-and remembers the size that fit, the next batch is read while the current one runs, progress counts
-finished steps, batch sizing measures the step that runs."""
+"""images/sampling.py: the batch loop's GPU-facing behaviour on the CPU (issue 14): OOM recovery frees the failed
+attempt first and remembers the size that fit, progress counts finished steps, batch sizing measures the step
+that runs."""
 import types
 import weakref
 

@@ -1,6 +1,6 @@
-"""Issue 12: safe by default. No input overwritten, masks never inpainted as images, -r reruns that
-work, unknown conf keys refused, validation before the model loads, outputs that record their settings,
-stdout listing every result, a warning when the fill is upscaled."""
+"""images/setup.py: mistakes that concern the whole run stop it before the first batch (an unknown conf key
+with the closest one, run-wide errors before the model loads and before --out exists), and the default model
+says what it is for once. From issue 12 (safe by default) and issues 21 and 25."""
 
 import numpy as np
 import pytest

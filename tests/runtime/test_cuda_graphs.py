@@ -1,5 +1,6 @@
-"""The CUDA path's defects that the CPU can show (issue 14): attention layout, OOM recovery, graph guards,
-fp16 weights, the meta-device step. Each test fails on the code before the fix."""
+"""runtime/cuda_graphs.py: the CUDA path's defects that the CPU can show (issue 14): graph guards and cache, the
+post-capture check, the eager reference, the static buffers of the graph runner. Each test fails on the code
+before the fix."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
-"""Devices beyond CUDA and bf16 on the CPU (issue 34). Apple's MPS and AMD's ROCm cannot run here: their
-device checks are mocked, and what the code does with the answer is tested. bf16 runs for real where this
-CPU has bf16 instructions."""
+"""runtime/device.py: the device and precision chosen, the model prepared for it (layouts, compile, the
+invariance self-check, fp32 layers under half precision, TF32 settings restored). Devices beyond CUDA and bf16
+on the CPU (issue 34): MPS and ROCm are mocked; bf16 runs for real where this CPU has bf16 instructions."""
 import json
 
 import numpy as np

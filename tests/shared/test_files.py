@@ -1,5 +1,5 @@
-"""Issue 22's shared pieces: one atomic writer (repaint_cli.files) used by every writer, the fitting
-geometry in images/fit.py, every choice list in choices.py, one error exit and reporter (cli/output.py)."""
+"""files.py: the one atomic writer (both files or neither, no temporary left, the umask's mode, never renaming
+over a file that is not a regular file) and the write plan that refuses collisions. From issues 22 and 32."""
 
 from __future__ import annotations
 

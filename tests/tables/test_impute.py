@@ -1,4 +1,5 @@
-"""Issue 17: ``repaint impute``, RePaint on tables with a model trained per table."""
+"""tables/impute.py: ``repaint impute``, RePaint on tables with a model trained per table (issue 17): a run
+settled once, trained, then imputed; outputs checked before training; Ctrl-C keeps the trained model."""
 import csv
 import re
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""The tables wing as parts: a run settled once (plan_impute), then train and impute; the encoder as a fitted
-object; messages that name parameters, which the command writes as its flags; the layers kept."""
+"""tables/messages.py: messages of the tables wing name parameters, which the command writes as its flags; a
+table's problems are ValueErrors."""
 from __future__ import annotations
 
 import ast

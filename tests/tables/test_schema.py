@@ -1,4 +1,5 @@
-"""Issues 21 and 25 for ``repaint impute``: no silent wrong answers, and what a new user hit."""
+"""tables/schema.py: each column's kind read from its observed cells (common missing spellings keep a column
+numeric, odd cells are named), and a reused model adopting this table's constants. From issues 21 and 25."""
 import csv
 
 import pytest
