@@ -76,7 +76,7 @@ HOLE = 0
 
 _LAMA_KINDS = ("thick", "medium", "thin")
 
-# In-code defaults.  tests/test_masks.py checks these equal masks/<kind>.yaml.
+# In-code defaults.  tests/images/test_masks.py checks these equal masks/<kind>.yaml.
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "thick": {
         "kind": "thick",

@@ -472,7 +472,7 @@ class DiffusionImputer:
         from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
         # string=False: scikit-learn then checks that a cell neither number nor string (a dict) is refused with a
-        # TypeError; strings are taken as categories all the same (tests/test_imputer_api.py)
+        # TypeError; strings are taken as categories all the same (tests/tables/test_imputer.py)
         return Tags(estimator_type=None, target_tags=TargetTags(required=False),
                     transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]),
                     input_tags=InputTags(allow_nan=True, categorical=True, string=False))
