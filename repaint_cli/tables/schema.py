@@ -102,7 +102,9 @@ def infer_columns(table: Table, categorical=(), warn: Optional[Callable[[str], N
         raise TableError(said(f"{table.path}: `categorical` names no column '{sorted(unknown)[0]}'; "
                               f"columns: {', '.join(table.columns)}"))
     cols = []
-    comma = table.fmt == "csv" and table.style.sep != ","  # a ',' file cannot hold decimal commas unquoted
+    # a ',' file cannot hold decimal commas unquoted, so there 1,5 is text, unless the file has one column:
+    # with no delimiter in play, a quoted "1,5" can only be a number written with a decimal comma
+    comma = table.fmt == "csv" and (table.style.sep != "," or len(table.columns) == 1)
     for j, name in enumerate(table.columns):
         obs = table.frame.iloc[:, j].to_numpy(dtype=object)[table.observed[:, j]]
         cols.append(_fit_column(name, obs, table.fmt, table.frame.dtypes.iloc[j], name in categorical, comma))

@@ -1,6 +1,7 @@
 """tables/schema.py: each column's kind read from its observed cells (common missing spellings keep a column
 numeric, odd cells are named), and a reused model adopting this table's constants. From issues 21 and 25."""
 import csv
+import re
 
 import pytest
 
@@ -76,3 +77,25 @@ def test_a_numeric_column_with_a_few_odd_cells_is_named_in_a_warning(tmp_path):
 
 
 # --- A11: help panels, -n, BOM and CRLF ------------------------------------------------------------
+
+
+def test_a_one_column_table_of_quoted_decimal_commas_is_numbers(tmp_path):
+    """Found by `make fuzz` (issue 32): a one-column CSV of quoted "0,1" cells was read as text in a ',' file,
+    all different, so an identifier whose missing cells stayed empty. With one column there is no delimiter in
+    play: the quoted comma is a decimal comma, and the filled cells are written with one."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from repaint_cli.cli.app import app
+
+    src, out = tmp_path / "one.csv", tmp_path / "out.csv"
+    values = [f"{v / 10:.1f}".replace(".", ",") for v in range(-6, 18)]
+    src.write_text('"x"\n' + "".join(f'"{v}"\n' for v in values[:12]) + '""\n' + "".join(f'"{v}"\n' for v in values[12:]))
+    r = CliRunner().invoke(app, ["impute", str(src), "--out", str(out), "--train-steps", "5", "--members", "1",
+                                 "--samples", "1", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["x"] and [r[0] for r in rows[1:13]] == values[:12] and [r[0] for r in rows[14:]] == values[12:]
+    filled = rows[13][0]
+    assert re.fullmatch(r"-?\d+,\d", filled) and -0.7 <= float(filled.replace(",", ".")) <= 1.8, filled
