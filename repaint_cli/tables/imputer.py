@@ -258,9 +258,9 @@ class DiffusionImputer:
         Parameters
         ----------
         X : pandas.DataFrame or array-like of shape (rows, columns)
-            The table; missing cells are NaN, None or pandas' NA.
+            The table to learn from and to fill, as :meth:`fit` takes it.
         y : None
-            Ignored (scikit-learn's convention).
+            Not used, as in :meth:`fit`.
 
         Returns
         -------
