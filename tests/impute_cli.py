@@ -34,3 +34,17 @@ def one_error_line(r):
     assert "Traceback" not in r.output, r.output
     assert lines and lines[-1].startswith("error: "), r.stderr
     return lines[-1]
+
+
+def mixed_table(path: Path, rows: int = 60) -> Path:
+    """a (integers), b = a/2 + noise (2 decimals), c (a category), d (ISO dates); a fifth of the rows miss a cell."""
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c,d"]
+    for i in range(rows):
+        a = int(rng.integers(0, 20))
+        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
+        if i % 5 == 1:
+            cells[i % 4] = ""
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path

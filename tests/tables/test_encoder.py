@@ -6,19 +6,7 @@ from repaint_cli.tables.encoder import TableEncoder
 from repaint_cli.tables.table_files import read_table
 from repaint_cli.tables.encoder import category_codes, decode, encode
 from repaint_cli.tables.schema import Column, quantile_map
-
-
-def mixed_table(path: Path, rows: int = 60) -> Path:
-    rng = np.random.default_rng(0)
-    lines = ["a,b,c,d"]
-    for i in range(rows):
-        a = int(rng.integers(0, 20))
-        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
-        if i % 5 == 1:
-            cells[i % 4] = ""
-        lines.append(",".join(cells))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from impute_cli import mixed_table
 
 
 def test_the_encoder_round_trips_observed_cells(tmp_path):

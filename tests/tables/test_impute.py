@@ -16,6 +16,7 @@ import os
 import torch
 from impute_cli import TINY, TINY_REPAINT, TINY_USE, linear_table, one_error_line
 from repaint_cli.tables import impute
+from impute_cli import mixed_table as mixed_table_messages
 
 runner = CliRunner()
 # small and quick: 150 training steps of the default (conditional) model
@@ -376,19 +377,6 @@ def test_same_table_at_one_and_two_threads(tmp_path):
 
 
 REPAINT_MESSAGES = dict(method="repaint", t_T=10, jump_length=5, jump_n_sample=2, samples=2, guidance=0.0)
-
-
-def mixed_table_messages(path: Path, rows: int = 60) -> Path:
-    rng = np.random.default_rng(0)
-    lines = ["a,b,c,d"]
-    for i in range(rows):
-        a = int(rng.integers(0, 20))
-        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
-        if i % 5 == 1:
-            cells[i % 4] = ""
-        lines.append(",".join(cells))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def tiny(**kw) -> impute.ImputeOptions:

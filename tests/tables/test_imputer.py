@@ -13,6 +13,7 @@ from repaint_cli.cli.app import app
 from repaint_cli.tables.imputer import NotFittedError
 from pathlib import Path
 from repaint_cli.tables.table_files import read_table
+from impute_cli import mixed_table
 
 # tiny: one member of 30 steps, two samples, one thread (a few seconds a test)
 TINY = dict(train_steps=30, members=1, samples=2, threads=1, width=32, blocks=1)
@@ -294,19 +295,6 @@ def test_a_pipeline_with_a_classifier_and_cross_val_score():
     fitted = make_pipeline(DiffusionImputer(**TINY), LogisticRegression()).fit(frame, y)
     assert list(fitted[0].get_feature_names_out()) == list("abcd")
     assert fitted.score(frame, y) > 0.7
-
-
-def mixed_table(path: Path, rows: int = 60) -> Path:
-    rng = np.random.default_rng(0)
-    lines = ["a,b,c,d"]
-    for i in range(rows):
-        a = int(rng.integers(0, 20))
-        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
-        if i % 5 == 1:
-            cells[i % 4] = ""
-        lines.append(",".join(cells))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_a_fitted_imputer_pickles_and_fills_dask_partitions_as_the_whole_frame():

@@ -13,22 +13,10 @@ from repaint_cli.tables.messages import Message, TableError, parameter_words, sa
 from repaint_cli.tables.model_config import TableModelConfig, TrainSettings
 from repaint_cli.tables.table_files import read_table
 from conftest import ROOT
+from impute_cli import mixed_table
 
 PACKAGE = ROOT / "repaint_cli"
 REPAINT = dict(method="repaint", t_T=10, jump_length=5, jump_n_sample=2, samples=2, guidance=0.0)
-
-
-def mixed_table(path: Path, rows: int = 60) -> Path:
-    rng = np.random.default_rng(0)
-    lines = ["a,b,c,d"]
-    for i in range(rows):
-        a = int(rng.integers(0, 20))
-        cells = [str(a), f"{a * 0.5 + rng.normal():.2f}", "xyz"[a % 3], f"2024-01-{1 + i % 28:02d}"]
-        if i % 5 == 1:
-            cells[i % 4] = ""
-        lines.append(",".join(cells))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def tiny(**kw) -> impute.ImputeOptions:
