@@ -3,6 +3,7 @@
 * speed: the embedded model (32 px) at batch 1 and 16, and the paper checkpoints' 256 px architecture
   (celeba256's card, random weights) at batch 1; each as the CLI prepares it (channels_last, bf16 weights
   under ``torch.autocast("cpu", dtype=torch.bfloat16)``), warm-up first, then the median of --repeats calls;
+* guided32: the same for the two passes of a guided step (forward with autograd, backward to the input);
 * batch invariance: a batch of 4 against each image alone, bits compared, at both precisions;
 * paired quality: the bundled examples (held-out emoji) inpainted by both precisions with the same masks
   and noise keys; the hole PSNR difference per image, its mean and 95% interval (Student's t);
@@ -13,6 +14,7 @@
 
     python benchmarks/bf16.py --threads 2 --parts speed32,invariance,quality
     python benchmarks/bf16.py --threads 2 --parts speed256 --repeats 2
+    python benchmarks/bf16.py --threads 1 --parts guided32    # a guided step's forward and backward
     OMP_NUM_THREADS=1 python benchmarks/bf16.py --threads 1 --parts frontier --n 96
 """
 from __future__ import annotations
@@ -60,6 +62,36 @@ def per_call(net, size: int, batch: int, repeats: int) -> float:
             net(x, t)
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def per_guided_call(net, size: int, batch: int, repeats: int) -> tuple[float, float]:
+    """Seconds of a guided step's two passes, as reconstruction guidance runs them (core/guidance.py):
+    the forward with autograd on, then the backward to the input; medians after a warm-up."""
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    t = torch.full((batch,), 500, dtype=torch.int64)
+    forward, backward = [], []
+    for i in range(repeats + 1):
+        x_in = x.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        out = net(x_in, t)
+        t1 = time.perf_counter()
+        torch.autograd.grad(out[:, :3].square().sum(), x_in)
+        t2 = time.perf_counter()
+        if i:  # the first: warm-up
+            forward.append(t1 - t0)
+            backward.append(t2 - t1)
+    return statistics.median(forward), statistics.median(backward)
+
+
+def speed_guided(model, size, batches, repeats, threads) -> dict:
+    out = {}
+    for b in batches:
+        for precision in ("fp32", "bf16"):
+            f, bw = per_guided_call(prepared(model, precision, threads), size, b, repeats)
+            out[f"{size}px batch {b} {precision} forward with grad"] = round(f, 4)
+            out[f"{size}px batch {b} {precision} backward"] = round(bw, 4)
+            print(f"{size}px batch {b} {precision}: forward with grad {f:.4f} s, backward {bw:.4f} s", flush=True)
+    return out
 
 
 def speed(model, size, batches, repeats, threads) -> dict:
@@ -236,9 +268,11 @@ def main() -> None:
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": a.threads, "load1": round(os.getloadavg()[0], 2),
              "torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
     parts = a.parts.split(",")
-    loaded = load("emoji32") if {"speed32", "invariance", "quality", "frontier"} & set(parts) else None
+    loaded = load("emoji32") if {"speed32", "guided32", "invariance", "quality", "frontier"} & set(parts) else None
     if "speed32" in parts:
         result["runs"]["speed32"] = {**stamp, **speed(loaded.model, 32, (1, 16), a.repeats, a.threads)}
+    if "guided32" in parts:
+        result["runs"]["guided32"] = {**stamp, **speed_guided(loaded.model, 32, (1, 16), a.repeats, a.threads)}
     if "invariance" in parts:
         result["runs"]["invariance"] = {**stamp, **invariance(loaded.model, a.threads)}
     if "quality" in parts:
