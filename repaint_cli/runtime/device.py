@@ -162,10 +162,9 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_auto_precision() -> torch.dtype:
-    """--precision auto on the CPU: fp32, bf16 being offered, not chosen. It should be chosen only where it is
-    both faster and as good as fp32 (within 0.1 dB hole PSNR); where it was as good (32 px) it was slower at
-    batch 1, and where it was faster (256 px) its quality could not be measured
-    (benchmarks/RESULTS.md#bf16-on-the-cpu)."""
+    """--precision auto on the CPU: fp32, bf16 being offered, not chosen. bf16 was within 0.1 dB hole PSNR on
+    all six frontier masks (32 px) and faster at batch 16, but not at batch 1; a choice by batch would make an
+    output depend on --batch-size, and at 256 px its quality is unmeasured (benchmarks/RESULTS.md#bf16-on-the-cpu)."""
     return torch.float32
 
 
