@@ -46,7 +46,7 @@ test: install
 # them at 25 examples each); any failure is printed with its smallest example.
 FUZZ_MINUTES ?= 10
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz FUZZ_MINUTES=$(FUZZ_MINUTES) $(PY) -m pytest -m fuzz -p no:cacheprovider -q -s
+	HYPOTHESIS_PROFILE=fuzz FUZZ_MINUTES=$(FUZZ_MINUTES) $(PY) -m pytest -m fuzz -p no:cacheprovider -s
 
 # A wheel (and an sdist) in dist/, carrying the embedded model, the cards and the mask presets.
 wheel: install
