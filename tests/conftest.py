@@ -113,3 +113,66 @@ def run_fuzz(property_test, share, examples):
             break
     if fuzz_seconds(share):
         print(f"\n{property_test.__name__}: {examples[0]} generated examples in {round_no} rounds, no failure")
+
+
+@pytest.fixture
+def server():
+    """The local HTTP server of http_server.py on 127.0.0.1 (tests/models/test_fetch.py, tests/cli/test_models.py)."""
+    from http_server import start_server, stop_server
+    srv = start_server()
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch, small_checkpoint):
+    """$REPAINT_WEIGHTS an empty folder; a card 'tiny' for the small checkpoint, served as /small.pt."""
+    import yaml
+    w = tmp_path / "w"
+    w.mkdir()
+    monkeypatch.setenv("REPAINT_WEIGHTS", str(w))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.cache/repaint/weights of the real user
+    monkeypatch.chdir(tmp_path)
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    return w, cards, small_checkpoint.read_bytes(), yaml.safe_load(small_checkpoint.with_suffix(".yaml").read_text())
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if the model is loaded: run-wide mistakes must be found before."""
+    from repaint_cli.models import checkpoints
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+    monkeypatch.setattr(checkpoints, "load", refuse)
+
+
+class FakeMPS:
+    """Metal's memory counters: a step holds ``fixed`` plus ``per_image`` bytes per image in the driver's cache."""
+
+    def __init__(self, fixed, per_image, budget, oom_from=None):
+        self.fixed, self.per_image, self.budget, self.oom_from = fixed, per_image, budget, oom_from
+        self.held, self.emptied = 0, 0
+
+    def probe(self, b):
+        if self.oom_from is not None and b >= self.oom_from:
+            raise RuntimeError("MPS backend out of memory (MPS allocated: 9.00 GB, other allocations: 0 bytes)")
+        self.held = self.fixed + b * self.per_image
+
+    def empty_cache(self):
+        self.emptied += 1
+        self.held = 0
+
+
+@pytest.fixture
+def fake_mps(monkeypatch):
+    """make(fixed=, per_image=, budget=, oom_from=): a FakeMPS patched into torch.mps's memory counters."""
+    def make(**kw):
+        fake = FakeMPS(**kw)
+        monkeypatch.setattr(torch.mps, "synchronize", lambda: None)
+        monkeypatch.setattr(torch.mps, "empty_cache", fake.empty_cache)
+        monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: fake.held)
+        monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: fake.budget)
+        return fake
+    return make

@@ -11,6 +11,7 @@ from repaint_cli.cli.app import app
 from repaint_cli.files import is_atomic_temp
 from pathlib import Path
 from conftest import make_images
+from cli_helpers import photo
 
 runner = CliRunner()
 
@@ -248,11 +249,6 @@ def test_cli_methods(tmp_path, small_checkpoint):
 
 
 FAST = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
-
-
-def photo(path, h=16, w=16, seed=0):
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
 
 
 def test_stdout_lists_skipped_outputs_and_json_lists_every_file(tmp_path, small_checkpoint):

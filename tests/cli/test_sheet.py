@@ -5,28 +5,10 @@ from conftest import write_png
 from repaint_cli.cli.app import app
 import typer
 from repaint_cli.cli.sheet import register
+from cli_helpers import invoke, one_line_exit_2, photo
 
 
 runner = CliRunner()
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def photo(path, h=16, w=16, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
-def one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
 
 
 def test_sheet_command_never_writes_over_a_result(tmp_path):

@@ -9,17 +9,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import write_png
-from repaint_cli.cli.app import app
 from pathlib import Path
-from repaint_cli.models import checkpoints
 from repaint_cli.images.jobs import make_jobs
+from cli_helpers import hole_mask, invoke, md5s, one_line_exit_2 as assert_one_line_exit_2, photo
 
 runner = CliRunner()
 FAST = ["--t-T", 5, "--jump-n-sample", 1]
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
 
 
 def image(path, size=(16, 16), seed=0):
@@ -237,42 +232,6 @@ def test_the_python_apis_run_wide_warnings_reach_the_caller(tmp_path, small_chec
 
 
 FAST_SETUP = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
-
-
-def md5s(folder):
-    import hashlib
-    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
-def photo(path, h=16, w=16, seed=0):
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
-def hole_mask(path, h=16, w=16, box=(4, 10, 4, 10), convention="keep"):
-    keep = np.full((h, w), 255, np.uint8)
-    y0, y1, x0, x1 = box
-    keep[y0:y1, x0:x1] = 0
-    write_png(path, keep if convention == "keep" else 255 - keep)
-    return keep > 127
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Fails the test if the model is loaded: run-wide mistakes must be found before."""
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded")
-    monkeypatch.setattr(checkpoints, "load", refuse)
-
-
-def assert_one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
 
 
 def test_images_and_lama_masks_in_one_folder(tmp_path, small_checkpoint):

@@ -3,47 +3,19 @@ any model loads; two that collide, one that is an input, one that is not a regul
 line (exit 2); an output is never written onto an input or a mask (issue 12)."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_images, write_png
-from repaint_cli.cli.app import app
+from conftest import make_images
 from repaint_cli.images import inpaint as pipeline
 from repaint_cli.images.frames import FrameHook
 from repaint_cli.images.jobs import Job
-from repaint_cli.models import checkpoints
+from cli_helpers import hole_mask, invoke, md5s, one_line_exit_2, photo
 
 runner = CliRunner()
 FAST = ["--t-T", 4, "--jump-length", 2, "--jump-n-sample", 1, "--quiet"]
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def photo(path, h=16, w=16, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded")
-    monkeypatch.setattr(checkpoints, "load", refuse)
-
-
-def one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
 
 
 def inpaint_args(ckpt, out, *more):
@@ -200,69 +172,33 @@ QUICK = ["--train-steps", 30, "--width", 16, "--blocks", 1, "--threads", 1, "--q
 FAST_SETUP = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
 
 
-def md5s(folder):
-    import hashlib
-    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
-def photo_setup(path, h=16, w=16, seed=0):
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
-def hole_mask(path, h=16, w=16, box=(4, 10, 4, 10), convention="keep"):
-    keep = np.full((h, w), 255, np.uint8)
-    y0, y1, x0, x1 = box
-    keep[y0:y1, x0:x1] = 0
-    write_png(path, keep if convention == "keep" else 255 - keep)
-    return keep > 127
-
-
-@pytest.fixture
-def no_model_load_setup(monkeypatch):
-    """Fails the test if the model is loaded: run-wide mistakes must be found before."""
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded")
-    monkeypatch.setattr(checkpoints, "load", refuse)
-
-
-def assert_one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
-
-
-def test_output_onto_an_input_is_refused_before_the_model_loads(tmp_path, small_checkpoint, no_model_load_setup):
+def test_output_onto_an_input_is_refused_before_the_model_loads(tmp_path, small_checkpoint, no_model_load):
     photos = tmp_path / "photos"
     photos.mkdir()
-    photo_setup(photos / "cat.png")
+    photo(photos / "cat.png")
     before = md5s(photos)
     r = invoke("inpaint", photos / "cat.png", "--mask", "box", "--model", small_checkpoint, "--out", photos,
                "--overwrite", *FAST_SETUP)
-    assert_one_line_exit_2(r, "cat.png", "overwrite an input")
+    one_line_exit_2(r, "cat.png", "overwrite an input")
     assert md5s(photos) == before
     other = tmp_path / "other"  # another name of the same file (a hard link) is the same input
     other.mkdir()
     os.link(photos / "cat.png", other / "cat.png")
     r = invoke("inpaint", photos / "cat.png", "--mask", "box", "--model", small_checkpoint, "--out", other,
                "--overwrite", *FAST_SETUP)
-    assert_one_line_exit_2(r, "cat.png", "overwrite an input")
+    one_line_exit_2(r, "cat.png", "overwrite an input")
     assert md5s(photos) == before
 
 
 @pytest.mark.parametrize("extra,victim", [("--save-mask", "cat_mask.png"), ("--concat", "cat_concat.png")])
-def test_side_outputs_onto_a_mask_file_are_refused(tmp_path, small_checkpoint, no_model_load_setup, extra, victim):
+def test_side_outputs_onto_a_mask_file_are_refused(tmp_path, small_checkpoint, no_model_load, extra, victim):
     photos, masks = tmp_path / "photos", tmp_path / "masks"
     photos.mkdir(), masks.mkdir()
-    photo_setup(photos / "cat.png")
+    photo(photos / "cat.png")
     hole_mask(masks / "cat_mask.png")  # cat's mask (LaMa's naming)
     hole_mask(masks / victim)  # a file of the mask folder that a side output of cat.png would replace
     before = md5s(masks)
     r = invoke("inpaint", photos / "cat.png", "--mask", masks, "--model", small_checkpoint, "--out", masks,
                "--overwrite", extra, *FAST_SETUP)
-    assert_one_line_exit_2(r, str(masks / victim), "overwrite an input or mask")
+    one_line_exit_2(r, str(masks / victim), "overwrite an input or mask")
     assert md5s(masks) == before

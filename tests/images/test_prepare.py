@@ -1,6 +1,5 @@
 """images/prepare.py: images and masks read ahead of the device, in input order, and the notes on what came out."""
 import numpy as np
-from conftest import write_png
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
 import torch
 from PIL import Image
@@ -9,19 +8,7 @@ from repaint_cli.images import inpaint as pipeline
 import threading
 from conftest import make_images
 from repaint_cli.images import prepare as prepare_mod
-
-
-def photo(path, h=16, w=16, seed=0):
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
-def hole_mask(path, h=16, w=16, box=(4, 10, 4, 10), convention="keep"):
-    keep = np.full((h, w), 255, np.uint8)
-    y0, y1, x0, x1 = box
-    keep[y0:y1, x0:x1] = 0
-    write_png(path, keep if convention == "keep" else 255 - keep)
-    return keep > 127
+from cli_helpers import hole_mask, photo
 
 
 def test_enlarged_fill_warns_once_and_first_line_names_the_masks(tmp_path, small_checkpoint):

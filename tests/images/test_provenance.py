@@ -1,12 +1,9 @@
 """images/provenance.py: the settings each output records, the run record, and what a rerun compares."""
 import json
-from pathlib import Path
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
-from conftest import write_png
 from repaint_cli.images import inpaint as pipeline
-from repaint_cli.cli.app import app
 from repaint_cli.images.image_files import read_png_text
 from repaint_cli.images.provenance import RUN_RECORD, SETTINGS_KEY
 import hashlib
@@ -20,27 +17,13 @@ from repaint_cli.images import image_files as imageio
 from repaint_cli.images import setup as setup_mod
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
 from repaint_cli.images.provenance import recorded_settings, settings_changes
+from cli_helpers import invoke, md5s, photo
 
 
 runner = CliRunner()
 
 
 FAST = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def md5s(folder):
-    import hashlib
-    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
-def photo(path, h=16, w=16, seed=0):
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
 
 
 def test_outputs_record_settings_and_a_rerun_with_other_settings_says_so(tmp_path, small_checkpoint, monkeypatch):
@@ -150,12 +133,6 @@ def test_the_default_models_own_preset_is_recorded(tmp_path):
 FAST_PLAN = ["--t-T", 4, "--jump-length", 2, "--jump-n-sample", 1, "--quiet"]
 
 
-def photo_plan(path, h=16, w=16, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
 def inpaint_args(ckpt, out, *more):
     return ["--mask", "box", "--model", ckpt, "--out", out, *FAST_PLAN, *more]
 
@@ -186,7 +163,7 @@ def test_an_input_replaced_between_runs_is_noticed(tmp_path, small_checkpoint):
     out = tmp_path / "out"
     assert invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out)).exit_code == 0
     kept = (out / "img0000.png").read_bytes()
-    photo_plan(imgs / "img0000.png", seed=99)  # another picture under the same name
+    photo(imgs / "img0000.png", seed=99)  # another picture under the same name
     r = invoke("inpaint", imgs, *inpaint_args(small_checkpoint, out))
     assert r.exit_code == 0, r.output
     assert "1 existing output(s) were made with other settings" in r.stderr

@@ -2,47 +2,18 @@
 with the closest one, run-wide errors before the model loads and before --out exists), and the default model
 says what it is for once. From issue 12 (safe by default) and issues 21 and 25."""
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import write_png
-from repaint_cli.models import checkpoints
-from repaint_cli.cli.app import app
 from repaint_cli.models.checkpoints import ModelError, check_conf_keys
 from PIL import Image
 from repaint_cli.images.inpaint import InpaintOptions, Reporter, inpaint
 from repaint_cli.images.provenance import recorded_settings
+from cli_helpers import invoke, one_line_exit_2 as assert_one_line_exit_2, photo
 
 runner = CliRunner()
 FAST = ["--t-T", 6, "--jump-length", 2, "--jump-n-sample", 2, "--quiet"]
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def photo(path, h=16, w=16, seed=0):
-    write_png(path, np.random.default_rng(seed).integers(0, 256, (h, w, 3)))
-    return path
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Fails the test if the model is loaded: run-wide mistakes must be found before."""
-    def refuse(*a, **k):
-        raise AssertionError("the model was loaded")
-    monkeypatch.setattr(checkpoints, "load", refuse)
-
-
-def assert_one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
 
 
 # ----------------------------------------------------------------------------- 1. inputs never overwritten

@@ -63,35 +63,6 @@ def test_bf16_on_the_cpu_needs_the_instructions(monkeypatch):
         assert dev.resolve_precision("fp16", cpu) == torch.float32
 
 
-class FakeMPS:
-    """Metal's memory counters: a step holds ``fixed`` plus ``per_image`` bytes per image in the driver's cache."""
-
-    def __init__(self, fixed, per_image, budget, oom_from=None):
-        self.fixed, self.per_image, self.budget, self.oom_from = fixed, per_image, budget, oom_from
-        self.held, self.emptied = 0, 0
-
-    def probe(self, b):
-        if self.oom_from is not None and b >= self.oom_from:
-            raise RuntimeError("MPS backend out of memory (MPS allocated: 9.00 GB, other allocations: 0 bytes)")
-        self.held = self.fixed + b * self.per_image
-
-    def empty_cache(self):
-        self.emptied += 1
-        self.held = 0
-
-
-@pytest.fixture
-def fake_mps(monkeypatch):
-    def make(**kw):
-        fake = FakeMPS(**kw)
-        monkeypatch.setattr(torch.mps, "synchronize", lambda: None)
-        monkeypatch.setattr(torch.mps, "empty_cache", fake.empty_cache)
-        monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: fake.held)
-        monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: fake.budget)
-        return fake
-    return make
-
-
 def test_the_oom_split_works_on_mps(fake_mps):
     from repaint_cli.images.options import Reporter
     from repaint_cli.images.sampling import SplitState, split_retry

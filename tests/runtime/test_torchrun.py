@@ -16,6 +16,7 @@ from datetime import timedelta
 from conftest import ROOT
 from repaint_cli.runtime import torchrun as dist
 import stat
+from cli_helpers import invoke, one_line_exit_2
 
 runner = CliRunner()
 
@@ -173,19 +174,6 @@ def test_a_rank_that_dies_or_hangs_is_not_waited_for_for_days(tmp_path, other):
     assert procs[0].returncode == 0, err
     assert out.split()[0] == "1"  # its own summary only
     assert "no summary from the other ranks" in err and "REPAINT_DIST_TIMEOUT" in err
-
-
-def invoke(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
 
 
 def test_merge_manifests_given_the_run_record_is_one_line(tmp_path):

@@ -17,6 +17,7 @@ import torch
 from impute_cli import TINY, TINY_REPAINT, TINY_USE, linear_table, one_error_line
 from repaint_cli.tables import impute
 from impute_cli import mixed_table as mixed_table_messages
+from cli_helpers import invoke as invoke_plan, one_line_exit_2
 
 runner = CliRunner()
 # small and quick: 150 training steps of the default (conditional) model
@@ -435,19 +436,6 @@ def test_predict_fits_on_both_tables_then_fills_the_test_rows_alone(tmp_path):
     alone = impute.impute_table(test_table, tiny(), fitted=(result.model, result.columns))
     assert result.frame.equals(alone.frame)
     assert all(str(v).lstrip("-").isdigit() for v in result.frame["a"])
-
-
-def invoke_plan(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def one_line_exit_2(r, *fragments):
-    assert r.exit_code == 2, r.output
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, r.stderr
-    for f in fragments:
-        assert f in r.stderr, (f, r.stderr)
-    assert "Traceback" not in r.output
 
 
 QUICK_PLAN = ["--train-steps", 30, "--width", 16, "--blocks", 1, "--threads", 1, "--quiet"]
