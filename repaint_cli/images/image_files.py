@@ -260,18 +260,6 @@ def _exif_transpose(img: Image.Image, path, warnings: list[str]) -> Image.Image:
         return img
 
 
-def _png_ihdr(path) -> tuple[int, int] | None:
-    """(bit depth, colour type) from a PNG header, or None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(26)
-    except OSError:
-        return None
-    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    return head[24], head[25]
-
-
 def _scale16(a: np.ndarray) -> np.ndarray:
     """0..65535 -> 0..255 as round(v / 257) (exact integer form, no ties exist)."""
     a = np.clip(a.astype(np.int64), 0, 65535)

@@ -89,10 +89,6 @@ def usable_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def usable_cores() -> int:
-    return len(usable_cpus())
-
-
 def busy_cores(cpus: list[int], window: float = WINDOW_S) -> Optional[float]:
     """Cores' worth of ``cpus``' time spent on other processes than ours over ``window`` seconds; None
     where ``/proc/stat`` cannot be read."""
