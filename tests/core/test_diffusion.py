@@ -5,31 +5,9 @@ import pytest
 import torch
 
 from repaint_cli.core.diffusion import Diffusion
-from repaint_cli.core.noise import image_key, keys_tensor
-from repaint_cli.core.sampler import Conditioning, repaint
-from repaint_cli.core.schedule import JumpParams, jump_schedule
-
-
-class Sine(torch.nn.Module):
-    """Any deterministic eps-predictor of x's shape (fixed variance)."""
-
-    def forward(self, x, t, **_):
-        return torch.sin(3 * x) + 0.001 * t.float().reshape(-1, *([1] * (x.dim() - 1)))
-
-
-def images():
-    g = torch.Generator().manual_seed(0)
-    gt = torch.rand((2, 3, 6, 6), generator=g) * 2 - 1
-    keep = torch.rand((2, 1, 6, 6), generator=g) > 0.5
-    return gt, keep, keys_tensor([image_key(0, "a"), image_key(0, "b")])
-
-
-TIMES = jump_schedule(JumpParams(t_T=8, jump_length=2, jump_n_sample=2))
-
-
-def sample(cond):
-    with torch.no_grad():
-        return repaint(Sine(), cond, TIMES)
+from repaint_cli.core.noise import keys_tensor
+from repaint_cli.core.sampler import Conditioning
+from sampler_helpers import images, sample
 
 
 def test_fixed_variance_small_is_the_posterior_variance_and_large_is_beta():

@@ -15,25 +15,12 @@ from repaint_cli.runtime.cuda_graphs import CudaGraphSteps, EagerReplay
 from repaint_cli.runtime.device import EngineOptions, prepare_model
 from repaint_cli.core.sampler import reverse_step, undo_step
 from repaint_cli.core.noise import per_image_noise
+from sampler_helpers import batch, images, run, sample, sampler_setup
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.manual_seed(0)
-    model = randomize(UNetModel(small_unet_config())).eval()
-    diffusion = Diffusion.create(1000, "linear", "20")
-    times = jump_schedule(JumpParams(t_T=20, jump_length=3, jump_n_sample=2))
-    g = torch.Generator().manual_seed(1)
-    gt = torch.rand((4, 3, 16, 16), generator=g) * 2 - 1
-    keep = torch.rand((4, 1, 16, 16), generator=g) > 0.5
-    keys = keys_tensor([image_key(0, f"img{i}") for i in range(4)])
-    return model, diffusion, times, gt, keep, keys
-
-
-def run(model, diffusion, times, gt, keep, keys, callback=None):
-    cond = Conditioning(gt, keep, keys, diffusion.coefficients())
-    with torch.no_grad():
-        return repaint(model, cond, times, callback)
+    return sampler_setup()
 
 
 def test_per_image_determinism_across_batch_size_and_position(setup):
@@ -65,15 +52,6 @@ def test_known_region_is_injected_and_callback_sees_every_step(setup):
     err_known = (final - gt).abs()[keep.expand_as(gt)].mean()
     err_hole = (final - gt).abs()[~keep.expand_as(gt)].mean()
     assert err_known < err_hole
-
-
-def batch(model_seed_stems, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = len(model_seed_stems)
-    gt = torch.rand((n, 3, 16, 16), generator=g) * 2 - 1
-    keep = torch.rand((n, 1, 16, 16), generator=g) > 0.5
-    keys = keys_tensor([image_key(0, s) for s in model_seed_stems])
-    return gt, keep, keys
 
 
 @pytest.fixture(scope="module")
@@ -294,28 +272,6 @@ def test_ddim_step_uses_the_guidance_term():
     i = t.reshape(1)
     shift = coefs.sqrt_one_minus_alphas_cumprod[i] ** 2 * coefs.sqrt_recip_alphas_cumprod[i] * term
     assert torch.allclose(gx0, x0 + shift) and not torch.equal(guided, plain)
-
-
-class Sine(torch.nn.Module):
-    """Any deterministic eps-predictor of x's shape (fixed variance)."""
-
-    def forward(self, x, t, **_):
-        return torch.sin(3 * x) + 0.001 * t.float().reshape(-1, *([1] * (x.dim() - 1)))
-
-
-def images():
-    g = torch.Generator().manual_seed(0)
-    gt = torch.rand((2, 3, 6, 6), generator=g) * 2 - 1
-    keep = torch.rand((2, 1, 6, 6), generator=g) > 0.5
-    return gt, keep, keys_tensor([image_key(0, "a"), image_key(0, "b")])
-
-
-TIMES = jump_schedule(JumpParams(t_T=8, jump_length=2, jump_n_sample=2))
-
-
-def sample(cond):
-    with torch.no_grad():
-        return repaint(Sine(), cond, TIMES)
 
 
 def test_the_default_noise_source_is_the_per_image_keyed_noise():

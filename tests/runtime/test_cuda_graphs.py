@@ -17,6 +17,7 @@ from repaint_cli.runtime.device import EngineOptions  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, EagerSteps, repaint  # noqa: E402
 from repaint_cli.core.schedule import JumpParams, jump_schedule  # noqa: E402
+from sampler_helpers import Sine, TIMES, batch, images
 
 
 @pytest.fixture(scope="module")
@@ -360,15 +361,6 @@ def test_an_inf_in_the_raw_model_output_is_flagged_per_image(unet, graphs):
     assert steps.cond.nonfinite.tolist() == [False, True, False]
 
 
-def batch(model_seed_stems, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = len(model_seed_stems)
-    gt = torch.rand((n, 3, 16, 16), generator=g) * 2 - 1
-    keep = torch.rand((n, 1, 16, 16), generator=g) > 0.5
-    keys = keys_tensor([image_key(0, s) for s in model_seed_stems])
-    return gt, keep, keys
-
-
 @pytest.fixture(scope="module")
 def model():
     return randomize(UNetModel(small_unet_config())).eval()
@@ -402,23 +394,6 @@ def test_make_steps_falls_back_to_eager_on_cpu(model):
     gt, keep, keys = batch(["a"])
     cond = Conditioning(gt, keep, keys, diffusion.coefficients())
     assert isinstance(make_steps(model, cond, EngineOptions(cuda_graphs=True), cache=GraphCache()), EagerSteps)
-
-
-class Sine(torch.nn.Module):
-    """Any deterministic eps-predictor of x's shape (fixed variance)."""
-
-    def forward(self, x, t, **_):
-        return torch.sin(3 * x) + 0.001 * t.float().reshape(-1, *([1] * (x.dim() - 1)))
-
-
-def images():
-    g = torch.Generator().manual_seed(0)
-    gt = torch.rand((2, 3, 6, 6), generator=g) * 2 - 1
-    keep = torch.rand((2, 1, 6, 6), generator=g) > 0.5
-    return gt, keep, keys_tensor([image_key(0, "a"), image_key(0, "b")])
-
-
-TIMES = jump_schedule(JumpParams(t_T=8, jump_length=2, jump_n_sample=2))
 
 
 def test_the_graph_runner_keeps_the_noise_source_and_tells_sources_apart():
