@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import masks_for, per_image, repaint_batch  # noqa: E402
 import frontier  # noqa: E402
-from repaint_cli.core.schedule import PRESETS, preset_guidance  # noqa: E402
+from repaint_cli.core.schedule import PRESETS, preset_guidance, preset_guidance_calls  # noqa: E402
 from repaint_cli.models.cards import find_card  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.models.unet import UNetConfig, UNetModel  # noqa: E402
@@ -163,12 +163,13 @@ def frontier_run(loaded, a) -> dict:
         images = z["heldout"][:a.n]
     size, hp = loaded.model.cfg.image_size, loaded.hparams
     nets = {p: prepared(loaded.model, p, a.threads) for p in PRECISIONS}
-    jump, guidance = PRESETS[a.preset], preset_guidance(a.preset)
-    setup = {"preset": a.preset, "guidance": guidance, "batch": a.batch, "threads": a.threads}
+    jump, guidance, which = PRESETS[a.preset], preset_guidance(a.preset), preset_guidance_calls(a.preset)
+    setup = {"preset": a.preset, "guidance": guidance, "batch": a.batch, "threads": a.threads,
+             **({"guidance_calls": which} if which != "all" else {})}
     kept_at = a.out.with_name(a.out.stem + "-frontier.json")
     kept = json.loads(kept_at.read_text()) if kept_at.is_file() and not a.fresh else {}
     results = kept.get("results", {}) if kept.get("setup") == setup else {}
-    stored = frontier_fp32(jump, guidance)
+    stored = frontier_fp32(jump, guidance, which)
 
     def save():
         kept_at.write_text(json.dumps({"setup": setup, "date": time.strftime("%Y-%m-%d"),
@@ -191,7 +192,7 @@ def frontier_run(loaded, a) -> dict:
                     continue
                 t0 = time.perf_counter()
                 outs = frontier.repaint_batch(nets[p], hp, images[done:stop], holes[kind][done:stop], jump,
-                                              batch=a.batch, guidance=guidance, offset=done)
+                                              batch=a.batch, guidance=guidance, offset=done, guidance_calls=which)
                 r["seconds"].append(round(time.perf_counter() - t0, 3))  # one per part of the images
                 r["timed_images"] += stop - done
                 for k, v in frontier.per_image(outs, images[done:stop], holes[kind][done:stop]).items():
@@ -205,11 +206,11 @@ def frontier_run(loaded, a) -> dict:
     return frontier_summary(results, setup)
 
 
-def frontier_fp32(jump, guidance) -> dict:
+def frontier_fp32(jump, guidance, which: str = "all") -> dict:
     """frontier.py's kept per-image metrics of the candidate that is this preset, per mask ({} if none)."""
     path = ROOT / "benchmarks" / "frontier-paired.json"
     label = next((c[0] for c in frontier.CANDIDATES if c[1] == "repaint" and c[2] == jump and c[3] == 0.0
-                  and c[4] == guidance), None)
+                  and c[4] == guidance and (c[5:] or ["all"])[0] == which), None)
     if label is None or not path.is_file():
         return {}
     results = json.loads(path.read_text())["results"]

@@ -36,7 +36,7 @@ from quality import fmt, masks_for, mean_ci, opencv_inpaint, per_image, repaint_
 from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.core.schedule import (GUIDED_CALL_COST, PRESET_GUIDANCE, PRESETS, JumpParams,  # noqa: E402
-                                      jump_schedule, schedule_summary)
+                                      guided_calls, jump_schedule, preset_guidance_calls, schedule_summary)
 
 PRESET_NUMBERS = ROOT / "repaint_cli" / "data" / "preset_quality.json"  # read by `repaint schedule --list`
 
@@ -51,8 +51,9 @@ def J(t_T, jump_length=10, jump_n_sample=1, **kw) -> JumpParams:
 
 G = 10.0  # the reconstruction guidance scale measured (chosen on 8 images: RESULTS.md)
 PAPER = "repaint 250/10/10 (paper)"
-# (label, method, schedule, eta, guidance), in the order they run: the paper's schedule is the reference
-# every candidate is paired with; the others spend 95-460 calls, with and without guidance
+# (label, method, schedule, eta, guidance[, the calls guided: "all" if absent, "last": core.schedule.guided_calls]), in
+# the order they run: the paper's schedule is the reference every candidate is paired with; the others spend 95-460
+# calls, with and without guidance
 CANDIDATES = [
     (PAPER, "repaint", J(250, 10, 10), 0.0, 0.0),
     ("repaint 50/5/5 (quick)", "repaint", J(50, 5, 5), 0.0, 0.0),
@@ -68,6 +69,9 @@ CANDIDATES = [
     ("repaint 100/10/5", "repaint", J(100, 10, 5), 0.0, 0.0),
     # issue 36: ahead of paper on all six masks at 96 images in the pilot (RESULTS.md), 176 forward-equivalents
     (f"repaint 20/5/5 guidance {G:g}", "repaint", J(20, 5, 5), 0.0, G),
+    # issue 36's lever that won the pilot: guidance only on the last call at each time (20 of the 80 calls),
+    # 104 forward-equivalents, about a twentieth of paper's time
+    (f"repaint 20/5/5 guidance {G:g} on the last calls", "repaint", J(20, 5, 5), 0.0, G, "last"),
 ]
 BASELINES = ["Telea", "NS"]  # OpenCV, 0 UNet calls
 COLOURS = {"repaint": (200, 90, 30), "ddnm": (40, 150, 40), "ddim": (40, 40, 200), "opencv": (120, 120, 120)}  # BGR
@@ -167,19 +171,23 @@ def run_chunk(model, hp, images, holes_by_kind, results, start, stop, only, save
                 row = per_image([opencv_inpaint(images[j], holes[j], flag)], images[j:j + 1], holes[j:j + 1])
                 for k, v in row.items():
                     r["per_image"][k] += v
-    for label, method, jump, eta, guidance in CANDIDATES:
+    for label, method, jump, eta, guidance, *rest in CANDIDATES:
+        which = rest[0] if rest else "all"
         if only and not any(o in label for o in only) and label != PAPER:
             continue
         for kind, holes in holes_by_kind.items():
             r = results[kind].setdefault(label, {"method": method, "calls": calls_of(jump), "schedule": jump.as_dict(),
                                                  "eta": eta, "guidance": guidance, "seconds": 0.0,
+                                                 "measured_on": datetime.date.today().isoformat(),
                                                  "per_image": {"psnr": [], "ssim": [], "seam": []}})
+            if which != "all":
+                r.update(guidance_calls=which, guided=sum(guided_calls(jump_schedule(jump), which)))
             done = len(r["per_image"]["psnr"])
             if done >= stop:
                 continue
             t0, c0 = time.time(), time.process_time()
             outs = repaint_batch(model, hp, images[done:stop], holes[done:stop], jump, method=method, eta=eta,
-                                 guidance=guidance, offset=done)
+                                 guidance=guidance, offset=done, guidance_calls=which)
             secs, cpu = time.time() - t0, time.process_time() - c0
             r["seconds"] = round((r["seconds"] * done + secs) / stop, 3)  # per image, over all done so far
             # the process's CPU time too: at one thread the work done, which other jobs on a shared machine
@@ -252,15 +260,19 @@ def _fmt3(d, digits=2):
 
 def forward_equivalents(r: dict) -> float:
     """A candidate's UNet calls in plain forward passes: a guided call counts GUIDED_CALL_COST."""
-    return r["calls"] * (GUIDED_CALL_COST if r.get("guidance") else 1.0)
+    guided = r.get("guided", r["calls"]) if r.get("guidance") else 0
+    return r["calls"] - guided + guided * GUIDED_CALL_COST
 
 
 def time_vs_paper(results: dict, label: str, kinds: list[str]) -> tuple[float, str] | None:
     """The median over masks of the candidate's s/img over paper's, each timed in this run part by part,
     and which clock: CPU time where both have it, else wall time."""
     for clock in ("cpu_seconds", "seconds"):
+        # only against paper's part-by-part timing in the same run: a candidate added on another day ran beside
+        # other work (its time relative to paper's is measured interleaved, by benchmarks/guided_cost.py)
         ratios = [results[k][label][clock] / results[k][PAPER][clock] for k in kinds
-                  if results[k].get(label, {}).get(clock) and results[k][PAPER].get(clock)]
+                  if results[k].get(label, {}).get(clock) and results[k][PAPER].get(clock)
+                  and results[k][label].get("measured_on") == results[k][PAPER].get("measured_on")]
         if ratios:
             return float(np.median(ratios)), "CPU" if clock == "cpu_seconds" else "wall"
     return None
@@ -269,7 +281,8 @@ def time_vs_paper(results: dict, label: str, kinds: list[str]) -> tuple[float, s
 def report(results: dict, diffs: dict, kinds: list[str], args, cmd: str, date: str) -> str:
     ns = sorted({d["psnr"][2] for k in diffs.values() for d in k.values()})
     paper_secs = np.median([results[k][PAPER].get("seconds", 0.0) for k in kinds])
-    lines = [f"## Paired frontier: quality against cost, each candidate minus `paper` image by image ({date})", "",
+    lines = ['<a id="paired-frontier"></a>', "",  # the anchor core/schedule.py's comment links
+             f"## Paired frontier: quality against cost, each candidate minus `paper` image by image ({date})", "",
              f"Model `{args.model}` (the shipped weights), the first held-out emoji, the same masks and noise keys for "
              f"every candidate (`{cmd}`; one thread). Each cell: the mean over images of (candidate - `paper`) and "
              f"its 95% interval (Student's t over the per-image differences), on {', '.join(map(str, ns))} images "
@@ -279,7 +292,8 @@ def report(results: dict, diffs: dict, kinds: list[str], args, cmd: str, date: s
              f"s/img at one thread in this run, wall time (`paper`: {paper_secs:.2f}), and relative to `paper`'s: the "
              f"median over masks, on the process's CPU time where the run kept it, else on wall time (marked; the "
              f"images run in parts of 16, every candidate's part after the other's, on a shared machine: the "
-             f"interleaved measurement is in \"What a guided call costs\").", "",
+             f"interleaved measurement is in \"What a guided call costs\"; a candidate added on a later day has no "
+             f"ratio here, its time relative to `paper`'s is measured there).", "",
              "| candidate | UNet calls | forward-equivalents | s/img | time vs `paper` | " + " | ".join(kinds) + " |",
              "|---|---|---|---|---|" + "---|" * len(kinds)]
     labels = [c[0] for c in CANDIDATES[1:]] + BASELINES
@@ -302,14 +316,16 @@ def preset_numbers(results: dict, diffs: dict, kinds: list[str], date: str) -> d
     """The presets' measured paired differences to `paper`, for `repaint schedule --list`."""
     out = {"source": "benchmarks/frontier.py", "date": date, "presets": {}}
     for name, jp in PRESETS.items():
-        g = PRESET_GUIDANCE.get(name, 0.0)
-        label = next((c[0] for c in CANDIDATES if c[1] == "repaint" and c[2] == jp and c[4] == g), None)
+        g, which = PRESET_GUIDANCE.get(name, 0.0), preset_guidance_calls(name)
+        label = next((c[0] for c in CANDIDATES if c[1] == "repaint" and c[2] == jp and c[4] == g
+                      and (c[5:] or ["all"])[0] == which), None)
         if label is None or label == PAPER:
             continue
         per_mask = {k: {"psnr": diffs[k][label]["psnr"][:2], "ssim": diffs[k][label]["ssim"][:2],
                         "images": diffs[k][label]["psnr"][2]} for k in kinds if label in diffs.get(k, {})}
         if per_mask:
-            out["presets"][name] = {"candidate": label, "schedule": jp.as_dict(), "guidance": g, "masks": per_mask}
+            out["presets"][name] = {"candidate": label, "schedule": jp.as_dict(), "guidance": g,
+                                    **({"guidance_calls": which} if which != "all" else {}), "masks": per_mask}
     return out
 
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import repaint_batch  # noqa: E402
 from repaint_cli.core.diffusion import diffusion_from_hparams  # noqa: E402
+from repaint_cli.core.schedule import PRESETS, preset_guidance, preset_guidance_calls  # noqa: E402
 from repaint_cli.images.guidance import reconstruction  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
@@ -114,13 +115,14 @@ def report_calls(model, hp, batch_sizes, pairs) -> list[str]:
     return lines
 
 
-SAMPLER = {  # name: (label, schedule, method, eta, guidance), as benchmarks/frontier.py's candidates
-    "paper": ((250, 10, 10), "repaint", 0.0, 0.0),
-    "quick": ((50, 5, 5), "repaint", 0.0, 10.0),
-    "fast": ((30, 5, 5), "repaint", 0.0, 10.0),
-    "draft": ((50, 5, 2), "repaint", 0.0, 0.0),
-    "noresample": ((250, 10, 1), "repaint", 0.0, 0.0),
-    "quick-unguided": ((50, 5, 5), "repaint", 0.0, 0.0),
+# name: (schedule, method, eta, guidance, the calls guided), as benchmarks/frontier.py's candidates: today's presets
+# (core/schedule.py), and those they replaced on 2026-12-07
+SAMPLER = {
+    **{name: ((p.t_T, p.jump_length, p.jump_n_sample), "repaint", 0.0, preset_guidance(name), preset_guidance_calls(name))
+       for name, p in PRESETS.items()},
+    "quick-2026-12-03": ((50, 5, 5), "repaint", 0.0, 10.0, "all"),
+    "fast-2026-12-03": ((30, 5, 5), "repaint", 0.0, 10.0, "all"),
+    "quick-unguided": ((50, 5, 5), "repaint", 0.0, 0.0, "all"),
 }
 
 
@@ -134,9 +136,10 @@ def time_sampler(model, hp, names: list[str], batch: int, rounds: int) -> list[s
     holes = holes_for("thick", batch, size)
 
     def run(name):
-        (t_T, length, n), method, eta, g = SAMPLER[name]
+        (t_T, length, n), method, eta, g, which = SAMPLER[name]
         w0, c0 = clocks()
-        repaint_batch(model, hp, images, holes, J(t_T, length, n), method=method, eta=eta, guidance=g, batch=batch)
+        repaint_batch(model, hp, images, holes, J(t_T, length, n), method=method, eta=eta, guidance=g, batch=batch,
+                      guidance_calls=which)
         w1, c1 = clocks()
         return (w1 - w0) / batch, (c1 - c0) / batch
 

@@ -49,40 +49,78 @@ class PartlyGuided(torch.nn.Module):
     through core/guidance's graph-keeping model and get the reconstruction term; the others run the
     plain model and get a zero term. Counts both kinds of calls."""
 
-    def __init__(self, model, diffusion, gt, keep, scale: float, active):
+    def __init__(self, model, diffusion, gt, keep, scale: float, active, reuse: str = "none"):
         super().__init__()
-        self.model, self.active = model, active
+        self.model, self.active, self.reuse = model, active, reuse
         self.net, self.recon = reconstruction(model, diffusion, gt, keep, scale)
         self.calls = self.guided = 0
         self.on = False
+        self.seen: set[int] = set()
+        self.kept: dict[int, torch.Tensor] = {}  # the last fresh term at each model time
+        self.last_term = None
 
     def forward(self, x, t, **kwargs):
-        self.on = bool(self.active(int(t[0]), self.calls))
+        t_model = int(t[0])
+        self.on = bool(self.active(t_model, self.calls, t_model not in self.seen))
+        self.seen.add(t_model)
         self.calls += 1
         self.guided += self.on
         return (self.net if self.on else self.model)(x, t, **kwargs)
 
     def cond_fn(self, x, t, **kwargs):
-        return self.recon(x, t, **kwargs) if self.on else torch.zeros_like(x)
+        """A fresh term on a guided call; on the others, by ``reuse``: none (zero), the term last computed at this
+        same time ('same-t': a jump's repeats visit each time again), or the last term computed ('last')."""
+        t_model = int(t[0])
+        if self.on:
+            term = self.recon(x, t, **kwargs)
+            self.kept[t_model], self.last_term = term, term
+            return term
+        if self.reuse == "same-t" and t_model in self.kept:
+            return self.kept[t_model]
+        if self.reuse == "last" and self.last_term is not None:
+            return self.last_term
+        return torch.zeros_like(x)
 
 
-def window(kind: str, value: int):
-    """active(t_model, call) for a window: 'all', 'early' (t >= value), 'late' (t < value), 'every' (k-th call)."""
-    return {"all": lambda t, i: True, "early": lambda t, i: t >= value, "late": lambda t, i: t < value,
-            "every": lambda t, i: i % value == 0}[kind]
+def window(kind: str, value: int, times: list[int] = ()):
+    """active(t_model, call, first visit) for a window: 'all', 'early' (t >= value), 'late' (t < value), 'every'
+    (k-th call), 'first' (the first call at each time: a jump's repeats are not guided afresh), 'last' (the last
+    call at each time, from the schedule ``times``: the pass that the steps below carry on from)."""
+    reverse = [i for i in range(len(times) - 1) if times[i + 1] < times[i]]  # schedule index of each UNet call
+    last = {call for call, i in enumerate(reverse) if all(times[j] != times[i] for j in reverse[call + 1:])}
+    return {"all": lambda t, i, f: True, "early": lambda t, i, f: t >= value, "late": lambda t, i, f: t < value,
+            "every": lambda t, i, f: i % value == 0, "first": lambda t, i, f: f, "last": lambda t, i, f: i in last}[kind]
 
 
-def sample(model, hp, images, holes, jump, scale, active, seed=0):
+def noisy_resampling_schedule(t_T: int, length: int, n_sample: int, from_t: int) -> list[int]:
+    """RePaint's one-level jump schedule with its jumps kept only where t >= from_t (the noisy part, where the
+    paper's ablation says resampling pays); below, plain reverse steps."""
+    budget = {j: n_sample - 1 for j in range(0, t_T - length, length) if j >= from_t}
+    t, times = t_T, []
+    while t >= 1:
+        t -= 1
+        times.append(t)
+        if budget.get(t, 0) > 0:
+            budget[t] -= 1
+            for _ in range(length):
+                t += 1
+                times.append(t)
+    return times + [-1]
+
+
+def sample(model, hp, images, holes, jump, scale, kind, value, seed=0, reuse="none", resample_from=None):
     """As quality.repaint_batch (one batch, noise keys heldout0..), guided only where ``active``."""
     diffusion = diffusion_from_hparams(hp, str(jump.t_T))
     gt = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     keep = torch.from_numpy(~holes)[:, None]
     keys = keys_tensor([image_key(seed, f"heldout{j}") for j in range(len(gt))])
-    net = PartlyGuided(model, diffusion, gt, keep, scale, active)
+    times = (jump_schedule(jump) if resample_from is None
+             else noisy_resampling_schedule(jump.t_T, jump.jump_length, jump.jump_n_sample, resample_from))
+    net = PartlyGuided(model, diffusion, gt, keep, scale, window(kind, value, times), reuse)
     cond = Conditioning(gt, keep, keys, diffusion.coefficients(eta=None), cond_fn=net.cond_fn,
                         noise_index=torch.arange(gt[0].numel()), method="repaint")
     with torch.no_grad():
-        x = repaint(net, cond, jump_schedule(jump))
+        x = repaint(net, cond, times)
     out = np.where(holes[:, :, :, None], to_uint8(x), images)
     return out, net.calls, net.guided  # per image: one call serves the whole batch
 
@@ -99,6 +137,23 @@ CANDIDATES = [
     ("20/5/5 guided where t < 500", 20, 5, 5, "late", 500),
     ("20/5/3 guided on every call", 20, 5, 3, "all", 0),
     ("20/5/5 guided on every 2nd call", 20, 5, 5, "every", 2),
+    # second round (issue 36, levers 3 and 4): a jump's repeats reuse the term of the last fresh one, and
+    # resampling only in the noisy steps (the 7th field: jumps kept where the respaced t >= it)
+    ("20/5/5 guided on first visits, the term reused on repeats", 20, 5, 5, "first", 0, "same-t"),
+    ("20/5/5 guided on first visits, none on repeats", 20, 5, 5, "first", 0, "none"),
+    ("20/5/5 guided on every 2nd call, the last term reused between", 20, 5, 5, "every", 2, "last"),
+    ("25/5/5 guided on first visits, the term reused on repeats", 25, 5, 5, "first", 0, "same-t"),
+    ("30/5/5 guided on first visits, the term reused on repeats", 30, 5, 5, "first", 0, "same-t"),
+    ("20/5/5 resampling where t >= 10, guided on every call", 20, 5, 5, "all", 0, "none", 10),
+    ("30/5/5 resampling where t >= 15, guided on first visits, reused", 30, 5, 5, "first", 0, "same-t", 15),
+    ("20/5/5 resampling where t >= 5, guided on every call", 20, 5, 5, "all", 0, "none", 5),
+    # third round: where to spend a twentieth (the 8th field: the guidance scale, 10 if absent)
+    ("20/5/5 guided on last visits, none on the others", 20, 5, 5, "last", 0, "none"),
+    ("20/5/5 guided on first visits, none on repeats, scale 15", 20, 5, 5, "first", 0, "none", None, 15.0),
+    ("25/5/5 guided on first visits, none on repeats", 25, 5, 5, "first", 0, "none"),
+    ("20/5/4 guided on first visits, none on repeats", 20, 5, 4, "first", 0, "none"),
+    ("20/5/5 resampling where t >= 5, guided on first visits", 20, 5, 5, "first", 0, "none", 5),
+    ("10/5/5 guided on last visits, none on the others", 10, 5, 5, "last", 0, "none"),
 ]
 FAST = CANDIDATES[0][0]
 # the paired frontier's own candidates, kept per image in frontier-paired.json: shown beside the pilot's
@@ -139,14 +194,16 @@ def main(argv=None):
     if args.check:
         check_paper(model, hp, images, holes_by_kind, kept, args.check)
     out = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    for label, t_T, length, n_sample, kind, value in CANDIDATES:
+    for label, t_T, length, n_sample, kind, value, *more in CANDIDATES:
+        reuse, resample_from, scale = (more + ["none", None, 10.0][len(more):])[:3]
         if args.only and not any(o in label for o in args.only):
             continue
         for mask, holes in holes_by_kind.items():
             if len(out.get(label, {}).get(mask, {}).get("psnr", [])) >= args.n:
                 continue
             t0 = time.perf_counter()
-            outs, calls, guided = sample(model, hp, images, holes, J(t_T, length, n_sample), 10.0, window(kind, value))
+            outs, calls, guided = sample(model, hp, images, holes, J(t_T, length, n_sample), scale, kind, value,
+                                         reuse=reuse, resample_from=resample_from)
             secs = (time.perf_counter() - t0) / len(images)
             row = per_image(outs, images, holes)
             out.setdefault(label, {})[mask] = {"psnr": row["psnr"], "ssim": row["ssim"], "calls": calls,

@@ -38,7 +38,7 @@ from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
 from repaint_cli.images.guidance import reconstruction  # noqa: E402
 from repaint_cli.images.sampling import to_uint8  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
-from repaint_cli.core.schedule import PRESETS, JumpParams, jump_schedule, schedule_summary  # noqa: E402
+from repaint_cli.core.schedule import PRESETS, JumpParams, guided_calls, jump_schedule, schedule_summary  # noqa: E402
 
 KINDS = ["thick", "thin", "genhalf", "ex64", "nn2", "ev2li"]
 
@@ -106,19 +106,20 @@ def opencv_inpaint(gt, hole, flag):
 
 
 def repaint_batch(model, hp, images, holes, jump: JumpParams, seed=0, batch=64, method="repaint", eta=0.0,
-                  guidance=0.0, offset=0):
+                  guidance=0.0, offset=0, guidance_calls="all"):
     """Inpaint held-out images with a jump schedule, a reverse step (``--method``) and reconstruction
-    guidance (``--guidance``), as the CLI samples. ``offset``: the index of ``images[0]`` among the
-    held-out images (its noise key is ``heldout{index}``), so a run in parts draws the same noise."""
+    guidance (``--guidance``, on ``--guidance-calls``), as the CLI samples. ``offset``: the index of ``images[0]``
+    among the held-out images (its noise key is ``heldout{index}``), so a run in parts draws the same noise."""
     diffusion = diffusion_from_hparams(hp, str(jump.t_T))
     times = jump_schedule(jump)
+    guided = guided_calls(times, guidance_calls) if guidance_calls != "all" else None
     outs = []
     for i in range(0, len(images), batch):
         gt = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
         keep = torch.from_numpy(~holes[i:i + batch])[:, None]
         keys = keys_tensor([image_key(seed, f"heldout{j}") for j in range(offset + i, offset + i + len(gt))])
         coefs = diffusion.coefficients(eta=eta if method == "ddim" else None)
-        net, cond_fn = reconstruction(model, diffusion, gt, keep, guidance)
+        net, cond_fn = reconstruction(model, diffusion, gt, keep, guidance, guided=guided)
         cond = Conditioning(gt, keep, keys, coefs, cond_fn=cond_fn, noise_index=torch.arange(gt[0].numel()),
                             method=method)
         with torch.no_grad():

@@ -25,6 +25,7 @@ TABLE_METHODS = ("conditional",) + METHODS
 
 #: Sampling presets' names (core/schedule.PRESETS holds their schedules; a test keeps the two alike).
 PRESET_NAMES = ("paper", "quick", "fast", "draft", "noresample")
+GUIDANCE_CALLS = ("all", "last")  # which UNet calls take reconstruction guidance (core.schedule.guided_calls)
 
 #: Per-image animations (images/frames.py).
 ANIMATIONS = ("gif", "mp4")

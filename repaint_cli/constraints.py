@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Optional
 
-from .choices import (ANIMATIONS, CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, METHODS, PRECISIONS, PRESET_NAMES,
-                      TABLE_METHODS, ChoiceError, check_choice)
+from .choices import (ANIMATIONS, CONVENTIONS, CONVENTIONS_HINT, FIT_MODES, GUIDANCE_CALLS, METHODS, PRECISIONS,
+                      PRESET_NAMES, TABLE_METHODS, ChoiceError, check_choice)
 
 
 class OptionError(ValueError):
@@ -183,6 +183,7 @@ INPAINT: dict[str, Option] = {
     **{k: _SCHEDULE[k] for k in ("eta", "t_T", "jump_length", "jump_n_sample", "seed", "threads", "out",
                                  "overwrite", "quiet")},
     "guidance": Option("--guidance", "float", 0, hint="0 = the paper's algorithm"),
+    "guidance_calls": Option("--guidance-calls", "choice", choices=GUIDANCE_CALLS),
     "n_sample": _int("--n-sample", 1),
     "fit": Option("--fit", "choice", choices=FIT_MODES, optional=False),
     "context": Option("--context", "float", 0, optional=False, hint="a fraction of the hole's box"),

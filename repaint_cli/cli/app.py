@@ -123,20 +123,23 @@ def _list_presets() -> None:
     """One line per preset: its schedule, guidance and costs (UNet calls, forward-equivalents, measured time
     relative to paper), and its measured paired difference to paper (benchmarks/frontier.py writes the
     numbers; a preset changed since is shown as not measured)."""
-    from ..core.schedule import jump_schedule, preset_guidance, schedule_summary
+    from ..core.schedule import guided_calls, jump_schedule, preset_guidance, preset_guidance_calls, schedule_summary
     from ..resources import preset_quality
 
     measured = preset_quality()
     for name, p in PRESETS.items():
-        s = schedule_summary(jump_schedule(p))
-        g = preset_guidance(name)
+        times = jump_schedule(p)
+        s = schedule_summary(times)
+        g, which = preset_guidance(name), preset_guidance_calls(name)
+        on = "" if not g or which == "all" else f" on the last call at each time ({sum(guided_calls(times, which))})"
         line = (f"{name}\tt_T {p.t_T}, jump_length {p.jump_length}, jump_n_sample {p.jump_n_sample}"
-                + (f", guidance {g:g}" if g else "") + f": {s['unet_calls']} UNet calls, {s['undo_steps']} undo steps"
-                + _preset_costs(name, p, g))
+                + (f", guidance {g:g}{on}" if g else "")
+                + f": {s['unet_calls']} UNet calls, {s['undo_steps']} undo steps" + _preset_costs(name, p, g, which))
         m = measured.get(name)
         if name == "paper":
             line += "; the reference the others are measured against"
-        elif m and m.get("schedule") == p.as_dict() and m.get("guidance", 0.0) == g:
+        elif (m and m.get("schedule") == p.as_dict() and m.get("guidance", 0.0) == g
+              and m.get("guidance_calls", "all") == which):
             masks = m["masks"]
             n = min(v["images"] for v in masks.values())
             line += (f"; minus paper, paired over {n} images per mask ({m['date']}): hole PSNR "
@@ -147,14 +150,14 @@ def _list_presets() -> None:
         print(line)
 
 
-def _preset_costs(name: str, p, guidance: float) -> str:
+def _preset_costs(name: str, p, guidance: float, which: str = "all") -> str:
     """', N forward-equivalents (...), time X of paper's (...)': the schedule's calls counted in plain forward
-    passes, and the measured time per image, where it was measured for this very schedule and scale."""
+    passes, and the measured time per image, where it was measured for this very schedule, scale and calls."""
     from ..core.schedule import GUIDED_CALL_COST, forward_equivalents, measured_time_vs_paper
 
-    fe = forward_equivalents(p, guidance)
+    fe = forward_equivalents(p, guidance, which)
     text = f", {fe:,.0f} forward-equivalents" + (f" (a guided call counts {GUIDED_CALL_COST:g})" if guidance else "")
-    measured = measured_time_vs_paper(name, p, guidance)
+    measured = measured_time_vs_paper(name, p, guidance, which)
     if name == "paper" and measured:
         return text + ", time per image 1 (the unit)"
     if measured is None:

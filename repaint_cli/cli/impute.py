@@ -100,7 +100,8 @@ Samples = Annotated[int, typer.Option(
 SamplesK = Annotated[Optional[int], typer.Option("-k", hidden=True)]  # the old short name of --samples
 Combine = Annotated[str, typer.Option(
     "--combine", metavar="mean|median", help="How K imputations of a number become one.", rich_help_panel=SAMPLING)]
-Preset = Annotated[Optional[str], shared.preset(f"RePaint methods: sampling preset, {', '.join(PRESETS)}.", "quick")]
+Preset = Annotated[Optional[str], shared.preset(f"RePaint methods: sampling preset, {', '.join(PRESETS)}.",
+                                                 "50/5/5")]
 Method = Annotated[Optional[str], shared.method(
     "conditional: a model trained to fill hidden cells from the others, one call per cell and sample (measured "
     "best, and fastest). repaint, ddnm or ddim: an unconditional model conditioned while sampling, as RePaint does "

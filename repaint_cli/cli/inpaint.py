@@ -79,6 +79,10 @@ Method = Annotated[str, shared.method(
 Guidance = Annotated[Optional[float], shared.guidance(
     "Reconstruction guidance scale: pulls each step's predicted image towards the known pixels (MCG); 0 = the "
     "paper's algorithm. Adds a backward pass per UNet call.", "the preset's; 0 for paper")]
+GuidanceCalls = Annotated[Optional[str], typer.Option(
+    "--guidance-calls", metavar="all|last", show_default="the preset's; all", help="Which UNet calls take the "
+    "reconstruction guidance: all, or last (only the last call at each time of the schedule; the earlier passes of "
+    "a jump skip the backward pass).", rich_help_panel=SAMPLING)]
 NSample = Annotated[Optional[int], typer.Option("--n-sample", hidden=True)]
 Seed = Annotated[int, shared.seed("Run seed; an image's noise comes from (seed, file stem).")]
 Fit = Annotated[str, typer.Option(
@@ -141,7 +145,8 @@ def inpaint_cmd(
     model: Model = None, fetch: Fetch = False, config: Config = None, class_label: ClassLabel = None,
     classifier: Classifier = None, classifier_scale: ClassifierScale = None,
     preset: Preset = None, method: Method = "repaint", eta: Annotated[float, shared.eta()] = 0.0,
-    guidance: Guidance = None, t_T: shared.TT = None, jump_length: shared.JumpLength = None,
+    guidance: Guidance = None, guidance_calls: GuidanceCalls = None, t_T: shared.TT = None,
+    jump_length: shared.JumpLength = None,
     jump_n_sample: shared.JumpNSample = None, n_sample: NSample = None, seed: Seed = 0, fit: Fit = "crop",
     context: Context = 0.5, paste: Paste = True,
     out: Out = Path("out"), overwrite: Overwrite = False, save_mask: SaveMask = False, concat: Concat = False,
@@ -165,7 +170,8 @@ def inpaint_cmd(
             model=model, config=str(config) if config else None, preset=preset, method=method, eta=eta, t_T=t_T,
             jump_length=jump_length, jump_n_sample=jump_n_sample, n_sample=n_sample, seed=seed,
             class_label=class_label, classifier=classifier, classifier_scale=classifier_scale, guidance=guidance,
-            device=device, precision=precision, cuda_graphs=cuda_graphs, channels_last=channels_last,
+            guidance_calls=guidance_calls, device=device, precision=precision, cuda_graphs=cuda_graphs,
+            channels_last=channels_last,
             compile=compile_model, threads=threads, batch_size=batch_size if batch_size == "auto" else int(batch_size),
             out_dir=out, paste=paste, overwrite=overwrite, save_mask=save_mask, manifest=manifest, sheet=sheet,
             extras=hooks_from_options(out, frames=frames, animate=animate, concat=concat,

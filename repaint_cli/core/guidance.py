@@ -41,6 +41,31 @@ class KeepsGraph(torch.nn.Module):
         return x_in, out
 
 
+class OnSomeCalls(torch.nn.Module):
+    """The model for the sampler when only some calls take the guidance (``core.schedule.guided_calls``: one flag
+    per call, in order): a flagged call runs ``guided`` (a :class:`KeepsGraph`) and gets ``term``; the others run
+    the plain ``model`` (no autograd graph, no backward) and get no term, so they cost an unguided call. It counts
+    its calls, so it serves one run of the sampler (and is never captured in a CUDA graph: the choice is made on
+    the host at each call)."""
+
+    per_call = True  # runtime/cuda_graphs: a choice made on the host at each call, which a replay would skip
+
+    def __init__(self, model, guided: KeepsGraph, term, flags: list[bool]):
+        super().__init__()
+        self.model, self.guided, self.term, self.flags = model, guided, term, list(flags)
+        self.cfg = getattr(model, "cfg", None)
+        self.calls, self.on = 0, False
+
+    def forward(self, x, t, **kwargs):
+        # past the flags (a longer schedule than planned) every call is guided: never silently less guidance
+        self.on = self.flags[self.calls] if self.calls < len(self.flags) else True
+        self.calls += 1
+        return (self.guided if self.on else self.model)(x, t, **kwargs)
+
+    def cond_fn(self, x, t, **kwargs):
+        return self.term(x, t, **kwargs) if self.on else torch.zeros_like(x)
+
+
 def predicted_x0(x, out, a, prediction_type: str = "epsilon"):
     """x0 from the model's output (its first x.shape[1] channels) at abar ``a``, unclipped."""
     pred = out[:, : x.shape[1]]  # learned-variance models append their variance channels

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..choices import GUIDANCE_CALLS
 from ..constraints import whole_number
 
 
@@ -74,16 +75,17 @@ def schedule_summary(times: list[int]) -> dict:
             "t_T": max(times) + 1}
 
 
-# Named sampling presets. 'paper' is the paper's setting; 'quick' and 'fast' were chosen from the
-# paired frontier of the embedded model (benchmarks/frontier.py: each candidate minus 'paper' image
-# by image; benchmarks/RESULTS.md#paired-frontier): with reconstruction guidance 10 (PRESET_GUIDANCE) both are ahead of
-# 'paper' in the mean on all six masks, at 230 and 130 UNet calls (emoji32's default is 'fast').
-# Every one of those calls also runs a backward pass, so in time they cost about a quarter ('quick')
-# and a seventh ('fast') of 'paper' (PRESET_TIME_VS_PAPER), not the tenth and twentieth their calls say.
+# Named sampling presets. 'paper' is the paper's setting; 'quick' and 'fast' were chosen from the paired frontier of
+# the embedded model (benchmarks/frontier.py: each candidate minus 'paper' image by image, 96 images on each of six
+# masks; benchmarks/RESULTS.md#paired-frontier), on the cost that counts a guided call's backward pass
+# (forward-equivalents, GUIDED_CALL_COST): 'quick' is the cheapest candidate ahead of 'paper' in both hole PSNR and
+# SSIM on all six masks (20/5/5 with reconstruction guidance 10 on every call: 176 forward-equivalents); 'fast', the
+# cheapest within 0.3 dB and 0.01 SSIM of it on all six (the same schedule, guided only on the last call at each
+# time: 104, about a twentieth of 'paper's 2,410). emoji32's default is 'fast'.
 PRESETS: dict[str, JumpParams] = {
     "paper": JumpParams(t_T=250, jump_length=10, jump_n_sample=10),  # 2,410 UNet calls
-    "quick": JumpParams(t_T=50, jump_length=5, jump_n_sample=5),  # 230
-    "fast": JumpParams(t_T=30, jump_length=5, jump_n_sample=5),  # 130
+    "quick": JumpParams(t_T=20, jump_length=5, jump_n_sample=5),  # 80, all guided
+    "fast": JumpParams(t_T=20, jump_length=5, jump_n_sample=5),  # 80, 20 of them guided (PRESET_GUIDANCE_CALLS)
     "draft": JumpParams(t_T=50, jump_length=5, jump_n_sample=2),  # 95
     "noresample": JumpParams(t_T=250, jump_length=10, jump_n_sample=1),  # 250
 }
@@ -93,9 +95,29 @@ PRESETS: dict[str, JumpParams] = {
 # not named here has none: 'paper' is the paper's algorithm, guidance 0.
 PRESET_GUIDANCE: dict[str, float] = {"quick": 10.0, "fast": 10.0}
 
+# Which UNet calls take the guidance (``--guidance-calls`` overrides it): "all", or "last": only the last call at
+# each time of the schedule, the pass its later steps carry on from; the earlier passes of a jump run the plain
+# forward, without the guidance's backward. A preset not named here guides all its calls.
+PRESET_GUIDANCE_CALLS: dict[str, str] = {"fast": "last"}
+
 
 def preset_guidance(preset: str | None) -> float:
     return PRESET_GUIDANCE.get(preset or "paper", 0.0)
+
+
+def preset_guidance_calls(preset: str | None) -> str:
+    return PRESET_GUIDANCE_CALLS.get(preset or "paper", "all")
+
+
+def guided_calls(times: list[int], which: str = "all") -> list[bool]:
+    """One flag per UNet call (reverse step) of the schedule ``times``, in order: whether it takes the guidance."""
+    if which not in GUIDANCE_CALLS:
+        raise ValueError(f"guidance calls {which!r}: use one of {', '.join(GUIDANCE_CALLS)}")
+    calls = [a for a, b in zip(times[:-1], times[1:]) if b < a]  # the time of each reverse step
+    if which == "all":
+        return [True] * len(calls)
+    last = {t: k for k, t in enumerate(calls)}  # a time's last call wins
+    return [last[t] == k for k, t in enumerate(calls)]
 
 
 # What one guided UNet call costs, in plain forward calls: its forward with autograd on plus the
@@ -107,30 +129,31 @@ def preset_guidance(preset: str | None) -> float:
 GUIDED_CALL_COST = 2.2
 
 # Seconds per image relative to 'paper', as measured: each preset's whole run and paper's in turn on the
-# same machine at one thread, 4 images a run, the process's CPU time, the median of 10 rounds
-# (benchmarks/guided_cost.py --sampler; the same RESULTS.md section). Kept with the schedule and guidance
-# scale measured, so that a preset changed since shows as not measured.
-PRESET_TIME_VS_PAPER: dict[str, tuple[JumpParams, float, float]] = {  # name: (schedule, guidance, time)
-    "quick": (JumpParams(t_T=50, jump_length=5, jump_n_sample=5), 10.0, 0.247),
-    "fast": (JumpParams(t_T=30, jump_length=5, jump_n_sample=5), 10.0, 0.139),
-    "draft": (JumpParams(t_T=50, jump_length=5, jump_n_sample=2), 0.0, 0.040),
-    "noresample": (JumpParams(t_T=250, jump_length=10, jump_n_sample=1), 0.0, 0.107),
+# same machine at one thread, 4 images a run, the process's CPU time, the median of 6 rounds
+# (benchmarks/guided_cost.py --sampler; benchmarks/RESULTS.md#guided-call-cost). Kept with the schedule, guidance
+# scale and guided calls measured, so that a preset changed since shows as not measured.
+PRESET_TIME_VS_PAPER: dict[str, tuple[JumpParams, float, str, float]] = {  # name: (schedule, guidance, calls, time)
+    "quick": (JumpParams(t_T=20, jump_length=5, jump_n_sample=5), 10.0, "all", 0.087),
+    "fast": (JumpParams(t_T=20, jump_length=5, jump_n_sample=5), 10.0, "last", 0.046),
+    "draft": (JumpParams(t_T=50, jump_length=5, jump_n_sample=2), 0.0, "all", 0.040),
+    "noresample": (JumpParams(t_T=250, jump_length=10, jump_n_sample=1), 0.0, "all", 0.102),
 }
 
 
-def measured_time_vs_paper(preset: str, params: JumpParams, guidance: float) -> float | None:
+def measured_time_vs_paper(preset: str, params: JumpParams, guidance: float, calls: str = "all") -> float | None:
     """The measured time per image relative to paper of ``preset``, if measured with these very settings."""
     if preset == "paper" and params == PRESETS["paper"] and not guidance:
         return 1.0
-    jp, g, rel = PRESET_TIME_VS_PAPER.get(preset, (None, None, None))
-    return rel if jp == params and g == guidance else None
+    jp, g, which, rel = PRESET_TIME_VS_PAPER.get(preset, (None, None, None, None))
+    return rel if jp == params and g == guidance and (which == calls or not guidance) else None
 
 
-def forward_equivalents(params: JumpParams, guidance: float = 0.0) -> float:
+def forward_equivalents(params: JumpParams, guidance: float = 0.0, calls: str = "all") -> float:
     """UNet calls counted in plain forward passes: a guided call counts GUIDED_CALL_COST (undo steps, a few
     element-wise operations each, count nothing)."""
-    calls = schedule_summary(jump_schedule(params))["unet_calls"]
-    return calls * (GUIDED_CALL_COST if guidance else 1.0)
+    flags = guided_calls(jump_schedule(params), calls)
+    guided = sum(flags) if guidance else 0
+    return len(flags) - guided + guided * GUIDED_CALL_COST
 
 
 def resolve_jump_params(preset: str | None = None, conf: dict | None = None, **overrides) -> JumpParams:

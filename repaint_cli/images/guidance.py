@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..core.guidance import KeepsGraph, reconstruction_guidance
+from ..core.guidance import KeepsGraph, OnSomeCalls, reconstruction_guidance
 
 
 @lru_cache(maxsize=1)
@@ -69,10 +69,13 @@ class Guidance:
             return torch.autograd.grad(selected.sum(), x_in)[0] * self.scale
 
 
-def reconstruction(model, diffusion, gt: torch.Tensor, keep: torch.Tensor, scale: float, cond_fn=None):
+def reconstruction(model, diffusion, gt: torch.Tensor, keep: torch.Tensor, scale: float, cond_fn=None,
+                   guided: Optional[list] = None):
     """(model to sample with, cond_fn) for reconstruction guidance at ``scale`` on one batch
     (``core/guidance.py``); scale 0 returns them unchanged, the exact computation without it.
-    A classifier's ``cond_fn`` and the reconstruction term add up (both are gradients of log p)."""
+    A classifier's ``cond_fn`` and the reconstruction term add up (both are gradients of log p).
+    ``guided``: one flag per UNet call of the run (``core.schedule.guided_calls``), None for all: the
+    reconstruction term only on the flagged calls, the others without its backward pass."""
     if not scale:
         return model, cond_fn
     # the model is given the kept steps' training times: abar at those times is all the term reads
@@ -80,6 +83,9 @@ def reconstruction(model, diffusion, gt: torch.Tensor, keep: torch.Tensor, scale
     abar[diffusion.timestep_map] = diffusion.arrays.alphas_cumprod.double()
     net = KeepsGraph(model)
     recon = reconstruction_guidance(net, gt, keep, float(scale), abar, diffusion.prediction_type)
+    if guided is not None and not all(guided):
+        net = OnSomeCalls(model, net, recon, guided)
+        recon = net.cond_fn
     if cond_fn is None:
         return net, recon
     return net, lambda x, t, **kw: recon(x, t, **kw) + cond_fn(x, t, **kw)

@@ -110,6 +110,9 @@ class SampleOptions:
         None: the conf's ``classifier_scale``, the card's, else 1.0.
     guidance : float, optional
         Reconstruction guidance scale; None: the preset's (``core.schedule.PRESET_GUIDANCE``), 0 for paper.
+    guidance_calls : {"all", "last"}, optional
+        Which UNet calls take the guidance: all, or only the last call at each time of the schedule (the others
+        skip its backward pass); None: the preset's (``core.schedule.PRESET_GUIDANCE_CALLS``), else all.
 
     Raises
     ------
@@ -131,6 +134,7 @@ class SampleOptions:
     classifier: Optional[str] = None
     classifier_scale: Optional[float] = None
     guidance: Optional[float] = None
+    guidance_calls: Optional[str] = None
 
     def __post_init__(self):
         """Each value is checked once, here (RunError, one line): the code that reads the options trusts them."""

@@ -22,13 +22,13 @@ SETTINGS_KEY = "repaint"  # the PNG text chunk holding an output's settings (com
 RUN_RECORD = ".repaint-run.jsonl"  # in --out: one JSON line per run
 # settings that change an output's pixels; version and preset (a name for the schedule) do not count. The
 # device does: the CPU and CUDA draw different noise from the same seed.
-COMPARED = ("model_sha256", "schedule", "method", "eta", "guidance", "seed", "image", "mask", "mask_convention", "fit",
-            "context", "paste", "class_label", "classifier_scale", "device")
+COMPARED = ("model_sha256", "schedule", "method", "eta", "guidance", "guidance_calls", "seed", "image", "mask",
+            "mask_convention", "fit", "context", "paste", "class_label", "classifier_scale", "device")
 # recorded, and not compared on their own: names (the model by its sha256, the preset by the schedule it gives),
 # the version, and the sha256s, which go with "image" and "mask" (a content changed under the same name)
 NOT_COMPARED = ("model", "preset", "version", "image_sha256", "mask_sha256")
 # what an output recorded before a setting existed was made with; guidance 0 is recorded as nothing
-IMPLIED = {"method": "repaint", "guidance": 0.0}
+IMPLIED = {"method": "repaint", "guidance": 0.0, "guidance_calls": "all"}
 _CONTENT = {"image": "image_sha256", "mask": "mask_sha256"}  # compared by content where both outputs know it
 
 

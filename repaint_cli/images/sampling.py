@@ -10,6 +10,7 @@ from ..runtime.cuda_graphs import make_steps
 from ..runtime.memory import is_oom
 from ..core.noise import keys_tensor
 from ..core.sampler import Conditioning, StepInfo, repaint, reverse_step
+from ..core.schedule import guided_calls
 from .guidance import reconstruction
 from .hooks import Prepared
 from .options import Reporter, SampleOptions
@@ -31,7 +32,8 @@ def sample_batch(model, st: Setup, batch: list[Prepared], sample: SampleOptions,
     keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
     keys = keys_tensor([p.job.keys.noise for p in batch], dev)
     coefs = st.diffusion.coefficients(dev, eta=sample.eta if sample.method == "ddim" else None)
-    model, cond_fn = reconstruction(model, st.diffusion, gt, keep, st.guidance, cond_fn)  # unchanged at 0
+    guided = guided_calls(st.times, st.guidance_calls) if st.guidance_calls != "all" else None
+    model, cond_fn = reconstruction(model, st.diffusion, gt, keep, st.guidance, cond_fn, guided)  # unchanged at 0
     cond = Conditioning(gt, keep, keys, coefs, model_kwargs or {}, cond_fn, torch.arange(gt[0].numel(), device=dev),
                         sample.method, nonfinite=torch.zeros(len(batch), dtype=torch.bool, device=dev))
     steps = make_steps(model, cond, engine, reporter.log, graph_cache, with_undo=has_undo(st.times))

@@ -15,7 +15,8 @@ from ..models.cards import DEFAULT_MODEL
 from ..models.checkpoints import load_for_run, read_conf, resolve
 from ..models.loaded import LoadedModel, ModelError
 from ..files import InputError, WritePlan, sha256_model
-from ..core.schedule import JumpParams, jump_schedule, preset_guidance, resolve_jump_params
+from ..core.schedule import (JumpParams, jump_schedule, preset_guidance, preset_guidance_calls,
+                             resolve_jump_params)
 from .options import InpaintOptions, ReadOptions, Reporter, RunError, SampleOptions
 from ..constraints import check_t_T_within
 from .plan import plan_problems
@@ -32,6 +33,7 @@ class Setup:
     conf: dict  # the RePaint conf given with --config (empty without one), read once
     preset: Optional[str] = None  # the preset the schedule starts from (--preset, else the card's, else paper)
     guidance: float = 0.0  # reconstruction guidance scale: --guidance, else the preset's (core/guidance.py)
+    guidance_calls: str = "all"  # which UNet calls take it: --guidance-calls, else the preset's (core/schedule.py)
 
 
 def setup(sample: SampleOptions, engine: EngineOptions, conf: dict, weights: bool = True) -> Setup:
@@ -44,7 +46,8 @@ def setup(sample: SampleOptions, engine: EngineOptions, conf: dict, weights: boo
     except ModelError as e:
         raise RunError(str(e)) from None
     jump, times, diffusion, preset = _schedule(sample, conf, loaded.card, loaded.hparams)
-    return Setup(loaded, diffusion, jump, times, device, conf, preset, _guidance(sample, preset))
+    calls = sample.guidance_calls or preset_guidance_calls(preset)
+    return Setup(loaded, diffusion, jump, times, device, conf, preset, _guidance(sample, preset), calls)
 
 
 def _guidance(sample: SampleOptions, preset: Optional[str]) -> float:
@@ -261,6 +264,8 @@ def run_settings(st: Setup, opts: InpaintOptions, guidance: Optional[Guidance],
         "schedule": st.jump.as_dict(), "preset": st.preset, "seed": int(sample.seed), "method": sample.method,
         **({"eta": float(sample.eta)} if sample.method == "ddim" else {}),
         **({"guidance": float(st.guidance)} if st.guidance else {}),  # absent at 0: outputs made before it compare
+        # absent for "all" (and without guidance), as outputs made before the choice existed were
+        **({"guidance_calls": st.guidance_calls} if st.guidance and st.guidance_calls != "all" else {}),
         "mask_convention": read.mask_convention, "fit": read.fit, "context": float(read.context),
         "paste": bool(opts.write.paste), "device": st.device.type, "version": __version__,
     }

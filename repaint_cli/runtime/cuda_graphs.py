@@ -297,8 +297,10 @@ def make_steps(model, cond: Conditioning, opts: EngineOptions, log=None, cache: 
     """
     # torch.compile and capture together: compiled during the warm-up, then captured (GroupNorm, scale-shift
     # and SiLU fused, and no launch cost); a guided step is captured with its backward where asked (issue 37.7)
+    # guidance on only some calls chooses on the host at each call, which a replay would skip: eager
     wants_graphs = (opts.cuda_graphs and (cond.gt.is_cuda or capture is not None)
-                    and (cond.cond_fn is None or getattr(opts, "graph_guidance", False)))
+                    and (cond.cond_fn is None or getattr(opts, "graph_guidance", False))
+                    and not getattr(model, "per_call", False))
     if not wants_graphs or (cache is not None and cache.capture_failed):
         return EagerSteps(model, cond)
     sig = graph_signature(model, cond, with_undo)

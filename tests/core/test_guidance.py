@@ -14,7 +14,7 @@ from repaint_cli.cli.app import app
 from repaint_cli.core.diffusion import Diffusion
 from repaint_cli.core.noise import image_key, keys_tensor
 from repaint_cli.core.sampler import Conditioning, repaint
-from repaint_cli.core.schedule import JumpParams, jump_schedule
+from repaint_cli.core.schedule import JumpParams, guided_calls, jump_schedule
 from repaint_cli.images.guidance import reconstruction
 
 runner = CliRunner()
@@ -62,17 +62,21 @@ def test_a_classifier_and_the_reconstruction_term_add_up():
     assert torch.allclose(both(x, t), recon_only(x, t) + 1)
 
 
-@pytest.mark.parametrize("method", ["repaint", "ddim"])
-def test_guidance_pulls_the_sample_towards_the_known_pixels(method):
-    """On a random model the raw sample (nothing pasted) matches the known pixels better with guidance."""
+def _two_half_known_images():
+    """(a random small UNet, gt, keep, keys): two 16 px images, their left halves known."""
     model = randomize(__import__("repaint_cli.models.unet", fromlist=["UNetModel"]).UNetModel(small_unet_config()))
-    model.eval()
-    diffusion = Diffusion.create(steps=1000, timestep_respacing="20")
     g = torch.Generator().manual_seed(1)
     gt = torch.rand((2, 3, 16, 16), generator=g) * 1.6 - 0.8
     keep = torch.zeros((2, 1, 16, 16), dtype=torch.bool)
     keep[..., :8] = True
-    keys = keys_tensor([image_key(0, f"im{i}") for i in range(2)])
+    return model.eval(), gt, keep, keys_tensor([image_key(0, f"im{i}") for i in range(2)])
+
+
+@pytest.mark.parametrize("method", ["repaint", "ddim"])
+def test_guidance_pulls_the_sample_towards_the_known_pixels(method):
+    """On a random model the raw sample (nothing pasted) matches the known pixels better with guidance."""
+    model, gt, keep, keys = _two_half_known_images()
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="20")
     times = jump_schedule(JumpParams(t_T=20, jump_length=5, jump_n_sample=2))
     errors = {}
     for scale in (0.0, 1.0):
@@ -86,15 +90,7 @@ def test_guidance_pulls_the_sample_towards_the_known_pixels(method):
 
 
 def _inpaint(tmp_path, checkpoint, out, *extra):
-    d = tmp_path / "imgs"
-    if not d.exists():
-        d.mkdir()
-        write_png(d / "a.png", np.random.default_rng(0).integers(0, 256, (16, 16, 3)))
-    r = runner.invoke(app, ["inpaint", str(d), "--model", str(checkpoint), "--preset", "draft", "--mask", "box",
-                            "--seed", "1", "--out", str(tmp_path / out), "--quiet", *extra])
-    assert r.exit_code == 0, r.output
-    png = Image.open(tmp_path / out / "a.png")
-    return np.asarray(png), json.loads(png.info["repaint"])
+    return _inpaint_with(tmp_path, checkpoint, out, "--preset", "draft", *extra)
 
 
 def test_cli_guidance_zero_is_bit_identical_and_a_scale_is_recorded(tmp_path, small_checkpoint):
@@ -198,3 +194,89 @@ def test_the_term_is_scaled_before_the_backward_and_equals_the_old_one():
         assert float(upstream.abs().max()) <= bound, (step, float(upstream.abs().max()), bound)
         if step == 49:
             assert float(upstream.abs().max()) < 100  # unscaled, it was (x0 - gt) sqrt((1 - a) / a), ~1e4 here
+
+
+class CountsCalls(torch.nn.Module):
+    """The model, counting its calls and those made with autograd on (a guided call's forward keeps a graph)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls, self.with_grad = inner, 0, 0
+
+    def forward(self, x, t, **kwargs):
+        self.calls += 1
+        self.with_grad += torch.is_grad_enabled()
+        return self.inner(x, t, **kwargs)
+
+
+def _guided_run(flags=None, scale=1.0):
+    model, gt, keep, keys = _two_half_known_images()
+    counted = CountsCalls(model)
+    diffusion = Diffusion.create(steps=1000, timestep_respacing="10")
+    times = jump_schedule(JumpParams(t_T=10, jump_length=3, jump_n_sample=3))
+    guided = None if flags is None else guided_calls(times, flags)
+    net, cond_fn = reconstruction(counted, diffusion, gt, keep, scale, guided=guided)
+    cond = Conditioning(gt, keep, keys, diffusion.coefficients(), cond_fn=cond_fn,
+                        noise_index=torch.arange(gt[0].numel()))
+    with torch.no_grad():
+        x = repaint(net, cond, times)
+    return x, counted, guided
+
+
+def test_guidance_on_the_last_calls_runs_the_backward_on_those_alone():
+    """--guidance-calls last: the flagged calls (one per time) run with autograd and get the term; the others run the
+    plain forward, so the run differs from guiding every call and from no guidance, and 'all' is the plain path."""
+    everywhere, every_count, _ = _guided_run()
+    last, last_count, flags = _guided_run("last")
+    unguided, _, _ = _guided_run(scale=0.0)
+    all_flags, _, _ = _guided_run("all")
+    assert every_count.calls == last_count.calls == len(flags) > sum(flags) == 10
+    assert every_count.with_grad == len(flags) and last_count.with_grad == sum(flags)
+    assert torch.equal(all_flags, everywhere)  # 'all' adds no wrapper: the same bits
+    assert not torch.equal(last, everywhere) and not torch.equal(last, unguided)
+
+
+def test_a_partly_guided_model_is_never_captured_in_a_cuda_graph():
+    from repaint_cli.core.guidance import KeepsGraph, OnSomeCalls
+    from repaint_cli.core.sampler import EagerSteps
+    from repaint_cli.runtime.cuda_graphs import make_steps
+    from repaint_cli.runtime.device import EngineOptions
+
+    model = ZeroNoise()
+    gt, keep = torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    net = OnSomeCalls(model, KeepsGraph(model), lambda x, t, **_: x, [True, False])
+    cond = Conditioning(gt, keep, keys_tensor([image_key(0, "a")]), Diffusion.create(steps=10).coefficients(),
+                        cond_fn=net.cond_fn)
+    opts = EngineOptions(graph_guidance=True)
+    captured = []
+    steps = make_steps(net, cond, opts, capture=lambda *a, **k: captured.append(a))
+    assert isinstance(steps, EagerSteps) and not captured
+
+
+def test_the_fast_preset_is_quick_guided_on_the_last_calls(tmp_path, small_checkpoint):
+    """Presets are data: 'fast' samples exactly as 'quick' with --guidance-calls last, records the choice, and a
+    rerun that guides every call says so instead of skipping the outputs silently."""
+    fast, fast_settings = _inpaint_with(tmp_path, small_checkpoint, "fast", "--preset", "fast")
+    quick_last, _ = _inpaint_with(tmp_path, small_checkpoint, "quick-last", "--preset", "quick",
+                                  "--guidance-calls", "last")
+    quick, quick_settings = _inpaint_with(tmp_path, small_checkpoint, "quick", "--preset", "quick")
+    assert np.array_equal(fast, quick_last) and not np.array_equal(fast, quick)
+    assert fast_settings["guidance_calls"] == "last" and "guidance_calls" not in quick_settings
+    r = runner.invoke(app, ["inpaint", str(tmp_path / "imgs"), "--model", str(small_checkpoint), "--preset", "fast",
+                            "--guidance-calls", "all", "--mask", "box", "--seed", "1", "--out", str(tmp_path / "fast")])
+    assert r.exit_code == 0 and "guidance_calls last -> all" in r.stderr, r.stderr
+    r = runner.invoke(app, ["inpaint", str(tmp_path / "imgs"), "--guidance-calls", "first", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--guidance-calls first" in r.stderr and not (tmp_path / "x").exists()
+
+
+def _inpaint_with(tmp_path, checkpoint, out, *extra):
+    """(the output's pixels, its recorded settings) of one 16 px image with a box mask and ``extra`` options."""
+    d = tmp_path / "imgs"
+    if not d.exists():
+        d.mkdir()
+        write_png(d / "a.png", np.random.default_rng(0).integers(0, 256, (16, 16, 3)))
+    r = runner.invoke(app, ["inpaint", str(d), "--model", str(checkpoint), "--mask", "box", "--seed", "1",
+                            "--out", str(tmp_path / out), "--quiet", *extra])
+    assert r.exit_code == 0, r.output
+    png = Image.open(tmp_path / out / "a.png")
+    return np.asarray(png), json.loads(png.info["repaint"])

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from repaint_cli.cli.app import app
 from repaint_cli.core import schedule
 from repaint_cli.core.schedule import (GUIDED_CALL_COST, PRESET_TIME_VS_PAPER, PRESETS, JumpParams, jump_schedule,
-                                       preset_guidance, resolve_jump_params, schedule_summary)
+                                       preset_guidance, preset_guidance_calls, resolve_jump_params,
+                                       schedule_summary, guided_calls)
 
 
 @needs_fixtures
@@ -116,7 +117,8 @@ def test_forward_equivalents_are_the_calls_unguided_and_the_measured_factor_more
         assert numbers_before(lines[name], "UNet calls") == calls
         fe = numbers_before(lines[name], "forward-equivalents")
         if preset_guidance(name):
-            assert abs(fe - calls * GUIDED_CALL_COST) < 0.5 and fe > calls, lines[name]
+            guided = sum(guided_calls(jump_schedule(p), preset_guidance_calls(name)))
+            assert abs(fe - (calls - guided + guided * GUIDED_CALL_COST)) < 0.5 and fe > calls, lines[name]
             assert f"a guided call counts {GUIDED_CALL_COST:g}" in lines[name]
         else:
             assert fe == calls, lines[name]
@@ -127,7 +129,9 @@ def test_forward_equivalents_follow_the_factor_and_the_schedule(monkeypatch):
     monkeypatch.setattr(schedule, "GUIDED_CALL_COST", 3.0)
     monkeypatch.setitem(schedule.PRESETS, "draft", JumpParams(t_T=20, jump_length=5, jump_n_sample=2))
     lines = listed()
-    assert numbers_before(lines["quick"], "forward-equivalents") == 230 * 3
+    quick_calls = schedule_summary(jump_schedule(schedule.PRESETS["quick"]))["unet_calls"]
+    assert schedule.preset_guidance_calls("quick") == "all"
+    assert numbers_before(lines["quick"], "forward-equivalents") == quick_calls * 3
     assert "a guided call counts 3" in lines["quick"]
     draft_calls = schedule_summary(jump_schedule(schedule.PRESETS["draft"]))["unet_calls"]
     assert numbers_before(lines["draft"], "forward-equivalents") == draft_calls != 95
@@ -140,8 +144,9 @@ def test_measured_times_belong_to_the_presets_as_they_are():
     lines = listed()
     assert "time per image 1 (the unit)" in lines["paper"]
     assert PRESET_TIME_VS_PAPER, "no preset's time relative to paper is recorded"
-    for name, (params, guidance, rel) in PRESET_TIME_VS_PAPER.items():
+    for name, (params, guidance, calls, rel) in PRESET_TIME_VS_PAPER.items():
         assert PRESETS[name] == params and preset_guidance(name) == guidance, name
+        assert calls == preset_guidance_calls(name) or not guidance, name
         assert 0 < rel < 1
         assert f"time per image {rel:.3f} of paper's" in lines[name], lines[name]
 
@@ -150,9 +155,34 @@ def test_the_two_units_agree_on_the_measured_presets():
     """The measured time and the forward-equivalents (each relative to paper's) agree within a third: the
     factor and the times were measured apart, and a guided preset's time is not its calls' share of paper's."""
     paper_fe = schedule.forward_equivalents(PRESETS["paper"])
-    for name, (params, guidance, rel) in PRESET_TIME_VS_PAPER.items():
-        by_fe = schedule.forward_equivalents(params, guidance) / paper_fe
+    for name, (params, guidance, which, rel) in PRESET_TIME_VS_PAPER.items():
+        by_fe = schedule.forward_equivalents(params, guidance, which) / paper_fe
         assert 0.75 < rel / by_fe < 1.33, (name, rel, by_fe)
-        if guidance:
-            calls = schedule_summary(jump_schedule(params))["unet_calls"]
-            assert rel > 1.5 * calls / schedule_summary(jump_schedule(PRESETS["paper"]))["unet_calls"], name
+        if guidance:  # each guided call's backward shows in the time: more than the calls' share of paper's
+            flags = guided_calls(jump_schedule(params), which)
+            share = len(flags) / schedule_summary(jump_schedule(PRESETS["paper"]))["unet_calls"]
+            assert rel > (1 + 0.5 * sum(flags) / len(flags)) * share, name
+
+
+def test_guidance_on_the_last_calls_flags_one_call_per_time_the_last_one():
+    """'last': each time of the schedule is guided once, at its last reverse step (the pass the steps below carry on
+    from); 'all': every call. Any schedule, nested jumps too."""
+    for params in (JumpParams(t_T=20, jump_length=5, jump_n_sample=5), JumpParams(t_T=30, jump_length=10,
+                   jump_n_sample=3, jump2_length=3, jump2_n_sample=2), PRESETS["paper"], JumpParams(t_T=7)):
+        times = jump_schedule(params)
+        steps = [a for a, b in zip(times[:-1], times[1:]) if b < a]  # the time of each UNet call
+        assert guided_calls(times, "all") == [True] * len(steps)
+        flags = guided_calls(times, "last")
+        assert len(flags) == len(steps) and sum(flags) == params.t_T  # one per time
+        for k, (t, on) in enumerate(zip(steps, flags)):
+            assert on == (t not in steps[k + 1:]), (params, k, t)
+    assert guided_calls([4, 3, 2, 1, 0, -1], "last") == [True] * 5  # no resampling: every call is a time's last
+    with pytest.raises(ValueError, match="use one of all, last"):
+        guided_calls([1, 0, -1], "some")
+
+
+def test_forward_equivalents_count_only_the_guided_calls_backward():
+    p = JumpParams(t_T=20, jump_length=5, jump_n_sample=5)
+    assert schedule.forward_equivalents(p, 10.0, "all") == pytest.approx(80 * GUIDED_CALL_COST)
+    assert schedule.forward_equivalents(p, 10.0, "last") == pytest.approx(60 + 20 * GUIDED_CALL_COST)
+    assert schedule.forward_equivalents(p, 0.0, "last") == 80  # without guidance the choice costs nothing
