@@ -327,7 +327,8 @@ def cost(args) -> str:
     import subprocess
 
     lines = [f"`repaint impute t.csv --out o.csv --json --threads {args.threads}` at its defaults (the conditional "
-             "model: 2 models of 3,000 training steps, side by side on the threads' cores; 5 samples of each). Synthetic tables: numeric columns from 4 latent factors, "
+             "model: 2 models of 1,500 to 3,000 training steps by the rows, side by side on the threads' cores; 5 "
+             "samples of each). Synthetic tables: numeric columns from 4 latent factors, "
              "categorical ones (3 values) thresholding them; 30% of cells missing at random. Wall: the whole "
              "command (start, read, train, impute, write).", "",
              "| rows x columns (categorical) | wall (s) | training (s) | imputing (s) | training share | imputing share |",
@@ -352,14 +353,14 @@ def cost(args) -> str:
         lines.append(f"| {n:,} x {p} ({categorical}) | {wall:.1f} | {tr:.1f} | {im:.1f} | {tr / wall:.0%} | "
                      f"{im / wall:.0%} |")
         print(lines[-1], flush=True)
-    lines += ["", "Training is 3,000 steps per model from 384 rows on (batches of 256 rows; fewer below), so here it costs the "
-              "same whatever the rows; the two models train side by side on the 2 threads (on one thread in turn: "
-              "1,000 x 11 took 43 s); "
+    lines += ["", "Training is 1,500 steps per model up to 991 rows and 3,000 from 1,888 (about 400 passes over the rows "
+              "between; batches of 256 rows), so past 2,000 rows it costs the same whatever the rows; the two models "
+              "train side by side on the 2 threads; "
               "imputing is one model call per row, sample and model. The Gaussian base costs one solve per row "
               "and step of the encoded width (50 columns with 10 categorical ones: 70 values), so the wide tables "
               "train about twice as long as without it (24.7 s before it, 2026-12-03) and their imputing computes it "
               "once per row and model. The last two rows are issue 23's targets: 20,000 x 10 "
-              "numeric under 2 minutes on 2 cores, 1,000 x 11 mixed under 30 s."]
+              "numeric under 2 minutes on 2 cores, 1,000 x 11 mixed under 30 s (issue 33's: under 15 s)."]
     return "\n".join(lines)
 
 
@@ -464,8 +465,10 @@ def main(argv=None):
                    "MAE over the missing numeric cells in units of the column's std (± the 95% interval over the "
                    "seeds); `/ acc`: class accuracy over its missing cells; `(n=k)`: only k of the 5 seeds ran. "
                    "`repaint impute`: its defaults (the conditional model: width 128, dropout 0.4, two models "
-                   "trained apart, each for about 2,000 passes over the rows, 1,500 to 3,000 steps (1,500 for iris "
-                   "and wine, 3,000 for the others), a training row hiding a share U(0, min(1, 14 / columns)) of "
+                   "trained apart, each for 1,500 to 3,000 steps by the rows (since 2026-12-07: 3,000 for fair, "
+                   "1,500 for the others; until then 3,000 from 384 rows), through the Python API "
+                   "(`DiffusionImputer`) with each row's noise keyed by its label; a training row hiding a share "
+                   "U(0, min(1, 14 / columns)) of "
                    "its observed cells, its first layer also reading a fitted Gaussian's conditional of every cell, "
                    "5 samples of each model averaged). The columns after it are ablations, run "
                    "where marked: `conditional no Gaussian base` is the default without that Gaussian (the default "

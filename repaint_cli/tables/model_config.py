@@ -9,14 +9,14 @@ from typing import Optional
 EPS_STEPS = 3000  # the eps model's training steps when --train-steps is not given
 
 # The conditional model's steps per member when --train-steps is not given: about PASSES passes over the rows
-# (batches of 256), between STEPS_MIN and STEPS_MAX: a small table (wine, 178 rows) over-fits with more steps, larger
-# ones (breast_cancer, diabetes) under-fit with fewer (benchmarks/RESULTS.md#tables-steps-by-rows).
-PASSES, STEPS_MIN, STEPS_MAX = 2000, 1500, 3000
-
+# (batches of 256), between STEPS_MIN and STEPS_MAX. With the Gaussian base, tables of up to about 1,000 rows gain
+# nothing from more than 1,500 steps (breast_cancer and diabetes over-fit at 3,000; anes96, 944 rows, is within
+# its seeds' spread) while fair (6,366 rows) still gains up to 3,000 (benchmarks/RESULTS.md#tables-steps-rule).
+PASSES, STEPS_MIN, STEPS_MAX = 400, 1500, 3000
 
 def conditional_steps(rows: int, batch_size: int = 256) -> int:
-    """Training steps per member for a table of ``rows`` rows (a multiple of 100): 1,500 up to 192 rows,
-    3,000 from 384, in between about 2,000 passes over the rows."""
+    """Training steps per member for a table of ``rows`` rows (a multiple of 100): 1,500 up to 991 rows,
+    3,000 from 1,888, in between about 400 passes over the rows."""
     steps = round(PASSES * rows / batch_size / 100) * 100
     return int(min(STEPS_MAX, max(STEPS_MIN, steps)))
 

@@ -5,11 +5,11 @@ from repaint_cli.tables.model_files import load_table_model
 
 
 def test_training_steps_follow_the_rows_unless_given(tmp_path):
-    """About 2,000 passes over the rows, 1,500 to 3,000 steps per member: a small table over-fits with more."""
+    """About 400 passes over the rows, 1,500 to 3,000 steps per member: a small table over-fits with more."""
     from repaint_cli.tables.model_config import conditional_steps
 
-    assert [conditional_steps(r) for r in (10, 150, 192, 300, 384, 569, 100_000)] == [1500, 1500, 1500, 2300, 3000,
-                                                                                         3000, 3000]
+    assert [conditional_steps(r) for r in (10, 150, 569, 944, 991, 992, 1000, 1500, 1887, 1888, 100_000)] == [
+        1500, 1500, 1500, 1500, 1500, 1600, 1600, 2300, 2900, 3000, 3000]
     assert TrainSettings().settled("conditional", rows=150).steps == 1500
     assert TrainSettings().settled("eps", rows=150).steps == 3000, "the RePaint methods keep their 3,000"
     assert TrainSettings(steps=40).settled("conditional", rows=150).steps == 40
