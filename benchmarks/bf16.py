@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import masks_for, per_image, repaint_batch  # noqa: E402
 import frontier  # noqa: E402
+from repaint_cli.files import sha256_model  # noqa: E402
 from repaint_cli.core.schedule import PRESETS, preset_guidance, preset_guidance_calls  # noqa: E402
 from repaint_cli.models.cards import find_card  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
@@ -213,8 +214,10 @@ def frontier_fp32(jump, guidance, which: str = "all") -> dict:
                   and c[4] == guidance and (c[5:] or ["all"])[0] == which), None)
     if label is None or not path.is_file():
         return {}
-    results = json.loads(path.read_text())["results"]
-    return {kind: r[label]["per_image"] for kind, r in results.items() if label in r}
+    kept = json.loads(path.read_text())
+    if kept.get("weights_sha256") not in (None, sha256_model(ROOT / "weights" / "emoji32.safetensors")):
+        return {}  # sampled with other weights: nothing to copy
+    return {kind: r[label]["per_image"] for kind, r in kept["results"].items() if label in r}
 
 
 def frontier_summary(results: dict, setup: dict) -> dict:

@@ -35,6 +35,7 @@ import scipy.stats  # noqa: E402
 from quality import fmt, masks_for, mean_ci, opencv_inpaint, per_image, repaint_batch, update_results  # noqa: E402
 from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
+from repaint_cli.files import sha256_model  # noqa: E402
 from repaint_cli.core.schedule import (GUIDED_CALL_COST, PRESET_GUIDANCE, PRESETS, JumpParams,  # noqa: E402
                                       guided_calls, jump_schedule, preset_guidance_calls, schedule_summary)
 
@@ -222,7 +223,14 @@ def main(argv=None):
     size = loaded.model.cfg.image_size
     out_json = ROOT / "benchmarks" / "frontier-paired.json"  # frontier.json: the unpaired run of 2026-11-29
     kept = json.loads(out_json.read_text()) if out_json.exists() and not args.fresh else {}
-    # per-image results are kept whatever --n: a larger --n adds images; the report pairs all the images kept
+    # per-image results are kept whatever --n: a larger --n adds images; the report pairs all the images kept.
+    # They belong to the weights they were sampled with: new weights (more training) start over, never paired with
+    # another checkpoint's paper
+    weights = sha256_model(loaded.path)
+    args.weights_sha256 = kept.get("weights_sha256", weights) if args.report else weights
+    if kept.get("weights_sha256", weights) != weights and not args.fresh and not args.report:
+        sys.exit(f"{out_json} holds the results of other weights (sha256 {kept['weights_sha256'][:12]}..), not "
+                 f"{loaded.path} ({weights[:12]}..): run with --fresh to sample them all again")
     results = kept.get("results", {}) if kept.get("model") == args.model and kept.get("paired") else {}
     cmd = "python benchmarks/frontier.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     cmd = kept.get("command", cmd) if args.report else cmd  # the report names the run that sampled
@@ -230,8 +238,9 @@ def main(argv=None):
     date = kept.get("date", today) if args.report else today  # ... and its date
 
     def save():
-        out_json.write_text(json.dumps({"model": args.model, "paired": True, "date": datetime.date.today().isoformat(),
-                                        "command": cmd, "results": results}))
+        out_json.write_text(json.dumps({"model": args.model, "weights_sha256": weights, "paired": True,
+                                        "date": datetime.date.today().isoformat(), "command": cmd,
+                                        "results": results}))
 
     holes_by_kind = {kind: holes_for(kind, len(images), size) for kind in args.kinds}
     for kind in args.kinds:
@@ -283,7 +292,8 @@ def report(results: dict, diffs: dict, kinds: list[str], args, cmd: str, date: s
     paper_secs = np.median([results[k][PAPER].get("seconds", 0.0) for k in kinds])
     lines = ['<a id="paired-frontier"></a>', "",  # the anchor core/schedule.py's comment links
              f"## Paired frontier: quality against cost, each candidate minus `paper` image by image ({date})", "",
-             f"Model `{args.model}` (the shipped weights), the first held-out emoji, the same masks and noise keys for "
+             f"Model `{args.model}` (weights sha256 {args.weights_sha256[:12]}..), the first held-out emoji, the "
+             f"same masks and noise keys for "
              f"every candidate (`{cmd}`; one thread). Each cell: the mean over images of (candidate - `paper`) and "
              f"its 95% interval (Student's t over the per-image differences), on {', '.join(map(str, ns))} images "
              f"per mask. Hole PSNR in dB, then hole SSIM. Costs: UNet calls per image; forward-equivalents (a guided "
