@@ -170,7 +170,7 @@ def frontier_run(loaded, a) -> dict:
     kept_at = a.out.with_name(a.out.stem + "-frontier.json")
     kept = json.loads(kept_at.read_text()) if kept_at.is_file() and not a.fresh else {}
     results = kept.get("results", {}) if kept.get("setup") == setup else {}
-    stored = frontier_fp32(jump, guidance, which)
+    stored = frontier_fp32(a.preset)
 
     def save():
         kept_at.write_text(json.dumps({"setup": setup, "date": time.strftime("%Y-%m-%d"),
@@ -207,11 +207,10 @@ def frontier_run(loaded, a) -> dict:
     return frontier_summary(results, setup)
 
 
-def frontier_fp32(jump, guidance, which: str = "all") -> dict:
+def frontier_fp32(preset: str) -> dict:
     """frontier.py's kept per-image metrics of the candidate that is this preset, per mask ({} if none)."""
     path = ROOT / "benchmarks" / "frontier-paired.json"
-    label = next((c[0] for c in frontier.CANDIDATES if c[1] == "repaint" and c[2] == jump and c[3] == 0.0
-                  and c[4] == guidance and (c[5:] or ["all"])[0] == which), None)
+    label = frontier.preset_candidate(preset)
     if label is None or not path.is_file():
         return {}
     kept = json.loads(path.read_text())

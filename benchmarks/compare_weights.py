@@ -24,18 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from frontier import CANDIDATES, KINDS, holes_for, paired  # noqa: E402
+from frontier import KINDS, holes_for, paired, preset_candidate  # noqa: E402
 from quality import per_image, repaint_batch  # noqa: E402
 from repaint_cli.core.schedule import PRESETS, preset_guidance, preset_guidance_calls  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
 from repaint_cli.runtime.device import EngineOptions, prepare_model  # noqa: E402
-
-
-def frontier_label(preset: str) -> str:
-    """The frontier candidate that is this preset (its schedule, scale and guided calls)."""
-    jp, g, which = PRESETS[preset], preset_guidance(preset), preset_guidance_calls(preset)
-    return next(c[0] for c in CANDIDATES if c[1] == "repaint" and c[2] == jp and c[3] == 0.0 and c[4] == g
-                and (c[5:] or ["all"])[0] == which)
 
 
 def main(argv=None):
@@ -52,7 +45,7 @@ def main(argv=None):
         images = z["heldout"][: args.n]
     loaded = load(args.weights)
     model = prepare_model(loaded.model, torch.device("cpu"), EngineOptions(threads=1))
-    label = frontier_label(args.preset)
+    label = preset_candidate(args.preset)
     frontier_file = json.loads((ROOT / "benchmarks" / "frontier-paired.json").read_text())
     kept = frontier_file["results"]
     print(f"against the weights of sha256 {frontier_file.get('weights_sha256', '?')[:12]}.. (frontier-paired.json)")

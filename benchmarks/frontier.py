@@ -78,6 +78,19 @@ BASELINES = ["Telea", "NS"]  # OpenCV, 0 UNet calls
 COLOURS = {"repaint": (200, 90, 30), "ddnm": (40, 150, 40), "ddim": (40, 40, 200), "opencv": (120, 120, 120)}  # BGR
 
 
+def calls_guided(candidate: tuple) -> str:
+    """A candidate's guided calls: its sixth field, "all" where it has none."""
+    return candidate[5] if len(candidate) > 5 else "all"
+
+
+def preset_candidate(preset: str) -> str | None:
+    """The label of the candidate that samples as ``preset`` (RePaint's step, its schedule, guidance and guided
+    calls), or None."""
+    jp, g, which = PRESETS[preset], PRESET_GUIDANCE.get(preset, 0.0), preset_guidance_calls(preset)
+    return next((c[0] for c in CANDIDATES if c[1] == "repaint" and c[2] == jp and c[3] == 0.0 and c[4] == g
+                 and calls_guided(c) == which), None)
+
+
 def holes_for(kind: str, n: int, size: int) -> np.ndarray:
     """(n, size, size) bool, True = hole: LaMa-style kinds seeded 0..n-1, or a half of the image."""
     if kind not in HALVES:
@@ -172,8 +185,9 @@ def run_chunk(model, hp, images, holes_by_kind, results, start, stop, only, save
                 row = per_image([opencv_inpaint(images[j], holes[j], flag)], images[j:j + 1], holes[j:j + 1])
                 for k, v in row.items():
                     r["per_image"][k] += v
-    for label, method, jump, eta, guidance, *rest in CANDIDATES:
-        which = rest[0] if rest else "all"
+    for candidate in CANDIDATES:
+        label, method, jump, eta, guidance = candidate[:5]
+        which = calls_guided(candidate)
         if only and not any(o in label for o in only) and label != PAPER:
             continue
         for kind, holes in holes_by_kind.items():
@@ -327,8 +341,7 @@ def preset_numbers(results: dict, diffs: dict, kinds: list[str], date: str) -> d
     out = {"source": "benchmarks/frontier.py", "date": date, "presets": {}}
     for name, jp in PRESETS.items():
         g, which = PRESET_GUIDANCE.get(name, 0.0), preset_guidance_calls(name)
-        label = next((c[0] for c in CANDIDATES if c[1] == "repaint" and c[2] == jp and c[4] == g
-                      and (c[5:] or ["all"])[0] == which), None)
+        label = preset_candidate(name)
         if label is None or label == PAPER:
             continue
         per_mask = {k: {"psnr": diffs[k][label]["psnr"][:2], "ssim": diffs[k][label]["ssim"][:2],

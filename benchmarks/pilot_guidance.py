@@ -37,7 +37,7 @@ from quality import per_image, repaint_batch  # noqa: E402
 from repaint_cli.core.diffusion import diffusion_from_hparams  # noqa: E402
 from repaint_cli.core.noise import image_key, keys_tensor  # noqa: E402
 from repaint_cli.core.sampler import Conditioning, repaint  # noqa: E402
-from repaint_cli.core.schedule import GUIDED_CALL_COST, jump_schedule  # noqa: E402
+from repaint_cli.core.schedule import GUIDED_CALL_COST, guided_calls, jump_schedule  # noqa: E402
 from repaint_cli.images.guidance import reconstruction  # noqa: E402
 from repaint_cli.images.sampling import to_uint8  # noqa: E402
 from repaint_cli.models.checkpoints import load  # noqa: E402
@@ -86,10 +86,9 @@ def window(kind: str, value: int, times: list[int] = ()):
     """active(t_model, call, first visit) for a window: 'all', 'early' (t >= value), 'late' (t < value), 'every'
     (k-th call), 'first' (the first call at each time: a jump's repeats are not guided afresh), 'last' (the last
     call at each time, from the schedule ``times``: the pass that the steps below carry on from)."""
-    reverse = [i for i in range(len(times) - 1) if times[i + 1] < times[i]]  # schedule index of each UNet call
-    last = {call for call, i in enumerate(reverse) if all(times[j] != times[i] for j in reverse[call + 1:])}
+    last = guided_calls(times, "last") if kind == "last" else []
     return {"all": lambda t, i, f: True, "early": lambda t, i, f: t >= value, "late": lambda t, i, f: t < value,
-            "every": lambda t, i, f: i % value == 0, "first": lambda t, i, f: f, "last": lambda t, i, f: i in last}[kind]
+            "every": lambda t, i, f: i % value == 0, "first": lambda t, i, f: f, "last": lambda t, i, f: last[i]}[kind]
 
 
 def noisy_resampling_schedule(t_T: int, length: int, n_sample: int, from_t: int) -> list[int]:

@@ -112,7 +112,7 @@ def repaint_batch(model, hp, images, holes, jump: JumpParams, seed=0, batch=64, 
     among the held-out images (its noise key is ``heldout{index}``), so a run in parts draws the same noise."""
     diffusion = diffusion_from_hparams(hp, str(jump.t_T))
     times = jump_schedule(jump)
-    guided = guided_calls(times, guidance_calls) if guidance_calls != "all" else None
+    guided = guided_calls(times, guidance_calls)
     outs = []
     for i in range(0, len(images), batch):
         gt = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -32,7 +32,7 @@ def sample_batch(model, st: Setup, batch: list[Prepared], sample: SampleOptions,
     keep = torch.from_numpy(np.stack([p.keep_S for p in batch])).to(dev)[:, None]
     keys = keys_tensor([p.job.keys.noise for p in batch], dev)
     coefs = st.diffusion.coefficients(dev, eta=sample.eta if sample.method == "ddim" else None)
-    guided = guided_calls(st.times, st.guidance_calls) if st.guidance_calls != "all" else None
+    guided = guided_calls(st.times, st.guidance_calls)
     model, cond_fn = reconstruction(model, st.diffusion, gt, keep, st.guidance, cond_fn, guided)  # unchanged at 0
     cond = Conditioning(gt, keep, keys, coefs, model_kwargs or {}, cond_fn, torch.arange(gt[0].numel(), device=dev),
                         sample.method, nonfinite=torch.zeros(len(batch), dtype=torch.bool, device=dev))

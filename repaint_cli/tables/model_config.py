@@ -14,6 +14,7 @@ EPS_STEPS = 3000  # the eps model's training steps when --train-steps is not giv
 # its seeds' spread) while fair (6,366 rows) still gains up to 3,000 (benchmarks/RESULTS.md#tables-steps-rule).
 PASSES, STEPS_MIN, STEPS_MAX = 400, 1500, 3000
 
+
 def conditional_steps(rows: int, batch_size: int = 256) -> int:
     """Training steps per member for a table of ``rows`` rows (a multiple of 100): 1,500 up to 991 rows,
     3,000 from 1,888, in between about 400 passes over the rows."""
